@@ -155,3 +155,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     paths: PathsConfig = msgspec.field(default_factory=PathsConfig)
     workers: WorkersConfig = msgspec.field(default_factory=WorkersConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+
+
+def worker_count(config: Config) -> int:
+    """Configured worker count; 0 means the CPU count clamped to 2..8."""
+    import os
+
+    if config.workers.count > 0:
+        return config.workers.count
+    return max(2, min(8, os.cpu_count() or 2))

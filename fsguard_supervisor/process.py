@@ -1,0 +1,345 @@
+"""The supervisor process: owns the ESL connection, fans events to the workers,
+runs ESL commands for the others, and keeps its children alive.
+
+`fsguard supervisor` manages the workers only (systemd runs the firewall and the
+API as their own units); `fsguard run` also manages the firewall and the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import time
+from typing import Any
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from fsguard_supervisor.children import Child, ChildSet, child_argv
+from fsguard_supervisor.dispatcher import EventDispatcher
+from fsguard_supervisor.esl_client import EslClient, EslNotConnected
+from shared import addresses
+from shared.config import Config, worker_count
+from shared.control import ControlError, PeerUnavailable, arequest
+from shared.logs import escape, set_level
+from shared.messages import ControlReply, ControlRequest, KillCall, decode, encode
+
+log = logging.getLogger(__name__)
+
+# Channel UUIDs are FreeSWITCH-generated; anything else never reaches the ESL socket.
+_UUID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+STOP_TIMEOUT = 8.0
+READY_TIMEOUT = 15.0
+
+
+def allowed_command(command: str, allowed: list[str]) -> bool:
+    """Supervisor-side re-check of the API's allow-list (defence in depth)."""
+    if not command or len(command.encode()) > 1024 or _CONTROL_CHARS.search(command):
+        return False
+    for entry in allowed:
+        if entry and (command == entry or command.startswith(entry + " ")):
+            return True
+    return False
+
+
+class Supervisor:
+    def __init__(self, config: Config, config_path: str, *, manage_all: bool) -> None:
+        self.config = config
+        self.runtime_dir = config.paths.runtime_dir
+        self.workers = worker_count(config)
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.actx = zmq.asyncio.Context.shadow(self.ctx.underlying)
+        self.dispatcher: EventDispatcher | None = None
+        self.log_level = config.security.esl_log_level
+        sec = config.security
+        self.esl = EslClient(
+            sec.esl_host,
+            sec.esl_port,
+            sec.esl_password,
+            on_events=self._on_events,
+            on_connection_change=self._on_connection_change,
+            base_backoff=sec.reconnect_backoff,
+        )
+        children: list[Child] = []
+        if manage_all:
+            children.append(Child("firewall", "firewall", child_argv("firewall", config_path)))
+        for index in range(self.workers):
+            children.append(
+                Child(f"worker-{index}", "worker",
+                      child_argv("worker", config_path, "--index", str(index)))
+            )
+        if manage_all:
+            children.append(Child("api", "api", child_argv("api", config_path)))
+        self.children = ChildSet(children)
+        self.worker_processed = [0] * self.workers
+        self.started = time.time()
+        self.kills_sent = 0
+        self.kills_failed = 0
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- hot path ---------------------------------------------------------------
+    def _on_events(self, bodies: list[bytes], read_ts: float) -> None:
+        assert self.dispatcher is not None
+        self.dispatcher.dispatch(bodies, read_ts)
+
+    def _on_connection_change(self, connected: bool) -> None:
+        if connected:
+            log.info("connected to FreeSWITCH ESL at %s:%s",
+                     self.config.security.esl_host, self.config.security.esl_port)
+        else:
+            log.warning("ESL connection lost")
+
+    # --- control ----------------------------------------------------------------
+    def esl_stats(self) -> dict[str, Any]:
+        d = self.dispatcher
+        assert d is not None
+        st = self.esl.stats
+        queue_length = sum(max(0, d.sent[i] - self.worker_processed[i]) for i in range(self.workers))
+        return {
+            "connected": st.connected,
+            "host": self.config.security.esl_host,
+            "port": str(self.config.security.esl_port),
+            "connectionAttempts": st.connection_attempts,
+            "connectionErrors": st.connection_errors,
+            "eventsQueued": d.events_queued,
+            "eventsDropped": d.events_dropped,
+            "workerCount": self.workers,
+            "queueLength": queue_length,
+            "queueCapacity": d.queue_size * self.workers,
+            "logLevel": self.log_level,
+        }
+
+    def supervisor_stats(self) -> dict[str, Any]:
+        d = self.dispatcher
+        assert d is not None
+        st = self.esl.stats
+        return {
+            "esl": {
+                "connected": st.connected,
+                "connection_attempts": st.connection_attempts,
+                "connection_errors": st.connection_errors,
+                "auth_failures": st.auth_failures,
+                "malformed_frames": st.malformed_frames,
+                "frames_received": st.frames_received,
+                "events_received": st.events_received,
+                "reconnects": st.reconnects,
+                "last_error": st.last_error,
+            },
+            "events_queued": d.events_queued,
+            "events_without_ip": d.events_without_ip,
+            "dropped_per_worker": list(d.dropped),
+            "sent_per_worker": list(d.sent),
+            "kills_sent": self.kills_sent,
+            "kills_failed": self.kills_failed,
+            "children": self.children.snapshot(),
+            "uptime": time.time() - self.started,
+            "pid": os.getpid(),
+        }
+
+    async def _handle_control(self, req: ControlRequest) -> ControlReply:
+        op, args = req.op, req.args
+        if op == "ping":
+            return ControlReply(ok=True, data={"role": "supervisor", "pid": os.getpid()})
+        if op == "esl_stats":
+            return ControlReply(ok=True, data=self.esl_stats())
+        if op == "stats":
+            return ControlReply(ok=True, data=self.supervisor_stats())
+        if op == "processes":
+            return ControlReply(ok=True, data=self.children.snapshot())
+        if op == "reconnect":
+            self.esl.request_reconnect()
+            return ControlReply(ok=True, data={})
+        if op == "log_level":
+            level = str(args.get("level", ""))
+            try:
+                set_level(level)
+            except ValueError as exc:
+                return ControlReply(ok=False, error=str(exc), status=400)
+            self.log_level = level.lower()
+            return ControlReply(ok=True, data={"level": self.log_level})
+        if op == "esl_command":
+            command = str(args.get("command", ""))
+            if not allowed_command(command, self.config.security.esl_allowed_commands):
+                return ControlReply(ok=False, error=f"command not allowed: {command!r}", status=403)
+            try:
+                response = await self.esl.api(command)
+            except EslNotConnected:
+                return ControlReply(ok=False, error="not connected to FreeSWITCH ESL", status=503)
+            except TimeoutError:
+                return ControlReply(ok=False, error="command execution timeout", status=504)
+            except Exception as exc:
+                return ControlReply(ok=False, error=str(exc), status=500)
+            return ControlReply(ok=True, data={"command": command, "response": response})
+        return ControlReply(ok=False, error=f"unknown op {op!r}", status=404)
+
+    async def _control_loop(self) -> None:
+        sock = self.actx.socket(zmq.REP)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(addresses.supervisor_control(self.runtime_dir))
+        try:
+            while True:
+                raw = await sock.recv()
+                try:
+                    req = decode(raw)
+                    if not isinstance(req, ControlRequest):
+                        raise ControlError("not a control request")
+                    reply = await self._handle_control(req)
+                except (msgspec.DecodeError, msgspec.ValidationError, ControlError) as exc:
+                    reply = ControlReply(ok=False, error=f"bad request: {exc}", status=400)
+                except Exception as exc:
+                    log.exception("control op failed")
+                    reply = ControlReply(ok=False, error=f"internal error: {exc}", status=500)
+                await sock.send(encode(reply))
+        finally:
+            sock.close(linger=0)
+
+    # --- actions from workers ------------------------------------------------------
+    async def _actions_loop(self) -> None:
+        sock = self.actx.socket(zmq.PULL)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(addresses.supervisor_actions(self.runtime_dir))
+        try:
+            while True:
+                raw = await sock.recv()
+                try:
+                    msg = decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    log.warning("undecodable action dropped")
+                    continue
+                if isinstance(msg, KillCall):
+                    self._spawn(self._kill_call(msg))
+        finally:
+            sock.close(linger=0)
+
+    async def _kill_call(self, msg: KillCall) -> None:
+        if not _UUID_RE.match(msg.uuid):
+            log.warning("refusing uuid_kill for malformed uuid %s", escape(msg.uuid))
+            self.kills_failed += 1
+            return
+        try:
+            reply = await self.esl.api(f"uuid_kill {msg.uuid}")
+        except Exception as exc:
+            self.kills_failed += 1
+            log.warning("uuid_kill %s failed: %s", msg.uuid, exc)
+            return
+        if reply.startswith("-ERR"):
+            self.kills_failed += 1
+            log.warning("uuid_kill %s refused: %s", msg.uuid, escape(reply.strip()))
+        else:
+            self.kills_sent += 1
+            log.info("terminated %s call %s", escape(msg.reason), msg.uuid)
+
+    # --- children -------------------------------------------------------------------
+    async def _reap_loop(self) -> None:
+        last_stats = 0.0
+        while True:
+            for child in self.children.reap():
+                if child.role == "worker" and self.dispatcher is not None:
+                    index = int(child.name.split("-")[1])
+                    self.dispatcher.sent[index] = 0
+                    self.worker_processed[index] = 0
+            now = time.monotonic()
+            if now - last_stats >= 1.0:
+                last_stats = now
+                await self._refresh_worker_counts()
+            await asyncio.sleep(0.1)
+
+    async def _refresh_worker_counts(self) -> None:
+        async def one(index: int) -> None:
+            try:
+                reply = await arequest(
+                    addresses.worker_control(self.runtime_dir, index), "stats",
+                    timeout=0.5, ctx=self.actx,
+                )
+            except PeerUnavailable:
+                return
+            if reply.ok and isinstance(reply.data, dict):
+                self.worker_processed[index] = int(reply.data.get("processed", 0))
+
+        await asyncio.gather(*(one(i) for i in range(self.workers)))
+
+    async def _wait_ready(self) -> bool:
+        """Wait until every worker (and the firewall, when managed) answers a ping."""
+        endpoints = [addresses.worker_control(self.runtime_dir, i) for i in range(self.workers)]
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = list(endpoints)
+        while pending and time.monotonic() < deadline:
+            still = []
+            for endpoint in pending:
+                try:
+                    reply = await arequest(endpoint, "ping", timeout=0.3, ctx=self.actx)
+                    if not reply.ok:
+                        still.append(endpoint)
+                except PeerUnavailable:
+                    still.append(endpoint)
+            pending = still
+            self.children.reap()
+            if pending:
+                await asyncio.sleep(0.1)
+        if pending:
+            log.error("workers not ready after %.0fs: %s", READY_TIMEOUT, pending)
+        return not pending
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self) -> int:
+        os.makedirs(self.runtime_dir, mode=0o750, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        self.dispatcher = EventDispatcher(
+            self.ctx, self.runtime_dir, self.workers, self.config.workers.queue_size
+        )
+        self._spawn(self._control_loop())
+        self._spawn(self._actions_loop())
+        self.children.start_all()
+        await self._wait_ready()
+        self._spawn(self._reap_loop())
+        self._spawn(self.esl.run())
+        _notify_ready()
+        log.info("supervisor running with %d workers", self.workers)
+        await self._stop.wait()
+        log.info("stopping")
+        await self.esl.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(
+            self.children.stop, ["api", "worker", "firewall"], STOP_TIMEOUT
+        )
+        self.dispatcher.close()
+        self.ctx.term()
+        self._cleanup_sockets()
+        log.info("stopped")
+        return 0
+
+    def _cleanup_sockets(self) -> None:
+        paths = [addresses.supervisor_control(self.runtime_dir),
+                 addresses.supervisor_actions(self.runtime_dir)]
+        paths += [addresses.worker_events(self.runtime_dir, i) for i in range(self.workers)]
+        for endpoint in paths:
+            try:
+                os.unlink(addresses.ipc_path(endpoint))
+            except FileNotFoundError:
+                pass
+
+
+def _notify_ready() -> None:
+    try:
+        from shared import sdnotify
+    except ImportError:
+        return
+    sdnotify.ready()
+
+
+def main(config: Config, config_path: str, *, manage_all: bool) -> int:
+    return asyncio.run(Supervisor(config, config_path, manage_all=manage_all).run())

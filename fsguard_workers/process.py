@@ -1,0 +1,193 @@
+"""A worker process: owns one shard of per-IP state and runs the rules on it.
+
+Loop: poll the event PULL socket, the control REP socket and the list SUB socket;
+feed every event of a batch to the DetectionEngine; ship its decisions to the
+firewall (PUSH) and its call kills to the supervisor (PUSH). Sync zmq + Poller:
+one thread, no locks, nothing shared with anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import msgspec
+import zmq
+
+from fsguard_workers.engine import DetectionEngine
+from shared import addresses
+from shared.config import Config
+from shared.control import ControlError, dispatch
+from shared.logs import set_level
+from shared.messages import BanDecision, ListChange, decode, encode, unpack_event_batch
+
+log = logging.getLogger(__name__)
+
+MAX_BATCHES_PER_TURN = 64
+TICK_INTERVAL = 0.1
+
+
+class Worker:
+    def __init__(self, config: Config, index: int) -> None:
+        self.config = config
+        self.index = index
+        self.engine = DetectionEngine(config, worker_index=index)
+        self.processed = 0
+        self.batches = 0
+        self.bad_batches = 0
+        self.decisions_sent = 0
+        self.kills_sent = 0
+        self.outbox_dropped = 0
+        self.running = True
+
+    def handlers(self) -> dict[str, Any]:
+        eng = self.engine
+        return {
+            "ping": lambda a: {"role": "worker", "index": self.index, "pid": os.getpid()},
+            "stats": lambda a: self.stats(),
+            "failed": lambda a: eng.failed_snapshot(),
+            "wrong_call_states": lambda a: eng.wrong_call_state_snapshot(),
+            "rate_calls": lambda a: eng.rate_snapshot("calls"),
+            "rate_registrations": lambda a: eng.rate_snapshot("registrations"),
+            "whitelist": lambda a: eng.whitelist_snapshot(),
+            "log_level": self._log_level,
+        }
+
+    def _log_level(self, args: dict[str, Any]) -> dict[str, str]:
+        level = str(args.get("level", ""))
+        try:
+            set_level(level)
+        except ValueError as exc:
+            raise ControlError(str(exc)) from exc
+        return {"level": level.lower()}
+
+    def stats(self) -> dict[str, Any]:
+        data: dict[str, Any] = dict(self.engine.stats())
+        data.update(
+            index=self.index,
+            pid=os.getpid(),
+            processed=self.processed,
+            batches=self.batches,
+            bad_batches=self.bad_batches,
+            decisions_sent=self.decisions_sent,
+            kills_sent=self.kills_sent,
+            outbox_dropped=self.outbox_dropped,
+        )
+        return data
+
+    def run(self) -> int:
+        rd = self.config.paths.runtime_dir
+        ctx: zmq.Context[Any] = zmq.Context()
+        events = ctx.socket(zmq.PULL)
+        events.setsockopt(zmq.RCVHWM, self.config.workers.queue_size)
+        events.connect(addresses.worker_events(rd, self.index))
+        decisions = ctx.socket(zmq.PUSH)
+        decisions.setsockopt(zmq.LINGER, 2000)
+        decisions.setsockopt(zmq.SNDTIMEO, 1000)
+        decisions.setsockopt(zmq.SNDHWM, 100_000)
+        decisions.connect(addresses.firewall_decisions(rd))
+        actions = ctx.socket(zmq.PUSH)
+        actions.setsockopt(zmq.LINGER, 500)
+        actions.connect(addresses.supervisor_actions(rd))
+        lists = ctx.socket(zmq.SUB)
+        lists.setsockopt(zmq.SUBSCRIBE, b"")
+        lists.connect(addresses.firewall_lists(rd))
+        control = ctx.socket(zmq.REP)
+        control.setsockopt(zmq.LINGER, 0)
+        control_endpoint = addresses.worker_control(rd, self.index)
+        control.bind(control_endpoint)
+
+        poller = zmq.Poller()
+        poller.register(events, zmq.POLLIN)
+        poller.register(control, zmq.POLLIN)
+        poller.register(lists, zmq.POLLIN)
+        handlers = self.handlers()
+        engine = self.engine
+        next_tick = time.monotonic() + TICK_INTERVAL
+        log.info("worker %d ready", self.index)
+        try:
+            while self.running:
+                ready = dict(poller.poll(int(TICK_INTERVAL * 1000)))
+                if events in ready:
+                    for _ in range(MAX_BATCHES_PER_TURN):
+                        try:
+                            raw = events.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._handle_batch(raw)
+                    self._flush(decisions, actions)
+                if lists in ready:
+                    self._handle_lists(lists)
+                if control in ready:
+                    control.send(dispatch(handlers, control.recv()))
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + TICK_INTERVAL
+                    engine.tick()
+                    self._flush(decisions, actions)
+        finally:
+            self._flush(decisions, actions)
+            for sock in (events, actions, lists, control, decisions):
+                sock.close()
+            ctx.term()
+            try:
+                os.unlink(addresses.ipc_path(control_endpoint))
+            except FileNotFoundError:
+                pass
+        log.info("worker %d stopped", self.index)
+        return 0
+
+    def _handle_batch(self, raw: bytes) -> None:
+        try:
+            read_ts, bodies = unpack_event_batch(raw)
+        except ValueError:
+            self.bad_batches += 1
+            return
+        handle = self.engine.handle
+        for body in bodies:
+            handle(body, read_ts)
+        self.processed += len(bodies)
+        self.batches += 1
+
+    def _handle_lists(self, sock: zmq.Socket[Any]) -> None:
+        while True:
+            try:
+                raw = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            if isinstance(msg, ListChange):
+                self.engine.on_list_change(msg)
+
+    def _flush(self, decisions: zmq.Socket[Any], actions: zmq.Socket[Any]) -> None:
+        """Ship engine outputs. Decisions wait up to SNDTIMEO for a saturated firewall
+        queue (the connect-side queue also holds them while the firewall restarts);
+        call kills never block the shard."""
+        for out in self.engine.drain():
+            try:
+                if isinstance(out, BanDecision):
+                    decisions.send(encode(out))
+                    self.decisions_sent += 1
+                else:
+                    actions.send(encode(out), zmq.NOBLOCK)
+                    self.kills_sent += 1
+            except zmq.Again:
+                self.outbox_dropped += 1
+                log.error("dropped %s: peer queue full", type(out).__name__)
+
+
+def main(config: Config, index: int) -> int:
+    worker = Worker(config, index)
+
+    def stop(signum: int, frame: object) -> None:
+        worker.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return worker.run()
