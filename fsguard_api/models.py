@@ -6,6 +6,7 @@ peer that sends extra fields cannot leak them: msgspec drops unknown keys on con
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -135,5 +136,5 @@ class MsgspecResponse(Response):
         return msgspec.json.encode(content)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
     return MsgspecResponse(ErrorBody(error=message), status_code=status, headers=headers)

@@ -10,7 +10,20 @@ The loader (load_config) is implemented below the schema.
 
 from __future__ import annotations
 
+import copy
+import ipaddress
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from difflib import get_close_matches
+from typing import Any
+from urllib.parse import urlsplit
+
 import msgspec
+import msgspec.inspect
 
 DEFAULT_TRUSTED_NETWORKS = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 
@@ -159,8 +172,528 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def worker_count(config: Config) -> int:
     """Configured worker count; 0 means the CPU count clamped to 2..8."""
-    import os
-
     if config.workers.count > 0:
         return config.workers.count
     return max(2, min(8, os.cpu_count() or 2))
+
+
+# --------------------------------------------------------------------------
+# Loader
+# --------------------------------------------------------------------------
+
+_log = logging.getLogger(__name__)
+
+CONFIG_SEARCH_PATHS: tuple[str, ...] = ("./config.json", "/etc/fsguard/config.json")
+
+DURATION_KEYS: frozenset[str] = frozenset(
+    {
+        "cache.security_ttl",
+        "cache.cleanup_interval",
+        "security.failed_attempts_window",
+        "security.block_duration",
+        "security.whitelist_ttl",
+        "security.reconnect_backoff",
+        "security.wrong_call_state_window",
+        "security.chandaemon.report_timeout",
+        "security.rate_limit.call_rate_interval",
+        "security.rate_limit.registration_window",
+        "security.rate_limit.block_duration",
+        "security.rate_limit.cleanup_interval",
+        "security.enumeration.window",
+        "security.recidive.window",
+        "security.recidive.max_duration",
+    }
+)
+PORT_KEYS: frozenset[str] = frozenset({"server.port", "security.esl_port"})
+SECRET_FIELDS: frozenset[str] = frozenset({"esl_password", "api_token"})
+DEPRECATED_KEYS: frozenset[str] = frozenset(
+    {
+        "server.log_responses",
+        "server.pprof_enabled",
+        "server.pprof_addr",
+        "security.whitelist_enabled",
+    }
+)
+LOG_LEVELS: tuple[str, ...] = ("error", "warning", "info", "debug", "trace")
+LOG_FORMATS: tuple[str, ...] = ("json", "human")
+MASK = "********"
+
+# Environment overrides: exactly the Go program's variable names (facts 6.2).
+ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
+    ("SERVER_HOST", "server.host", "str"),
+    ("SERVER_PORT", "server.port", "port"),
+    ("SERVER_LOG_REQUESTS", "server.log_requests", "bool"),
+    ("SERVER_LOG_RESPONSES", "server.log_responses", "bool"),
+    ("SERVER_PPROF_ENABLED", "server.pprof_enabled", "bool"),
+    ("SERVER_PPROF_ADDR", "server.pprof_addr", "str"),
+    ("FS_DEFAULT_DOMAIN", "freeswitch.default_domain", "str"),
+    ("CACHE_ENABLED", "cache.enabled", "bool"),
+    ("CACHE_SECURITY_TTL", "cache.security_ttl", "duration"),
+    ("CACHE_CLEANUP_INTERVAL", "cache.cleanup_interval", "duration"),
+    ("SECURITY_ENABLED", "security.enabled", "bool"),
+    ("SECURITY_ESL_HOST", "security.esl_host", "str"),
+    ("SECURITY_ESL_PORT", "security.esl_port", "port"),
+    ("SECURITY_ESL_PASSWORD", "security.esl_password", "str"),
+    ("SECURITY_ESL_ALLOWED_COMMANDS", "security.esl_allowed_commands", "list"),
+    ("SECURITY_MAX_FAILED_ATTEMPTS", "security.max_failed_attempts", "int"),
+    ("SECURITY_FAILED_WINDOW", "security.failed_attempts_window", "duration"),
+    ("SECURITY_AUTO_BLOCK", "security.auto_block_enabled", "bool"),
+    ("SECURITY_BLOCK_DURATION", "security.block_duration", "duration"),
+    ("SECURITY_WHITELIST_ENABLED", "security.whitelist_enabled", "bool"),
+    ("SECURITY_WHITELIST_TTL", "security.whitelist_ttl", "duration"),
+    ("SECURITY_TRUSTED_NETWORKS", "security.trusted_networks", "list"),
+    ("SECURITY_UNTRUSTED_NETWORKS", "security.untrusted_networks", "list"),
+    ("SECURITY_IPTABLES_CHAIN", "security.iptables_chain", "str"),
+    ("SECURITY_IPSET_NAME", "security.ipset_name", "str"),
+    ("SECURITY_DRY_RUN", "security.dry_run", "bool"),
+    ("SECURITY_AUTO_WHITELIST_ON_SUCCESS", "security.auto_whitelist_on_success", "bool"),
+    ("SECURITY_ESL_LOG_LEVEL", "security.esl_log_level", "str"),
+    ("SECURITY_RECONNECT_BACKOFF", "security.reconnect_backoff", "duration"),
+    ("SECURITY_MAX_WRONG_CALL_STATES", "security.max_wrong_call_states", "int"),
+    ("SECURITY_WRONG_CALL_STATE_WINDOW", "security.wrong_call_state_window", "duration"),
+    ("SECURITY_CHANDAEMON_ENABLED", "security.chandaemon.enabled", "bool"),
+    ("SECURITY_CHANDAEMON_REPORT_URL", "security.chandaemon.report_url", "str"),
+    ("SECURITY_CHANDAEMON_BLOCKER_URL", "security.chandaemon.blocker_url", "str"),
+    ("SECURITY_CHANDAEMON_SERVICE_NAME", "security.chandaemon.service_name", "str"),
+    ("SECURITY_CHANDAEMON_REPORT_TIMEOUT", "security.chandaemon.report_timeout", "duration"),
+    ("SECURITY_CHANDAEMON_ALLOWED_API_IPS", "security.chandaemon.allowed_api_ips", "list"),
+    ("SECURITY_RATE_LIMIT_ENABLED", "security.rate_limit.enabled", "bool"),
+    ("SECURITY_RATE_LIMIT_CALL_LIMIT", "security.rate_limit.call_rate_limit", "int"),
+    ("SECURITY_RATE_LIMIT_CALL_INTERVAL", "security.rate_limit.call_rate_interval", "duration"),
+    ("SECURITY_RATE_LIMIT_REG_LIMIT", "security.rate_limit.registration_limit", "int"),
+    ("SECURITY_RATE_LIMIT_REG_WINDOW", "security.rate_limit.registration_window", "duration"),
+    ("SECURITY_RATE_LIMIT_AUTO_BLOCK", "security.rate_limit.auto_block_on_exceed", "bool"),
+    ("SECURITY_RATE_LIMIT_BLOCK_DURATION", "security.rate_limit.block_duration", "duration"),
+    ("SECURITY_RATE_LIMIT_WHITELIST_BYPASS", "security.rate_limit.whitelist_bypass", "bool"),
+    ("SECURITY_RATE_LIMIT_CLEANUP_INTERVAL", "security.rate_limit.cleanup_interval", "duration"),
+)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key, the value and the fix."""
+
+
+# ---- scalar parsing ------------------------------------------------------
+
+_DURATION_UNITS: dict[str, float] = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,  # Go accepts both micro signs
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_UNIT_ALT = "|".join(sorted(_DURATION_UNITS, key=len, reverse=True))
+_DURATION_PART = re.compile(rf"(\d+(?:\.\d*)?|\.\d+)({_UNIT_ALT})")
+_DURATION_FULL = re.compile(rf"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:{_UNIT_ALT}))+")
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_DURATION_HELP = 'a duration such as "250ms", "5s", "5m", "1h30m", "7d" or a number of seconds'
+
+
+def _show(key: str, value: object) -> str:
+    """Value as quoted in error messages; secrets are masked, long values cut."""
+    if key.rsplit(".", 1)[-1] in SECRET_FIELDS and value not in ("", None):
+        return MASK
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _invalid(key: str, value: object, expected: str) -> ConfigError:
+    return ConfigError(f"config key {key}: invalid value {_show(key, value)}: expected {expected}")
+
+
+def parse_duration(value: str | int | float, key: str) -> float:
+    """Go-style duration ("1h30m", "1m0s", "250ms"), plus "d" and plain seconds."""
+    seconds: float
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _invalid(key, value, _DURATION_HELP)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        if text.startswith("+"):
+            text = text[1:]
+        if _PLAIN_NUMBER.fullmatch(text):
+            seconds = float(text)
+        elif _DURATION_FULL.fullmatch(text):
+            seconds = sum(
+                float(num) * _DURATION_UNITS[unit] for num, unit in _DURATION_PART.findall(text)
+            )
+        elif text.startswith("-"):
+            raise _invalid(key, value, "a duration that is not negative")
+        else:
+            raise _invalid(key, value, _DURATION_HELP)
+    if not math.isfinite(seconds):
+        raise _invalid(key, value, _DURATION_HELP)
+    if seconds < 0:
+        raise _invalid(key, value, "a duration that is not negative")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Human duration that parse_duration reads back: 300 → "5m", 5400 → "1h30m"."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    parts: list[str] = []
+    for unit, size in (("h", 3600 * 10**9), ("m", 60 * 10**9), ("s", 10**9)):
+        count, ns = divmod(ns, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if ns:
+        for unit, size in (("ms", 10**6), ("us", 10**3), ("ns", 1)):
+            if ns % size == 0:
+                parts.append(f"{ns // size}{unit}")
+                break
+    return sign + "".join(parts)
+
+
+def parse_port(value: str | int, key: str) -> int:
+    """TCP port from "8088" or 8088, 1..65535."""
+    expected = 'a TCP port 1..65535 (number or string such as "8088")'
+    if isinstance(value, bool):
+        raise _invalid(key, value, expected)
+    if isinstance(value, str) and re.fullmatch(r"\d{1,5}", value):
+        port = int(value)
+    elif isinstance(value, int):
+        port = value
+    else:
+        raise _invalid(key, value, expected)
+    if not 1 <= port <= 65535:
+        raise _invalid(key, value, expected)
+    return port
+
+
+# ---- dotted-key helpers --------------------------------------------------
+
+
+def _get(obj: Any, key: str) -> Any:
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set(obj: Any, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        obj = getattr(obj, part)
+    setattr(obj, last, value)
+
+
+def _raw_parent(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The dict holding `key`'s last part in the raw JSON, or None if absent."""
+    node: Any = raw
+    *parents, _ = key.split(".")
+    for part in parents:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, dict) else None
+
+
+def _raw_value(raw: Any, path: str) -> Any:
+    """Value at a msgspec error path such as `.security.trusted_networks[1]`."""
+    node = raw
+    for name, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        try:
+            node = node[name] if name else node[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _check_known_keys(raw: Any, info: msgspec.inspect.StructType, prefix: str) -> None:
+    """Unknown keys are errors; the message names the dotted key (and a close match)."""
+    if not isinstance(raw, dict):
+        return  # msgspec.convert reports the type error with its path
+    fields = {f.name: f.type for f in info.fields}
+    for name, value in raw.items():
+        dotted = f"{prefix}{name}"
+        if name not in fields:
+            hint = get_close_matches(str(name), list(fields), n=1)
+            extra = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
+            raise ConfigError(f"unknown config key {dotted}{extra}")
+        sub = fields[name]
+        if isinstance(sub, msgspec.inspect.StructType):
+            _check_known_keys(value, sub, dotted + ".")
+
+
+# ---- environment ---------------------------------------------------------
+
+_FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+_INT_RE = re.compile(r"[+-]?\d+")
+
+
+def _parse_env(var: str, key: str, kind: str, text: str) -> Any:
+    def bad(expected: str) -> ConfigError:
+        shown = MASK if key.rsplit(".", 1)[-1] in SECRET_FIELDS else repr(text)
+        return ConfigError(
+            f"environment variable {var} (config key {key}): invalid value {shown}: "
+            f"expected {expected}"
+        )
+
+    if kind == "str":
+        return text
+    if kind == "bool":
+        low = text.lower()
+        if low not in ("true", "1", "yes") and low not in _FALSE_WORDS:
+            _log.warning("environment variable %s=%r is read as false (Go semantics)", var, text)
+        return low in ("true", "1", "yes")
+    if kind == "int":
+        if not _INT_RE.fullmatch(text):
+            raise bad("an integer")
+        return int(text)
+    try:
+        if kind == "duration":
+            return parse_duration(text, key)
+        if kind == "port":
+            return parse_port(text, key)
+    except ConfigError as exc:
+        raise bad(_DURATION_HELP if kind == "duration" else "a TCP port 1..65535") from exc
+    # kind == "list"
+    try:
+        items = json.loads(text)
+    except ValueError:
+        items = None
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise bad('a JSON array of strings such as ["a","b"]')
+    return items
+
+
+def _apply_env(config: Config, env: Mapping[str, str]) -> dict[str, str]:
+    """Apply Go-named overrides; returns {dotted key: variable} for error messages."""
+    origins: dict[str, str] = {}
+    for var, key, kind in ENV_OVERRIDES:
+        text = env.get(var, "")
+        if text == "":
+            continue  # Go: an empty variable counts as unset
+        _set(config, key, _parse_env(var, key, kind, text))
+        origins[key] = var
+        if key in DEPRECATED_KEYS:
+            _log.warning(
+                "config key %s (environment variable %s) is deprecated and ignored", key, var
+            )
+    return origins
+
+
+# ---- semantic validation -------------------------------------------------
+
+_IPSET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,28}")
+_CHAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,28}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+_AT_LEAST_ONE = (
+    "security.max_failed_attempts",
+    "security.max_wrong_call_states",
+    "security.rate_limit.call_rate_limit",
+    "security.rate_limit.registration_limit",
+    "security.enumeration.max_distinct_users",
+    "workers.queue_size",
+)
+_ZERO_ALLOWED_DURATIONS = frozenset({"security.recidive.max_duration"})
+
+
+class _Validator:
+    def __init__(self, config: Config, origins: Mapping[str, str]) -> None:
+        self.config = config
+        self.origins = origins
+
+    def fail(self, key: str, value: object, expected: str) -> ConfigError:
+        err = _invalid(key, value, expected)
+        if key in self.origins:
+            err = ConfigError(f"{err} (set by environment variable {self.origins[key]})")
+        return err
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> None:
+        value = _get(self.config, key)
+        if not isinstance(value, str) or value.lower() not in allowed:
+            raise self.fail(key, value, "one of " + ", ".join(allowed))
+        _set(self.config, key, value.lower())
+
+    def int_range(self, key: str, low: int, high: int | None = None) -> None:
+        value = _get(self.config, key)
+        if value < low or (high is not None and value > high):
+            expected = f"an integer >= {low}" if high is None else f"an integer {low}..{high}"
+            raise self.fail(key, value, expected)
+
+    def pattern(self, key: str, regex: re.Pattern[str], expected: str) -> None:
+        value = _get(self.config, key)
+        if not regex.fullmatch(value):
+            raise self.fail(key, value, expected)
+
+    def networks(self, key: str) -> None:
+        cleaned: list[str] = []
+        for index, entry in enumerate(_get(self.config, key)):
+            text = entry.strip()
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise self.fail(
+                    f"{key}[{index}]", entry, 'an IP address or CIDR such as "10.0.0.0/8"'
+                ) from None
+            cleaned.append(text)
+        _set(self.config, key, cleaned)
+
+    def url(self, key: str) -> None:
+        value = _get(self.config, key)
+        if value == "":
+            return
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or _CONTROL.search(value):
+            raise self.fail(key, value, "an http:// or https:// URL, or an empty string")
+
+    def run(self) -> None:
+        c = self.config
+        for key in _AT_LEAST_ONE:
+            self.int_range(key, 1)
+        for key in sorted(DURATION_KEYS - _ZERO_ALLOWED_DURATIONS):
+            if _get(c, key) <= 0:
+                raise self.fail(key, format_duration(_get(c, key)), "a duration greater than 0")
+        for key in ("server.port", "security.esl_port"):
+            self.int_range(key, 1, 65535)
+        for key in ("server.host", "security.esl_host", "paths.runtime_dir", "paths.state_dir"):
+            if not _get(c, key).strip():
+                raise self.fail(key, _get(c, key), "a non-empty string")
+        self.networks("security.trusted_networks")
+        self.networks("security.chandaemon.allowed_api_ips")
+        for index, pattern in enumerate(c.security.untrusted_networks):
+            if not pattern.strip() or _CONTROL.search(pattern):
+                raise self.fail(
+                    f"security.untrusted_networks[{index}]",
+                    pattern,
+                    "a non-empty domain pattern without control characters",
+                )
+        for index, command in enumerate(c.security.esl_allowed_commands):
+            if not command or command != command.strip() or _CONTROL.search(command):
+                raise self.fail(
+                    f"security.esl_allowed_commands[{index}]",
+                    command,
+                    "a non-empty command without leading/trailing whitespace or control characters",
+                )
+        self.int_range("security.ipv6_ban_prefix", 48, 128)
+        self.pattern(
+            "security.ipset_name",
+            _IPSET_NAME,
+            "1-28 characters of A-Z a-z 0-9 _ . - (room for the -v6 suffix)",
+        )
+        self.pattern("security.iptables_chain", _CHAIN_NAME, "1-28 characters of A-Z a-z 0-9 _ -")
+        self.choice("security.esl_log_level", LOG_LEVELS)
+        self.choice("logging.level", LOG_LEVELS)
+        self.choice("logging.format", LOG_FORMATS)
+        self.int_range("workers.count", 0, 64)
+        self.int_range("workers.max_tracked_ips", 1000)
+        if not c.security.recidive.factor >= 1 or not math.isfinite(c.security.recidive.factor):
+            raise self.fail("security.recidive.factor", c.security.recidive.factor, "a number >= 1")
+        self.url("security.chandaemon.report_url")
+        self.url("security.chandaemon.blocker_url")
+        if c.security.chandaemon.enabled and not c.security.chandaemon.report_url:
+            raise self.fail(
+                "security.chandaemon.report_url",
+                "",
+                "a URL when security.chandaemon.enabled is true",
+            )
+        if c.server.api_token and c.server.api_token_file:
+            raise ConfigError(
+                "config keys server.api_token and server.api_token_file are both set: "
+                "expected at most one"
+            )
+        if c.server.api_token_file:
+            api_token(c)  # unreadable or empty file: fail at load, not at first request
+
+
+# ---- public API ----------------------------------------------------------
+
+
+def find_config_path(explicit: str | None, *, search: tuple[str, ...] = CONFIG_SEARCH_PATHS) -> str:
+    """The config file to use. An explicit path never falls back to the defaults.
+
+    Unlike the Go program, never creates a file when none is found.
+    """
+    tried = [explicit] if explicit else list(search)
+    for path in tried:
+        if os.path.isfile(path):
+            return path
+    raise ConfigError("no configuration file found; tried: " + ", ".join(tried))
+
+
+def load_config(path: str, *, env: Mapping[str, str] | None = None) -> Config:
+    """File → normalised durations/ports → schema → Go env overrides → validation."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        raw = msgspec.json.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: expected a JSON object at the top level")
+    return config_from_dict(raw, env=os.environ if env is None else env)
+
+
+def config_from_dict(raw: dict[str, Any], *, env: Mapping[str, str] | None = None) -> Config:
+    """Build and validate a Config from decoded JSON (env defaults to none here)."""
+    raw = copy.deepcopy(raw)
+    info = msgspec.inspect.type_info(Config)
+    assert isinstance(info, msgspec.inspect.StructType)
+    _check_known_keys(raw, info, "")
+    for key in sorted(DURATION_KEYS | PORT_KEYS):
+        parent = _raw_parent(raw, key)
+        name = key.rsplit(".", 1)[-1]
+        if parent is not None and name in parent:
+            parse = parse_duration if key in DURATION_KEYS else parse_port
+            parent[name] = parse(parent[name], key)
+    for key in sorted(DEPRECATED_KEYS):
+        parent = _raw_parent(raw, key)
+        if parent is not None and key.rsplit(".", 1)[-1] in parent:
+            _log.warning("config key %s is deprecated and ignored", key)
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).rpartition(" - at `$")
+        path = path.rstrip("`")
+        key = path.lstrip(".")
+        if not message:
+            raise ConfigError(f"invalid configuration: {exc}") from exc
+        raise ConfigError(
+            f"config key {key}: invalid value {_show(key, _raw_value(raw, path))}: {message}"
+        ) from exc
+    origins = _apply_env(config, env or {})
+    _Validator(config, origins).run()
+    return config
+
+
+def api_token(config: Config) -> str:
+    """The API token: server.api_token, or the stripped contents of server.api_token_file."""
+    path = config.server.api_token_file
+    if not path:
+        return config.server.api_token
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config key server.api_token_file: cannot read {path!r}: {exc}") from exc
+    if not token:
+        raise ConfigError(f"config key server.api_token_file: file {path!r} is empty")
+    return token
+
+
+def _render(value: Any, key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _render(v, f"{key}.{k}" if key else k) for k, v in value.items()}
+    if key in DURATION_KEYS:
+        return format_duration(value)
+    if key.rsplit(".", 1)[-1] in SECRET_FIELDS and value:
+        return MASK
+    return value
+
+
+def effective_config_json(config: Config) -> str:
+    """Pretty JSON of the effective config: secrets masked, durations as "5m"-style strings."""
+    return json.dumps(_render(msgspec.to_builtins(config), ""), indent=2)

@@ -1,0 +1,256 @@
+"""FastAPI application: the Go program's REST API answered by asking the owners.
+
+The API holds no state. Each route asks the supervisor, the workers or the firewall
+over their control sockets (fsguard_api.peers) and renders the Go shapes (models).
+Every error body is {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from fsguard_api import access
+from fsguard_api.esl_commands import CommandRefused, check_command
+from fsguard_api.models import (
+    BlacklistEntry,
+    CommandResult,
+    EslStats,
+    FirewallStatus,
+    Health,
+    IptablesInfo,
+    MsgspecResponse,
+    PeerReplyInvalid,
+    SecurityStatus,
+    StatusMessage,
+    SupervisorEslStats,
+    WorkerStats,
+    convert,
+    error_response,
+)
+from fsguard_api.peers import DEFAULT_TIMEOUT, PeerError, Peers
+from shared import config as config_module
+from shared.config import Config, worker_count
+
+log = logging.getLogger(__name__)
+audit_log = logging.getLogger("fsguard.audit")
+
+
+class CommandBody(BaseModel):
+    command: str
+
+
+def version() -> str:
+    try:
+        return metadata.version("fsguard")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
+
+def configured_token(config: Config) -> str:
+    """`shared.config.api_token(config)` when it exists (token file support), else the key."""
+    resolver = getattr(config_module, "api_token", None)
+    if resolver is not None:
+        return str(resolver(config) or "")
+    return config.server.api_token
+
+
+def audit(request: Request, action: str, command: str, outcome: str) -> None:
+    """One line per ESL action, allowed or not. The command is repr()-escaped."""
+    audit_log.info(
+        "time=%s source=%s identity=%s action=%s command=%r outcome=%s",
+        datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+        access.client_host(request.scope) or "-",
+        getattr(request.state, "identity", "anonymous"),
+        action,
+        command,
+        outcome,
+    )
+
+
+# --- error rendering -----------------------------------------------------------------------
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts: list[str] = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            return "invalid JSON body"
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_peer_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PeerError)
+        return error_response(exc.status, str(exc))
+
+    async def on_bad_reply(_: Request, exc: Exception) -> Response:
+        log.error("%s", exc)
+        return error_response(502, str(exc))
+
+    async def on_http(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        message = {404: "not found", 405: "method not allowed"}.get(exc.status_code)
+        return error_response(exc.status_code, message or str(exc.detail), exc.headers)
+
+    async def on_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(400, _validation_message(exc))
+
+    async def on_crash(_: Request, exc: Exception) -> Response:
+        log.error("unhandled error: %r", exc, exc_info=exc)
+        return error_response(500, "internal server error")
+
+    app.add_exception_handler(PeerError, on_peer_error)
+    app.add_exception_handler(PeerReplyInvalid, on_bad_reply)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(Exception, on_crash)
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+def add_health_routes(app: FastAPI) -> None:
+    ver = version()
+
+    @app.get("/health")
+    async def health() -> Response:
+        return MsgspecResponse(Health(status="ok", version=ver))
+
+
+def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
+    sec = config.security
+
+    async def esl_stats() -> SupervisorEslStats:
+        return convert(await peers.supervisor("esl_stats"), SupervisorEslStats, "supervisor")
+
+    @app.get("/security/status")
+    async def security_status() -> Response:
+        counts_raw, esl = await asyncio.gather(peers.firewall("status"), esl_stats())
+        counts = convert(counts_raw, FirewallStatus, "firewall")
+        return MsgspecResponse(
+            SecurityStatus(
+                enabled=sec.enabled,
+                autoBlock=sec.auto_block_enabled,
+                whitelistCount=counts.whitelistCount,
+                blacklistCount=counts.blacklistCount,
+                eslConnected=esl.connected,
+                eslHost=esl.host,
+                eslPort=str(esl.port),
+            )
+        )
+
+    @app.get("/security/esl")
+    async def security_esl() -> Response:
+        esl, per_worker = await asyncio.gather(esl_stats(), peers.all_workers("stats"))
+        processed = sum(convert(w, WorkerStats, "worker").processed for w in per_worker)
+        return MsgspecResponse(
+            EslStats(
+                connected=esl.connected,
+                host=esl.host,
+                port=str(esl.port),
+                connectionAttempts=esl.connectionAttempts,
+                connectionErrors=esl.connectionErrors,
+                eventsProcessed=processed,
+                eventsQueued=esl.eventsQueued,
+                eventsDropped=esl.eventsDropped,
+                logLevel=esl.logLevel,
+                workerCount=esl.workerCount,
+                queueLength=esl.queueLength,
+                queueCapacity=esl.queueCapacity,
+            )
+        )
+
+    @app.get("/security/blacklist")
+    async def security_blacklist() -> Response:
+        data = await peers.firewall("blacklist")
+        return MsgspecResponse(convert(data, dict[str, BlacklistEntry], "firewall"))
+
+    @app.get("/security/iptables")
+    async def security_iptables() -> Response:
+        data = await peers.firewall("iptables")
+        return MsgspecResponse(convert(data, IptablesInfo, "firewall"))
+
+    @app.post("/security/esl/reconnect")
+    async def security_esl_reconnect(request: Request) -> Response:
+        try:
+            await peers.supervisor("reconnect")
+        except PeerError as exc:
+            audit(request, "reconnect", "", f"failed: {exc.status} {exc}")
+            raise
+        audit(request, "reconnect", "", "ok")
+        return MsgspecResponse(
+            StatusMessage(status="success", message="ESL reconnection initiated")
+        )
+
+    @app.post("/security/esl/command")
+    async def security_esl_command(request: Request, body: CommandBody) -> Response:
+        command = body.command
+        if not command:
+            audit(request, "esl_command", command, "refused: empty")
+            return error_response(400, "command is required")
+        try:
+            normalized = check_command(command, sec.esl_allowed_commands)
+        except CommandRefused as exc:
+            audit(request, "esl_command", command, f"refused: {exc}")
+            return error_response(403, f"command not allowed: {command}")
+        try:
+            data = await peers.supervisor("esl_command", {"command": normalized})
+            result = convert(data, CommandResult, "supervisor")
+        except (PeerError, PeerReplyInvalid) as exc:
+            audit(request, "esl_command", normalized, f"failed: {exc}")
+            raise
+        audit(request, "esl_command", normalized, "ok")
+        return MsgspecResponse(result)
+
+
+# --- factory ----------------------------------------------------------------------------
+
+
+def create_app(config: Config, *, peer_timeout: float = DEFAULT_TIMEOUT) -> FastAPI:
+    """Build the API for one config. Peers are asked over the runtime dir's sockets."""
+    peers = Peers(config.paths.runtime_dir, worker_count(config), timeout=peer_timeout)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield {}
+        finally:
+            peers.close()
+
+    app = FastAPI(
+        title="fsguard",
+        version=version(),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.peers = peers
+    install_error_handlers(app)
+    add_health_routes(app)
+    if config.security.enabled:  # like Go: the /security routes exist only when enabled
+        add_security_routes(app, config, peers)
+    # Added last = outermost: access control runs first, before routing and body reads.
+    app.add_middleware(access.BodyLimitMiddleware)
+    app.add_middleware(
+        access.AccessMiddleware,
+        allow_list=access.AllowList(config.security.chandaemon.allowed_api_ips),
+        token=configured_token(config),
+        protect_reads=config.server.protect_reads,
+    )
+    return app

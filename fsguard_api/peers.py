@@ -1,0 +1,71 @@
+"""Gateway from the API to the control sockets of supervisor, workers and firewall.
+
+Every call is bounded: `arequest` times out on the reply, and the whole call is also
+wrapped in `asyncio.wait_for`, so no HTTP request can hang on a dead or slow peer.
+Failures surface as PeerError carrying the HTTP status the API answers with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import zmq.asyncio
+
+from shared import addresses
+from shared.control import PeerUnavailable, arequest
+
+DEFAULT_TIMEOUT = 2.0
+_GRACE = 0.5  # extra time for the outer wait_for, beyond the reply timeout
+
+
+class PeerError(Exception):
+    """A peer call failed; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Peers:
+    """Control clients for one runtime directory. One zmq context, a fresh REQ per call."""
+
+    def __init__(self, runtime_dir: str, workers: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.runtime_dir = runtime_dir
+        self.workers = workers
+        self.timeout = timeout
+        self._ctx = zmq.asyncio.Context()
+
+    async def call(self, peer: str, endpoint: str, op: str, args: dict[str, Any] | None) -> Any:
+        """One request; returns reply.data or raises PeerError."""
+        try:
+            reply = await asyncio.wait_for(
+                arequest(endpoint, op, args, timeout=self.timeout, ctx=self._ctx),
+                timeout=self.timeout + _GRACE,
+            )
+        except (PeerUnavailable, TimeoutError) as exc:
+            raise PeerError(f"{peer} unavailable: no answer to {op!r}", 503) from exc
+        if not reply.ok:
+            status = reply.status if 400 <= reply.status <= 599 else 500
+            raise PeerError(reply.error or f"{peer} refused {op!r}", status)
+        return reply.data
+
+    async def supervisor(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        endpoint = addresses.supervisor_control(self.runtime_dir)
+        return await self.call("supervisor", endpoint, op, args)
+
+    async def firewall(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        endpoint = addresses.firewall_control(self.runtime_dir)
+        return await self.call("firewall", endpoint, op, args)
+
+    async def worker(self, index: int, op: str, args: dict[str, Any] | None = None) -> Any:
+        endpoint = addresses.worker_control(self.runtime_dir, index)
+        return await self.call(f"worker {index}", endpoint, op, args)
+
+    async def all_workers(self, op: str, args: dict[str, Any] | None = None) -> list[Any]:
+        """Scatter one op to every worker concurrently; any failure fails the whole call."""
+        calls = [self.worker(i, op, args) for i in range(self.workers)]
+        return list(await asyncio.gather(*calls))
+
+    def close(self) -> None:
+        self._ctx.destroy(linger=0)
