@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
-class _Server(uvicorn.Server):
+class Server(uvicorn.Server):
     """uvicorn.Server without its signal capture (handled in `serve`)."""
 
     @contextlib.contextmanager
@@ -63,7 +63,7 @@ def build_server(config: Config) -> uvicorn.Server:
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
-    return _Server(uv_config)
+    return Server(uv_config)
 
 
 async def serve(server: uvicorn.Server, sockets: list[socket.socket] | None = None) -> None:

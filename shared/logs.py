@@ -65,15 +65,16 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC)
-        doc: dict[str, Any] = _extras(record)
-        doc.update(
-            ts=ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
-            level=_level_name(record.levelno),
-            role=self.role,
-            pid=record.process if record.process is not None else os.getpid(),
-            logger=record.name,
-            msg=record.getMessage(),
-        )
+        doc: dict[str, Any] = {
+            "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
+            "level": _level_name(record.levelno),
+            "role": self.role,
+            "pid": record.process if record.process is not None else os.getpid(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            doc.setdefault(key, value)  # the standard fields win over a clashing extra
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         # ensure_ascii: lone surrogates and C1 controls can never reach the stream raw.
@@ -104,7 +105,7 @@ class HumanFormatter(logging.Formatter):
         return line
 
 
-class _FsguardHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _FsguardHandler(logging.StreamHandler[TextIO]):
     """Marker class, so setup_logging replaces only its own handlers (not pytest's)."""
 
 

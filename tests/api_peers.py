@@ -22,7 +22,7 @@ import uvicorn
 import zmq
 
 from fsguard_api.app import create_app
-from fsguard_api.process import _Server, serve
+from fsguard_api.process import Server, serve
 from shared import addresses
 from shared.config import Config, worker_count
 from shared.control import Handler, dispatch
@@ -220,7 +220,7 @@ class ApiServer:
             lifespan="on",
             timeout_graceful_shutdown=1,
         )
-        self.server = _Server(uv_config)
+        self.server = Server(uv_config)
         self._thread = threading.Thread(target=self._run, name="api server", daemon=True)
 
     def _run(self) -> None:
