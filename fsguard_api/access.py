@@ -9,6 +9,7 @@ The source address is the TCP peer only (never X-Forwarded-For), IPv4-mapped IPv
 
 from __future__ import annotations
 
+import datetime
 import hmac
 import logging
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,7 @@ from fsguard_api.models import error_response
 from shared.iputil import NetworkSet, parse_ip
 
 log = logging.getLogger(__name__)
+audit_log = logging.getLogger("fsguard.audit")
 
 OPEN_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # GET paths protected when server.protect_reads is true: a path matches an entry when
@@ -99,6 +101,24 @@ def client_host(scope: Scope) -> str | None:
     return str(client[0]) if client else None
 
 
+AUDIT_MAX_CHARS = 1100  # longer than any allowed command (1024 bytes); the rest is cut
+
+
+def audit(scope: Scope, action: str, subject: str, outcome: str) -> None:
+    """One audit line: time, source, identity, action, subject (repr-escaped), outcome."""
+    shown = subject if len(subject) <= AUDIT_MAX_CHARS else subject[:AUDIT_MAX_CHARS] + "..."
+    state = scope.get("state") or {}
+    audit_log.info(
+        "time=%s source=%s identity=%s action=%s command=%r outcome=%s",
+        datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+        client_host(scope) or "-",
+        state.get("identity", "anonymous"),
+        action,
+        shown,
+        outcome,
+    )
+
+
 class AccessMiddleware:
     """ASGI middleware: allow-list then token, before routing (so before any 404)."""
 
@@ -119,11 +139,14 @@ class AccessMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["identity"] = "token" if authenticated else "anonymous"
         if is_protected(scope["method"], scope["path"], self.protect_reads):
+            request_line = f"{scope['method']} {scope['path']}"
             if not self.allow_list.permits(client_host(scope)):
+                audit(scope, "http", request_line, f"denied: 403 {IP_DENIED}")
                 await error_response(403, IP_DENIED)(scope, receive, send)
                 return
             if self.token and not authenticated:
                 message = TOKEN_MISSING if given is None else TOKEN_INVALID
+                audit(scope, "http", request_line, f"denied: 401 {message}")
                 headers = {"WWW-Authenticate": "Bearer"}
                 await error_response(401, message, headers)(scope, receive, send)
                 return

@@ -8,7 +8,6 @@ Every error body is {"error": "..."}.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,11 +39,9 @@ from fsguard_api.models import (
     error_response,
 )
 from fsguard_api.peers import DEFAULT_TIMEOUT, PeerError, Peers
-from shared import config as config_module
-from shared.config import Config, worker_count
+from shared.config import Config, api_token, worker_count
 
 log = logging.getLogger(__name__)
-audit_log = logging.getLogger("fsguard.audit")
 
 
 class CommandBody(BaseModel):
@@ -59,24 +56,12 @@ def version() -> str:
 
 
 def configured_token(config: Config) -> str:
-    """`shared.config.api_token(config)` when it exists (token file support), else the key."""
-    resolver = getattr(config_module, "api_token", None)
-    if resolver is not None:
-        return str(resolver(config) or "")
-    return config.server.api_token
+    """The API token ("" = none): server.api_token or the contents of api_token_file."""
+    return api_token(config)
 
 
 def audit(request: Request, action: str, command: str, outcome: str) -> None:
-    """One line per ESL action, allowed or not. The command is repr()-escaped."""
-    audit_log.info(
-        "time=%s source=%s identity=%s action=%s command=%r outcome=%s",
-        datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
-        access.client_host(request.scope) or "-",
-        getattr(request.state, "identity", "anonymous"),
-        action,
-        command,
-        outcome,
-    )
+    access.audit(request.scope, action, command, outcome)
 
 
 # --- error rendering -----------------------------------------------------------------------

@@ -17,7 +17,8 @@ from collections.abc import Generator
 import uvicorn
 
 from fsguard_api.app import configured_token, create_app
-from shared.config import Config
+from shared import sdnotify
+from shared.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,21 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 class Server(uvicorn.Server):
-    """uvicorn.Server without its signal capture (handled in `serve`)."""
+    """uvicorn.Server without its signal capture (handled in `serve`), telling systemd
+    READY=1 once listening and STOPPING=1 when it starts to shut down (Type=notify unit)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            sdnotify.ready()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        sdnotify.stopping()
+        await super().shutdown(sockets)
 
 
 def is_loopback(host: str) -> bool:
@@ -89,8 +100,12 @@ async def serve(server: uvicorn.Server, sockets: list[socket.socket] | None = No
 
 def main(config: Config) -> int:
     """Serve the API on config.server.host:port. 0 after a clean stop, 1 if it cannot start."""
-    warn_if_exposed(config)
-    server = build_server(config)
+    try:
+        warn_if_exposed(config)
+        server = build_server(config)
+    except ConfigError as exc:  # e.g. an unreadable or empty server.api_token_file
+        log.error("%s", exc)
+        return 2
     try:
         asyncio.run(serve(server))
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind

@@ -5,7 +5,10 @@ Attribute names equal JSON keys. Durations are written as strings such as
 "5m", "1h", "250ms" (or plain numbers of seconds) and are exposed as float
 seconds. Ports accept "8088" or 8088 and are exposed as int.
 
-The loader (load_config) is implemented below the schema.
+The loader (below the schema): find_config_path → load_config: JSON → durations
+and ports normalised → schema (unknown keys are errors) → the Go program's
+environment overrides (invalid values are errors, unlike Go) → validation.
+Unlike the Go program it never writes a default config file.
 """
 
 from __future__ import annotations
@@ -204,6 +207,7 @@ DURATION_KEYS: frozenset[str] = frozenset(
         "security.recidive.max_duration",
     }
 )
+_ZERO_OK = frozenset({"security.recidive.max_duration"})  # 0 = permanent
 PORT_KEYS: frozenset[str] = frozenset({"server.port", "security.esl_port"})
 SECRET_FIELDS: frozenset[str] = frozenset({"esl_password", "api_token"})
 DEPRECATED_KEYS: frozenset[str] = frozenset(
@@ -269,8 +273,13 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the key, the value and the fix."""
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key, the value and the fix.
+
+    A ValueError, so callers that already catch ValueError on load report it cleanly.
+    """
+
+    expected: str = ""  # what a valid value looks like, when known
 
 
 # ---- scalar parsing ------------------------------------------------------
@@ -302,7 +311,9 @@ def _show(key: str, value: object) -> str:
 
 
 def _invalid(key: str, value: object, expected: str) -> ConfigError:
-    return ConfigError(f"config key {key}: invalid value {_show(key, value)}: expected {expected}")
+    err = ConfigError(f"config key {key}: invalid value {_show(key, value)}: expected {expected}")
+    err.expected = expected
+    return err
 
 
 def parse_duration(value: str | int | float, key: str) -> float:
@@ -450,11 +461,14 @@ def _parse_env(var: str, key: str, kind: str, text: str) -> Any:
         return int(text)
     try:
         if kind == "duration":
-            return parse_duration(text, key)
+            seconds = parse_duration(text, key)
+            if seconds == 0 and key not in _ZERO_OK:
+                raise _invalid(key, text, "a duration greater than 0")
+            return seconds
         if kind == "port":
             return parse_port(text, key)
     except ConfigError as exc:
-        raise bad(_DURATION_HELP if kind == "duration" else "a TCP port 1..65535") from exc
+        raise bad(exc.expected) from exc
     # kind == "list"
     try:
         items = json.loads(text)
@@ -495,7 +509,6 @@ _AT_LEAST_ONE = (
     "security.enumeration.max_distinct_users",
     "workers.queue_size",
 )
-_ZERO_ALLOWED_DURATIONS = frozenset({"security.recidive.max_duration"})
 
 
 class _Validator:
@@ -551,7 +564,7 @@ class _Validator:
         c = self.config
         for key in _AT_LEAST_ONE:
             self.int_range(key, 1)
-        for key in sorted(DURATION_KEYS - _ZERO_ALLOWED_DURATIONS):
+        for key in sorted(DURATION_KEYS - _ZERO_OK):
             if _get(c, key) <= 0:
                 raise self.fail(key, format_duration(_get(c, key)), "a duration greater than 0")
         for key in ("server.port", "security.esl_port"):
@@ -647,8 +660,13 @@ def config_from_dict(raw: dict[str, Any], *, env: Mapping[str, str] | None = Non
         parent = _raw_parent(raw, key)
         name = key.rsplit(".", 1)[-1]
         if parent is not None and name in parent:
-            parse = parse_duration if key in DURATION_KEYS else parse_port
-            parent[name] = parse(parent[name], key)
+            value = parent[name]
+            if key in PORT_KEYS:
+                parent[name] = parse_port(value, key)
+            elif (seconds := parse_duration(value, key)) == 0 and key not in _ZERO_OK:
+                raise _invalid(key, value, "a duration greater than 0")
+            else:
+                parent[name] = seconds
     for key in sorted(DEPRECATED_KEYS):
         parent = _raw_parent(raw, key)
         if parent is not None and key.rsplit(".", 1)[-1] in parent:

@@ -19,14 +19,16 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 __all__ = [
+    "CT_EVENT_JSON",
+    "CT_EVENT_PLAIN",
     "EVENT_CONTENT_TYPES",
     "Frame",
     "FrameParser",
     "ProtocolError",
     "encode_frame",
+    "event_frame",
     "event_from_json",
     "event_from_plain",
-    "event_frame",
     "iter_capture_frames",
     "json_to_plain",
     "parse_plain_event",
@@ -58,17 +60,36 @@ class ProtocolError(Exception):
         super().__init__(message if offset < 0 else f"{message} (at byte offset {offset})")
         self.offset = offset
         self.frames: list[Frame] = []
+        self.events: list[bytes] = []
 
 
 class Frame:
-    """One server message: the Content-Type, the raw outer headers, the body bytes."""
+    """One server message: the Content-Type, the outer headers, the body bytes.
 
-    __slots__ = ("body", "content_type", "headers")
+    The outer headers are parsed lazily from the raw header block (the hot path
+    only needs the Content-Type and the body).
+    """
 
-    def __init__(self, content_type: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    __slots__ = ("_headers", "_raw", "body", "content_type")
+
+    def __init__(
+        self,
+        content_type: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        raw_headers: bytes = b"",
+    ) -> None:
         self.content_type = content_type
-        self.headers = headers
+        self._headers = headers
+        self._raw = raw_headers
         self.body = body
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Outer headers in wire order, values raw (not URL-decoded)."""
+        if self._headers is None:
+            self._headers = list(_parse_header_block(self._raw, -1, 1 << 62)[1])
+        return self._headers
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """First outer header named `name` (case-insensitive)."""
@@ -125,17 +146,23 @@ def _parse_header_block(block: bytes, offset: int, max_body: int) -> _Parsed:
     return ctype, tuple(headers), clen
 
 
+# Event frames ("Content-Length: N\nContent-Type: X") skip the generic header parse.
+_CL_PREFIX = b"Content-Length: "
+_FAST_TAIL = {
+    b"Content-Type: " + ct.encode(): ct for ct in (CT_EVENT_JSON, CT_EVENT_PLAIN)
+}
+
+
 class FrameParser:
     """Incremental ESL framer: `feed()` bytes as they arrive, get complete frames."""
 
-    __slots__ = ("_buf", "_cache", "_consumed", "_need", "max_body_bytes", "max_header_bytes")
+    __slots__ = ("_buf", "_consumed", "_need", "max_body_bytes", "max_header_bytes")
 
     def __init__(self, max_header_bytes: int = 65536, max_body_bytes: int = 16 * 1024 * 1024):
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
         self._buf = bytearray()
         self._need = 0  # buffered bytes needed before a parse can make progress
-        self._cache: dict[bytes, _Parsed] = {}
         self._consumed = 0  # stream offset of the buffer start (for error messages)
 
     @property
@@ -149,34 +176,55 @@ class FrameParser:
         Raises ProtocolError (with `.frames` = frames completed before the bad one);
         after an error the parser must be discarded.
         """
+        frames: list[Frame] = []
+        self._feed(data, frames, None)
+        return frames
+
+    def feed_events(self, data: bytes) -> tuple[list[bytes], list[Frame]]:
+        """Like `feed`, but text/event-json bodies come back apart, without Frame objects.
+
+        Returns (json event bodies, every other frame). Order between the two lists is
+        lost, which is fine for replies vs events (the server orders nothing between
+        them). On ProtocolError, `.frames` holds the other frames and `.events` the
+        event bodies completed before the bad frame.
+        """
+        frames: list[Frame] = []
+        events: list[bytes] = []
+        self._feed(data, frames, events)
+        return events, frames
+
+    def _feed(self, data: bytes, frames: list[Frame], events: list[bytes] | None) -> None:
         buf = self._buf
         if buf:
             buf += data
             if len(buf) < self._need:
-                return []
+                return
             work = bytes(buf)
             buf.clear()
         else:
             work = data if type(data) is bytes else bytes(data)
-        frames: list[Frame] = []
         try:
-            pos, need = self._scan(work, 0, frames)
+            pos, need = self._scan(work, frames, events)
         except ProtocolError as exc:
             exc.frames = frames
+            exc.events = events if events is not None else []
             raise
         if pos < len(work):
             buf += memoryview(work)[pos:]
             self._need = need
         self._consumed += pos
-        return frames
 
-    def _scan(self, work: bytes, pos: int, frames: list[Frame]) -> tuple[int, int]:
-        """Parse frames from work[pos:]; return (end of last frame, bytes needed)."""
+    def _scan(
+        self, work: bytes, frames: list[Frame], events: list[bytes] | None
+    ) -> tuple[int, int]:
+        """Parse frames from `work`; return (end of the last whole frame, bytes needed)."""
+        pos = 0
         n = len(work)
-        cache = self._cache
         max_h = self.max_header_bytes
+        max_b = self.max_body_bytes
         find = work.find
         append = frames.append
+        ev_append = events.append if events is not None else None
         while pos < n:
             hend = find(b"\n\n", pos)
             if hend >= 0:
@@ -196,44 +244,39 @@ class FrameParser:
                     return pos, 0
                 hend, bstart = crlf, crlf + 3
             if hend - pos > max_h:
-                raise ProtocolError(
-                    f"header block over {max_h} bytes", self._consumed + pos
-                )
+                raise ProtocolError(f"header block over {max_h} bytes", self._consumed + pos)
             block = work[pos:hend]
-            parsed = cache.get(block)
-            if parsed is None:
+            ctype = None
+            if block.startswith(_CL_PREFIX):
+                nl = block.find(b"\n", 16)
+                if nl > 0:
+                    ctype = _FAST_TAIL.get(block[nl + 1 :])
+                    digits = block[16:nl]
+                    if ctype is not None and digits.isdigit() and len(digits) <= _MAX_CL_DIGITS:
+                        clen = int(digits)
+                        if clen > max_b:
+                            ctype = None  # the generic path raises
+                    else:
+                        ctype = None
+            if ctype is None:
                 if not block.strip():  # stray blank line(s) between frames
                     pos = bstart
                     continue
-                parsed = _parse_header_block(
-                    block, self._consumed + pos, self.max_body_bytes
-                )
-                if len(cache) >= _CACHE_MAX:
-                    cache.clear()
-                cache[block] = parsed
-            ctype, headers, clen = parsed
+                ctype, _, clen = _parse_header_block(block, self._consumed + pos, max_b)
             if clen > 0:
                 end = bstart + clen
                 if end > n:
                     return pos, end - pos
-                append(Frame(ctype, list(headers), work[bstart:end]))
+                body = work[bstart:end]
                 pos = end
             else:
-                append(Frame(ctype, list(headers), b""))
+                body = b""
                 pos = bstart
+            if ev_append is not None and ctype == CT_EVENT_JSON:
+                ev_append(body)
+            else:
+                append(Frame(ctype, None, body, block))
         return pos, 0
-
-    def feed_events(self, data: bytes) -> tuple[list[bytes], list[Frame]]:
-        """Like `feed`, split into event bodies (json or plain) and the other frames.
-
-        Returns (bodies of text/event-json frames, every other frame). Plain events
-        are in the second list; the caller converts them.
-        """
-        frames = self.feed(data)
-        bodies = [f.body for f in frames if f.content_type == CT_EVENT_JSON]
-        if len(bodies) == len(frames):
-            return bodies, []
-        return bodies, [f for f in frames if f.content_type != CT_EVENT_JSON]
 
 
 def iter_capture_frames(data: bytes) -> Iterator[Frame]:
@@ -245,7 +288,7 @@ def iter_capture_frames(data: bytes) -> Iterator[Frame]:
     parser = FrameParser()
     frames: list[Frame] = []
     try:
-        pos, _ = parser._scan(bytes(data), 0, frames)
+        pos, _ = parser._scan(bytes(data), frames, None)
     except ProtocolError as exc:
         yield from frames
         raise exc from None

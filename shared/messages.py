@@ -75,7 +75,7 @@ class ControlReply(msgspec.Struct, tag="rep", kw_only=True):
 Message = BanDecision | DecisionAck | KillCall | ListChange | ControlRequest | ControlReply
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Message)
+_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 
 
 def encode(msg: Message) -> bytes:

@@ -46,7 +46,9 @@ def netns_unavailable_reason() -> str | None:
         return f"netns tests need {', '.join(missing)} on PATH"
     name = _unique("fsgprobe")
     try:
-        proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=10)
+        proc = subprocess.run(
+            ["ip", "netns", "add", name], capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"`ip netns add` failed: {exc}"
     if proc.returncode != 0:

@@ -1,0 +1,136 @@
+"""Firewall throughput: new bans per second, inside a throwaway network namespace.
+
+    sudo .venv/bin/python bench/bench_firewall.py [--count 20000] [--batch 1000]
+
+1. kernel: KernelFirewall.apply in batches (one `ipset restore` per batch);
+2. baseline: one `ipset add` process per address (what the Go program does), on a sample;
+3. process: the real firewall process, BanDecisions pushed over ZeroMQ until the
+   kernel applied them all (includes decode, validation, dedupe, store, PUB, logging).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import zmq  # noqa: E402
+
+from fsguard_firewall.kernel import KernelFirewall  # noqa: E402
+from shared import addresses  # noqa: E402
+from shared.control import request  # noqa: E402
+from shared.messages import BanDecision, encode  # noqa: E402
+from tests.netns_helpers import netns, netns_unavailable_reason, run_in  # noqa: E402
+
+
+def addrs(count: int, base: str) -> list[ipaddress.IPv4Address]:
+    start = int(ipaddress.IPv4Address(base))
+    return [ipaddress.IPv4Address(start + i) for i in range(count)]
+
+
+def bench_kernel(count: int, batch: int) -> float:
+    with netns("bench") as ns:
+        fw = KernelFirewall(
+            "bench", "INPUT", default_timeout=3600, command_prefix=["ip", "netns", "exec", ns]
+        )
+        fw.ensure_setup()
+        targets = addrs(count, "100.64.0.0")
+        t0 = time.perf_counter()
+        for i in range(0, count, batch):
+            fw.apply([(a, 3600) for a in targets[i : i + batch]])
+        elapsed = time.perf_counter() - t0
+        assert len(fw.list_members()) == count
+    return count / elapsed
+
+
+def bench_per_ip(sample: int) -> float:
+    with netns("benchb") as ns:
+        run_in(ns, ["ipset", "create", "b", "hash:ip", "timeout", "3600"], check=True)
+        t0 = time.perf_counter()
+        for a in addrs(sample, "100.65.0.0"):
+            run_in(ns, ["ipset", "add", "b", str(a), "timeout", "3600", "-exist"], check=True)
+        return sample / (time.perf_counter() - t0)
+
+
+def bench_process(count: int) -> tuple[float, dict[str, object]]:
+    with netns("benchp") as ns, tempfile.TemporaryDirectory() as tmp:
+        runtime = os.path.join(tmp, "run")
+        cfg = {
+            "security": {"ipset_name": "benchp", "block_duration": 3600},
+            "paths": {"runtime_dir": runtime, "state_dir": os.path.join(tmp, "state")},
+            "logging": {"level": "warning"},
+        }
+        cfg_path = os.path.join(tmp, "config.json")
+        Path(cfg_path).write_text(json.dumps(cfg))
+        popen = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "fsguard_firewall",
+             "--config", cfg_path],
+            cwd=REPO,
+        )  # fmt: skip
+        control = addresses.firewall_control(runtime)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(addresses.ipc_path(control)):
+                if time.monotonic() > deadline or popen.poll() is not None:
+                    raise RuntimeError("firewall process did not start")
+                time.sleep(0.02)
+            push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDHWM, 0)
+            push.connect(addresses.firewall_decisions(runtime))
+            t0 = time.perf_counter()
+            for i, a in enumerate(addrs(count, "100.66.0.0")):
+                push.send(
+                    encode(BanDecision(id=f"b-{i}", ip=str(a), rule="bench", reason="bench",
+                                       duration=3600, event_ts=time.time()))
+                )  # fmt: skip
+            while True:
+                stats = request(control, "stats", timeout=10).data
+                if stats["bans_applied"] >= count:
+                    break
+                time.sleep(0.01)
+            elapsed = time.perf_counter() - t0
+            push.close(0)
+            members = run_in(ns, ["ipset", "list", "-t", "benchp"], check=True).stdout
+            assert f"Number of entries: {count}" in members, members
+            return count / elapsed, stats
+        finally:
+            popen.terminate()
+            popen.wait(5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--per-ip-sample", type=int, default=300)
+    args = parser.parse_args()
+    reason = netns_unavailable_reason()
+    if reason:
+        print(f"skipped: {reason}")
+        return 0
+    rate = bench_kernel(args.count, args.batch)
+    print(f"kernel apply:   {rate:10,.0f} bans/s ({args.count} addresses, batches of {args.batch})")
+    rate_one = bench_kernel(args.count, args.count)
+    print(f"kernel apply:   {rate_one:10,.0f} bans/s ({args.count} addresses, one batch)")
+    base = bench_per_ip(args.per_ip_sample)
+    print(f"per-IP ipset:   {base:10,.0f} bans/s (one process per address, Go-style)")
+    prate, stats = bench_process(args.count)
+    print(f"process e2e:    {prate:10,.0f} bans/s ({args.count} decisions over ZeroMQ)")
+    p50, p99 = stats["ban_latency_p50"], stats["ban_latency_p99"]
+    print(
+        f"  batches={stats['batches']} ban latency p50={p50:.3f}s p99={p99:.3f}s (queueing incl.)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,547 @@
+"""The firewall process: single writer of kernel state.
+
+PULL ban decisions -> validate, refuse trusted, dedupe -> batch -> one kernel apply
+-> record in the ban store -> PUB list changes. A REP socket answers control ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import itertools
+import logging
+import math
+import os
+import signal
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any, Protocol
+
+import msgspec
+import zmq
+
+from shared import addresses
+from shared.config import Config
+from shared.control import ControlError, Handler, dispatch
+from shared.iputil import parse_ip
+from shared.messages import BanDecision, ListChange, decode, encode
+
+from .kernel import MAX_TIMEOUT, Element, FirewallError, KernelFirewall
+
+log = logging.getLogger("fsguard.firewall")
+
+BATCH_MAX = 1000
+BATCH_IDLE_MS = 1  # a batch closes when no decision arrived for this long
+POLL_MS = 100  # main loop wake-up (signal latency, expiry sweep)
+SWEEP_SECONDS = 5.0
+SEEN_IDS_MAX = 100_000
+LATENCY_SAMPLES = 10_000
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class BanEntry(msgspec.Struct, kw_only=True):
+    """One active ban. `ip` is the kernel element text (an address or an IPv6 prefix)."""
+
+    ip: str
+    added_at: float
+    expires_at: float  # 0 = permanent
+    reason: str
+    rule: str = ""
+    fail_count: int = 0
+    decision_id: str = ""
+    source: str = "rule"
+
+    @property
+    def permanent(self) -> bool:
+        return self.expires_at == 0
+
+    def active(self, now: float) -> bool:
+        return self.expires_at == 0 or self.expires_at > now
+
+    def covers(self, expires_at: float) -> bool:
+        """Whether a new ban until `expires_at` (0 = forever) adds nothing to this one.
+
+        An active ban is never re-applied, except to upgrade it to permanent.
+        """
+        return self.permanent or expires_at != 0
+
+    def go_shape(self) -> dict[str, Any]:
+        """The Go program's blacklist entry (camelCase, RFC 3339)."""
+        return {
+            "ip": self.ip,
+            "addedAt": rfc3339(self.added_at),
+            "expiresAt": rfc3339(self.expires_at) if self.expires_at else None,
+            "reason": self.reason,
+            "failCount": self.fail_count,
+            "permanent": self.permanent,
+        }
+
+
+class BanStore(Protocol):
+    """Where bans live. MemoryBanStore now; a SQLite store implements the same methods."""
+
+    def get(self, ip: str, now: float) -> BanEntry | None: ...
+    def put_many(self, entries: Iterable[BanEntry]) -> None: ...
+    def remove(self, ip: str) -> BanEntry | None: ...
+    def active(self, now: float) -> list[BanEntry]: ...
+    def purge_expired(self, now: float) -> int: ...
+
+
+class MemoryBanStore:
+    def __init__(self) -> None:
+        self._entries: dict[str, BanEntry] = {}
+
+    def get(self, ip: str, now: float) -> BanEntry | None:
+        entry = self._entries.get(ip)
+        return entry if entry is not None and entry.active(now) else None
+
+    def put_many(self, entries: Iterable[BanEntry]) -> None:
+        for entry in entries:
+            self._entries[entry.ip] = entry
+
+    def remove(self, ip: str) -> BanEntry | None:
+        return self._entries.pop(ip, None)
+
+    def active(self, now: float) -> list[BanEntry]:
+        return [e for e in self._entries.values() if e.active(now)]
+
+    def purge_expired(self, now: float) -> int:
+        dead = [ip for ip, e in self._entries.items() if not e.active(now)]
+        for ip in dead:
+            del self._entries[ip]
+        return len(dead)
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.decisions_received = 0
+        self.bans_applied = 0
+        self.duplicates = 0
+        self.refused_trusted = 0
+        self.invalid = 0
+        self.decode_errors = 0
+        self.batches = 0
+        self.last_batch_seconds = 0.0
+        self.kernel_errors = 0
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies:
+            return None
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, math.ceil(q * len(data)) - 1)]
+
+
+class Firewall:
+    """Decision handling and control ops, independent of the sockets (see `main`)."""
+
+    def __init__(
+        self,
+        config: Config,
+        kernel: KernelFirewall,
+        store: BanStore | None = None,
+        publish: Callable[[ListChange], None] = lambda change: None,
+    ) -> None:
+        self.config = config
+        self.kernel = kernel
+        self.store: BanStore = store if store is not None else MemoryBanStore()
+        self.publish = publish
+        self.stats = Stats()
+        self.kernel_enabled = config.security.auto_block_enabled
+        self.trusted = [
+            ipaddress.ip_network(c.strip(), strict=False) for c in config.security.trusted_networks
+        ]
+        self._seen_ids: OrderedDict[str, None] = OrderedDict()
+        self._manual_seq = itertools.count(1)
+
+    # --- validation --------------------------------------------------------------
+
+    def parse_target(self, text: str) -> Element:
+        """Kernel element for an address or IPv6 prefix string. Raises ValueError."""
+        if "/" in text:
+            if len(text) > 49 or "%" in text:
+                raise ValueError(f"invalid IP address: {text!r}")
+            net = ipaddress.ip_network(text, strict=False)
+            if isinstance(net, ipaddress.IPv4Network) and net.prefixlen != 32:
+                raise ValueError(f"IPv4 prefixes are not banned: {text!r}")
+            return self.kernel.element(net)
+        return self.kernel.element(parse_ip(text))
+
+    def is_trusted(self, elem: Element) -> bool:
+        """Whether the element (after aggregation) touches any trusted network."""
+        net = ipaddress.ip_network(elem)
+        return any(net.version == t.version and net.overlaps(t) for t in self.trusted)
+
+    def _remember_id(self, decision_id: str) -> bool:
+        """False when this decision id was already handled."""
+        if decision_id in self._seen_ids:
+            return False
+        self._seen_ids[decision_id] = None
+        if len(self._seen_ids) > SEEN_IDS_MAX:
+            self._seen_ids.popitem(last=False)
+        return True
+
+    # --- decisions ---------------------------------------------------------------
+
+    def handle_batch(self, decisions: list[BanDecision]) -> None:
+        started = time.monotonic()
+        now = time.time()
+        pending: dict[str, tuple[Element, int, BanEntry, BanDecision]] = {}
+        for d in decisions:
+            self.stats.decisions_received += 1
+            if d.id and not self._remember_id(d.id):
+                self.stats.duplicates += 1
+                continue
+            try:
+                elem = self.parse_target(d.ip)
+                if not math.isfinite(d.duration) or d.duration < 0:
+                    raise ValueError(f"invalid duration {d.duration!r}")
+            except ValueError:
+                self.stats.invalid += 1
+                log.warning("invalid ban decision id=%r ip=%r", d.id, d.ip)
+                continue
+            if self.is_trusted(elem):
+                self.stats.refused_trusted += 1
+                log.warning(
+                    "refused to ban trusted address ip=%s rule=%r id=%r", elem, d.rule, d.id
+                )
+                continue
+            key = str(elem)
+            timeout = 0 if d.duration == 0 else min(MAX_TIMEOUT, max(1, math.ceil(d.duration)))
+            expires = now + timeout if timeout else 0.0
+            existing = self.store.get(key, now)
+            queued = pending.get(key)
+            if (existing is not None and existing.covers(expires)) or (
+                queued is not None and queued[2].covers(expires)
+            ):
+                self.stats.duplicates += 1
+                continue
+            entry = BanEntry(
+                ip=key,
+                added_at=now,
+                expires_at=expires,
+                reason=d.reason,
+                rule=d.rule,
+                fail_count=d.evidence_count,
+                decision_id=d.id,
+                source=d.source,
+            )
+            pending[key] = (elem, timeout, entry, d)
+        if pending:
+            self._apply(list(pending.values()))
+            self.stats.batches += 1
+            self.stats.last_batch_seconds = time.monotonic() - started
+
+    def _apply(self, items: list[tuple[Element, int, BanEntry, BanDecision]]) -> None:
+        failed: set[str] = set()
+        if self.kernel_enabled:
+            try:
+                self.kernel.apply([(elem, timeout) for elem, timeout, _, _ in items])
+            except FirewallError as exc:
+                self.stats.kernel_errors += 1
+                failed = {elem for elem, _ in exc.failed} or {str(i[0]) for i in items}
+                log.error("kernel apply failed for %d of %d bans: %s", len(failed), len(items), exc)
+        done = [item for item in items if str(item[0]) not in failed]
+        for elem, _, _, d in items:
+            if d.id and str(elem) in failed:
+                self._seen_ids.pop(d.id, None)  # a resend may retry it
+        self.store.put_many(entry for _, _, entry, _ in done)
+        now = time.time()
+        for elem, timeout, entry, d in done:
+            self.stats.bans_applied += 1
+            if d.event_ts > 0:
+                self.stats.latencies.append(now - d.event_ts)
+            log.info(
+                "banned ip=%s rule=%r reason=%r duration=%s evidence=%d id=%r%s",
+                elem,
+                d.rule,
+                d.reason,
+                "permanent" if timeout == 0 else f"{timeout}s",
+                d.evidence_count,
+                d.id,
+                "" if self.kernel_enabled else " (auto_block disabled: not in kernel)",
+            )
+            self.publish(
+                ListChange(list="blacklist", op="add", ip=entry.ip, expires=entry.expires_at)
+            )
+
+    def sweep(self) -> None:
+        self.store.purge_expired(time.time())
+
+    # --- control ops -------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "ping": lambda args: {"role": "firewall", "pid": os.getpid()},
+            "status": self.op_status,
+            "blacklist": self.op_blacklist,
+            "blacklist_get": self.op_blacklist_get,
+            "iptables": self.op_iptables,
+            "ban": self.op_ban,
+            "unban": self.op_unban,
+            "stats": self.op_stats,
+        }
+
+    def _arg_ip(self, args: dict[str, Any]) -> tuple[str, Element]:
+        raw = args.get("ip")
+        text = raw if isinstance(raw, str) else str(raw)
+        try:
+            return text, self.parse_target(text)
+        except ValueError:
+            raise ControlError(f"invalid IP address: {text}", 400) from None
+
+    def op_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"blacklistCount": len(self.store.active(time.time())), "whitelistCount": 0}
+
+    def op_blacklist(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {e.ip: e.go_shape() for e in self.store.active(time.time())}
+
+    def op_blacklist_get(self, args: dict[str, Any]) -> dict[str, Any]:
+        raw = args.get("ip")
+        text = raw if isinstance(raw, str) else str(raw)
+        try:
+            key = str(self.parse_target(text))
+        except ValueError:
+            return {"ip": text, "blacklisted": False}
+        return {"ip": text, "blacklisted": self.store.get(key, time.time()) is not None}
+
+    def op_iptables(self, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            members = [m for m, _ in self.kernel.list_members()]
+        except FirewallError as exc:
+            raise ControlError(f"failed to list ipset: {exc}", 500) from None
+        return {
+            "chain": self.kernel.chain,
+            "ipset": self.kernel.set_v4,
+            "blockedIps": members,
+            "count": len(members),
+        }
+
+    def op_ban(self, args: dict[str, Any]) -> dict[str, Any]:
+        text, elem = self._arg_ip(args)
+        if self.is_trusted(elem):
+            raise ControlError(f"cannot blacklist IP in trusted network: {text}", 400)
+        permanent = bool(args.get("permanent", False))
+        duration = args.get("duration")
+        if permanent:
+            seconds = 0.0
+        elif duration is None:
+            seconds = self.config.security.block_duration
+        else:
+            try:
+                seconds = float(duration)
+            except (TypeError, ValueError):
+                raise ControlError(f"invalid duration: {duration!r}", 400) from None
+            if not math.isfinite(seconds) or seconds <= 0:
+                raise ControlError(f"invalid duration: {duration!r}", 400)
+        timeout = 0 if seconds == 0 else min(MAX_TIMEOUT, max(1, math.ceil(seconds)))
+        now = time.time()
+        entry = BanEntry(
+            ip=str(elem),
+            added_at=now,
+            expires_at=now + timeout if timeout else 0.0,
+            reason=str(args.get("reason", "")),
+            rule="manual",
+            decision_id=f"manual-{os.getpid()}-{next(self._manual_seq)}",
+            source="manual",
+        )
+        if self.kernel_enabled:
+            try:
+                self.kernel.apply([(elem, timeout)])
+            except FirewallError as exc:
+                self.stats.kernel_errors += 1
+                raise ControlError(f"firewall error: {exc}", 500) from None
+        self.store.put_many([entry])
+        self.stats.bans_applied += 1
+        log.info("banned ip=%s rule='manual' reason=%r duration=%s", elem, entry.reason, timeout)
+        self.publish(ListChange(list="blacklist", op="add", ip=entry.ip, expires=entry.expires_at))
+        return {
+            "status": "success",
+            "message": f"IP {text} added to blacklist",
+            "entry": entry.go_shape(),
+        }
+
+    def op_unban(self, args: dict[str, Any]) -> dict[str, Any]:
+        text, elem = self._arg_ip(args)
+        key = str(elem)
+        known = self.store.get(key, time.time()) is not None
+        if not known and self.kernel_enabled:
+            try:
+                known = self.kernel.contains(elem)  # e.g. banned before a restart
+            except FirewallError as exc:
+                raise ControlError(f"firewall error: {exc}", 500) from None
+        if not known:
+            raise ControlError(f"IP {text} not in blacklist", 404)
+        if self.kernel_enabled:
+            try:
+                self.kernel.apply([], unbans=[elem])
+            except FirewallError as exc:
+                self.stats.kernel_errors += 1
+                raise ControlError(f"firewall error: {exc}", 500) from None
+        self.store.remove(key)
+        log.info("unbanned ip=%s", elem)
+        self.publish(ListChange(list="blacklist", op="remove", ip=key))
+        return {"status": "success", "message": f"IP {text} removed from blacklist"}
+
+    def op_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        s = self.stats
+        active = self.store.active(time.time())
+        v6 = sum(1 for e in active if ":" in e.ip)
+        return {
+            "decisions_received": s.decisions_received,
+            "bans_applied": s.bans_applied,
+            "duplicates": s.duplicates,
+            "refused_trusted": s.refused_trusted,
+            "invalid": s.invalid,
+            "decode_errors": s.decode_errors,
+            "batches": s.batches,
+            "last_batch_seconds": s.last_batch_seconds,
+            "kernel_errors": s.kernel_errors,
+            "ban_latency_p50": s.percentile(0.50),
+            "ban_latency_p99": s.percentile(0.99),
+            "active_bans": {"ipv4": len(active) - v6, "ipv6": v6},
+        }
+
+    def restore_from_kernel(self, members: list[tuple[str, int]]) -> None:
+        """Record what the kernel already holds (we never flush), so dedupe sees it."""
+        now = time.time()
+        entries = [
+            BanEntry(
+                ip=member,
+                added_at=now,
+                expires_at=now + remaining if remaining else 0.0,
+                reason="present in kernel at start",
+                source="kernel",
+            )
+            for member, remaining in members
+        ]
+        self.store.put_many(entries)
+
+
+# --- process main loop ---------------------------------------------------------------
+
+
+def _receive_batch(pull: zmq.Socket[bytes], fw: Firewall) -> list[BanDecision]:
+    """Drain up to BATCH_MAX decisions, waiting at most BATCH_IDLE_MS for each next one."""
+    batch: list[BanDecision] = []
+    while len(batch) < BATCH_MAX:
+        try:
+            raw = pull.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            if not pull.poll(BATCH_IDLE_MS, zmq.POLLIN):
+                break
+            continue
+        try:
+            msg = decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            fw.stats.decode_errors += 1
+            log.warning("undecodable decision (%d bytes): %s", len(raw), exc)
+            continue
+        if not isinstance(msg, BanDecision):
+            fw.stats.decode_errors += 1
+            log.warning("unexpected message on decisions socket: %s", type(msg).__name__)
+            continue
+        batch.append(msg)
+    return batch
+
+
+def make_kernel(config: Config) -> KernelFirewall:
+    sec = config.security
+    return KernelFirewall(
+        sec.ipset_name,
+        sec.iptables_chain,
+        default_timeout=max(0, math.ceil(sec.block_duration)),
+        dry_run=sec.dry_run,
+        ipv6_prefix=sec.ipv6_ban_prefix,
+    )
+
+
+def _prepare_runtime_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o750, exist_ok=True)
+        os.chmod(path, 0o750)
+
+
+def main(config: Config) -> int:
+    """Run the firewall process until SIGTERM/SIGINT. Returns the exit status."""
+    runtime = config.paths.runtime_dir
+    _prepare_runtime_dir(runtime)
+    kernel = make_kernel(config)
+    if config.security.auto_block_enabled:
+        try:
+            kernel.ensure_setup()
+            restored = kernel.list_members()
+        except FirewallError as exc:
+            log.error("firewall setup failed: %s", exc)
+            return 1
+    else:
+        log.warning("auto_block_enabled is false: bans are recorded, the kernel is not touched")
+        restored = []
+
+    endpoints = {
+        "decisions": addresses.firewall_decisions(runtime),
+        "lists": addresses.firewall_lists(runtime),
+        "control": addresses.firewall_control(runtime),
+    }
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pub = ctx.socket(zmq.PUB)
+    rep = ctx.socket(zmq.REP)
+    for sock in (pull, pub, rep):
+        sock.setsockopt(zmq.LINGER, 0)
+    pull.setsockopt(zmq.RCVHWM, 100_000)
+    old_umask = os.umask(0o007)  # group (the API's) may connect; others may not
+    try:
+        pull.bind(endpoints["decisions"])
+        pub.bind(endpoints["lists"])
+        rep.bind(endpoints["control"])
+    finally:
+        os.umask(old_umask)
+
+    fw = Firewall(config, kernel, publish=lambda change: pub.send(encode(change)))
+    if restored:
+        fw.restore_from_kernel(restored)
+        log.info("kernel already holds %d bans (kept)", len(restored))
+
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    handlers = fw.handlers()
+    poller = zmq.Poller()
+    poller.register(pull, zmq.POLLIN)
+    poller.register(rep, zmq.POLLIN)
+    log.info("firewall ready (pid %d, dry_run=%s)", os.getpid(), kernel.dry_run)
+    next_sweep = time.monotonic() + SWEEP_SECONDS
+    try:
+        while not stopping:
+            events = dict(poller.poll(POLL_MS))
+            if rep in events:
+                rep.send(dispatch(handlers, rep.recv()))
+            if pull in events:
+                batch = _receive_batch(pull, fw)
+                if batch:
+                    fw.handle_batch(batch)
+            if time.monotonic() >= next_sweep:
+                fw.sweep()
+                next_sweep = time.monotonic() + SWEEP_SECONDS
+    finally:
+        for sock in (pull, pub, rep):
+            sock.close(0)
+        ctx.term()
+        for endpoint in endpoints.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(addresses.ipc_path(endpoint))
+        log.info("firewall stopped")
+    return 0

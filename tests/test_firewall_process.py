@@ -1,0 +1,327 @@
+"""The firewall process for real: `ip netns exec <ns> python -m fsguard_firewall`.
+
+Its ipc sockets are files in a tmp runtime dir, so this test process (outside the
+namespace) talks to it over real ZeroMQ sockets; the kernel side is checked with
+ipset/iptables inside the namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from shared import addresses
+from shared.control import request
+from shared.messages import BanDecision, ListChange, decode, encode
+from tests.netns_helpers import netns, requires_netns, run_in
+
+pytestmark = [pytest.mark.netns, requires_netns]
+
+REPO = Path(__file__).resolve().parents[1]
+SET = "fsg-proc"
+
+
+@dataclass
+class Proc:
+    ns: str
+    runtime: str
+    popen: subprocess.Popen[bytes]
+
+    def ctl(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        return request(addresses.firewall_control(self.runtime), op, args, timeout=5)
+
+    def ok(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        reply = self.ctl(op, args)
+        assert reply.ok, reply.error
+        return reply.data
+
+    def members(self) -> dict[str, str]:
+        out = run_in(self.ns, ["ipset", "save"], check=True).stdout
+        parts = [line.split() for line in out.splitlines() if line.startswith("add ")]
+        return {p[2]: p[1] for p in parts}
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def write_config(tmp: Path, **security: Any) -> tuple[Path, str]:
+    runtime = str(tmp / "run")
+    cfg = {
+        "security": {
+            "ipset_name": SET,
+            "iptables_chain": "INPUT",
+            "block_duration": 3600,
+            "trusted_networks": ["127.0.0.0/8", "10.0.0.0/8", "2001:db8:ffff::/48"],
+            **security,
+        },
+        "paths": {"runtime_dir": runtime, "state_dir": str(tmp / "state")},
+        "logging": {"level": "info"},
+    }
+    path = tmp / "config.json"
+    path.write_text(json.dumps(cfg))
+    return path, runtime
+
+
+def start(ns: str, config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "fsguard_firewall",
+            "--config",
+            str(config),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop(popen: subprocess.Popen[bytes]) -> None:
+    if popen.poll() is None:
+        popen.kill()
+        popen.wait(5)
+
+
+@pytest.fixture
+def fw_proc(tmp_path: Path) -> Iterator[Proc]:
+    with netns("fwp") as ns:
+        config, runtime = write_config(tmp_path)
+        popen = start(ns, config)
+        try:
+            proc = Proc(ns, runtime, popen)
+            wait_for(
+                lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
+            )
+            assert proc.ok("ping")["role"] == "firewall"
+            yield proc
+        finally:
+            stop(popen)
+
+
+def decision(id: str, ip: str, duration: float = 600, **kw: Any) -> BanDecision:
+    return BanDecision(
+        id=id, ip=ip, rule="failed_auth", reason="Exceeded max failed registrations (5)",
+        duration=duration, evidence_count=5, **kw,
+    )  # fmt: skip
+
+
+def test_decisions_control_ops_and_clean_exit(fw_proc: Proc) -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(addresses.firewall_lists(fw_proc.runtime))
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 1000)
+    push.connect(addresses.firewall_decisions(fw_proc.runtime))
+    time.sleep(0.2)  # SUB joins before the first publication
+    try:
+        now = time.time()
+        msgs = [
+            decision("w0-1", "203.0.113.7", event_ts=now),
+            decision("w0-2", "2001:db8::7", duration=0, event_ts=now),
+            decision("w0-3", "::ffff:198.51.100.4"),  # unmapped to IPv4
+            decision("w0-4", "10.1.2.3"),  # trusted
+            decision("w0-5", "2001:db8:ffff::1"),  # trusted (IPv6)
+            decision("w0-1", "203.0.113.7"),  # same decision id again
+            decision("w1-9", "203.0.113.7", duration=7200),  # already banned: not re-applied
+            decision("w0-6", "not-an-ip"),
+            decision("w0-7", "192.0.2.0/24"),  # IPv4 prefixes are refused
+        ]
+        for m in msgs:
+            push.send(encode(m))
+        push.send(b"\xc1garbage")
+        wait_for(lambda: fw_proc.ok("stats")["decisions_received"] == len(msgs))
+        stats = fw_proc.ok("stats")
+        assert stats["bans_applied"] == 3
+        assert stats["duplicates"] == 2
+        assert stats["refused_trusted"] == 2
+        assert stats["invalid"] == 2
+        assert stats["decode_errors"] == 1
+        assert stats["kernel_errors"] == 0
+        assert stats["active_bans"] == {"ipv4": 2, "ipv6": 1}
+        assert stats["ban_latency_p50"] is not None and stats["ban_latency_p50"] >= 0
+        assert fw_proc.members() == {
+            "203.0.113.7": SET, "198.51.100.4": SET, "2001:db8::7": SET + "-v6",
+        }  # fmt: skip
+
+        # A re-sent decision for an address already banned is not re-applied.
+        push.send(encode(decision("w2-1", "198.51.100.4")))
+        wait_for(lambda: fw_proc.ok("stats")["decisions_received"] == len(msgs) + 1)
+        assert fw_proc.ok("stats")["duplicates"] == 3
+        assert fw_proc.ok("stats")["bans_applied"] == 3
+        # ... except to upgrade it to permanent.
+        push.send(encode(decision("w2-2", "198.51.100.4", duration=0)))
+        wait_for(lambda: fw_proc.ok("stats")["bans_applied"] == 4)
+        assert ("198.51.100.4", 0) in _timeouts(fw_proc.ns)
+
+        changes = []
+        while sub.poll(200):
+            msg = decode(sub.recv())
+            assert isinstance(msg, ListChange)
+            changes.append((msg.list, msg.op, msg.ip))
+        assert sorted(changes) == sorted(
+            ("blacklist", "add", ip)
+            for ip in ("203.0.113.7", "2001:db8::7", "198.51.100.4", "198.51.100.4")
+        )
+
+        status = fw_proc.ok("status")
+        assert status == {"blacklistCount": 3, "whitelistCount": 0}
+        bl = fw_proc.ok("blacklist")
+        assert set(bl) == {"203.0.113.7", "2001:db8::7", "198.51.100.4"}
+        entry = bl["203.0.113.7"]
+        assert entry["reason"] == "Exceeded max failed registrations (5)"
+        assert entry["permanent"] is False and entry["failCount"] == 5
+        assert entry["addedAt"].endswith("Z") and entry["expiresAt"].endswith("Z")
+        assert bl["2001:db8::7"]["permanent"] is True
+        assert fw_proc.ok("blacklist_get", {"ip": "203.0.113.7"})["blacklisted"] is True
+        assert fw_proc.ok("blacklist_get", {"ip": "203.0.113.8"})["blacklisted"] is False
+        ipt = fw_proc.ok("iptables")
+        assert ipt["chain"] == "INPUT" and ipt["ipset"] == SET and ipt["count"] == 3
+        assert sorted(ipt["blockedIps"]) == sorted(bl)
+
+        # Manual bans through the control socket.
+        bad = fw_proc.ctl("ban", {"ip": "1.2.3.999"})
+        assert (bad.ok, bad.status, bad.error) == (False, 400, "invalid IP address: 1.2.3.999")
+        trusted = fw_proc.ctl("ban", {"ip": "10.9.9.9", "reason": "x"})
+        assert (trusted.ok, trusted.status) == (False, 400)
+        assert trusted.error == "cannot blacklist IP in trusted network: 10.9.9.9"
+        fw_proc.ok("ban", {"ip": "192.0.2.77", "reason": "manual", "permanent": True})
+        assert fw_proc.members()["192.0.2.77"] == SET  # answered after the kernel apply
+        save = run_in(fw_proc.ns, ["ipset", "save", SET], check=True).stdout
+        assert f"add {SET} 192.0.2.77 timeout 0" in save
+        fw_proc.ok("ban", {"ip": "192.0.2.78", "duration": 30})
+        assert 0 < dict(_timeouts(fw_proc.ns))["192.0.2.78"] <= 30
+
+        # Unban.
+        missing = fw_proc.ctl("unban", {"ip": "192.0.2.200"})
+        assert (missing.ok, missing.status) == (False, 404)
+        fw_proc.ok("unban", {"ip": "203.0.113.7"})
+        assert "203.0.113.7" not in fw_proc.members()
+        assert fw_proc.ok("blacklist_get", {"ip": "203.0.113.7"})["blacklisted"] is False
+
+        rules = run_in(fw_proc.ns, ["iptables", "-S", "INPUT"], check=True).stdout
+        assert rules.count(f"--match-set {SET} src -j DROP") == 1
+        rules6 = run_in(fw_proc.ns, ["ip6tables", "-S", "INPUT"], check=True).stdout
+        assert rules6.count(f"--match-set {SET}-v6 src -j DROP") == 1
+    finally:
+        push.close(0)
+        sub.close(0)
+
+    # SIGTERM: exit 0 quickly and remove the ipc socket files.
+    fw_proc.popen.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    assert fw_proc.popen.wait(5) == 0
+    print(f"exit after SIGTERM: {time.monotonic() - t0:.3f}s")
+    assert sorted(os.listdir(fw_proc.runtime)) == []
+    assert fw_proc.members()["192.0.2.77"] == SET  # bans stay in the kernel
+
+
+def _timeouts(ns: str) -> list[tuple[str, int]]:
+    out = run_in(ns, ["ipset", "save", SET], check=True).stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith("add ")]
+    return [(r[2], int(r[4])) for r in rows]
+
+
+def test_restart_keeps_kernel_bans_and_dedupes(tmp_path: Path) -> None:
+    with netns("fwr") as ns:
+        config, runtime = write_config(tmp_path)
+        run_in(ns, ["ipset", "create", SET, "hash:ip", "timeout", "3600"], check=True)
+        run_in(ns, ["ipset", "add", SET, "203.0.113.50", "timeout", "0"], check=True)
+        popen = start(ns, config)
+        try:
+            proc = Proc(ns, runtime, popen)
+            wait_for(
+                lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
+            )
+            assert proc.ok("blacklist_get", {"ip": "203.0.113.50"})["blacklisted"] is True
+            push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
+            push.connect(addresses.firewall_decisions(runtime))
+            push.send(encode(decision("x-1", "203.0.113.50")))
+            wait_for(lambda: proc.ok("stats")["decisions_received"] == 1)
+            push.close(0)
+            assert proc.ok("stats")["duplicates"] == 1
+            assert ("203.0.113.50", 0) in _timeouts(ns)  # never flushed, still permanent
+            popen.send_signal(signal.SIGINT)
+            assert popen.wait(5) == 0
+        finally:
+            stop(popen)
+
+
+def test_dry_run_process_touches_no_kernel(tmp_path: Path) -> None:
+    with netns("fwd") as ns:
+        config, runtime = write_config(tmp_path, dry_run=True)
+        popen = start(ns, config)
+        try:
+            proc = Proc(ns, runtime, popen)
+            wait_for(
+                lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
+            )
+            proc.ok("ban", {"ip": "203.0.113.9"})
+            ipt = proc.ok("iptables")
+            assert ipt["blockedIps"] == ["203.0.113.9"]
+            assert run_in(ns, ["ipset", "list", "-name"], check=True).stdout.strip() == ""
+            assert "match-set" not in run_in(ns, ["iptables", "-S"], check=True).stdout
+            popen.send_signal(signal.SIGTERM)
+            assert popen.wait(5) == 0
+            output = popen.stdout.read().decode() if popen.stdout else ""
+            assert "DRY RUN: would" in output
+        finally:
+            stop(popen)
+
+
+def test_setup_failure_exits_nonzero(tmp_path: Path) -> None:
+    with netns("fwf") as ns:
+        config, _ = write_config(tmp_path, iptables_chain="NOSUCHCHAIN")
+        popen = start(ns, config)
+        try:
+            assert popen.wait(10) == 1
+            output = popen.stdout.read().decode() if popen.stdout else ""
+            assert "firewall setup failed" in output and "NOSUCHCHAIN" in output
+        finally:
+            stop(popen)
+
+
+def test_aggregation_never_covers_a_trusted_address() -> None:
+    """In-process (dry-run kernel): the aggregated /64 is what is checked against trusted."""
+    from fsguard_firewall.process import Firewall, make_kernel
+    from shared.config import Config, SecurityConfig
+
+    config = Config(
+        security=SecurityConfig(
+            dry_run=True, ipv6_ban_prefix=64, trusted_networks=["2001:db8:ffff::1/128"]
+        )
+    )
+    fw = Firewall(config, make_kernel(config))
+    fw.handle_batch(
+        [
+            decision("a", "2001:db8:ffff::5"),  # its /64 contains a trusted address
+            decision("b", "::/0"),  # wider than the ban prefix
+            decision("c", "2001:db8:1::/48"),  # wider than the ban prefix
+            decision("d", "2001:db8:2::9"),
+            decision("e", "2001:db8:2::10"),  # same /64 as d
+        ]
+    )
+    assert (fw.stats.refused_trusted, fw.stats.invalid, fw.stats.duplicates) == (1, 2, 1)
+    assert list(fw.op_blacklist({})) == ["2001:db8:2::/64"]
+    assert fw.op_blacklist_get({"ip": "2001:db8:2::abcd"})["blacklisted"] is True
