@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from typing import Any
 
-import msgspec
-
-from shared import config as config_module
-from shared.config import Config
+from shared.config import ConfigError, load_config
+from shared.logs import setup_logging
 
 from .process import main
-
-
-def load(path: str) -> Config:
-    """shared.config.load_config when it exists; otherwise a plain JSON decode."""
-    loader: Any = getattr(config_module, "load_config", None)
-    if loader is not None:
-        loaded = loader(path)
-        if not isinstance(loaded, Config):
-            raise TypeError(f"load_config returned {type(loaded).__name__}")
-        return loaded
-    with open(path, "rb") as fh:
-        return msgspec.json.decode(fh.read(), type=Config)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -32,14 +16,11 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="path to the JSON config file")
     args = parser.parse_args(argv)
     try:
-        config = load(args.config)
-    except (OSError, ValueError, TypeError, msgspec.DecodeError) as exc:
-        print(f"fsguard_firewall: cannot load config {args.config!r}: {exc}", file=sys.stderr)
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"fsguard_firewall: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=getattr(logging, config.logging.level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging("firewall", config.logging.format, config.logging.level)
     return main(config)
 
 

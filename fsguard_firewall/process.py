@@ -25,8 +25,9 @@ import zmq
 
 from shared import addresses
 from shared.config import Config
-from shared.control import ControlError, Handler, dispatch
+from shared.control import ControlError, Handler, PeerUnavailable, dispatch, request
 from shared.iputil import parse_ip
+from shared.logs import escape
 from shared.messages import BanDecision, ListChange, decode, encode
 
 from .kernel import MAX_TIMEOUT, Element, FirewallError, KernelFirewall
@@ -204,12 +205,15 @@ class Firewall:
                     raise ValueError(f"invalid duration {d.duration!r}")
             except ValueError:
                 self.stats.invalid += 1
-                log.warning("invalid ban decision id=%r ip=%r", d.id, d.ip)
+                log.warning("invalid ban decision id=%s ip=%s", escape(d.id), escape(d.ip, 64))
                 continue
             if self.is_trusted(elem):
                 self.stats.refused_trusted += 1
                 log.warning(
-                    "refused to ban trusted address ip=%s rule=%r id=%r", elem, d.rule, d.id
+                    "refused to ban trusted address ip=%s rule=%s id=%s",
+                    elem,
+                    escape(d.rule),
+                    escape(d.id),
                 )
                 continue
             key = str(elem)
@@ -258,13 +262,13 @@ class Firewall:
             if d.event_ts > 0:
                 self.stats.latencies.append(now - d.event_ts)
             log.info(
-                "banned ip=%s rule=%r reason=%r duration=%s evidence=%d id=%r%s",
+                "banned ip=%s rule=%s reason=%s duration=%s evidence=%d id=%s%s",
                 elem,
-                d.rule,
-                d.reason,
+                escape(d.rule),
+                escape(d.reason),
                 "permanent" if timeout == 0 else f"{timeout}s",
                 d.evidence_count,
-                d.id,
+                escape(d.id),
                 "" if self.kernel_enabled else " (auto_block disabled: not in kernel)",
             )
             self.publish(
@@ -359,7 +363,9 @@ class Firewall:
                 raise ControlError(f"firewall error: {exc}", 500) from None
         self.store.put_many([entry])
         self.stats.bans_applied += 1
-        log.info("banned ip=%s rule='manual' reason=%r duration=%s", elem, entry.reason, timeout)
+        log.info(
+            "banned ip=%s rule=manual reason=%s duration=%s", elem, escape(entry.reason), timeout
+        )
         self.publish(ListChange(list="blacklist", op="add", ip=entry.ip, expires=entry.expires_at))
         return {
             "status": "success",
@@ -468,6 +474,16 @@ def _prepare_runtime_dir(path: str) -> None:
         os.chmod(path, 0o750)
 
 
+def _already_running(control: str) -> bool:
+    """A live peer on our control socket (binding an ipc path would silently steal it)."""
+    if not os.path.exists(addresses.ipc_path(control)):
+        return False
+    try:
+        return request(control, "ping", timeout=0.5).ok
+    except PeerUnavailable:
+        return False
+
+
 def main(config: Config) -> int:
     """Run the firewall process until SIGTERM/SIGINT. Returns the exit status."""
     runtime = config.paths.runtime_dir
@@ -489,6 +505,9 @@ def main(config: Config) -> int:
         "lists": addresses.firewall_lists(runtime),
         "control": addresses.firewall_control(runtime),
     }
+    if _already_running(endpoints["control"]):
+        log.error("another firewall answers on %s: not starting a second writer", runtime)
+        return 1
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pub = ctx.socket(zmq.PUB)

@@ -64,8 +64,7 @@ def reason_scanner(user_agent: str) -> str:
 
 def reason_toll_fraud(destination: str, profile: str, context: str) -> str:
     return (
-        f'Unauthenticated call to "{_clip(destination)}" '
-        f'(profile "{profile}", context "{context}")'
+        f'Unauthenticated call to "{_clip(destination)}" (profile "{profile}", context "{context}")'
     )
 
 
@@ -203,7 +202,7 @@ def recidive_duration(base: float, prior_bans: int, cfg: RecidiveConfig) -> floa
         return 0.0
     if not cfg.enabled or prior_bans <= 0 or cfg.factor <= 1:
         return base
-    duration = base * cfg.factor**prior_bans
+    duration = base * cfg.factor ** min(prior_bans, 64)
     if cfg.max_duration > 0:
         duration = min(duration, max(cfg.max_duration, base))
     return duration

@@ -112,7 +112,8 @@ def register_failure(
     profile: str = "internal",
 ) -> Headers:
     """`sofia::register_failure` (403 after a wrong digest); profile-name twice, as real."""
-    return standard_headers("CUSTOM", (*_REG_TOKEN, 1792), "sofia::register_failure") + [
+    headers = standard_headers("CUSTOM", (*_REG_TOKEN, 1792), "sofia::register_failure")
+    return headers + [  # noqa: RUF005
         ("profile-name", profile),
         ("to-user", user),
         ("to-host", domain),
@@ -207,9 +208,8 @@ def unregister(
     profile: str = "internal", call_id: str | None = None,
 ) -> Headers:
     """`sofia::unregister` (Expires: 0)."""
-    return standard_headers(
-        "CUSTOM", ("sofia_reg.c", "sofia_reg_handle_register_token", 2213), "sofia::unregister"
-    ) + [
+    headers = standard_headers("CUSTOM", (*_REG_TOKEN, 2213), "sofia::unregister")
+    return headers + [  # noqa: RUF005
         ("profile-name", profile),
         ("username", user),
         ("from-user", user),
@@ -228,9 +228,11 @@ def unregister(
 
 def wrong_call_state(ip: str, from_user: str = "1000", *, port: int = 5060) -> Headers:
     """`sofia::wrong_call_state`: an abandoned challenged INVITE (underscore names)."""
-    return standard_headers(
+    headers = standard_headers(
         "CUSTOM", ("mod_sofia.c", "sofia_on_hangup", 672), "sofia::wrong_call_state"
-    ) + [("from_user", from_user), ("network_ip", ip), ("network_port", str(port))]
+    )
+    headers += [("from_user", from_user), ("network_ip", ip), ("network_port", str(port))]
+    return headers
 
 
 def _channel_headers(
@@ -310,19 +312,20 @@ def channel_hangup_complete(
     base = _channel_headers(ip, uuid, destination, context, profile, user_agent, authorized,
                             from_host, from_user, port, ("CS_REPORTING", "HANGUP", 11))
     base.insert(10, ("Hangup-Cause", cause))
-    return (
-        standard_headers("CHANNEL_HANGUP_COMPLETE", ("switch_core_state_machine.c",
-                                                     "switch_core_session_reporting_state", 943))
-        + [("Hangup-Cause", cause)] + base
-        + [("variable_hangup_cause", cause), ("variable_sip_hangup_disposition", "send_bye")]
-    )
+    headers = standard_headers("CHANNEL_HANGUP_COMPLETE", (
+        "switch_core_state_machine.c", "switch_core_session_reporting_state", 943))
+    headers.append(("Hangup-Cause", cause))
+    headers += base
+    headers += [("variable_hangup_cause", cause), ("variable_sip_hangup_disposition", "send_bye")]
+    return headers
 
 
 def heartbeat() -> Headers:
     """`HEARTBEAT` as switch_core.c sends it every 20 s."""
-    return standard_headers("HEARTBEAT", ("switch_core.c", "send_heartbeat", 95)) + [
+    headers = standard_headers("HEARTBEAT", ("switch_core.c", "send_heartbeat", 95))
+    return headers + [  # noqa: RUF005
         ("Event-Info", "System Ready"),
-        ("Up-Time", "0 years, 0 days, 1 hour, 2 minutes, 3 seconds, 4 milliseconds, 5 microseconds"),
+        ("Up-Time", STATUS_TEXT.split("\n", 1)[0][3:]),
         ("FreeSWITCH-Version", "1.10.12-release~64bit"),
         ("Uptime-msec", "3723004"),
         ("Session-Count", "0"),
@@ -557,7 +560,9 @@ class FakeFreeSwitch:
         speed None sends as fast as possible; otherwise the Event-Date-Timestamp gaps
         are honoured, divided by `speed`.
         """
-        events = list(source) if isinstance(source, list) else load_capture(source)  # type: ignore[arg-type]
+        events: list[CapturedEvent] = (
+            load_capture(source) if isinstance(source, str | Path | bytes) else list(source)
+        )
         prepared = [(rewrite_source_ip(e.headers, rewrite_ip), e.body, e.timestamp_us)
                     for e in events]
         if speed is None:

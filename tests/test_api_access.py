@@ -91,12 +91,20 @@ def test_bearer_parsing_and_compare() -> None:
 @pytest.mark.parametrize(
     "api", [{"chandaemon": {"allowed_api_ips": ["10.0.0.0/8"]}}], indirect=True
 )
-def test_source_not_allowed_403(api: tuple[httpx.Client, Peers]) -> None:
+def test_source_not_allowed_403(
+    api: tuple[httpx.Client, Peers], caplog: pytest.LogCaptureFixture
+) -> None:
     client, peers = api
     for path in ("/security/esl/reconnect", "/security/esl/command", "/no/such/route"):
-        r = client.post(path, json={"command": "status"}, headers={"X-Forwarded-For": "10.1.2.3"})
+        with caplog.at_level("INFO", logger="fsguard.audit"):
+            r = client.post(
+                path, json={"command": "status"}, headers={"X-Forwarded-For": "10.1.2.3"}
+            )
         assert r.status_code == 403, path  # X-Forwarded-For is ignored; 403 comes before 404
         assert r.json() == {"error": IP_DENIED}
+        line = caplog.records[-1].getMessage()
+        assert f"command='POST {path}'" in line and "outcome=denied: 403" in line
+        assert "source=127.0.0.1" in line
     assert "reconnect" not in peers.supervisor.ops
     assert "esl_command" not in peers.supervisor.ops
     assert client.get("/security/blacklist").status_code == 200  # reads stay open

@@ -71,7 +71,7 @@ def write_config(tmp: Path, **security: Any) -> tuple[Path, str]:
             **security,
         },
         "paths": {"runtime_dir": runtime, "state_dir": str(tmp / "state")},
-        "logging": {"level": "info"},
+        "logging": {"level": "info", "format": "human"},
     }
     path = tmp / "config.json"
     path.write_text(json.dumps(cfg))
@@ -120,10 +120,8 @@ def fw_proc(tmp_path: Path) -> Iterator[Proc]:
 
 
 def decision(id: str, ip: str, duration: float = 600, **kw: Any) -> BanDecision:
-    return BanDecision(
-        id=id, ip=ip, rule="failed_auth", reason="Exceeded max failed registrations (5)",
-        duration=duration, evidence_count=5, **kw,
-    )  # fmt: skip
+    kw.setdefault("reason", "Exceeded max failed registrations (5)")
+    return BanDecision(id=id, ip=ip, rule="failed_auth", duration=duration, evidence_count=5, **kw)
 
 
 def test_decisions_control_ops_and_clean_exit(fw_proc: Proc) -> None:
@@ -140,7 +138,7 @@ def test_decisions_control_ops_and_clean_exit(fw_proc: Proc) -> None:
         msgs = [
             decision("w0-1", "203.0.113.7", event_ts=now),
             decision("w0-2", "2001:db8::7", duration=0, event_ts=now),
-            decision("w0-3", "::ffff:198.51.100.4"),  # unmapped to IPv4
+            decision("w0-3", "::ffff:198.51.100.4", reason="x\ninjected line"),  # unmapped
             decision("w0-4", "10.1.2.3"),  # trusted
             decision("w0-5", "2001:db8:ffff::1"),  # trusted (IPv6)
             decision("w0-1", "203.0.113.7"),  # same decision id again
@@ -233,6 +231,9 @@ def test_decisions_control_ops_and_clean_exit(fw_proc: Proc) -> None:
     t0 = time.monotonic()
     assert fw_proc.popen.wait(5) == 0
     print(f"exit after SIGTERM: {time.monotonic() - t0:.3f}s")
+    output = fw_proc.popen.stdout.read().decode() if fw_proc.popen.stdout else ""
+    assert "banned ip=198.51.100.4" in output
+    assert not any(line.startswith("injected") for line in output.splitlines())
     assert sorted(os.listdir(fw_proc.runtime)) == []
     assert fw_proc.members()["192.0.2.77"] == SET  # bans stay in the kernel
 
@@ -325,3 +326,13 @@ def test_aggregation_never_covers_a_trusted_address() -> None:
     assert (fw.stats.refused_trusted, fw.stats.invalid, fw.stats.duplicates) == (1, 2, 1)
     assert list(fw.op_blacklist({})) == ["2001:db8:2::/64"]
     assert fw.op_blacklist_get({"ip": "2001:db8:2::abcd"})["blacklisted"] is True
+
+
+def test_second_instance_refuses_to_start(fw_proc: Proc, tmp_path: Path) -> None:
+    config = tmp_path / "config.json"  # the fixture's config, same runtime dir
+    second = start(fw_proc.ns, config)
+    try:
+        assert second.wait(10) == 1
+    finally:
+        stop(second)
+    assert fw_proc.ok("ping")["pid"] == fw_proc.popen.pid

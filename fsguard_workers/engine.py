@@ -1,0 +1,936 @@
+"""The per-shard detection engine: decoded events in, ban decisions and call kills out.
+
+State is keyed by an int per source (IPv4: the address; IPv6: a flag bit plus
+the address masked to `security.ipv6_ban_prefix`), which is smaller and
+cheaper than text keys. All per-source state is bounded:
+
+- `_tracks` (windows per source) is an LRU capped at `workers.max_tracked_ips`;
+  ordered by last activity, so `tick()` expires idle sources from the front a
+  few at a time;
+- `_bans` (ban expiry and recidive history) and `_learned` (learned whitelist)
+  share the same cap and are swept round-robin by `tick()`;
+- users per source are capped at USERS_PER_SOURCE.
+
+Times are monotonic (`clock`); wall time (`wallclock`) is only used to render
+snapshots and to read ListChange expiries.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.config import Config
+from shared.iputil import IPAddress, NetworkSet, parse_ip
+from shared.messages import BanDecision, KillCall, ListChange
+
+from . import rules
+from .events import DecodeFailure, Event, EventDecoder, Kind, is_forged, kind_of, text
+from .events import maybe_relevant as _maybe_relevant
+from .windows import BoundedCache, BoundedDistinct, hit, trim
+
+log = logging.getLogger(__name__)
+
+USERS_PER_SOURCE = 32
+DOMAINS_PER_SOURCE = 8
+TICK_BUDGET = 256  # tracked sources examined per tick()
+SWEEP_BUDGET = 64  # ban / whitelist entries examined per tick()
+
+_V6 = 1 << 128
+_ALL128 = _V6 - 1
+_INF = math.inf
+_IGNORED_USERS = frozenset(("", "unknown"))
+
+_PRE_REGISTER = Kind.PRE_REGISTER
+_REGISTER_ATTEMPT = Kind.REGISTER_ATTEMPT
+_REGISTER = Kind.REGISTER
+_REGISTER_FAILURE = Kind.REGISTER_FAILURE
+_WRONG_CALL_STATE = Kind.WRONG_CALL_STATE
+_CHANNEL_CREATE = Kind.CHANNEL_CREATE
+
+_EVENT_NAMES = {
+    Kind.PRE_REGISTER: "sofia::pre_register",
+    Kind.REGISTER_ATTEMPT: "sofia::register_attempt",
+    Kind.REGISTER: "sofia::register",
+    Kind.REGISTER_FAILURE: "sofia::register_failure",
+    Kind.WRONG_CALL_STATE: "sofia::wrong_call_state",
+    Kind.CHANNEL_CREATE: "CHANNEL_CREATE",
+}
+
+Output = BanDecision | KillCall
+
+
+class Window:
+    """One sliding window of one rule for one source, with who was involved."""
+
+    __slots__ = ("domains", "times", "users")
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.users: list[str] | None = None
+        self.domains: list[str] | None = None
+
+    def hit(self, now: float, window: float, cap: int) -> int:
+        times = self.times
+        if times and times[-1] <= now - window:  # a new burst: forget the old one's details
+            times.clear()
+            self.users = None
+            self.domains = None
+        return hit(times, now, window, cap)
+
+    def note(self, user: str, domain: str) -> None:
+        if user not in _IGNORED_USERS:
+            if self.users is None:
+                self.users = [user]
+            elif user not in self.users and len(self.users) < USERS_PER_SOURCE:
+                self.users.append(user)
+        if domain:
+            if self.domains is None:
+                self.domains = [domain]
+            elif domain not in self.domains and len(self.domains) < DOMAINS_PER_SOURCE:
+                self.domains.append(domain)
+
+
+class Track:
+    """Everything counted for one source; allocated lazily per rule."""
+
+    __slots__ = ("call", "fail", "fail_users", "last", "pending_user", "reg", "wcs")
+
+    def __init__(self, now: float) -> None:
+        self.last = now
+        self.reg: Window | None = None
+        self.call: Window | None = None
+        self.fail: Window | None = None
+        self.wcs: Window | None = None
+        self.fail_users: BoundedDistinct | None = None
+        # digest username of the last FORBIDDEN register_attempt: names the account of
+        # the register_failure that follows (whose to-user is the dialled number for INVITE)
+        self.pending_user = ""
+
+
+class BanRecord:
+    __slots__ = ("count", "last", "until")
+
+    def __init__(self) -> None:
+        self.until = 0.0  # monotonic; inf = permanent
+        self.count = 0  # bans within the recidive window, this one included
+        self.last = -_INF  # monotonic time of the last ban
+
+
+class WhitelistEntry:
+    __slots__ = ("added", "domain", "expires", "last_seen", "user")
+
+    def __init__(self, added: float, now: float, ttl: float, user: str, domain: str) -> None:
+        self.added = added  # wall time
+        self.last_seen = now
+        self.expires = now + ttl
+        self.user = user
+        self.domain = domain
+
+
+class DetectionEngine:
+    """Runs fsguard's detection rules over the events of one shard."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        worker_index: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        sec = config.security
+        self._sec = sec
+        self._rl = sec.rate_limit
+        self._enum = sec.enumeration
+        self._recidive = sec.recidive
+        self._default_domain = config.freeswitch.default_domain
+        self._worker = worker_index
+        self._id_prefix = f"w{worker_index}-{os.getpid()}-"
+        self._clock = clock
+        self._wallclock = wallclock
+        self._decoder = EventDecoder()
+
+        self._trusted = NetworkSet()
+        self._trusted_v6: list[ipaddress.IPv6Network] = []
+        self._bad_config = 0
+        for cidr in sec.trusted_networks:
+            try:
+                self._trusted.add(cidr)
+            except ValueError:
+                self._bad_config += 1
+                log.warning("ignoring invalid trusted network %r", cidr)
+                continue
+            net = ipaddress.ip_network(cidr.strip(), strict=False)
+            if isinstance(net, ipaddress.IPv6Network):
+                self._trusted_v6.append(net)
+        self._scanner = rules.ScannerMatcher(sec.scanner_user_agents)
+        self._untrusted = rules.UntrustedMatcher(sec.untrusted_networks)
+        self._toll = rules.TollFraudMatcher(sec.toll_fraud)
+
+        self._prefix = min(128, max(48, sec.ipv6_ban_prefix))
+        self._v6_mask = _ALL128 ^ ((1 << (128 - self._prefix)) - 1)
+        self._prefix_safe: BoundedCache[int, bool] = BoundedCache(4096)
+        self._cap = max(1, config.workers.max_tracked_ips)
+        self._rate_on = self._rl.enabled
+        self._idle_after = max(
+            sec.failed_attempts_window,
+            sec.wrong_call_state_window,
+            self._enum.window if self._enum.enabled else 0.0,
+            self._rl.registration_window,
+            self._rl.call_rate_interval,
+        )
+
+        self._tracks: OrderedDict[int, Track] = OrderedDict()
+        self._bans: OrderedDict[int, BanRecord] = OrderedDict()
+        self._learned: OrderedDict[int, WhitelistEntry] = OrderedDict()
+        self._manual: dict[int, float] = {}  # whitelist entries from the firewall
+        self._out: list[Output] = []
+        self._seq = 0
+        self._c: dict[str, int] = dict.fromkeys(
+            (
+                "processed",
+                "irrelevant",
+                "decode_errors",
+                "forged",
+                "ignored",
+                "trusted_skipped",
+                "decisions",
+                "suppressed",
+                "kills",
+                "evictions",
+                "expired",
+                "whitelist_learned",
+                "list_changes",
+                "list_changes_ignored",
+                "internal_errors",
+            ),
+            0,
+        )
+
+    # --- public interface ----------------------------------------------------------
+
+    def handle(self, body: bytes, read_ts: float) -> None:
+        """Decode one raw JSON event body and run the rules. Never raises."""
+        c = self._c
+        c["processed"] += 1
+        if not _maybe_relevant(body):
+            c["irrelevant"] += 1
+            return
+        try:
+            ev = self._decoder.decode(body)
+        except (DecodeFailure, ValueError, TypeError):
+            c["decode_errors"] += 1
+            return
+        kind = kind_of(ev)
+        if kind is Kind.OTHER:
+            c["irrelevant"] += 1
+            return
+        if is_forged(ev, body):
+            c["forged"] += 1
+            return
+        try:
+            addr = parse_ip(ev.source_ip())
+        except ValueError:
+            c["ignored"] += 1
+            return
+        if self._trusted.contains(addr):
+            c["trusted_skipped"] += 1
+            return
+        try:
+            self._dispatch(kind, ev, addr, read_ts)
+        except Exception:  # pragma: no cover - a bug, not bad input: count, log, go on
+            c["internal_errors"] += 1
+            log.exception("rule evaluation failed")
+
+    def drain(self) -> list[Output]:
+        out = self._out
+        self._out = []
+        return out
+
+    def on_list_change(self, change: ListChange) -> None:
+        key = self._key_of_text(change.ip)
+        if key is None:
+            self._c["list_changes_ignored"] += 1
+            return
+        self._c["list_changes"] += 1
+        now = self._clock()
+        until = _INF if change.expires <= 0 else now + (change.expires - self._wallclock())
+        if change.list == "whitelist":
+            if change.op == "add":
+                if until > now:
+                    self._manual[key] = until
+                    if len(self._manual) > self._cap:
+                        del self._manual[next(iter(self._manual))]
+            elif change.op == "remove":
+                self._manual.pop(key, None)
+                self._learned.pop(key, None)
+        elif change.list == "blacklist":
+            if change.op == "add":
+                if until > now:
+                    rec = self._bans.get(key)
+                    if rec is None:
+                        rec = self._new_ban_record(key)
+                    rec.until = until
+            elif change.op == "remove":
+                rec = self._bans.get(key)
+                if rec is not None:
+                    rec.until = 0.0  # recidive history stays
+                self._tracks.pop(key, None)
+
+    def tick(self) -> None:
+        """Expire a bounded number of idle entries (no full sweep)."""
+        now = self._clock()
+        tracks = self._tracks
+        cutoff = now - self._idle_after
+        for _ in range(TICK_BUDGET):
+            if not tracks:
+                break
+            key, tr = next(iter(tracks.items()))
+            if tr.last > cutoff:
+                break
+            del tracks[key]
+            self._c["expired"] += 1
+        bans = self._bans
+        keep_for = self._recidive.window if self._recidive.enabled else 0.0
+        for _ in range(min(SWEEP_BUDGET, len(bans))):
+            key, rec = next(iter(bans.items()))
+            if rec.until <= now and now - rec.last >= keep_for:
+                del bans[key]
+            else:
+                bans.move_to_end(key)
+        learned = self._learned
+        for _ in range(min(SWEEP_BUDGET, len(learned))):
+            key, entry = next(iter(learned.items()))
+            if entry.expires <= now:
+                del learned[key]
+            else:
+                learned.move_to_end(key)
+
+    def stats(self) -> dict[str, int]:
+        data = dict(self._c)
+        now = self._clock()
+        data["invalid_utf8"] = self._decoder.invalid_utf8
+        data["tracked_ips"] = len(self._tracks)
+        data["ban_records"] = len(self._bans)
+        data["active_bans"] = sum(1 for rec in self._bans.values() if rec.until > now)
+        data["whitelisted"] = len(self._learned)
+        data["manual_whitelist"] = len(self._manual)
+        data["bad_config_entries"] = self._bad_config
+        return data
+
+    def failed_snapshot(self) -> dict[str, dict[str, Any]]:
+        """GET /security/failed: ip -> {count, firstAttempt, lastAttempt, userIds, domains}."""
+        now = self._clock()
+        wall = self._wall_of(now)
+        window = self._sec.failed_attempts_window
+        out: dict[str, dict[str, Any]] = {}
+        for key, tr in self._tracks.items():
+            win = tr.fail
+            if win is None or not trim(win.times, now, window):
+                continue
+            users = tr.fail_users.items_since(now - window) if tr.fail_users else []
+            out[self._key_text(key)] = {
+                "count": len(win.times),
+                "firstAttempt": wall(win.times[0]),
+                "lastAttempt": wall(win.times[-1]),
+                "userIds": users,
+                "domains": list(win.domains or ()),
+            }
+        return out
+
+    def wrong_call_state_snapshot(self) -> dict[str, dict[str, Any]]:
+        now = self._clock()
+        wall = self._wall_of(now)
+        window = self._sec.wrong_call_state_window
+        out: dict[str, dict[str, Any]] = {}
+        for key, tr in self._tracks.items():
+            win = tr.wcs
+            if win is None or not trim(win.times, now, window):
+                continue
+            out[self._key_text(key)] = {
+                "count": len(win.times),
+                "firstAttempt": wall(win.times[0]),
+                "lastAttempt": wall(win.times[-1]),
+                "userIds": list(win.users or ()),
+            }
+        return out
+
+    def rate_snapshot(self, kind: str) -> dict[str, dict[str, Any]]:
+        """kind: "calls" or "registrations"."""
+        if kind == "calls":
+            window = self._rl.call_rate_interval
+        elif kind == "registrations":
+            window = self._rl.registration_window
+        else:
+            raise ValueError(f"unknown rate kind: {kind!r}")
+        now = self._clock()
+        wall = self._wall_of(now)
+        out: dict[str, dict[str, Any]] = {}
+        for key, tr in self._tracks.items():
+            win = tr.call if kind == "calls" else tr.reg
+            if win is None or not trim(win.times, now, window):
+                continue
+            out[self._key_text(key)] = {
+                "count": len(win.times),
+                "firstRequest": wall(win.times[0]),
+                "lastRequest": wall(win.times[-1]),
+                "userIds": list(win.users or ()),
+                "domains": list(win.domains or ()),
+            }
+        return out
+
+    def whitelist_snapshot(self) -> dict[str, dict[str, Any]]:
+        """Learned whitelist: ip -> {ip, addedAt, expiresAt, lastSeen, userId, domain, ...}."""
+        now = self._clock()
+        wall = self._wall_of(now)
+        out: dict[str, dict[str, Any]] = {}
+        for key, entry in self._learned.items():
+            if entry.expires <= now:
+                continue
+            ip = self._key_text(key)
+            out[ip] = {
+                "ip": ip,
+                "addedAt": _rfc3339(entry.added),
+                "expiresAt": wall(entry.expires),
+                "lastSeen": wall(entry.last_seen),
+                "userId": entry.user,
+                "domain": entry.domain,
+                "permanent": False,
+            }
+        return out
+
+    # --- dispatch ----------------------------------------------------------------------
+
+    def _dispatch(self, kind: Kind, ev: Event, addr: IPAddress, read_ts: float) -> None:
+        now = self._clock()
+        key = self._key(addr)
+        if kind is _REGISTER:
+            self._on_register(ev, addr, key, now, read_ts)
+        elif kind is _CHANNEL_CREATE:
+            self._on_channel_create(ev, addr, key, now, read_ts)
+        elif kind is _REGISTER_FAILURE:
+            self._on_failure(ev, addr, key, now, read_ts)
+        elif kind is _WRONG_CALL_STATE:
+            self._on_wrong_call_state(ev, addr, key, now, read_ts)
+        else:
+            self._on_attempt(kind, ev, addr, key, now, read_ts)
+
+    def _instant(
+        self, kind: Kind, ev: Event, ua: str, addr: IPAddress, key: int, now: float, read_ts: float
+    ) -> str:
+        """Rules that ban on a single event: untrusted source network, scanner UA.
+
+        Returns the kill reason when one matched ("" otherwise), whether or not a
+        decision was emitted (auto-block off, already banned).
+        """
+        untrusted = self._untrusted
+        if untrusted.has_networks:
+            net = untrusted.network(addr)
+            if net:
+                self._ban(
+                    key,
+                    addr,
+                    rules.UNTRUSTED_NETWORK,
+                    rules.reason_untrusted_network(net),
+                    self._sec.block_duration,
+                    now,
+                    read_ts,
+                    ev,
+                    kind,
+                    ua=ua,
+                    evidence={"network": net},
+                )
+                return "untrusted-network"
+        if ua:
+            pattern = self._scanner.match(ua)
+            if pattern:
+                self._ban(
+                    key,
+                    addr,
+                    rules.SCANNER_UA,
+                    rules.reason_scanner(ua),
+                    self._sec.block_duration,
+                    now,
+                    read_ts,
+                    ev,
+                    kind,
+                    ua=ua,
+                    user=_user_of(kind, ev),
+                    evidence={"pattern": pattern},
+                )
+                return "scanner"
+        return ""
+
+    def _on_attempt(
+        self, kind: Kind, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float
+    ) -> None:
+        """sofia::pre_register / register_attempt: scanners and the registration rate."""
+        ua = text(ev.user_agent)
+        if self._instant(kind, ev, ua, addr, key, now, read_ts):
+            return
+        tr: Track | None = None
+        if kind is _REGISTER_ATTEMPT and ev.auth_result == "FORBIDDEN":
+            # counted once, on the register_failure that follows; remember the account
+            tr = self._track(key, now)
+            tr.pending_user = text(ev.username) or text(ev.to_user)
+        rl = self._rl
+        if not self._rate_on or rl.registration_limit <= 0:
+            return
+        if rl.whitelist_bypass and self._whitelisted(key, now):
+            return
+        if tr is None:
+            tr = self._track(key, now)
+        win = tr.reg
+        if win is None:
+            win = tr.reg = Window()
+        n = win.hit(now, rl.registration_window, rl.registration_limit + 1)
+        win.note(_user_of(kind, ev), text(ev.from_host))
+        if n > rl.registration_limit and rl.auto_block_on_exceed:
+            self._ban(
+                key,
+                addr,
+                rules.REGISTRATION_RATE,
+                rules.reason_rate("registration", n, rl.registration_window),
+                rl.block_duration,
+                now,
+                read_ts,
+                ev,
+                kind,
+                ua=ua,
+                count=n,
+                user=_user_of(kind, ev),
+                evidence={
+                    "users": list(win.users or ()),
+                    "domains": list(win.domains or ()),
+                    "window": rl.registration_window,
+                    "events": ["sofia::pre_register", "sofia::register_attempt"],
+                },
+            )
+
+    def _on_register(
+        self, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float
+    ) -> None:
+        """sofia::register (success): whitelist the source, unless it is a scanner."""
+        ua = text(ev.user_agent)
+        if self._instant(_REGISTER, ev, ua, addr, key, now, read_ts):
+            return  # a scanner that cracked a password: banned, never whitelisted
+        if not self._sec.auto_whitelist_on_success or self._banned(key, now):
+            return
+        entry = self._learned.get(key)
+        user = text(ev.username) or text(ev.to_user)
+        domain = text(ev.from_host) or self._default_domain
+        if entry is None:
+            self._learned[key] = WhitelistEntry(
+                self._wallclock(), now, self._sec.whitelist_ttl, user, domain
+            )
+            self._c["whitelist_learned"] += 1
+            if len(self._learned) > self._cap:
+                self._learned.popitem(last=False)
+        else:
+            entry.last_seen = now
+            entry.expires = now + self._sec.whitelist_ttl
+            entry.user = user
+            entry.domain = domain
+            self._learned.move_to_end(key)
+
+    def _on_failure(self, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float) -> None:
+        """sofia::register_failure (REGISTER and INVITE): untrusted domain,
+        enumeration, failed-auth window."""
+        kind = _REGISTER_FAILURE
+        ua = text(ev.user_agent)
+        if self._instant(kind, ev, ua, addr, key, now, read_ts):
+            return
+        sec = self._sec
+        host = text(ev.to_host) or text(ev.from_host) or self._default_domain
+        bad = self._untrusted.domain(host)
+        if bad:
+            self._ban(
+                key,
+                addr,
+                rules.UNTRUSTED_DOMAIN,
+                rules.reason_failed_untrusted(bad),
+                sec.block_duration,
+                now,
+                read_ts,
+                ev,
+                kind,
+                ua=ua,
+                user=text(ev.to_user),
+                evidence={"domain": bad},
+            )
+            return
+        tr = self._track(key, now)
+        user = tr.pending_user or text(ev.to_user)
+        tr.pending_user = ""
+        users = tr.fail_users
+        if users is None:
+            users = tr.fail_users = BoundedDistinct(
+                max(USERS_PER_SOURCE, self._enum.max_distinct_users)
+            )
+        if user not in _IGNORED_USERS:
+            users.add(user, now)
+        enum = self._enum
+        if enum.enabled and enum.max_distinct_users > 0:
+            distinct = users.count_since(now - enum.window)
+            if distinct >= enum.max_distinct_users:
+                names = users.items_since(now - enum.window)
+                self._ban(
+                    key,
+                    addr,
+                    rules.ENUMERATION,
+                    rules.reason_enumeration(distinct, enum.window),
+                    sec.block_duration,
+                    now,
+                    read_ts,
+                    ev,
+                    kind,
+                    ua=ua,
+                    user=user,
+                    count=distinct,
+                    evidence={"users": names, "window": enum.window},
+                )
+                return
+        limit = sec.max_failed_attempts
+        if limit <= 0:
+            return
+        win = tr.fail
+        if win is None:
+            win = tr.fail = Window()
+        n = win.hit(now, sec.failed_attempts_window, limit)
+        win.note("", normalize_host(host))
+        if n < limit:
+            return
+        distinct = users.count_since(now - sec.failed_attempts_window)
+        if distinct < 2 and self._whitelisted(key, now):
+            return  # one misconfigured phone behind a known-good NAT
+        self._ban(
+            key,
+            addr,
+            rules.FAILED_AUTH,
+            rules.reason_failed(limit),
+            sec.block_duration,
+            now,
+            read_ts,
+            ev,
+            kind,
+            ua=ua,
+            user=user,
+            count=n,
+            evidence={
+                "users": users.items_since(now - sec.failed_attempts_window),
+                "domains": list(win.domains or ()),
+                "registration_type": ev.registration_type,
+                "window": sec.failed_attempts_window,
+            },
+        )
+
+    def _on_wrong_call_state(
+        self, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float
+    ) -> None:
+        kind = _WRONG_CALL_STATE
+        if self._instant(kind, ev, "", addr, key, now, read_ts):
+            return
+        sec = self._sec
+        limit = sec.max_wrong_call_states
+        if limit <= 0:
+            return
+        tr = self._track(key, now)
+        win = tr.wcs
+        if win is None:
+            win = tr.wcs = Window()
+        n = win.hit(now, sec.wrong_call_state_window, limit)
+        user = text(ev.from_user_us)
+        win.note(user, "")
+        if n < limit:
+            return
+        if len(win.users or ()) < 2 and self._whitelisted(key, now):
+            return
+        self._ban(
+            key,
+            addr,
+            rules.WRONG_CALL_STATE,
+            rules.reason_wrong_call_state(limit),
+            sec.block_duration,
+            now,
+            read_ts,
+            ev,
+            kind,
+            user=user,
+            count=n,
+            evidence={"users": list(win.users or ()), "window": sec.wrong_call_state_window},
+        )
+
+    def _on_channel_create(
+        self, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float
+    ) -> None:
+        """CHANNEL_CREATE: banned source, toll fraud, scanner, untrusted domain, call rate."""
+        kind = _CHANNEL_CREATE
+        uuid = ev.unique_id
+        if self._banned(key, now):
+            self._kill(uuid, "banned")
+            return
+        ua = text(ev.sip_user_agent)
+        destination = text(ev.destination)
+        user = _user_of(kind, ev)
+        sec = self._sec
+        if self._toll.match(ev.sofia_profile, ev.caller_context, destination, ev.sip_authorized):
+            self._ban(
+                key,
+                addr,
+                rules.TOLL_FRAUD,
+                rules.reason_toll_fraud(destination, ev.sofia_profile, ev.caller_context),
+                sec.block_duration,
+                now,
+                read_ts,
+                ev,
+                kind,
+                ua=ua,
+                user=user,
+                evidence={
+                    "destination": destination,
+                    "profile": ev.sofia_profile,
+                    "context": ev.caller_context,
+                },
+            )
+            self._kill(uuid, "toll-fraud")
+            return
+        why = self._instant(kind, ev, ua, addr, key, now, read_ts)
+        if why:
+            self._kill(uuid, why)
+            return
+        from_host = text(ev.sip_from_host)
+        bad = self._untrusted.domain(from_host)
+        if bad:
+            self._ban(
+                key,
+                addr,
+                rules.UNTRUSTED_DOMAIN,
+                rules.reason_call_untrusted(bad),
+                sec.block_duration,
+                now,
+                read_ts,
+                ev,
+                kind,
+                ua=ua,
+                user=user,
+                evidence={"domain": bad},
+            )
+            self._kill(uuid, "untrusted-domain")
+            return
+        rl = self._rl
+        if not self._rate_on or rl.call_rate_limit <= 0:
+            return
+        if rl.whitelist_bypass and self._whitelisted(key, now):
+            return
+        tr = self._track(key, now)
+        win = tr.call
+        if win is None:
+            win = tr.call = Window()
+        n = win.hit(now, rl.call_rate_interval, rl.call_rate_limit + 1)
+        win.note(user, from_host)
+        if n <= rl.call_rate_limit:
+            return
+        self._kill(uuid, "rate-limited")
+        if rl.auto_block_on_exceed:
+            self._ban(
+                key,
+                addr,
+                rules.CALL_RATE,
+                rules.reason_rate("call", n, rl.call_rate_interval),
+                rl.block_duration,
+                now,
+                read_ts,
+                ev,
+                kind,
+                ua=ua,
+                user=user,
+                count=n,
+                evidence={
+                    "users": list(win.users or ()),
+                    "domains": list(win.domains or ()),
+                    "window": rl.call_rate_interval,
+                },
+            )
+
+    # --- state helpers -------------------------------------------------------------------
+
+    def _track(self, key: int, now: float) -> Track:
+        tracks = self._tracks
+        tr = tracks.get(key)
+        if tr is None:
+            tr = tracks[key] = Track(now)
+            if len(tracks) > self._cap:
+                tracks.popitem(last=False)
+                self._c["evictions"] += 1
+        else:
+            tr.last = now
+            tracks.move_to_end(key)
+        return tr
+
+    def _whitelisted(self, key: int, now: float) -> bool:
+        entry = self._learned.get(key)
+        if entry is not None:
+            if entry.expires > now:
+                return True
+            del self._learned[key]
+        until = self._manual.get(key)
+        if until is not None:
+            if until > now:
+                return True
+            del self._manual[key]
+        return False
+
+    def _banned(self, key: int, now: float) -> bool:
+        rec = self._bans.get(key)
+        return rec is not None and rec.until > now
+
+    def _new_ban_record(self, key: int) -> BanRecord:
+        rec = self._bans[key] = BanRecord()
+        if len(self._bans) > self._cap:
+            self._bans.popitem(last=False)
+        return rec
+
+    def _ban(
+        self,
+        key: int,
+        addr: IPAddress,
+        rule: str,
+        reason: str,
+        base_duration: float,
+        now: float,
+        read_ts: float,
+        ev: Event,
+        kind: Kind,
+        *,
+        ua: str = "",
+        user: str = "",
+        count: int = 1,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        """Emit one decision per crossing: nothing while a ban of the key is active."""
+        if not self._sec.auto_block_enabled:
+            self._c["suppressed"] += 1
+            return
+        rec = self._bans.get(key)
+        if rec is not None and rec.until > now:
+            return
+        prior = 0
+        if rec is None:
+            rec = self._new_ban_record(key)
+        else:
+            if self._recidive.enabled and now - rec.last < self._recidive.window:
+                prior = rec.count
+            self._bans.move_to_end(key)
+        duration = rules.recidive_duration(base_duration, prior, self._recidive)
+        rec.count = prior + 1
+        rec.last = now
+        rec.until = _INF if duration <= 0 else now + duration
+        self._tracks.pop(key, None)  # counting starts afresh, as in the Go program
+        self._learned.pop(key, None)  # a banned source loses its learned exemption
+        ip = self._key_text(key)
+        details: dict[str, Any] = {
+            "events": [_EVENT_NAMES.get(kind, "")],
+            "count": count,
+            "user_agents": [ua] if ua else [],
+        }
+        if evidence:
+            details.update(evidence)
+        if prior:
+            details["recidive"] = prior + 1
+        self._seq += 1
+        self._out.append(
+            BanDecision(
+                id=f"{self._id_prefix}{self._seq}",
+                ip=ip,
+                rule=rule,
+                reason=reason,
+                duration=duration,
+                user=user if user not in _IGNORED_USERS else "",
+                user_agent=ua,
+                evidence_count=count,
+                evidence=details,
+                event_ts=read_ts,
+                worker=self._worker,
+            )
+        )
+        self._c["decisions"] += 1
+
+    def _kill(self, uuid: str, reason: str) -> None:
+        if uuid:
+            self._out.append(KillCall(uuid=uuid, reason=reason))
+            self._c["kills"] += 1
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def _key(self, addr: IPAddress) -> int:
+        if addr.version == 4:
+            return int(addr)
+        full = int(addr)
+        key = _V6 | (full & self._v6_mask)
+        if self._prefix < 128 and self._trusted_v6 and not self._prefix_is_safe(key):
+            return _V6 | full  # never aggregate over a trusted network
+        return key
+
+    def _prefix_is_safe(self, key: int) -> bool:
+        """True when the aggregated IPv6 prefix of `key` overlaps no trusted network."""
+        safe = self._prefix_safe.get(key)
+        if safe is None:
+            net = ipaddress.IPv6Network((key & _ALL128 & self._v6_mask, self._prefix))
+            safe = not any(net.overlaps(t) for t in self._trusted_v6)
+            self._prefix_safe.put(key, safe)
+        return safe
+
+    def _key_text(self, key: int) -> str:
+        if key < _V6:
+            return str(ipaddress.IPv4Address(key))
+        value = key & _ALL128
+        if self._prefix < 128 and value == value & self._v6_mask and self._prefix_is_safe(key):
+            return f"{ipaddress.IPv6Address(value)}/{self._prefix}"
+        return str(ipaddress.IPv6Address(value))
+
+    def _key_of_text(self, value: str) -> int | None:
+        """Key of an address or of a prefix as the firewall reports it."""
+        value = value.strip()
+        try:
+            if "/" not in value:
+                return self._key(parse_ip(value))
+            net = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return None
+        if net.prefixlen == net.max_prefixlen:
+            return self._key(parse_ip(str(net.network_address)))
+        if isinstance(net, ipaddress.IPv6Network) and net.prefixlen == self._prefix:
+            return _V6 | int(net.network_address)
+        return None
+
+    def _wall_of(self, now: float) -> Callable[[float], str]:
+        offset = self._wallclock() - now
+        return lambda t: _rfc3339(t + offset)
+
+
+def normalize_host(host: str) -> str:
+    return rules.normalize_domain(host)
+
+
+def _user_of(kind: Kind, ev: Event) -> str:
+    """The account an event is about (headers are swapped in sofia events)."""
+    if kind is _CHANNEL_CREATE:
+        return text(ev.caller_username) or text(ev.sip_from_user)
+    if kind is _WRONG_CALL_STATE:
+        return text(ev.from_user_us)
+    return text(ev.username) or text(ev.to_user)
+
+
+def _rfc3339(wall: float) -> str:
+    if not math.isfinite(wall):
+        return ""
+    stamp = datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="microseconds")
+    return stamp.replace("+00:00", "Z")
