@@ -715,7 +715,8 @@ class FakeFreeSwitch:
             self._reply(client, "+OK no longer listening for events" if ok
                         else "-ERR not listening for events")
         elif low == "api":
-            body = self._api_output(rest)
+            body = self._api_output(rest) or "-ERR no reply\n"
+            await self.on_api(rest)
             client.write(encode_frame("api/response", body.encode("utf-8")))
         elif low == "bgapi":
             job = extra.get("job-uuid", "")[:36] or str(uuidlib.uuid4())
@@ -735,6 +736,9 @@ class FakeFreeSwitch:
         else:
             self._reply(client, "-ERR command not found")
         return True
+
+    async def on_api(self, command: str) -> None:
+        """Hook awaited before an api/response is written (tests override it)."""
 
     def _subscribe(self, client: _Client, tokens: list[str]) -> None:
         fmt = "plain"
