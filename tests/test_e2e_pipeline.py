@@ -74,8 +74,12 @@ def _wait(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
     return bool(predicate())
 
 
+PHONE_UA = "Yealink SIP-T46S 66.86.0.15"
+
+
 def _failures(ip: str, count: int) -> list[Any]:
-    return [register_failure(ip, user=f"10{i % 3}") for i in range(count)]
+    """Failed registrations for one account from an ordinary phone's User-Agent."""
+    return [register_failure(ip, user="1000", user_agent=PHONE_UA) for _ in range(count)]
 
 
 @pytest.fixture
