@@ -99,8 +99,13 @@ class Tree:
         self.workers = workers
 
     def pids(self) -> list[int]:
+        return list(self.named_pids().values())
+
+    def named_pids(self) -> dict[str, int]:
         reply = request(addresses.supervisor_control(self.rd), "processes", timeout=2)
-        return [self.proc.pid] + [c["pid"] for c in reply.data if c["pid"]]
+        named = {"supervisor": self.proc.pid}
+        named.update({c["name"]: c["pid"] for c in reply.data if c["pid"]})
+        return named
 
     def processed(self) -> int:
         total = 0
@@ -134,8 +139,10 @@ def throughput(ns: str, events: int, workers: int) -> dict[str, Any]:
         try:
             time.sleep(1.0)
             base = tree.processed()
-            pids = tree.pids()
-            cpu0 = sum(_proc_cpu(p) for p in pids)
+            named = tree.named_pids()
+            pids = list(named.values())
+            per0 = {name: _proc_cpu(pid) for name, pid in named.items()}
+            cpu0 = sum(per0.values())
             t0 = time.perf_counter()
             writer = threading.Thread(target=tree.load.send, args=(stream,))
             writer.start()
@@ -145,7 +152,8 @@ def throughput(ns: str, events: int, workers: int) -> dict[str, Any]:
             t1 = time.perf_counter()
             writer.join()
             done = tree.processed() - base
-            cpu1 = sum(_proc_cpu(p) for p in pids)
+            per1 = {name: _proc_cpu(pid) for name, pid in named.items()}
+            cpu1 = sum(per1.values())
             sup = tree.supervisor_stats()
             rss_kb = sum(_proc_hwm_kb(p) for p in pids)
             elapsed = t1 - t0
@@ -157,6 +165,7 @@ def throughput(ns: str, events: int, workers: int) -> dict[str, Any]:
                 "dropped": sum(sup["dropped_per_worker"]),
                 "cpu_seconds": round(cpu1 - cpu0, 2),
                 "cpu_cores_used": round((cpu1 - cpu0) / elapsed, 2),
+                "cpu_seconds_per_process": {n: round(per1[n] - per0[n], 2) for n in named},
                 "peak_rss_mb_tree": round(rss_kb / 1024, 1),
                 "processes": len(pids),
                 "workers": workers,

@@ -153,6 +153,7 @@ class _Conn(asyncio.Protocol):
             self.close(f"malformed ESL frame: {exc}")
             log.error("malformed ESL frame from FreeSWITCH, resynchronising: %s", exc)
             bodies, frames = exc.events, exc.frames
+        stats.frames_received += len(bodies) + len(frames)
         if frames:
             for frame in frames:
                 ct = frame.content_type
@@ -165,14 +166,11 @@ class _Conn(asyncio.Protocol):
                 else:
                     self._route(frame)
         if bodies:
-            stats.frames_received += len(bodies) + len(frames)
             stats.events_received += len(bodies)
             try:
                 client.on_events(bodies, time.time())
             except Exception:
                 log.exception("on_events callback failed")
-        else:
-            stats.frames_received += len(frames)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.close_reason:
@@ -185,12 +183,12 @@ class _Conn(asyncio.Protocol):
     def _route(self, frame: Frame) -> None:
         ct = frame.content_type
         if ct in ("command/reply", "api/response"):
-            while self.pending:
-                fut = self.pending.popleft()
-                if not fut.done():  # a timed-out command still owns its reply slot
-                    fut.set_result(frame)
-                    return
-            log.warning("unexpected %s with no command pending", ct)
+            if not self.pending:
+                log.warning("unexpected %s with no command pending", ct)
+                return
+            fut = self.pending.popleft()
+            if not fut.done():  # a timed-out command keeps its slot: its reply is dropped
+                fut.set_result(frame)
         elif ct == "auth/request":
             if not self.greeting.done():
                 self.greeting.set_result(None)
@@ -245,6 +243,8 @@ class EslClient:
         liveness_intervals: int = 3,
         command_timeout: float = 10.0,
     ) -> None:
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in password):
+            raise ValueError("the ESL password contains a control character")  # value not shown
         self.host = host
         self.port = port
         self._password = password

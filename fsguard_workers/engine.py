@@ -282,7 +282,7 @@ class DetectionEngine:
             elif change.op == "remove":
                 rec = self._bans.get(key)
                 if rec is not None:
-                    rec.until = 0.0  # recidive history stays
+                    rec.until = min(rec.until, now)  # released now; recidive history stays
                 self._tracks.pop(key, None)
 
     def tick(self) -> None:
@@ -302,7 +302,7 @@ class DetectionEngine:
         keep_for = self._recidive.window if self._recidive.enabled else 0.0
         for _ in range(min(SWEEP_BUDGET, len(bans))):
             key, rec = next(iter(bans.items()))
-            if rec.until <= now and now - rec.last >= keep_for:
+            if rec.until <= now and now - max(rec.last, rec.until) >= keep_for:
                 del bans[key]
             else:
                 bans.move_to_end(key)
@@ -826,7 +826,8 @@ class DetectionEngine:
         if rec is None:
             rec = self._new_ban_record(key)
         else:
-            if self._recidive.enabled and now - rec.last < self._recidive.window:
+            # a repeat offence counts within the recidive window after the last release
+            if self._recidive.enabled and now - max(rec.last, rec.until) < self._recidive.window:
                 prior = rec.count
             self._bans.move_to_end(key)
         duration = rules.recidive_duration(base_duration, prior, self._recidive)

@@ -39,9 +39,7 @@ def read_frames(data: bytes) -> list[tuple[dict[str, str], bytes]]:
     while pos < len(data):
         end = data.find(b"\n\n", pos)
         assert end >= 0, "truncated header block"
-        headers = dict(
-            line.split(": ", 1) for line in data[pos:end].decode().split("\n") if line
-        )
+        headers = dict(line.split(": ", 1) for line in data[pos:end].decode().split("\n") if line)
         length = int(headers.get("Content-Length", "0"))
         frames.append((headers, data[end + 2 : end + 2 + length]))
         pos = end + 2 + length
