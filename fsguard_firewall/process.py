@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import msgspec
 import zmq
 
-from shared import addresses
+from shared import addresses, sdnotify
 from shared.config import Config
 from shared.control import ControlError, Handler, PeerUnavailable, dispatch, request
 from shared.iputil import parse_ip
@@ -542,6 +542,7 @@ def main(config: Config) -> int:
     poller.register(pull, zmq.POLLIN)
     poller.register(rep, zmq.POLLIN)
     log.info("firewall ready (pid %d, dry_run=%s)", os.getpid(), kernel.dry_run)
+    sdnotify.ready()
     next_sweep = time.monotonic() + SWEEP_SECONDS
     try:
         while not stopping:

@@ -22,7 +22,7 @@ import zmq.asyncio
 from fsguard_supervisor.children import Child, ChildSet, child_argv
 from fsguard_supervisor.dispatcher import EventDispatcher
 from fsguard_supervisor.esl_client import EslClient, EslNotConnected
-from shared import addresses
+from shared import addresses, sdnotify
 from shared.config import Config, worker_count
 from shared.control import ControlError, PeerUnavailable, arequest
 from shared.logs import escape, set_level
@@ -334,10 +334,6 @@ class Supervisor:
 
 
 def _notify_ready() -> None:
-    try:
-        from shared import sdnotify
-    except ImportError:
-        return
     sdnotify.ready()
 
 

@@ -68,51 +68,84 @@ Output = BanDecision | KillCall
 
 
 class Window:
-    """One sliding window of one rule for one source, with who was involved."""
+    """One sliding window of one rule for one source, with who was involved.
+
+    `users` / `domains` hold a single string until a second distinct one shows
+    up (most sources only ever use one): a list costs 64+ bytes per source.
+    """
 
     __slots__ = ("domains", "times", "users")
 
     def __init__(self) -> None:
         self.times: list[float] = []
-        self.users: list[str] | None = None
-        self.domains: list[str] | None = None
+        self.users: str | list[str] | None = None
+        self.domains: str | list[str] | None = None
 
     def hit(self, now: float, window: float, cap: int) -> int:
         times = self.times
-        if times and times[-1] <= now - window:  # a new burst: forget the old one's details
-            times.clear()
+        if not times or times[-1] <= now - window:  # a new burst: forget the old details
+            self.times = [now]  # exact-size list
             self.users = None
             self.domains = None
+            return 1
         return hit(times, now, window, cap)
 
     def note(self, user: str, domain: str) -> None:
         if user not in _IGNORED_USERS:
-            if self.users is None:
-                self.users = [user]
-            elif user not in self.users and len(self.users) < USERS_PER_SOURCE:
-                self.users.append(user)
+            self.users = _add_capped(self.users, user, USERS_PER_SOURCE)
         if domain:
-            if self.domains is None:
-                self.domains = [domain]
-            elif domain not in self.domains and len(self.domains) < DOMAINS_PER_SOURCE:
-                self.domains.append(domain)
+            self.domains = _add_capped(self.domains, domain, DOMAINS_PER_SOURCE)
+
+    def user_list(self) -> list[str]:
+        return _as_list(self.users)
+
+    def domain_list(self) -> list[str]:
+        return _as_list(self.domains)
+
+
+class FailWindow(Window):
+    """The failed-auth window, plus who failed when (distinct users) and the
+    digest username of the last FORBIDDEN register_attempt, which names the account
+    of the register_failure that follows (whose to-user is the dialled number for an
+    INVITE)."""
+
+    __slots__ = ("pending_user", "seen")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending_user = ""
+        self.seen: BoundedDistinct | None = None
+
+
+def _add_capped(current: str | list[str] | None, item: str, cap: int) -> str | list[str]:
+    if current is None or current == item:
+        return item
+    if isinstance(current, str):
+        return [current, item]
+    if item not in current and len(current) < cap:
+        current.append(item)
+    return current
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
 
 
 class Track:
-    """Everything counted for one source; allocated lazily per rule."""
+    """Everything counted for one source; windows are allocated on first use."""
 
-    __slots__ = ("call", "fail", "fail_users", "last", "pending_user", "reg", "wcs")
+    __slots__ = ("call", "fail", "last", "reg", "wcs")
 
     def __init__(self, now: float) -> None:
         self.last = now
         self.reg: Window | None = None
         self.call: Window | None = None
-        self.fail: Window | None = None
+        self.fail: FailWindow | None = None
         self.wcs: Window | None = None
-        self.fail_users: BoundedDistinct | None = None
-        # digest username of the last FORBIDDEN register_attempt: names the account of
-        # the register_failure that follows (whose to-user is the dialled number for INVITE)
-        self.pending_user = ""
 
 
 class BanRecord:
@@ -178,6 +211,11 @@ class DetectionEngine:
         self._prefix = min(128, max(48, sec.ipv6_ban_prefix))
         self._v6_mask = _ALL128 ^ ((1 << (128 - self._prefix)) - 1)
         self._prefix_safe: BoundedCache[int, bool] = BoundedCache(4096)
+        # users and domains repeat across sources: share one string object per value
+        self._strings: BoundedCache[str, str] = BoundedCache(8192)
+        # source text -> (address, key, trusted): parsing and the trusted lookup cost
+        # ~5 µs, and a few addresses make most of the traffic
+        self._sources: BoundedCache[str, tuple[IPAddress, int, bool]] = BoundedCache(16384)
         self._cap = max(1, config.workers.max_tracked_ips)
         self._rate_on = self._rl.enabled
         self._idle_after = max(
@@ -236,16 +274,22 @@ class DetectionEngine:
         if is_forged(ev, body):
             c["forged"] += 1
             return
-        try:
-            addr = parse_ip(ev.source_ip())
-        except ValueError:
-            c["ignored"] += 1
-            return
-        if self._trusted.contains(addr):
+        src = ev.source_ip()
+        known = self._sources.get(src)
+        if known is None:
+            try:
+                addr = parse_ip(src)
+            except ValueError:
+                c["ignored"] += 1
+                return
+            known = (addr, self._key(addr), self._trusted.contains(addr))
+            self._sources.put(src, known)
+        addr, key, trusted = known
+        if trusted:
             c["trusted_skipped"] += 1
             return
         try:
-            self._dispatch(kind, ev, addr, read_ts)
+            self._dispatch(kind, ev, addr, key, read_ts)
         except Exception:  # pragma: no cover - a bug, not bad input: count, log, go on
             c["internal_errors"] += 1
             log.exception("rule evaluation failed")
@@ -336,13 +380,13 @@ class DetectionEngine:
             win = tr.fail
             if win is None or not trim(win.times, now, window):
                 continue
-            users = tr.fail_users.items_since(now - window) if tr.fail_users else []
+            users = win.seen.items_since(now - window) if win.seen else []
             out[self._key_text(key)] = {
                 "count": len(win.times),
                 "firstAttempt": wall(win.times[0]),
                 "lastAttempt": wall(win.times[-1]),
                 "userIds": users,
-                "domains": list(win.domains or ()),
+                "domains": win.domain_list(),
             }
         return out
 
@@ -359,7 +403,7 @@ class DetectionEngine:
                 "count": len(win.times),
                 "firstAttempt": wall(win.times[0]),
                 "lastAttempt": wall(win.times[-1]),
-                "userIds": list(win.users or ()),
+                "userIds": win.user_list(),
             }
         return out
 
@@ -382,8 +426,8 @@ class DetectionEngine:
                 "count": len(win.times),
                 "firstRequest": wall(win.times[0]),
                 "lastRequest": wall(win.times[-1]),
-                "userIds": list(win.users or ()),
-                "domains": list(win.domains or ()),
+                "userIds": win.user_list(),
+                "domains": win.domain_list(),
             }
         return out
 
@@ -409,9 +453,8 @@ class DetectionEngine:
 
     # --- dispatch ----------------------------------------------------------------------
 
-    def _dispatch(self, kind: Kind, ev: Event, addr: IPAddress, read_ts: float) -> None:
+    def _dispatch(self, kind: Kind, ev: Event, addr: IPAddress, key: int, read_ts: float) -> None:
         now = self._clock()
-        key = self._key(addr)
         if kind is _REGISTER:
             self._on_register(ev, addr, key, now, read_ts)
         elif kind is _CHANNEL_CREATE:
@@ -480,7 +523,10 @@ class DetectionEngine:
         if kind is _REGISTER_ATTEMPT and ev.auth_result == "FORBIDDEN":
             # counted once, on the register_failure that follows; remember the account
             tr = self._track(key, now)
-            tr.pending_user = text(ev.username) or text(ev.to_user)
+            fail = tr.fail
+            if fail is None:
+                fail = tr.fail = FailWindow()
+            fail.pending_user = self._intern(text(ev.username) or text(ev.to_user))
         rl = self._rl
         if not self._rate_on or rl.registration_limit <= 0:
             return
@@ -492,7 +538,7 @@ class DetectionEngine:
         if win is None:
             win = tr.reg = Window()
         n = win.hit(now, rl.registration_window, rl.registration_limit + 1)
-        win.note(_user_of(kind, ev), text(ev.from_host))
+        win.note(self._intern(_user_of(kind, ev)), self._intern(text(ev.from_host)))
         if n > rl.registration_limit and rl.auto_block_on_exceed:
             self._ban(
                 key,
@@ -508,8 +554,8 @@ class DetectionEngine:
                 count=n,
                 user=_user_of(kind, ev),
                 evidence={
-                    "users": list(win.users or ()),
-                    "domains": list(win.domains or ()),
+                    "users": win.user_list(),
+                    "domains": win.domain_list(),
                     "window": rl.registration_window,
                     "events": ["sofia::pre_register", "sofia::register_attempt"],
                 },
@@ -568,13 +614,14 @@ class DetectionEngine:
             )
             return
         tr = self._track(key, now)
-        user = tr.pending_user or text(ev.to_user)
-        tr.pending_user = ""
-        users = tr.fail_users
+        win = tr.fail
+        if win is None:
+            win = tr.fail = FailWindow()
+        user = win.pending_user or self._intern(text(ev.to_user))
+        win.pending_user = ""
+        users = win.seen
         if users is None:
-            users = tr.fail_users = BoundedDistinct(
-                max(USERS_PER_SOURCE, self._enum.max_distinct_users)
-            )
+            users = win.seen = BoundedDistinct(max(USERS_PER_SOURCE, self._enum.max_distinct_users))
         if user not in _IGNORED_USERS:
             users.add(user, now)
         enum = self._enum
@@ -601,11 +648,8 @@ class DetectionEngine:
         limit = sec.max_failed_attempts
         if limit <= 0:
             return
-        win = tr.fail
-        if win is None:
-            win = tr.fail = Window()
         n = win.hit(now, sec.failed_attempts_window, limit)
-        win.note("", normalize_host(host))
+        win.note("", self._intern(normalize_host(host)))
         if n < limit:
             return
         distinct = users.count_since(now - sec.failed_attempts_window)
@@ -626,7 +670,7 @@ class DetectionEngine:
             count=n,
             evidence={
                 "users": users.items_since(now - sec.failed_attempts_window),
-                "domains": list(win.domains or ()),
+                "domains": win.domain_list(),
                 "registration_type": ev.registration_type,
                 "window": sec.failed_attempts_window,
             },
@@ -647,11 +691,11 @@ class DetectionEngine:
         if win is None:
             win = tr.wcs = Window()
         n = win.hit(now, sec.wrong_call_state_window, limit)
-        user = text(ev.from_user_us)
+        user = self._intern(text(ev.from_user_us))
         win.note(user, "")
         if n < limit:
             return
-        if len(win.users or ()) < 2 and self._whitelisted(key, now):
+        if len(win.user_list()) < 2 and self._whitelisted(key, now):
             return
         self._ban(
             key,
@@ -665,7 +709,7 @@ class DetectionEngine:
             kind,
             user=user,
             count=n,
-            evidence={"users": list(win.users or ()), "window": sec.wrong_call_state_window},
+            evidence={"users": win.user_list(), "window": sec.wrong_call_state_window},
         )
 
     def _on_channel_create(
@@ -735,7 +779,7 @@ class DetectionEngine:
         if win is None:
             win = tr.call = Window()
         n = win.hit(now, rl.call_rate_interval, rl.call_rate_limit + 1)
-        win.note(user, from_host)
+        win.note(self._intern(user), self._intern(from_host))
         if n <= rl.call_rate_limit:
             return
         self._kill(uuid, "rate-limited")
@@ -754,8 +798,8 @@ class DetectionEngine:
                 user=user,
                 count=n,
                 evidence={
-                    "users": list(win.users or ()),
-                    "domains": list(win.domains or ()),
+                    "users": win.user_list(),
+                    "domains": win.domain_list(),
                     "window": rl.call_rate_interval,
                 },
             )
@@ -868,6 +912,13 @@ class DetectionEngine:
         if uuid:
             self._out.append(KillCall(uuid=uuid, reason=reason))
             self._c["kills"] += 1
+
+    def _intern(self, value: str) -> str:
+        shared = self._strings.get(value)
+        if shared is None:
+            self._strings.put(value, value)
+            return value
+        return shared
 
     # --- keys ----------------------------------------------------------------------------
 

@@ -370,6 +370,7 @@ CAP_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.netns
 def test_firewall_runs_unprivileged_with_ambient_capabilities() -> None:
     """The decision documented in deploy/README.md: user fsguard (here: nobody) with the
     firewall unit's AmbientCapabilities can drive ipset and iptables (incl. the set match)
