@@ -115,12 +115,15 @@ def normalize_key(text: str) -> tuple[str, int]:
     if not isinstance(text, str) or not text or len(text) > 49 or _CONTROL.search(text):
         raise ValueError(f"invalid IP address or prefix: {text!r}")
     if "/" not in text:
-        addr = parse_ip(text)
+        try:
+            addr = parse_ip(text)
+        except ValueError:
+            raise ValueError(f"invalid IP address: {text!r}") from None
         return str(addr), addr.version
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
-        raise ValueError(f"invalid IP prefix: {text!r}") from exc
+        raise ValueError(f"invalid IP address or prefix: {text!r}") from exc
     if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96:
         mapped = net.network_address.ipv4_mapped
         if mapped is not None:
@@ -276,8 +279,14 @@ class Store:
 
     def _take_owner_lock(self) -> int:
         directory = os.path.dirname(self.path)
+        try:
+            os.stat(directory)
+        except FileNotFoundError:
+            raise StoreError(f"state directory {directory} does not exist") from None
+        except OSError as exc:
+            raise StoreError(f"state directory {directory}: {exc.strerror}") from None
         if not os.path.isdir(directory):
-            raise StoreError(f"state directory {directory} does not exist")
+            raise StoreError(f"state directory {directory} is not a directory")
         if not os.access(directory, os.W_OK | os.X_OK):
             raise StoreError(f"state directory {directory} is not writable")
         if os.path.exists(self.path) and not os.access(self.path, os.R_OK | os.W_OK):
@@ -929,10 +938,10 @@ def _parse_import(
         raw_ip = e.get("ip", label)
         try:
             if not isinstance(raw_ip, str):
-                raise ValueError(f"invalid IP address: {raw_ip!r}")
+                raise ValueError
             ip = str(parse_ip(raw_ip))
-        except ValueError as exc:
-            raise _bad(where, str(exc)) from None
+        except ValueError:
+            raise _bad(where, f"invalid IP address: {raw_ip!r}") from None
         source = _text(e, "source", where, "manual")
         if source not in WHITELIST_SOURCES:
             raise _bad(f"{where}.source", f"expected one of {', '.join(WHITELIST_SOURCES)}")
