@@ -11,6 +11,7 @@ report at the next start.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import re
@@ -21,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -60,6 +61,21 @@ def safe_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """(URL without user:password@, request headers): userinfo becomes Basic auth, as Go's
+    http.Client does; urllib would otherwise try to resolve it as part of the host."""
+    headers = {"Content-Type": "application/json"}
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, headers
+    user = unquote(parts.username)
+    password = unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    headers["Authorization"] = f"Basic {token}"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc)), headers
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -118,6 +134,7 @@ class Reporter:
             check_url(config.report_url, "security.chandaemon.report_url")
             if config.blocker_url:
                 check_url(config.blocker_url, "security.chandaemon.blocker_url")
+        self._url, self._headers = split_credentials(config.report_url)
         self.clock = clock
         self.opener = opener or default_opener()
         self.interval = interval
@@ -190,10 +207,7 @@ class Reporter:
     def _post(self, payload: str) -> str | None:
         """POST one report; None on success, else a short error (never the URL)."""
         request = urllib.request.Request(
-            self.config.report_url,
-            data=payload.encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
+            self._url, data=payload.encode(), headers=self._headers, method="POST"
         )
         try:
             with self.opener.open(request, timeout=self.config.report_timeout) as response:
