@@ -39,8 +39,20 @@ from tests.netns_helpers import netns, run_in, socket_in  # noqa: E402
 SET_NAME = "fsg-bench"
 
 
-def _config(tmp: Path, port: int, workers: int) -> Path:
-    cfg = {
+# Only the foundation's rule (failed auth in a sliding window): every other rule off.
+MINIMAL_RULES: dict[str, Any] = {
+    "auto_whitelist_on_success": False,
+    "scanner_user_agents": [],
+    "untrusted_networks": [],
+    "rate_limit": {"enabled": False},
+    "enumeration": {"enabled": False},
+    "toll_fraud": {"enabled": False},
+    "recidive": {"enabled": False},
+}
+
+
+def _config(tmp: Path, port: int, workers: int, minimal: bool = False) -> Path:
+    cfg: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": "18089"},
         "security": {
             "esl_port": str(port),
@@ -56,6 +68,10 @@ def _config(tmp: Path, port: int, workers: int) -> Path:
         "workers": {"count": workers, "queue_size": 8192},
         "logging": {"format": "human", "level": "warning"},
     }
+    if minimal:
+        security = cfg["security"]
+        security.update({k: v for k, v in MINIMAL_RULES.items() if k != "rate_limit"})
+        security["rate_limit"] = {**security["rate_limit"], **MINIMAL_RULES["rate_limit"]}
     path = tmp / "config.json"
     path.write_text(json.dumps(cfg))
     return path
@@ -82,12 +98,12 @@ def _proc_hwm_kb(pid: int) -> int:
 class Tree:
     """A running `fsguard run` inside namespace `ns`, fed by a LoadServer."""
 
-    def __init__(self, ns: str, tmp: Path, workers: int) -> None:
+    def __init__(self, ns: str, tmp: Path, workers: int, minimal: bool = False) -> None:
         listener = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
         self.load = LoadServer(sock=listener)
         self.tmp = tmp
         self.rd = str(tmp / "run")
-        cfg = _config(tmp, self.load.port, workers)
+        cfg = _config(tmp, self.load.port, workers, minimal)
         fsguard = Path(sys.executable).parent / "fsguard"
         self.log = open(tmp / "fsguard.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -131,11 +147,11 @@ class Tree:
         return code
 
 
-def throughput(ns: str, events: int, workers: int) -> dict[str, Any]:
+def throughput(ns: str, events: int, workers: int, minimal: bool = False) -> dict[str, Any]:
     print(f"building {events} events ...", flush=True)
     stream = realistic_mix(events)
     with tempfile.TemporaryDirectory(prefix="fsg-bench-") as tmpdir:
-        tree = Tree(ns, Path(tmpdir), workers)
+        tree = Tree(ns, Path(tmpdir), workers, minimal)
         try:
             time.sleep(1.0)
             base = tree.processed()
@@ -208,13 +224,18 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--bans", type=int, default=200)
     parser.add_argument("--workers", type=int, default=0, help="0 = fsguard's default")
+    parser.add_argument("--compare-minimal", action="store_true",
+                        help="also measure with only the failed-auth rule enabled")
     args = parser.parse_args()
     from shared.config import Config, worker_count
 
     workers = args.workers or worker_count(Config())
     with netns("fsgbench") as ns:
-        results = {"throughput": throughput(ns, args.events, workers),
-                   "latency": latency(ns, args.bans, workers)}
+        results: dict[str, Any] = {"throughput": throughput(ns, args.events, workers)}
+        if args.compare_minimal:
+            results["throughput_failed_auth_rule_only"] = throughput(
+                ns, args.events, workers, minimal=True)
+        results["latency"] = latency(ns, args.bans, workers)
     print(json.dumps(results, indent=2))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

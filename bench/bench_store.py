@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fsguard_firewall.store import BanRecord, Store  # noqa: E402
+from fsguard_firewall.store import BanRecord, Store
 
 
 def records(count: int, now: float, first: str = "100.64.0.0") -> list[BanRecord]:

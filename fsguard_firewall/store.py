@@ -559,10 +559,17 @@ class Store:
         return int(row[0])
 
     def prune(
-        self, now: float, *, recidive_keep: float, decisions_keep: float, limit: int = 10_000
+        self,
+        now: float,
+        *,
+        recidive_keep: float,
+        decisions_keep: float,
+        decisions_max: int = 1_000_000,
+        limit: int = 10_000,
     ) -> dict[str, int]:
-        """Bounded cleanup of old recidive rows, processed decision ids and expired
-        whitelist entries. Returns how many rows of each went."""
+        """Bounded cleanup (at most `limit` rows of each kind per call): recidive rows
+        older than `recidive_keep`, decision ids older than `decisions_keep` or beyond the
+        newest `decisions_max`, expired whitelist entries. Returns rows removed by kind."""
         with self._tx("prune") as db:
             counts = {
                 "recidive": db.execute(
@@ -581,6 +588,12 @@ class Store:
                     (now, limit),
                 ).rowcount,
             }
+            total = int(db.execute("SELECT COUNT(*) FROM processed_decisions").fetchone()[0])
+            counts["decisions_over_cap"] = db.execute(
+                "DELETE FROM processed_decisions WHERE decision_id IN "
+                "(SELECT decision_id FROM processed_decisions ORDER BY at LIMIT ?)",
+                (min(limit, max(0, total - decisions_max)),),
+            ).rowcount
         return counts
 
     # --- whitelist ----------------------------------------------------------------

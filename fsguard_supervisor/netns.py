@@ -37,12 +37,12 @@ def _unique(prefix: str) -> str:
 
 @functools.cache
 def netns_unavailable_reason() -> str | None:
-    """Why namespace tests cannot run here, or None when they can."""
+    """Why namespaces cannot be used here (not root, tools missing), or None when they can."""
     if os.geteuid() != 0:
-        return "netns tests need root (CAP_NET_ADMIN / CAP_SYS_ADMIN)"
+        return "network namespaces need root (CAP_NET_ADMIN / CAP_SYS_ADMIN)"
     missing = [b for b in ("ip", "ipset", "iptables", "ip6tables") if shutil.which(b) is None]
     if missing:
-        return f"netns tests need {', '.join(missing)} on PATH"
+        return f"network namespaces need {', '.join(missing)} on PATH"
     name = _unique("fsgprobe")
     try:
         proc = subprocess.run(

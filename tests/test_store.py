@@ -273,6 +273,16 @@ def test_ipv6_prefix_and_normalization(st: Store) -> None:
     assert st.ban_count() == 1
 
 
+def test_decision_ids_pruned_by_age_and_count(st: Store) -> None:
+    st.add_bans([ban(f"192.0.2.{i}", at=NOW + i, did=f"d{i}") for i in range(1, 21)])
+    got = st.prune(NOW + 30, recidive_keep=1e9, decisions_keep=20, decisions_max=15)
+    assert got["decisions"] == 9  # d1..d9 are older than NOW+10
+    assert got["decisions_over_cap"] == 0  # 11 left, under the cap
+    got = st.prune(NOW + 30, recidive_keep=1e9, decisions_keep=1e9, decisions_max=5)
+    assert got["decisions_over_cap"] == 6
+    assert [st.seen_decision(f"d{i}") for i in (15, 16, 20)] == [False, True, True]
+
+
 def test_decision_ids_are_idempotent(st: Store) -> None:
     assert not st.seen_decision("w1-42-7")
     assert len(st.add_bans([ban("192.0.2.10", did="w1-42-7")])) == 1

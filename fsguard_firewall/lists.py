@@ -1,0 +1,293 @@
+"""The firewall's lists besides bans: the manual whitelist and the untrusted patterns.
+
+The firewall owns them (one writer), answers their control ops and broadcasts every
+change to the workers as a ListChange on the PUB socket:
+
+- whitelist: ListChange(list="whitelist", op="add"|"remove", ip=<address>, expires=<wall>)
+- untrusted: ListChange(list="untrusted", op="add"|"remove", ip=<the pattern>) — the
+  pattern (a domain, `*.suffix`, address or CIDR) travels in the `ip` field.
+
+Whitelisting a banned address unbans it (kernel entry removed); a whitelisted address
+cannot be banned by hand (`cannot blacklist whitelisted IP: <ip>`) nor by a rule.
+
+The whitelist is kept in memory behind `MemoryWhitelist`; a persistent store (SQLite,
+fsguard_firewall/store.py) can replace it by implementing the same four methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from fsguard_workers.rules import UntrustedMatcher
+from shared.config import Config
+from shared.control import ControlError, Handler
+from shared.iputil import parse_ip
+from shared.logs import escape, set_level
+from shared.messages import ListChange
+
+if TYPE_CHECKING:
+    from .process import Firewall
+
+log = logging.getLogger("fsguard.firewall")
+
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+MAX_PATTERN_CHARS = 253
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class WhitelistEntry(msgspec.Struct, kw_only=True):
+    ip: str
+    added_at: float
+    expires_at: float  # 0 = permanent
+    user_id: str = ""
+    domain: str = ""
+    last_seen: float = 0.0
+
+    @property
+    def permanent(self) -> bool:
+        return self.expires_at == 0
+
+    def active(self, now: float) -> bool:
+        return self.expires_at == 0 or self.expires_at > now
+
+    def go_shape(self) -> dict[str, Any]:
+        """The Go program's whitelist entry; a permanent one shows Go's zero time."""
+        return {
+            "ip": self.ip,
+            "addedAt": rfc3339(self.added_at),
+            "expiresAt": rfc3339(self.expires_at) if self.expires_at else GO_ZERO_TIME,
+            "lastSeen": rfc3339(self.last_seen or self.added_at),
+            "userId": self.user_id,
+            "domain": self.domain,
+            "permanent": self.permanent,
+        }
+
+
+class Whitelist(Protocol):
+    def put(self, entry: WhitelistEntry) -> None: ...
+    def remove(self, ip: str) -> bool: ...
+    def get(self, ip: str, now: float) -> WhitelistEntry | None: ...
+    def active(self, now: float) -> list[WhitelistEntry]: ...
+
+
+class MemoryWhitelist:
+    def __init__(self) -> None:
+        self._entries: dict[str, WhitelistEntry] = {}
+
+    def put(self, entry: WhitelistEntry) -> None:
+        self._entries[entry.ip] = entry
+
+    def remove(self, ip: str) -> bool:
+        return self._entries.pop(ip, None) is not None
+
+    def get(self, ip: str, now: float) -> WhitelistEntry | None:
+        entry = self._entries.get(ip)
+        return entry if entry is not None and entry.active(now) else None
+
+    def active(self, now: float) -> list[WhitelistEntry]:
+        dead = [ip for ip, e in self._entries.items() if not e.active(now)]
+        for ip in dead:
+            del self._entries[ip]
+        return list(self._entries.values())
+
+
+def check_pattern(pattern: str) -> str:
+    """A usable untrusted pattern (stripped), or ControlError 400."""
+    text = pattern.strip()
+    if not text or len(text) > MAX_PATTERN_CHARS or _CONTROL.search(text):
+        raise ControlError(f"invalid untrusted pattern: {pattern!r}", 400)
+    return text
+
+
+class UntrustedPatterns:
+    """Runtime set of untrusted patterns, seeded from `security.untrusted_networks`.
+
+    Matching (the /test route) is the workers' matcher: domains case-insensitive,
+    `*.suffix` for subdomains, addresses and CIDRs also match as network entries.
+    """
+
+    def __init__(self, initial: list[str]) -> None:
+        self._patterns: dict[str, None] = {}
+        for raw in initial:
+            text = raw.strip()
+            if text:
+                self._patterns[text] = None
+        self._matcher = UntrustedMatcher(self._patterns)
+
+    def __contains__(self, pattern: str) -> bool:
+        return pattern in self._patterns
+
+    def list(self) -> list[str]:
+        return list(self._patterns)
+
+    def add(self, pattern: str) -> bool:
+        if pattern in self._patterns:
+            return False
+        self._patterns[pattern] = None
+        self._matcher = UntrustedMatcher(self._patterns)
+        return True
+
+    def remove(self, pattern: str) -> bool:
+        if pattern not in self._patterns:
+            return False
+        del self._patterns[pattern]
+        self._matcher = UntrustedMatcher(self._patterns)
+        return True
+
+    def test(self, domain: str) -> bool:
+        if not domain:
+            return False
+        if self._matcher.domain(domain):
+            return True
+        try:
+            return bool(self._matcher.network(parse_ip(domain)))
+        except ValueError:
+            return False
+
+
+class ListOps:
+    """Whitelist and untrusted-pattern control ops of one Firewall."""
+
+    def __init__(
+        self,
+        fw: Firewall,
+        whitelist: Whitelist | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.fw = fw
+        self.config: Config = fw.config
+        self.whitelist: Whitelist = whitelist if whitelist is not None else MemoryWhitelist()
+        self.untrusted = UntrustedPatterns(list(fw.config.security.untrusted_networks))
+        self.clock = clock
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "whitelist": self.op_whitelist,
+            "whitelist_get": self.op_whitelist_get,
+            "whitelist_add": self.op_whitelist_add,
+            "whitelist_remove": self.op_whitelist_remove,
+            "untrusted": self.op_untrusted,
+            "untrusted_add": self.op_untrusted_add,
+            "untrusted_remove": self.op_untrusted_remove,
+            "untrusted_test": self.op_untrusted_test,
+            "log_level": self.op_log_level,
+        }
+
+    # --- queries used by the Firewall --------------------------------------------------
+
+    def is_whitelisted(self, ip: str) -> bool:
+        return self.whitelist.get(ip, self.clock()) is not None
+
+    def whitelist_count(self) -> int:
+        return len(self.whitelist.active(self.clock()))
+
+    # --- whitelist ------------------------------------------------------------------------
+
+    @staticmethod
+    def _address(args: dict[str, Any]) -> str:
+        raw = args.get("ip")
+        text = raw if isinstance(raw, str) else str(raw)
+        try:
+            return str(parse_ip(text))
+        except ValueError:
+            raise ControlError(f"invalid IP address: {text}", 400) from None
+
+    def op_whitelist(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {e.ip: e.go_shape() for e in self.whitelist.active(self.clock())}
+
+    def op_whitelist_get(self, args: dict[str, Any]) -> dict[str, Any]:
+        ip = self._address(args)
+        entry = self.whitelist.get(ip, self.clock())
+        if entry is None:
+            return {"ip": ip, "whitelisted": False}
+        return {"ip": ip, "whitelisted": True, "userId": entry.user_id, "domain": entry.domain}
+
+    def op_whitelist_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        ip = self._address(args)
+        user = str(args.get("userId") or "")
+        domain = str(args.get("domain") or "") or self.config.freeswitch.default_domain
+        permanent = bool(args.get("permanent", False))
+        now = self.clock()
+        expires = 0.0 if permanent else now + self.config.security.whitelist_ttl
+        entry = WhitelistEntry(
+            ip=ip, added_at=now, expires_at=expires, user_id=user, domain=domain, last_seen=now
+        )
+        unbanned = self.fw.unban_covering(ip)  # a whitelisted address is not banned
+        self.whitelist.put(entry)
+        log.info(
+            "whitelisted ip=%s user=%s domain=%s permanent=%s unbanned=%s",
+            ip,
+            escape(user),
+            escape(domain),
+            permanent,
+            unbanned or "-",
+        )
+        self.fw.publish(ListChange(list="whitelist", op="add", ip=ip, expires=expires))
+        return {
+            "status": "success",
+            "message": f"IP {ip} added to whitelist for {user}@{domain}",
+            "unbanned": unbanned,
+        }
+
+    def op_whitelist_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Remove the manual entry; `learned: true` (the API saw a worker's learned
+        entry) makes an address without a manual entry a success too."""
+        ip = self._address(args)
+        removed = self.whitelist.remove(ip)
+        if not removed and not args.get("learned"):
+            raise ControlError(f"IP {ip} not in whitelist", 404)
+        log.info("removed ip=%s from whitelist", ip)
+        self.fw.publish(ListChange(list="whitelist", op="remove", ip=ip))
+        return {"status": "success", "message": f"IP {ip} removed from whitelist"}
+
+    # --- untrusted patterns ---------------------------------------------------------------
+
+    def op_untrusted(self, args: dict[str, Any]) -> list[str]:
+        return self.untrusted.list()
+
+    def op_untrusted_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        pattern = check_pattern(str(args.get("pattern", "")))
+        if not self.untrusted.add(pattern):
+            raise ControlError(f'untrusted pattern already exists: "{pattern}"', 400)
+        log.info("untrusted pattern added: %s", escape(pattern))
+        self.fw.publish(ListChange(list="untrusted", op="add", ip=pattern))
+        return {
+            "status": "success",
+            "message": f"Pattern '{pattern}' added to untrusted networks",
+        }
+
+    def op_untrusted_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        pattern = str(args.get("pattern", ""))
+        if not self.untrusted.remove(pattern):
+            raise ControlError(f'untrusted pattern not found: "{pattern}"', 404)
+        log.info("untrusted pattern removed: %s", escape(pattern))
+        self.fw.publish(ListChange(list="untrusted", op="remove", ip=pattern))
+        return {
+            "status": "success",
+            "message": f"Pattern '{pattern}' removed from untrusted networks",
+        }
+
+    def op_untrusted_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        domain = str(args.get("domain", ""))
+        return {"domain": domain, "isUntrusted": self.untrusted.test(domain)}
+
+    # --- logging ----------------------------------------------------------------------------
+
+    def op_log_level(self, args: dict[str, Any]) -> dict[str, str]:
+        level = str(args.get("level", ""))
+        try:
+            set_level(level)
+        except ValueError as exc:
+            raise ControlError(str(exc), 400) from None
+        return {"level": level.lower()}
