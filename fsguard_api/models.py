@@ -80,6 +80,167 @@ class ErrorBody(msgspec.Struct, kw_only=True):
     error: str
 
 
+class WhitelistEntry(msgspec.Struct, kw_only=True):
+    ip: str
+    addedAt: str
+    expiresAt: str  # Go zero time "0001-01-01T00:00:00Z" when permanent
+    lastSeen: str
+    userId: str
+    domain: str
+    permanent: bool
+
+
+class WhitelistLookup(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """GET /security/whitelist/{ip}. userId/domain only when whitelisted (as in Go);
+    trustedNetwork (fsguard addition) names the trusted network that contains the IP."""
+
+    ip: str
+    whitelisted: bool
+    userId: str | msgspec.UnsetType = msgspec.UNSET
+    domain: str | msgspec.UnsetType = msgspec.UNSET
+    trustedNetwork: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class BlacklistLookup(msgspec.Struct, kw_only=True):
+    ip: str
+    blacklisted: bool
+
+
+class BatchItemResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One batch item: {"ip","status":"success"} or {"ip","error"} (Go shapes)."""
+
+    ip: str
+    status: str | msgspec.UnsetType = msgspec.UNSET
+    error: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class BatchResults(msgspec.Struct, kw_only=True):
+    results: list[BatchItemResult]
+
+
+class FailedEntry(msgspec.Struct, kw_only=True):
+    count: int
+    firstAttempt: str
+    lastAttempt: str
+    userIds: list[str] | None
+    domains: list[str] | None
+
+
+class WrongCallStateEntry(msgspec.Struct, kw_only=True):
+    count: int
+    firstAttempt: str
+    lastAttempt: str
+    userIds: list[str] | None
+
+
+class RateEntry(msgspec.Struct, kw_only=True):
+    count: int
+    firstRequest: str
+    lastRequest: str
+    userIds: list[str] | None
+    domains: list[str] | None
+
+
+class RateLimitSettings(msgspec.Struct, kw_only=True):
+    """GET /security/rate-limit; durations are Go duration strings ("1m0s")."""
+
+    enabled: bool
+    callRateLimit: int
+    callRateInterval: str
+    registrationLimit: int
+    registrationWindow: str
+    autoBlockOnExceed: bool
+    blockDuration: str
+    whitelistBypass: bool
+    cleanupInterval: str
+
+
+class UntrustedTest(msgspec.Struct, kw_only=True):
+    domain: str
+    isUntrusted: bool
+
+
+class Unblocked(msgspec.Struct, kw_only=True):
+    ip: str
+    banned: bool
+    message: str
+
+
+class SecurityStats(msgspec.Struct, kw_only=True):
+    totalRegistrations: int
+    failedRegistrations: int
+    blockedAttempts: int
+    wrongCallStates: int
+    lastRegistrationTime: str
+    lastFailedTime: str
+    lastWrongCallStateTime: str
+    activeWhitelistEntries: int
+    activeBlacklistEntries: int
+    reportsSent: int
+    reportsFailed: int
+
+
+class CacheSecurityStats(msgspec.Struct, kw_only=True):
+    hits: int
+    misses: int
+    entries: int
+    ttl: str
+
+
+class CacheOperations(msgspec.Struct, kw_only=True):
+    writes: int
+    reads: int
+    misses: int
+    deletes: int
+
+
+class CacheStats(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """{"enabled": false} alone when the cache is disabled."""
+
+    enabled: bool
+    security: CacheSecurityStats | msgspec.UnsetType = msgspec.UNSET
+    operations: CacheOperations | msgspec.UnsetType = msgspec.UNSET
+
+
+class CacheCleared(msgspec.Struct, kw_only=True):
+    status: str
+
+
+class ProcessStats(msgspec.Struct, kw_only=True):
+    """One process of the fsguard tree, read from /proc."""
+
+    name: str
+    role: str
+    pid: int | None
+    running: bool
+    rssMb: float
+    cpuSeconds: float
+    cpuPercent: float  # average over the process's lifetime
+    threads: int
+    uptimeSeconds: float
+    restarts: int
+
+
+class SystemMemory(msgspec.Struct, kw_only=True):
+    rssMb: int  # sum over the process tree
+    sysMb: int  # same value: the nearest honest equivalent of Go's sysMb
+
+
+class SystemStats(msgspec.Struct, kw_only=True):
+    """GET /system/stats. Go's goroutines and heap figures have no Python equivalent;
+    see docs/api.md for the mapping."""
+
+    version: str
+    pythonVersion: str
+    uptimeSeconds: float
+    workerCount: int
+    cpuCores: int
+    processCount: int
+    threads: int
+    memory: SystemMemory
+    processes: list[ProcessStats]
+
+
 # --- peer replies (the control contract) -----------------------------------------------
 
 
@@ -103,6 +264,23 @@ class WorkerStats(msgspec.Struct, kw_only=True):
     """Worker op "stats": only the field the API uses."""
 
     processed: int
+
+
+class ChildInfo(msgspec.Struct, kw_only=True):
+    """One entry of the supervisor's "processes" / stats "children"."""
+
+    name: str
+    role: str
+    pid: int | None
+    restarts: int = 0
+
+
+class SupervisorStats(msgspec.Struct, kw_only=True):
+    """Supervisor op "stats": only the fields the API uses."""
+
+    uptime: float
+    pid: int
+    children: list[ChildInfo]
 
 
 class FirewallStatus(msgspec.Struct, kw_only=True):

@@ -6,6 +6,7 @@ PULL ban decisions -> validate, refuse trusted, dedupe -> batch -> one kernel ap
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ipaddress
 import itertools
@@ -24,13 +25,15 @@ import msgspec
 import zmq
 
 from shared import addresses, sdnotify
+from shared.audit import AuditLog
 from shared.config import Config
 from shared.control import ControlError, Handler, PeerUnavailable, dispatch, request
 from shared.iputil import parse_ip
-from shared.logs import escape
+from shared.logs import LogRateLimiter, escape
 from shared.messages import BanDecision, ListChange, decode, encode
 
 from .kernel import MAX_TIMEOUT, Element, FirewallError, KernelFirewall
+from .lists import GO_ZERO_TIME, ListOps
 
 log = logging.getLogger("fsguard.firewall")
 
@@ -40,6 +43,32 @@ POLL_MS = 100  # main loop wake-up (signal latency, expiry sweep)
 SWEEP_SECONDS = 5.0
 SEEN_IDS_MAX = 100_000
 LATENCY_SAMPLES = 10_000
+# Prometheus histogram buckets (seconds) of fsguard_ban_latency_seconds (threshold event
+# read from ESL -> kernel entry written) and fsguard_firewall_batch_seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LOG_SUMMARY_SECONDS = 10.0  # per-ban / per-decision lines: one per kind, then a summary
+
+
+class Histogram:
+    """Fixed-bucket counts (O(log b) per observation), exported cumulatively."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # last: above the largest bound
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def snapshot(self) -> dict[str, Any]:
+        """{"buckets": [[le, cumulative count], ...], "sum", "count"} (+Inf is "count")."""
+        cumulative, total = [], 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            total += n
+            cumulative.append([bound, total])
+        return {"buckets": cumulative, "sum": self.sum, "count": total + self.counts[-1]}
 
 
 def rfc3339(ts: float) -> str:
@@ -77,7 +106,7 @@ class BanEntry(msgspec.Struct, kw_only=True):
         return {
             "ip": self.ip,
             "addedAt": rfc3339(self.added_at),
-            "expiresAt": rfc3339(self.expires_at) if self.expires_at else None,
+            "expiresAt": rfc3339(self.expires_at) if self.expires_at else GO_ZERO_TIME,
             "reason": self.reason,
             "failCount": self.fail_count,
             "permanent": self.permanent,
@@ -131,6 +160,8 @@ class Stats:
         self.last_batch_seconds = 0.0
         self.kernel_errors = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.ban_latency = Histogram(LATENCY_BUCKETS)
+        self.batch_seconds = Histogram(BATCH_BUCKETS)
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies:
@@ -148,8 +179,11 @@ class Firewall:
         kernel: KernelFirewall,
         store: BanStore | None = None,
         publish: Callable[[ListChange], None] = lambda change: None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.config = config
+        self.audit = audit if audit is not None else AuditLog.null("firewall")
+        self.log_limiter = LogRateLimiter(LOG_SUMMARY_SECONDS)
         self.kernel = kernel
         self.store: BanStore = store if store is not None else MemoryBanStore()
         self.publish = publish
@@ -160,6 +194,7 @@ class Firewall:
         ]
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
         self._manual_seq = itertools.count(1)
+        self.lists = ListOps(self)  # whitelist and untrusted patterns (lists.py)
 
     # --- validation --------------------------------------------------------------
 
@@ -205,16 +240,20 @@ class Firewall:
                     raise ValueError(f"invalid duration {d.duration!r}")
             except ValueError:
                 self.stats.invalid += 1
-                log.warning("invalid ban decision id=%s ip=%s", escape(d.id), escape(d.ip, 64))
+                if self.log_limiter.allow("invalid decision"):
+                    log.warning(
+                        "invalid ban decision id=%s ip=%s", escape(d.id), escape(d.ip, 64)
+                    )
                 continue
-            if self.is_trusted(elem):
+            if self.is_trusted(elem) or self.lists.is_whitelisted(str(elem)):
                 self.stats.refused_trusted += 1
-                log.warning(
-                    "refused to ban trusted address ip=%s rule=%s id=%s",
-                    elem,
-                    escape(d.rule),
-                    escape(d.id),
-                )
+                if self.log_limiter.allow("refused trusted"):
+                    log.warning(
+                        "refused to ban trusted address ip=%s rule=%s id=%s",
+                        elem,
+                        escape(d.rule),
+                        escape(d.id),
+                    )
                 continue
             key = str(elem)
             timeout = 0 if d.duration == 0 else min(MAX_TIMEOUT, max(1, math.ceil(d.duration)))
@@ -238,9 +277,11 @@ class Firewall:
             )
             pending[key] = (elem, timeout, entry, d)
         if pending:
-            self._apply(list(pending.values()))
+            with self.audit.batch():
+                self._apply(list(pending.values()))
             self.stats.batches += 1
             self.stats.last_batch_seconds = time.monotonic() - started
+            self.stats.batch_seconds.observe(self.stats.last_batch_seconds)
 
     def _apply(self, items: list[tuple[Element, int, BanEntry, BanDecision]]) -> None:
         failed: set[str] = set()
@@ -252,6 +293,9 @@ class Firewall:
                 failed = {elem for elem, _ in exc.failed} or {str(i[0]) for i in items}
                 log.error("kernel apply failed for %d of %d bans: %s", len(failed), len(items), exc)
         done = [item for item in items if str(item[0]) not in failed]
+        for elem, timeout, _, d in items:
+            if str(elem) in failed:
+                self._audit_ban(elem, timeout, d, "failed: kernel error")
         for elem, _, _, d in items:
             if d.id and str(elem) in failed:
                 self._seen_ids.pop(d.id, None)  # a resend may retry it
@@ -261,19 +305,79 @@ class Firewall:
             self.stats.bans_applied += 1
             if d.event_ts > 0:
                 self.stats.latencies.append(now - d.event_ts)
-            log.info(
-                "banned ip=%s rule=%s reason=%s duration=%s evidence=%d id=%s%s",
-                elem,
-                escape(d.rule),
-                escape(d.reason),
-                "permanent" if timeout == 0 else f"{timeout}s",
-                d.evidence_count,
-                escape(d.id),
-                "" if self.kernel_enabled else " (auto_block disabled: not in kernel)",
-            )
+                self.stats.ban_latency.observe(max(0.0, now - d.event_ts))
+            outcome = "ok" if self.kernel_enabled else "recorded (auto_block disabled)"
+            self._audit_ban(elem, timeout, d, outcome)
+            # One line per rule per LOG_SUMMARY_SECONDS; the rest go into a summary line.
+            if self.log_limiter.allow(f"banned rule={escape(d.rule, 64)}"):
+                log.info(
+                    "banned ip=%s rule=%s reason=%s duration=%s evidence=%d id=%s ua=%s%s",
+                    elem,
+                    escape(d.rule),
+                    escape(d.reason),
+                    "permanent" if timeout == 0 else f"{timeout}s",
+                    d.evidence_count,
+                    escape(d.id),
+                    escape(d.user_agent),
+                    "" if self.kernel_enabled else " (auto_block disabled: not in kernel)",
+                )
             self.publish(
                 ListChange(list="blacklist", op="add", ip=entry.ip, expires=entry.expires_at)
             )
+
+    def _audit_ban(self, elem: Element, timeout: int, d: BanDecision, outcome: str) -> None:
+        self.audit.record(
+            "ban",
+            actor=f"rule:{d.rule}" if d.source == "rule" else f"{d.source}:{d.rule}",
+            target=str(elem),
+            outcome=outcome,
+            details={
+                "reason": d.reason,
+                "duration": timeout,
+                "evidence_count": d.evidence_count,
+                "decision_id": d.id,
+                "worker": d.worker,
+                "user": d.user,
+                "user_agent": d.user_agent,
+            },
+        )
+
+    def log_summaries(self) -> None:
+        """Summary lines for what the rate limiter held back since the last call."""
+        for key, count in sorted(self.log_limiter.take_suppressed().items()):
+            if key.startswith("banned "):
+                log.info(
+                    "banned %d more addresses in the last %.0fs (%s)",
+                    count, LOG_SUMMARY_SECONDS, key.removeprefix("banned "),
+                )
+            else:
+                log.warning(
+                    "%d more '%s' lines suppressed in the last %.0fs",
+                    count, key, LOG_SUMMARY_SECONDS,
+                )
+
+    def _audited(self, op: str, handler: Handler) -> Handler:
+        """A control op recorded in the audit stream (manual bans and list changes)."""
+
+        def run(args: dict[str, Any]) -> Any:
+            actor = str(args.get("actor") or "control")
+            target = str(args.get("ip", args.get("pattern", args.get("value", ""))))
+            details = {k: v for k, v in args.items() if k not in ("actor", "ip")}
+            try:
+                result = handler(args)
+            except ControlError as exc:
+                outcome = f"refused: {exc.status} {exc}"
+                self.audit.record(op, actor=actor, target=target, outcome=outcome,
+                                  details=details)
+                raise
+            except Exception as exc:
+                self.audit.record(op, actor=actor, target=target, outcome=f"failed: {exc}",
+                                  details=details)
+                raise
+            self.audit.record(op, actor=actor, target=target, outcome="ok", details=details)
+            return result
+
+        return run
 
     def sweep(self) -> None:
         self.store.purge_expired(time.time())
@@ -281,7 +385,7 @@ class Firewall:
     # --- control ops -------------------------------------------------------------
 
     def handlers(self) -> dict[str, Handler]:
-        return {
+        ops: dict[str, Handler] = {
             "ping": lambda args: {"role": "firewall", "pid": os.getpid()},
             "status": self.op_status,
             "blacklist": self.op_blacklist,
@@ -290,7 +394,11 @@ class Firewall:
             "ban": self.op_ban,
             "unban": self.op_unban,
             "stats": self.op_stats,
+            **self.lists.handlers(),
         }
+        for op in [o for o in ops if o in ("ban", "unban") or o.endswith(("_add", "_remove"))]:
+            ops[op] = self._audited(op, ops[op])
+        return ops
 
     def _arg_ip(self, args: dict[str, Any]) -> tuple[str, Element]:
         raw = args.get("ip")
@@ -301,7 +409,10 @@ class Firewall:
             raise ControlError(f"invalid IP address: {text}", 400) from None
 
     def op_status(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"blacklistCount": len(self.store.active(time.time())), "whitelistCount": 0}
+        return {
+            "blacklistCount": len(self.store.active(time.time())),
+            "whitelistCount": self.lists.whitelist_count(),
+        }
 
     def op_blacklist(self, args: dict[str, Any]) -> dict[str, Any]:
         return {e.ip: e.go_shape() for e in self.store.active(time.time())}
@@ -331,6 +442,8 @@ class Firewall:
         text, elem = self._arg_ip(args)
         if self.is_trusted(elem):
             raise ControlError(f"cannot blacklist IP in trusted network: {text}", 400)
+        if self.lists.is_whitelisted(str(elem)):
+            raise ControlError(f"cannot blacklist whitelisted IP: {text}", 400)
         permanent = bool(args.get("permanent", False))
         duration = args.get("duration")
         if permanent:
@@ -395,6 +508,17 @@ class Firewall:
         self.publish(ListChange(list="blacklist", op="remove", ip=key))
         return {"status": "success", "message": f"IP {text} removed from blacklist"}
 
+    def unban_covering(self, ip: str) -> str:
+        """Lift the ban covering address `ip` (whitelisting it); the element or ""."""
+        elem = self.parse_target(ip)
+        try:
+            self.op_unban({"ip": str(elem)})
+        except ControlError as exc:
+            if exc.status == 404:
+                return ""
+            raise
+        return str(elem)
+
     def op_stats(self, args: dict[str, Any]) -> dict[str, Any]:
         s = self.stats
         active = self.store.active(time.time())
@@ -411,6 +535,9 @@ class Firewall:
             "kernel_errors": s.kernel_errors,
             "ban_latency_p50": s.percentile(0.50),
             "ban_latency_p99": s.percentile(0.99),
+            "ban_latency_histogram": s.ban_latency.snapshot(),
+            "batch_seconds_histogram": s.batch_seconds.snapshot(),
+            "pid": os.getpid(),
             "active_bans": {"ipv4": len(active) - v6, "ipv6": v6},
         }
 
@@ -447,7 +574,8 @@ def _receive_batch(pull: zmq.Socket[bytes], fw: Firewall) -> list[BanDecision]:
             msg = decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             fw.stats.decode_errors += 1
-            log.warning("undecodable decision (%d bytes): %s", len(raw), exc)
+            if fw.log_limiter.allow("undecodable decision"):
+                log.warning("undecodable decision (%d bytes): %s", len(raw), exc)
             continue
         if not isinstance(msg, BanDecision):
             fw.stats.decode_errors += 1
@@ -523,7 +651,8 @@ def main(config: Config) -> int:
     finally:
         os.umask(old_umask)
 
-    fw = Firewall(config, kernel, publish=lambda change: pub.send(encode(change)))
+    audit = AuditLog(config, "firewall")
+    fw = Firewall(config, kernel, publish=lambda change: pub.send(encode(change)), audit=audit)
     if restored:
         fw.restore_from_kernel(restored)
         log.info("kernel already holds %d bans (kept)", len(restored))
@@ -544,6 +673,7 @@ def main(config: Config) -> int:
     log.info("firewall ready (pid %d, dry_run=%s)", os.getpid(), kernel.dry_run)
     sdnotify.ready()
     next_sweep = time.monotonic() + SWEEP_SECONDS
+    next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
     try:
         while not stopping:
             events = dict(poller.poll(POLL_MS))
@@ -556,7 +686,12 @@ def main(config: Config) -> int:
             if time.monotonic() >= next_sweep:
                 fw.sweep()
                 next_sweep = time.monotonic() + SWEEP_SECONDS
+            if time.monotonic() >= next_summary:
+                fw.log_summaries()
+                next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
     finally:
+        fw.log_summaries()
+        audit.close()
         for sock in (pull, pub, rep):
             sock.close(0)
         ctx.term()

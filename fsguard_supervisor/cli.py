@@ -1,6 +1,11 @@
 """The `fsguard` command line: one entry point for every role and verb.
 
-Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error.
+Running: run, supervisor, firewall, api, worker, check-config.
+Operating (through the REST API): status, bans, ban, unban, whitelist, top.
+Offline and tooling: replay, capture, demo.
+
+Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error;
+3 the REST API is unreachable.
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from fsguard_supervisor.ops_client import ApiError, ApiUnreachable
 from shared.config import Config, ConfigError, effective_config_json, find_config_path, load_config
 from shared.logs import setup_logging
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_API_UNREACHABLE = 3
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, str]:
@@ -74,17 +81,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+EXIT_CODES = ("Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error, "
+              "3 REST API unreachable.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fsguard",
         description="Security daemon for FreeSWITCH: reads the Event Socket, bans attackers "
-        "in the kernel (ipset + iptables DROP).",
-        epilog="Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.",
+        "in the kernel (ipset + iptables DROP). New here? Run `fsguard demo`.",
+        epilog=EXIT_CODES,
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES)
         p.add_argument(
             "--config", metavar="PATH",
             help="config file (default: ./config.json, then /etc/fsguard/config.json)",
@@ -105,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
              "secrets masked")
     p.add_argument("path", nargs="?", help="config file to check")
     p.set_defaults(func=cmd_check_config)
+    add_operating_verbs(verb)
     return parser
 
 
@@ -116,6 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fsguard: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except UsageError as exc:
+        print(f"fsguard {args.verb}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ApiUnreachable as exc:
+        print(f"fsguard {args.verb}: REST API unreachable: {exc} (is fsguard running? "
+              "use --api URL)", file=sys.stderr)
+        return EXIT_API_UNREACHABLE
+    except ApiError as exc:
+        print(f"fsguard {args.verb}: API error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
     return code
