@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_pipeline import Tree, _proc_hwm_kb  # noqa: E402
-from bench.loadgen import _std, frame  # noqa: E402
-from shared import addresses  # noqa: E402
-from shared.control import request  # noqa: E402
-from tests.netns_helpers import netns  # noqa: E402
+from bench.bench_pipeline import Tree, _proc_hwm_kb
+from bench.loadgen import _std, frame
+from shared import addresses
+from shared.control import request
+from tests.netns_helpers import netns
 
 BASE = int(ipaddress.IPv4Address("100.64.0.0"))
 

@@ -31,10 +31,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loadgen import LoadServer, frame, realistic_mix, register_failure  # noqa: E402
-from shared import addresses  # noqa: E402
-from shared.control import PeerUnavailable, request  # noqa: E402
-from tests.netns_helpers import netns, run_in, socket_in  # noqa: E402
+from bench.loadgen import LoadServer, frame, realistic_mix, register_failure
+from shared import addresses
+from shared.control import PeerUnavailable, request
+from tests.netns_helpers import netns, run_in, socket_in
 
 SET_NAME = "fsg-bench"
 

@@ -20,7 +20,9 @@ from typing import Any
 CORE_UUID = "a1fcc67f-f493-4124-8680-ab54585ddc52"
 
 
-def _std(name: str, subclass: str | None, seq: int, file: str, func: str, line: int) -> dict[str, str]:
+def _std(
+    name: str, subclass: str | None, seq: int, file: str, func: str, line: int
+) -> dict[str, str]:
     now_us = int(time.time() * 1_000_000)
     head: dict[str, str] = {}
     if subclass:
@@ -44,7 +46,8 @@ def _std(name: str, subclass: str | None, seq: int, file: str, func: str, line: 
 
 
 def register(ip: str, user: str, seq: int) -> dict[str, str]:
-    ev = _std("CUSTOM", "sofia::register", seq, "sofia_reg.c", "sofia_reg_handle_register_token", 2059)
+    ev = _std("CUSTOM", "sofia::register", seq, "sofia_reg.c",
+              "sofia_reg_handle_register_token", 2059)
     ev.update({
         "profile-name": "internal", "from-user": user, "from-host": "pbx.example.com",
         "presence-hosts": "n/a", "contact": f'"" <sip:{user}@{ip}:5060>',
@@ -58,7 +61,8 @@ def register(ip: str, user: str, seq: int) -> dict[str, str]:
 
 
 def channel_create(ip: str, user: str, seq: int) -> dict[str, str]:
-    ev = _std("CHANNEL_CREATE", None, seq, "switch_core_state_machine.c", "switch_core_session_run", 626)
+    ev = _std("CHANNEL_CREATE", None, seq, "switch_core_state_machine.c",
+              "switch_core_session_run", 626)
     call = str(uuid.uuid4())
     ev.update({
         "Channel-State": "CS_INIT", "Channel-Call-State": "DOWN", "Channel-State-Number": "2",
@@ -177,7 +181,9 @@ class LoadServer:
                     self._send(b"Content-Type: api/response\nContent-Length: %d\n\n%s"
                                % (len(body), body))
                 else:
-                    self._send(b"Content-Type: command/reply\nReply-Text: -ERR command not found\n\n")
+                    self._send(
+                        b"Content-Type: command/reply\nReply-Text: -ERR command not found\n\n"
+                    )
 
     def send(self, stream: bytes, chunk: int = 1 << 20) -> None:
         for start in range(0, len(stream), chunk):

@@ -16,11 +16,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from fsguard_api import access
+from fsguard_api import access, openapi, routes
+from fsguard_api.cache import ResponseCache
 from fsguard_api.esl_commands import CommandRefused, check_command
 from fsguard_api.models import (
     BlacklistEntry,
@@ -38,6 +39,7 @@ from fsguard_api.models import (
     convert,
     error_response,
 )
+from fsguard_api.openapi import doc
 from fsguard_api.peers import DEFAULT_TIMEOUT, PeerError, Peers
 from shared.config import Config, api_token, worker_count
 
@@ -45,7 +47,16 @@ log = logging.getLogger(__name__)
 
 
 class CommandBody(BaseModel):
-    command: str
+    command: str = Field(description="an allow-listed FreeSWITCH API command")
+
+
+API_DESCRIPTION = (
+    "fsguard REST API: a drop-in for the freeswitch-security (Go) API. Every error body "
+    'is {"error": "..."}. Non-GET requests need a source IP in '
+    "security.chandaemon.allowed_api_ips (an empty list denies) and, when server.api_token "
+    "is set, `Authorization: Bearer <token>`; server.protect_reads extends this to GETs "
+    "that expose SIP users or ESL details. See docs/api.md."
+)
 
 
 def version() -> str:
@@ -112,7 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def add_health_routes(app: FastAPI) -> None:
     ver = version()
 
-    @app.get("/health")
+    @app.get("/health", responses=doc(Health, peer=False))
     async def health() -> Response:
         return MsgspecResponse(Health(status="ok", version=ver))
 
@@ -123,7 +134,7 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
     async def esl_stats() -> SupervisorEslStats:
         return convert(await peers.supervisor("esl_stats"), SupervisorEslStats, "supervisor")
 
-    @app.get("/security/status")
+    @app.get("/security/status", responses=doc(SecurityStatus))
     async def security_status() -> Response:
         counts_raw, esl = await asyncio.gather(peers.firewall("status"), esl_stats())
         counts = convert(counts_raw, FirewallStatus, "firewall")
@@ -139,7 +150,7 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
             )
         )
 
-    @app.get("/security/esl")
+    @app.get("/security/esl", responses=doc(EslStats))
     async def security_esl() -> Response:
         esl, per_worker = await asyncio.gather(esl_stats(), peers.all_workers("stats"))
         processed = sum(convert(w, WorkerStats, "worker").processed for w in per_worker)
@@ -160,17 +171,17 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
             )
         )
 
-    @app.get("/security/blacklist")
+    @app.get("/security/blacklist", responses=doc(dict[str, BlacklistEntry]))
     async def security_blacklist() -> Response:
         data = await peers.firewall("blacklist")
         return MsgspecResponse(convert(data, dict[str, BlacklistEntry], "firewall"))
 
-    @app.get("/security/iptables")
+    @app.get("/security/iptables", responses=doc(IptablesInfo))
     async def security_iptables() -> Response:
         data = await peers.firewall("iptables")
         return MsgspecResponse(convert(data, IptablesInfo, "firewall"))
 
-    @app.post("/security/esl/reconnect")
+    @app.post("/security/esl/reconnect", responses=doc(StatusMessage))
     async def security_esl_reconnect(request: Request) -> Response:
         try:
             await peers.supervisor("reconnect")
@@ -182,7 +193,7 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
             StatusMessage(status="success", message="ESL reconnection initiated")
         )
 
-    @app.post("/security/esl/command")
+    @app.post("/security/esl/command", responses=doc(CommandResult, 504, body=True))
     async def security_esl_command(request: Request, body: CommandBody) -> Response:
         command = body.command
         if not command:
@@ -221,15 +232,20 @@ def create_app(config: Config, *, peer_timeout: float = DEFAULT_TIMEOUT) -> Fast
         title="fsguard",
         version=version(),
         lifespan=lifespan,
-        docs_url=None,
+        description=API_DESCRIPTION,
+        docs_url="/docs",
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
     )
     app.state.peers = peers
+    app.state.cache = ResponseCache(config.cache.enabled, config.cache.security_ttl)
     install_error_handlers(app)
     add_health_routes(app)
+    routes.add_cache_routes(app)
     if config.security.enabled:  # like Go: the /security routes exist only when enabled
         add_security_routes(app, config, peers)
+        routes.add_list_routes(app, config, peers, version())
+    openapi.install(app)
     # Added last = outermost: access control runs first, before routing and body reads.
     app.add_middleware(access.BodyLimitMiddleware)
     app.add_middleware(

@@ -61,7 +61,10 @@ class ResponseCache:
         return CacheStats(
             enabled=True,
             security=CacheSecurityStats(
-                hits=self.hits, misses=self.misses, entries=self.entries(), ttl=go_duration(self.ttl)
+                hits=self.hits,
+                misses=self.misses,
+                entries=self.entries(),
+                ttl=go_duration(self.ttl),
             ),
             operations=CacheOperations(
                 writes=self.writes, reads=self.reads, misses=self.misses, deletes=self.deletes

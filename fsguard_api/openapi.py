@@ -48,7 +48,9 @@ def _mark(tp: Any) -> dict[str, str]:
 
 def doc(model: Any, *errors: int, peer: bool = True, body: bool = False) -> dict[int | str, Any]:
     """`responses=` for a route answering `model` (any msgspec-encodable type)."""
-    codes = set(COMMON) | set(errors) | (set(PEER) if peer else set()) | ({400, 413} if body else set())
+    codes = (
+        set(COMMON) | set(errors) | (set(PEER) if peer else set()) | ({400, 413} if body else set())
+    )
     out: dict[int | str, Any] = {
         200: {"description": "OK", "content": {"application/json": {"schema": _mark(model)}}}
     }
@@ -92,9 +94,14 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
     for item in spec.get("paths", {}).values():
         for op in item.values():
             op.get("responses", {}).pop("422", None)
-            if op.get("responses", {}).get("200", {}).get("content", {}).get(
-                "application/json", {}
-            ).get("schema") == {}:
+            if (
+                op.get("responses", {})
+                .get("200", {})
+                .get("content", {})
+                .get("application/json", {})
+                .get("schema")
+                == {}
+            ):
                 op["responses"]["200"]["content"]["application/json"].pop("schema")
     spec["components"]["schemas"] = dict(sorted(comps.items()))
     spec["components"]["securitySchemes"] = {
@@ -106,7 +113,8 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
     }
     spec["security"] = [{}, {"bearer": []}]
     app.openapi_schema = spec
-    return spec
+    result: dict[str, Any] = spec
+    return result
 
 
 def install(app: FastAPI) -> None:
@@ -116,8 +124,14 @@ def install(app: FastAPI) -> None:
     app.openapi = custom  # type: ignore[method-assign]
 
 
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:  # no &id001 anchors: plain YAML
+        return True
+
+
 def render_yaml(spec: dict[str, Any]) -> str:
-    return yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100)
+    text: str = yaml.dump(spec, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return text
 
 
 def main() -> int:

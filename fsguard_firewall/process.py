@@ -47,7 +47,9 @@ LATENCY_SAMPLES = 10_000
 # read from ESL -> kernel entry written) and fsguard_firewall_batch_seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-LOG_SUMMARY_SECONDS = 10.0  # per-ban / per-decision lines: one per kind, then a summary
+LOG_SUMMARY_SECONDS = 10.0  # per-ban / per-decision lines: the first few, then a summary
+BAN_LINES = 5  # "banned ip=..." lines per LOG_SUMMARY_SECONDS before the summary takes over
+_LAST_BAN_SLOT = f"banned#{BAN_LINES - 1}"
 
 
 class Histogram:
@@ -308,8 +310,8 @@ class Firewall:
                 self.stats.ban_latency.observe(max(0.0, now - d.event_ts))
             outcome = "ok" if self.kernel_enabled else "recorded (auto_block disabled)"
             self._audit_ban(elem, timeout, d, outcome)
-            # One line per rule per LOG_SUMMARY_SECONDS; the rest go into a summary line.
-            if self.log_limiter.allow(f"banned rule={escape(d.rule, 64)}"):
+            # The first BAN_LINES per LOG_SUMMARY_SECONDS; the rest go into a summary line.
+            if self._ban_line_allowed():
                 log.info(
                     "banned ip=%s rule=%s reason=%s duration=%s evidence=%d id=%s ua=%s%s",
                     elem,
@@ -342,14 +344,18 @@ class Firewall:
             },
         )
 
+    def _ban_line_allowed(self) -> bool:
+        # BAN_LINES limiter slots, tried in order: a line is suppressed only when every
+        # slot refused it, and then the last slot counted it exactly once.
+        return any(self.log_limiter.allow(f"banned#{i}") for i in range(BAN_LINES))
+
     def log_summaries(self) -> None:
         """Summary lines for what the rate limiter held back since the last call."""
         for key, count in sorted(self.log_limiter.take_suppressed().items()):
-            if key.startswith("banned "):
-                log.info(
-                    "banned %d more addresses in the last %.0fs (%s)",
-                    count, LOG_SUMMARY_SECONDS, key.removeprefix("banned "),
-                )
+            if key == _LAST_BAN_SLOT:
+                log.info("banned %d more addresses in the last %.0fs", count, LOG_SUMMARY_SECONDS)
+            elif key.startswith("banned#"):
+                continue
             else:
                 log.warning(
                     "%d more '%s' lines suppressed in the last %.0fs",

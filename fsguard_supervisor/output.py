@@ -93,7 +93,7 @@ def human_duration(seconds: float) -> str:
     """3600 -> "1h", 90 -> "1m30s", 0 -> "permanent"."""
     if seconds <= 0:
         return "permanent"
-    total = int(round(seconds))
+    total = round(seconds)
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if total >= size:

@@ -8,6 +8,7 @@ API as their own units); `fsguard run` also manages the firewall and the API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -23,9 +24,10 @@ from fsguard_supervisor.children import Child, ChildSet, child_argv
 from fsguard_supervisor.dispatcher import EventDispatcher
 from fsguard_supervisor.esl_client import EslClient, EslNotConnected
 from shared import addresses, sdnotify
+from shared.audit import AuditLog
 from shared.config import Config, worker_count
 from shared.control import ControlError, PeerUnavailable, arequest
-from shared.logs import escape, set_level
+from shared.logs import LogRateLimiter, escape, set_level
 from shared.messages import ControlReply, ControlRequest, KillCall, decode, encode
 
 log = logging.getLogger(__name__)
@@ -35,16 +37,16 @@ _UUID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 STOP_TIMEOUT = 8.0
 READY_TIMEOUT = 15.0
+LOG_SUMMARY_SECONDS = 10.0  # per-event warnings: one per kind per interval, then a summary
 
 
 def allowed_command(command: str, allowed: list[str]) -> bool:
     """Supervisor-side re-check of the API's allow-list (defence in depth)."""
     if not command or len(command.encode()) > 1024 or _CONTROL_CHARS.search(command):
         return False
-    for entry in allowed:
-        if entry and (command == entry or command.startswith(entry + " ")):
-            return True
-    return False
+    return any(
+        entry and (command == entry or command.startswith(entry + " ")) for entry in allowed
+    )
 
 
 class Supervisor:
@@ -80,6 +82,8 @@ class Supervisor:
         self.started = time.time()
         self.kills_sent = 0
         self.kills_failed = 0
+        self.audit = AuditLog.null("supervisor")  # opened by run()
+        self.log_limiter = LogRateLimiter(LOG_SUMMARY_SECONDS)
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -100,7 +104,9 @@ class Supervisor:
         d = self.dispatcher
         assert d is not None
         st = self.esl.stats
-        queue_length = sum(max(0, d.sent[i] - self.worker_processed[i]) for i in range(self.workers))
+        queue_length = sum(
+            max(0, d.sent[i] - self.worker_processed[i]) for i in range(self.workers)
+        )
         return {
             "connected": st.connected,
             "host": self.config.security.esl_host,
@@ -167,14 +173,24 @@ class Supervisor:
             command = str(args.get("command", ""))
             if not allowed_command(command, self.config.security.esl_allowed_commands):
                 return ControlReply(ok=False, error=f"command not allowed: {command!r}", status=403)
+            actor = str(args.get("actor") or "api")
             try:
                 response = await self.esl.api(command)
             except EslNotConnected:
+                self.audit.record("esl_command", actor=actor, target=command,
+                                  outcome="failed: not connected")
                 return ControlReply(ok=False, error="not connected to FreeSWITCH ESL", status=503)
             except TimeoutError:
+                self.audit.record("esl_command", actor=actor, target=command,
+                                  outcome="failed: timeout")
                 return ControlReply(ok=False, error="command execution timeout", status=504)
             except Exception as exc:
+                self.audit.record("esl_command", actor=actor, target=command,
+                                  outcome=f"failed: {exc}")
                 return ControlReply(ok=False, error=str(exc), status=500)
+            self.audit.record("esl_command", actor=actor, target=command,
+                              outcome="-ERR" if response.startswith("-ERR") else "ok",
+                              details={"response": response[:200]})
             return ControlReply(ok=True, data={"command": command, "response": response})
         return ControlReply(ok=False, error=f"unknown op {op!r}", status=404)
 
@@ -210,7 +226,8 @@ class Supervisor:
                 try:
                     msg = decode(raw)
                 except (msgspec.DecodeError, msgspec.ValidationError):
-                    log.warning("undecodable action dropped")
+                    if self.log_limiter.allow("undecodable action"):
+                        log.warning("undecodable action dropped")
                     continue
                 if isinstance(msg, KillCall):
                     self._spawn(self._kill_call(msg))
@@ -218,26 +235,45 @@ class Supervisor:
             sock.close(linger=0)
 
     async def _kill_call(self, msg: KillCall) -> None:
+        actor = f"rule:{msg.reason}"
         if not _UUID_RE.match(msg.uuid):
-            log.warning("refusing uuid_kill for malformed uuid %s", escape(msg.uuid))
+            if self.log_limiter.allow("malformed uuid_kill"):
+                log.warning("refusing uuid_kill for malformed uuid %s", escape(msg.uuid))
             self.kills_failed += 1
+            self.audit.record("esl_command", actor=actor, target=f"uuid_kill {msg.uuid}",
+                              outcome="refused: malformed uuid")
             return
+        command = f"uuid_kill {msg.uuid}"
         try:
-            reply = await self.esl.api(f"uuid_kill {msg.uuid}")
+            reply = await self.esl.api(command)
         except Exception as exc:
             self.kills_failed += 1
-            log.warning("uuid_kill %s failed: %s", msg.uuid, exc)
+            if self.log_limiter.allow("uuid_kill failed"):
+                log.warning("uuid_kill %s failed: %s", msg.uuid, exc)
+            self.audit.record("esl_command", actor=actor, target=command,
+                              outcome=f"failed: {exc}")
             return
         if reply.startswith("-ERR"):
             self.kills_failed += 1
-            log.warning("uuid_kill %s refused: %s", msg.uuid, escape(reply.strip()))
+            if self.log_limiter.allow("uuid_kill refused"):
+                log.warning("uuid_kill %s refused: %s", msg.uuid, escape(reply.strip()))
+            self.audit.record("esl_command", actor=actor, target=command,
+                              outcome=f"refused: {reply.strip()[:200]}")
         else:
             self.kills_sent += 1
-            log.info("terminated %s call %s", escape(msg.reason), msg.uuid)
+            if self.log_limiter.allow("terminated call"):
+                log.info("terminated %s call %s", escape(msg.reason), msg.uuid)
+            self.audit.record("esl_command", actor=actor, target=command, outcome="ok")
+
+    def log_summaries(self) -> None:
+        for key, count in self.log_limiter.take_suppressed().items():
+            log.warning("%d more '%s' lines suppressed in the last %.0fs",
+                        count, key, LOG_SUMMARY_SECONDS)
 
     # --- children -------------------------------------------------------------------
     async def _reap_loop(self) -> None:
         last_stats = 0.0
+        last_summary = time.monotonic()
         while True:
             for child in self.children.reap():
                 if child.role == "worker" and self.dispatcher is not None:
@@ -248,6 +284,9 @@ class Supervisor:
             if now - last_stats >= 1.0:
                 last_stats = now
                 await self._refresh_worker_counts()
+            if now - last_summary >= LOG_SUMMARY_SECONDS:
+                last_summary = now
+                self.log_summaries()
             await asyncio.sleep(0.1)
 
     async def _refresh_worker_counts(self) -> None:
@@ -293,6 +332,7 @@ class Supervisor:
 
     async def run(self) -> int:
         os.makedirs(self.runtime_dir, mode=0o750, exist_ok=True)
+        self.audit = AuditLog(self.config, "supervisor")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -318,6 +358,8 @@ class Supervisor:
         )
         self.dispatcher.close()
         self.ctx.term()
+        self.log_summaries()
+        self.audit.close()
         self._cleanup_sockets()
         log.info("stopped")
         return 0
@@ -327,10 +369,8 @@ class Supervisor:
                  addresses.supervisor_actions(self.runtime_dir)]
         paths += [addresses.worker_events(self.runtime_dir, i) for i in range(self.workers)]
         for endpoint in paths:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(addresses.ipc_path(endpoint))
-            except FileNotFoundError:
-                pass
 
 
 def _notify_ready() -> None:

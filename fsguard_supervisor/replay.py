@@ -298,19 +298,15 @@ def run_replay(
 def _verdict(
     out: BanDecision | KillCall, number: int, seq: str, name: str, ts: float, phase: Phase | None
 ) -> Verdict:
-    common = {
-        "event_number": number,
-        "event_sequence": seq,
-        "event": name,
-        "timestamp": ts,
-        "phase": phase.name if phase is not None else "",
-    }
+    phase_name = phase.name if phase is not None else ""
     if isinstance(out, KillCall):
-        return Verdict(kind="kill", uuid=out.uuid, reason=out.reason, **common)
+        return Verdict(kind="kill", event_number=number, event_sequence=seq, event=name,
+                       timestamp=ts, phase=phase_name, uuid=out.uuid, reason=out.reason)
     return Verdict(
-        kind="ban", ip=out.ip, rule=out.rule, reason=out.reason, duration=out.duration,
+        kind="ban", event_number=number, event_sequence=seq, event=name, timestamp=ts,
+        phase=phase_name, ip=out.ip, rule=out.rule, reason=out.reason, duration=out.duration,
         user=out.user, user_agent=out.user_agent, evidence_count=out.evidence_count,
-        evidence=dict(out.evidence), **common,
+        evidence=dict(out.evidence),
     )
 
 

@@ -8,8 +8,10 @@ one thread, no locks, nothing shared with anyone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -21,13 +23,38 @@ from fsguard_workers.engine import DetectionEngine
 from shared import addresses
 from shared.config import Config
 from shared.control import ControlError, dispatch
-from shared.logs import set_level
+from shared.logs import LogRateLimiter, set_level
 from shared.messages import BanDecision, ListChange, decode, encode, unpack_event_batch
 
 log = logging.getLogger(__name__)
 
 MAX_BATCHES_PER_TURN = 64
 TICK_INTERVAL = 0.1
+LOG_SUMMARY_SECONDS = 10.0
+
+# Events counted by name for fsguard_events_total{event}: the Event-Name, or the
+# Event-Subclass of a CUSTOM event, found by a bytes search (keys only: inside a JSON
+# string a quote is escaped). Labels are bounded: a fixed character set and at most
+# EVENT_LABELS_MAX distinct names per worker; anything else counts as "other".
+_NAME_KEY = b'"Event-Name":"'
+_SUBCLASS_KEY = b'"Event-Subclass":"'
+_LABEL_RE = re.compile(rb"[A-Za-z0-9_:]{1,64}")
+EVENT_LABELS_MAX = 64
+
+
+def event_label(body: bytes) -> bytes:
+    """`sofia::register_failure`, `CHANNEL_CREATE`, ... or b"other"."""
+    i = body.find(_NAME_KEY)
+    if i < 0:
+        return b"other"
+    start = i + len(_NAME_KEY)
+    name = body[start : body.find(b'"', start, start + 65)]
+    if name == b"CUSTOM":
+        j = body.find(_SUBCLASS_KEY)
+        if j >= 0:
+            start = j + len(_SUBCLASS_KEY)
+            name = body[start : body.find(b'"', start, start + 65)]
+    return name if name and _LABEL_RE.fullmatch(name) else b"other"
 
 
 class Worker:
@@ -41,6 +68,9 @@ class Worker:
         self.decisions_sent = 0
         self.kills_sent = 0
         self.outbox_dropped = 0
+        self.events_by_name: dict[bytes, int] = {}
+        self.decisions_by_rule: dict[str, int] = {}
+        self.log_limiter = LogRateLimiter(LOG_SUMMARY_SECONDS)
         self.running = True
 
     def handlers(self) -> dict[str, Any]:
@@ -75,6 +105,8 @@ class Worker:
             decisions_sent=self.decisions_sent,
             kills_sent=self.kills_sent,
             outbox_dropped=self.outbox_dropped,
+            events_by_name={k.decode(): v for k, v in self.events_by_name.items()},
+            decisions_by_rule=dict(self.decisions_by_rule),
         )
         return data
 
@@ -107,6 +139,7 @@ class Worker:
         handlers = self.handlers()
         engine = self.engine
         next_tick = time.monotonic() + TICK_INTERVAL
+        next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
         log.info("worker %d ready", self.index)
         try:
             while self.running:
@@ -128,15 +161,16 @@ class Worker:
                     next_tick = now + TICK_INTERVAL
                     engine.tick()
                     self._flush(decisions, actions)
+                if now >= next_summary:
+                    next_summary = now + LOG_SUMMARY_SECONDS
+                    self.log_summaries()
         finally:
             self._flush(decisions, actions)
             for sock in (events, actions, lists, control, decisions):
                 sock.close()
             ctx.term()
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(addresses.ipc_path(control_endpoint))
-            except FileNotFoundError:
-                pass
         log.info("worker %d stopped", self.index)
         return 0
 
@@ -147,8 +181,16 @@ class Worker:
             self.bad_batches += 1
             return
         handle = self.engine.handle
+        counts = self.events_by_name
         for body in bodies:
             handle(body, read_ts)
+            label = event_label(body)
+            n = counts.get(label)
+            if n is None:
+                if len(counts) >= EVENT_LABELS_MAX:
+                    label = b"other"
+                n = counts.get(label, 0)
+            counts[label] = n + 1
         self.processed += len(bodies)
         self.batches += 1
 
@@ -172,6 +214,8 @@ class Worker:
         for out in self.engine.drain():
             try:
                 if isinstance(out, BanDecision):
+                    rules = self.decisions_by_rule
+                    rules[out.rule] = rules.get(out.rule, 0) + 1
                     decisions.send(encode(out))
                     self.decisions_sent += 1
                 else:
@@ -179,7 +223,13 @@ class Worker:
                     self.kills_sent += 1
             except zmq.Again:
                 self.outbox_dropped += 1
-                log.error("dropped %s: peer queue full", type(out).__name__)
+                if self.log_limiter.allow("outbox full"):
+                    log.error("dropped %s: peer queue full", type(out).__name__)
+
+    def log_summaries(self) -> None:
+        for key, count in self.log_limiter.take_suppressed().items():
+            log.error("%d more '%s' lines suppressed in the last %.0fs",
+                      count, key, LOG_SUMMARY_SECONDS)
 
 
 def main(config: Config, index: int) -> int:
