@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from fsguard_api import access, openapi, routes
+from fsguard_api import access, metrics, openapi, routes
 from fsguard_api.cache import ResponseCache
 from fsguard_api.esl_commands import CommandRefused, check_command
 from fsguard_api.models import (
@@ -41,6 +41,7 @@ from fsguard_api.models import (
 )
 from fsguard_api.openapi import doc
 from fsguard_api.peers import DEFAULT_TIMEOUT, PeerError, Peers
+from shared.audit import AuditLog, install_handler
 from shared.config import Config, api_token, worker_count
 
 log = logging.getLogger(__name__)
@@ -254,4 +255,6 @@ def create_app(config: Config, *, peer_timeout: float = DEFAULT_TIMEOUT) -> Fast
         token=configured_token(config),
         protect_reads=config.server.protect_reads,
     )
+    install_handler(AuditLog(config, "api"))  # "fsguard.audit" records -> audit.log/audit.db
+    metrics.install(app, config)  # GET /metrics; its counting middleware is the outermost
     return app

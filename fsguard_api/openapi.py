@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 import msgspec
-import yaml
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -124,12 +123,14 @@ def install(app: FastAPI) -> None:
     app.openapi = custom  # type: ignore[method-assign]
 
 
-class _Dumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:  # no &id001 anchors: plain YAML
-        return True
-
-
 def render_yaml(spec: dict[str, Any]) -> str:
+    """YAML text of the spec (PyYAML is needed only here: a dev/test dependency)."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:  # no &id001 anchors: plain YAML
+            return True
+
     text: str = yaml.dump(spec, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
     return text
 

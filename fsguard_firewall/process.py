@@ -34,6 +34,7 @@ from shared.messages import BanDecision, ListChange, decode, encode
 
 from .kernel import MAX_TIMEOUT, Element, FirewallError, KernelFirewall
 from .lists import GO_ZERO_TIME, ListOps
+from .store import StoreError
 
 log = logging.getLogger("fsguard.firewall")
 
@@ -88,6 +89,7 @@ class BanEntry(msgspec.Struct, kw_only=True):
     fail_count: int = 0
     decision_id: str = ""
     source: str = "rule"
+    user: str = ""  # SIP user of the decision (chanDaemon fromUser)
 
     @property
     def permanent(self) -> bool:
@@ -259,7 +261,8 @@ class Firewall:
                 continue
             key = str(elem)
             timeout = 0 if d.duration == 0 else min(MAX_TIMEOUT, max(1, math.ceil(d.duration)))
-            expires = now + timeout if timeout else 0.0
+            # The stored expiry is the real one; bans longer than MAX_TIMEOUT are re-armed.
+            expires = now + max(1, math.ceil(d.duration)) if timeout else 0.0
             existing = self.store.get(key, now)
             queued = pending.get(key)
             if (existing is not None and existing.covers(expires)) or (
@@ -276,6 +279,7 @@ class Firewall:
                 fail_count=d.evidence_count,
                 decision_id=d.id,
                 source=d.source,
+                user=d.user,
             )
             pending[key] = (elem, timeout, entry, d)
         if pending:
@@ -468,7 +472,7 @@ class Firewall:
         entry = BanEntry(
             ip=str(elem),
             added_at=now,
-            expires_at=now + timeout if timeout else 0.0,
+            expires_at=now + max(1, math.ceil(seconds)) if timeout else 0.0,
             reason=str(args.get("reason", "")),
             rule="manual",
             decision_id=f"manual-{os.getpid()}-{next(self._manual_seq)}",
@@ -626,13 +630,11 @@ def main(config: Config) -> int:
     if config.security.auto_block_enabled:
         try:
             kernel.ensure_setup()
-            restored = kernel.list_members()
         except FirewallError as exc:
             log.error("firewall setup failed: %s", exc)
             return 1
     else:
         log.warning("auto_block_enabled is false: bans are recorded, the kernel is not touched")
-        restored = []
 
     endpoints = {
         "decisions": addresses.firewall_decisions(runtime),
@@ -642,6 +644,13 @@ def main(config: Config) -> int:
     if _already_running(endpoints["control"]):
         log.error("another firewall answers on %s: not starting a second writer", runtime)
         return 1
+    from .durable import EX_CONFIG, Durable  # imported here: durable imports this module
+
+    try:
+        durable = Durable.open(config)
+    except StoreError as exc:  # never a silent fresh start
+        log.error("state store unusable: %s", exc)
+        return 1 if "in use by another process" in str(exc) else EX_CONFIG
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pub = ctx.socket(zmq.PUB)
@@ -658,10 +667,21 @@ def main(config: Config) -> int:
         os.umask(old_umask)
 
     audit = AuditLog(config, "firewall")
-    fw = Firewall(config, kernel, publish=lambda change: pub.send(encode(change)), audit=audit)
-    if restored:
-        fw.restore_from_kernel(restored)
-        log.info("kernel already holds %d bans (kept)", len(restored))
+    fw = Firewall(
+        config,
+        kernel,
+        store=durable.bans,
+        publish=lambda change: pub.send(encode(change)),
+        audit=audit,
+    )
+    durable.attach(fw, ctx)
+    if config.security.auto_block_enabled:
+        try:
+            durable.reconcile()  # store -> kernel and back; migrates sets; never flushes
+        except FirewallError as exc:
+            log.error("firewall reconcile failed: %s", exc)
+    if durable.acks is not None:
+        durable.acks.hello()
 
     stopping = False
 
@@ -672,7 +692,7 @@ def main(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    handlers = fw.handlers()
+    handlers = durable.extend(fw.handlers())
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(rep, zmq.POLLIN)
@@ -680,6 +700,7 @@ def main(config: Config) -> int:
     sdnotify.ready()
     next_sweep = time.monotonic() + SWEEP_SECONDS
     next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
+    status = 0
     try:
         while not stopping:
             events = dict(poller.poll(POLL_MS))
@@ -688,16 +709,22 @@ def main(config: Config) -> int:
             if pull in events:
                 batch = _receive_batch(pull, fw)
                 if batch:
-                    fw.handle_batch(batch)
+                    fw.handle_batch(durable.before_batch(batch))
+                    durable.after_batch(batch)  # DecisionAck, after the commit
             if time.monotonic() >= next_sweep:
                 fw.sweep()
                 next_sweep = time.monotonic() + SWEEP_SECONDS
+                durable.tick()
             if time.monotonic() >= next_summary:
                 fw.log_summaries()
                 next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
+    except StoreError as exc:
+        log.error("state store failed, stopping (nothing unacknowledged is lost): %s", exc)
+        status = 1
     finally:
         fw.log_summaries()
         audit.close()
+        durable.close()
         for sock in (pull, pub, rep):
             sock.close(0)
         ctx.term()
@@ -705,4 +732,4 @@ def main(config: Config) -> int:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(addresses.ipc_path(endpoint))
         log.info("firewall stopped")
-    return 0
+    return status

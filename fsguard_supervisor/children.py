@@ -22,6 +22,9 @@ RESTART_BACKOFF_MIN = 0.2
 RESTART_BACKOFF_MAX = 10.0
 # A child that lived this long resets its backoff.
 STABLE_AFTER = 10.0
+# A child exiting with this code (sysexits EX_CONFIG: e.g. the firewall's state store is
+# corrupted or unwritable) is not restarted: the tree stops and exits with this code.
+EXIT_FATAL = 78
 
 
 @dataclass
@@ -59,6 +62,7 @@ class ChildSet:
     def __init__(self, children: list[Child]) -> None:
         self.children = children
         self.stopping = False
+        self.fatal: Child | None = None  # a child that exited with EXIT_FATAL
 
     def by_name(self, name: str) -> Child:
         for child in self.children:
@@ -84,6 +88,13 @@ class ChildSet:
                 child.last_exit = code
                 if self.stopping:
                     continue
+                if code == EXIT_FATAL:
+                    self.fatal = child
+                    log.critical(
+                        "%s exited with code %d (fatal: see its log); not restarting it",
+                        child.name, code, extra={"child": child.name, "exit_code": code},
+                    )  # fmt: skip
+                    continue
                 lived = now - child.started_at
                 if lived >= STABLE_AFTER:
                     child.backoff = RESTART_BACKOFF_MIN
@@ -94,7 +105,7 @@ class ChildSet:
                     extra={"child": child.name, "exit_code": code},
                 )
                 child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX)
-            elif not self.stopping and now >= child.restart_at:
+            elif not self.stopping and child is not self.fatal and now >= child.restart_at:
                 child.restarts += 1
                 child.start()
                 restarted.append(child)

@@ -275,9 +275,9 @@ def cmd_whitelist(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from fsguard_supervisor import top
+    from fsguard_supervisor.top import main as top_main
 
-    return top.main(_client(args), interval=args.interval, iterations=args.iterations)
+    return top_main(_client(args), interval=args.interval, iterations=args.iterations)
 
 
 # --- offline and tooling verbs ---------------------------------------------------------------
@@ -321,9 +321,9 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fsguard_supervisor import demo
+    from fsguard_supervisor.demo import main as demo_main
 
-    return demo.main(force_dry_run=args.dry_run)
+    return demo_main(force_dry_run=args.dry_run)
 
 
 VerbFactory = Callable[[str, str], argparse.ArgumentParser]

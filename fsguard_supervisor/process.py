@@ -20,7 +20,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from fsguard_supervisor.children import Child, ChildSet, child_argv
+from fsguard_supervisor.children import EXIT_FATAL, Child, ChildSet, child_argv
 from fsguard_supervisor.dispatcher import EventDispatcher
 from fsguard_supervisor.esl_client import EslClient, EslNotConnected
 from shared import addresses, sdnotify
@@ -280,6 +280,8 @@ class Supervisor:
                     index = int(child.name.split("-")[1])
                     self.dispatcher.sent[index] = 0
                     self.worker_processed[index] = 0
+            if self.children.fatal is not None:
+                self._stop.set()  # e.g. the firewall's state store is unusable (exit 78)
             now = time.monotonic()
             if now - last_stats >= 1.0:
                 last_stats = now
@@ -362,7 +364,7 @@ class Supervisor:
         self.audit.close()
         self._cleanup_sockets()
         log.info("stopped")
-        return 0
+        return EXIT_FATAL if self.children.fatal is not None else 0
 
     def _cleanup_sockets(self) -> None:
         paths = [addresses.supervisor_control(self.runtime_dir),

@@ -20,6 +20,7 @@ import msgspec
 import zmq
 
 from fsguard_workers.engine import DetectionEngine
+from fsguard_workers.outbox import FirewallLink
 from shared import addresses
 from shared.config import Config
 from shared.control import ControlError, dispatch
@@ -43,7 +44,7 @@ EVENT_LABELS_MAX = 64
 
 
 def event_label(body: bytes) -> bytes:
-    """`sofia::register_failure`, `CHANNEL_CREATE`, ... or b"other"."""
+    """`sofia::register_failure`, `CHANNEL_CREATE`, ... (unvalidated: see _handle_batch)."""
     i = body.find(_NAME_KEY)
     if i < 0:
         return b"other"
@@ -54,7 +55,7 @@ def event_label(body: bytes) -> bytes:
         if j >= 0:
             start = j + len(_SUBCLASS_KEY)
             name = body[start : body.find(b'"', start, start + 65)]
-    return name if name and _LABEL_RE.fullmatch(name) else b"other"
+    return name
 
 
 class Worker:
@@ -71,6 +72,7 @@ class Worker:
         self.events_by_name: dict[bytes, int] = {}
         self.decisions_by_rule: dict[str, int] = {}
         self.log_limiter = LogRateLimiter(LOG_SUMMARY_SECONDS)
+        self.link: FirewallLink | None = None  # acks, re-sends, list snapshots (outbox.py)
         self.running = True
 
     def handlers(self) -> dict[str, Any]:
@@ -108,6 +110,8 @@ class Worker:
             events_by_name={k.decode(): v for k, v in self.events_by_name.items()},
             decisions_by_rule=dict(self.decisions_by_rule),
         )
+        if self.link is not None:
+            data.update(self.link.stats())
         return data
 
     def run(self) -> int:
@@ -136,6 +140,7 @@ class Worker:
         poller.register(events, zmq.POLLIN)
         poller.register(control, zmq.POLLIN)
         poller.register(lists, zmq.POLLIN)
+        self.link = link = FirewallLink(ctx, rd, self.index, self.engine.on_list_change, poller)
         handlers = self.handlers()
         engine = self.engine
         next_tick = time.monotonic() + TICK_INTERVAL
@@ -156,16 +161,19 @@ class Worker:
                     self._handle_lists(lists)
                 if control in ready:
                     control.send(dispatch(handlers, control.recv()))
+                link.handle(ready)
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + TICK_INTERVAL
                     engine.tick()
                     self._flush(decisions, actions)
+                    link.tick(decisions)
                 if now >= next_summary:
                     next_summary = now + LOG_SUMMARY_SECONDS
                     self.log_summaries()
         finally:
             self._flush(decisions, actions)
+            link.close()
             for sock in (events, actions, lists, control, decisions):
                 sock.close()
             ctx.term()
@@ -186,8 +194,8 @@ class Worker:
             handle(body, read_ts)
             label = event_label(body)
             n = counts.get(label)
-            if n is None:
-                if len(counts) >= EVENT_LABELS_MAX:
+            if n is None:  # a new label: bounded and validated once
+                if len(counts) >= EVENT_LABELS_MAX or not _LABEL_RE.fullmatch(label):
                     label = b"other"
                 n = counts.get(label, 0)
             counts[label] = n + 1
@@ -206,6 +214,8 @@ class Worker:
                 continue
             if isinstance(msg, ListChange):
                 self.engine.on_list_change(msg)
+                if self.link is not None:
+                    self.link.observe(msg)
 
     def _flush(self, decisions: zmq.Socket[Any], actions: zmq.Socket[Any]) -> None:
         """Ship engine outputs. Decisions wait up to SNDTIMEO for a saturated firewall
@@ -216,7 +226,10 @@ class Worker:
                 if isinstance(out, BanDecision):
                     rules = self.decisions_by_rule
                     rules[out.rule] = rules.get(out.rule, 0) + 1
-                    decisions.send(encode(out))
+                    raw = encode(out)
+                    if self.link is not None:
+                        self.link.track(out.id, raw)  # kept until acked; re-sent if not
+                    decisions.send(raw)
                     self.decisions_sent += 1
                 else:
                     actions.send(encode(out), zmq.NOBLOCK)

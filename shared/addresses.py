@@ -2,7 +2,8 @@
 
 Who binds what (the binder is the side that outlives the other):
 - supervisor binds one PUSH per worker (events), PULL actions, REP control.
-- each worker connects PULL events / PUSH actions / PUSH decisions / SUB lists, binds REP control.
+- each worker connects PULL events / PUSH actions / PUSH decisions / SUB lists, binds REP control
+  and PULL acks (the firewall's DecisionAck).
 - firewall binds PULL decisions, PUB lists, REP control.
 - api binds nothing on ZeroMQ; it connects REQ to every control socket.
 """
@@ -22,6 +23,11 @@ def worker_events(runtime_dir: str, index: int) -> str:
 
 def worker_control(runtime_dir: str, index: int) -> str:
     return _ipc(runtime_dir, f"worker-{index}.control")
+
+
+def worker_acks(runtime_dir: str, index: int) -> str:
+    """Worker *i* binds PULL; the firewall connects PUSH and sends DecisionAck."""
+    return _ipc(runtime_dir, f"worker-{index}.acks")
 
 
 def supervisor_actions(runtime_dir: str) -> str:

@@ -15,6 +15,7 @@ Every string (keys and values, nested too) goes through `shared.logs.escape`, so
 attacker-controlled text (user agents, commands) can never carry CR/LF/NUL or terminal
 controls into the file or into a later `sqlite3` dump.
 
+The files are opened at the first record (a process that never audits creates nothing).
 Auditing never stops the process: a state dir that cannot be written (e.g. the API unit,
 whose state dir is read-only) turns the sink off with one error line.
 
@@ -107,14 +108,9 @@ class AuditLog:
         self.errors = 0
         self.log_path = ""
         self.db_path = ""
-        if config is None or not enabled:
-            return
-        self.log_path, self.db_path = audit_paths(config)
-        try:
-            self._open()
-        except (OSError, sqlite3.Error) as exc:
-            log.error("audit stream disabled for %s: %s", role, exc)
-            self.close()
+        self._pending_open = config is not None and enabled
+        if config is not None:
+            self.log_path, self.db_path = audit_paths(config)
 
     @classmethod
     def null(cls, role: str = "none") -> AuditLog:
@@ -123,7 +119,18 @@ class AuditLog:
 
     @property
     def enabled(self) -> bool:
-        return self._fd is not None
+        return self._pending_open or self._fd is not None
+
+    def _ensure_open(self) -> bool:
+        with self._lock:
+            if self._pending_open:
+                self._pending_open = False
+                try:
+                    self._open()
+                except (OSError, sqlite3.Error) as exc:
+                    log.error("audit stream disabled for %s: %s", self.role, exc)
+                    self.close()
+            return self._fd is not None
 
     def _open(self) -> None:
         for path in {os.path.dirname(self.log_path), os.path.dirname(self.db_path)}:
@@ -154,7 +161,7 @@ class AuditLog:
         details: Mapping[str, Any] | None = None,
     ) -> None:
         """Append one record (both sinks). Never raises."""
-        if self._fd is None:
+        if self._fd is None and not self._ensure_open():
             return
         ts = time.time()
         doc = {
@@ -227,6 +234,7 @@ class AuditLog:
 
     def close(self) -> None:
         with self._lock:
+            self._pending_open = False
             self._flush()
             if self._db is not None:
                 with contextlib.suppress(sqlite3.Error):

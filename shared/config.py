@@ -139,6 +139,7 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         default_factory=lambda: list(DEFAULT_SCANNER_USER_AGENTS)
     )
     ipv6_ban_prefix: int = 128
+    keep_foreign_entries: bool = False  # reconcile keeps kernel entries with no record
     chandaemon: ChanDaemonConfig = msgspec.field(default_factory=ChanDaemonConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)

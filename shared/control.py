@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import zmq
-import zmq.asyncio
+
+if TYPE_CHECKING:  # imported lazily by arequest: sync processes (workers) never load asyncio
+    import zmq.asyncio
 
 from shared.messages import PROTOCOL_VERSION, ControlReply, ControlRequest, decode, encode
 
@@ -100,7 +102,11 @@ async def arequest(
     ctx: zmq.asyncio.Context | None = None,
 ) -> ControlReply:
     """Async control call for asyncio processes (the API). Raises PeerUnavailable."""
-    ctx = ctx or zmq.asyncio.Context.instance()
+    if ctx is None:
+        # lazy (and not `import zmq.asyncio`, which would make `zmq` a local name here)
+        from zmq.asyncio import Context as AsyncContext
+
+        ctx = AsyncContext.instance()
     sock = _make_req(ctx, endpoint)
     try:
         await sock.send(encode(ControlRequest(op=op, args=args or {})))

@@ -1,0 +1,59 @@
+"""Property-based run of the whole OpenAPI document against the real running system.
+
+Schemathesis generates requests for every operation of openapi.yaml and checks each
+answer: no 5xx, the status code is documented, the body matches the documented schema,
+the content type is JSON. Bounded (few examples per operation); it runs on its own
+system, in its own namespace, because it changes state at random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+import yaml
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.netns_helpers import requires_netns
+from tests.test_api_system import AUTH, System, running_system
+
+pytestmark = [requires_netns]
+
+SPEC: dict[str, Any] = yaml.safe_load(
+    (Path(__file__).resolve().parent.parent / "openapi.yaml").read_text()
+)
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    response_schema_conformance,
+    content_type_conformance,
+]
+
+
+@pytest.fixture(scope="module")
+def st_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    with running_system(tmp_path_factory.mktemp("apist"), prefix="fsgst") as s:
+        yield s
+
+
+schema = schemathesis.openapi.from_dict(SPEC)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+def test_every_operation_conforms(case: Any, st_system: System) -> None:
+    case.call_and_validate(base_url=st_system.url, headers=dict(AUTH), checks=CHECKS)

@@ -1,0 +1,268 @@
+"""The operating verbs (status, bans, ban, unban, whitelist, top) against a running fsguard.
+
+Real processes: the fake FreeSWITCH over TCP, `fsguard run` (supervisor, workers, firewall,
+API) with security.dry_run (no kernel needed), and the CLI as a subprocess talking real
+HTTP. `top` runs in a pseudo-terminal (stdlib pty) and its screen is checked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.esl_simulator import ThreadedFakeFreeSwitch, register_failure
+
+FSGUARD = str(Path(sys.executable).parent / "fsguard")
+PHONE_UA = "Yealink SIP-T46S 66.86.0.15"
+BRUTE = "203.0.113.7"
+SCANNER = "203.0.113.8"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("ops")
+    fake = ThreadedFakeFreeSwitch()
+    fake.start()
+    api_port = _free_port()
+    cfg = {
+        "server": {"host": "127.0.0.1", "port": str(api_port), "log_requests": False},
+        "security": {"esl_host": "127.0.0.1", "esl_port": str(fake.port),
+                     "esl_password": "ClueCon", "dry_run": True, "ipset_name": "fsg-ops",
+                     "reconnect_backoff": "100ms", "auto_whitelist_on_success": False},
+        "paths": {"runtime_dir": str(tmp / "run"), "state_dir": str(tmp / "state")},
+        "workers": {"count": 2},
+        "logging": {"format": "human", "level": "warning"},
+    }
+    path = tmp / "config.json"
+    path.write_text(json.dumps(cfg))
+    log = open(tmp / "fsguard.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([FSGUARD, "run", "--config", str(path)], stdout=log, stderr=log,
+                            start_new_session=True)
+    api = f"http://127.0.0.1:{api_port}"
+    try:
+        assert fake.wait_for_subscription(20), "fsguard never subscribed"
+        assert _wait(lambda: cli("status", "--api", api, "--interval", "0").returncode == 0,
+                     20, 0.2), "API never answered"
+        fake.send_events([register_failure(BRUTE, user="1000", user_agent=PHONE_UA)
+                          for _ in range(6)])
+        fake.send_events([register_failure(SCANNER, user="1000",
+                                           user_agent="friendly-scanner")])
+        yield {"api": api, "fake": fake, "config": str(path), "tmp": tmp}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        fake.stop()
+        log.close()
+
+
+def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FSGUARD, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _bans(api: str, *extra: str) -> dict[str, Any]:
+    proc = cli("bans", "list", "--api", api, "--json", *extra)
+    assert proc.returncode == 0, proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def test_rule_bans_listed_by_rule(system: dict[str, Any]) -> None:
+    api = system["api"]
+    assert _wait(lambda: {BRUTE, SCANNER} <= set(_bans(api)), 10, 0.2)
+    failed = _bans(api, "--rule", "failed_auth")
+    assert set(failed) == {BRUTE}
+    assert failed[BRUTE]["failCount"] == 5
+    assert set(_bans(api, "--rule", "scanner_user_agent")) == {SCANNER}
+    table = cli("bans", "--api", api)
+    assert table.returncode == 0
+    lines = [line for line in table.stdout.splitlines() if line.startswith(BRUTE)]
+    assert len(lines) == 1 and "failed_auth" in lines[0]
+    assert "Exceeded max failed registrations (5)" in lines[0]
+
+
+def test_status_reports_connection_rate_and_bans(system: dict[str, Any]) -> None:
+    api, fake = system["api"], system["fake"]
+    assert _wait(lambda: BRUTE in _bans(api), 10, 0.2)
+    stop = threading.Event()
+
+    def feed() -> None:  # ~200 events/s from a clean address during the two samples
+        while not stop.is_set():
+            fake.send_events([register_failure("203.0.113.99", user=f"{i}",
+                                               user_agent=PHONE_UA) for i in range(1)] * 20)
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=feed)
+    thread.start()
+    try:
+        proc = cli("status", "--api", api, "--json", "--interval", "1")
+    finally:
+        stop.set()
+        thread.join()
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["esl"]["connected"] is True
+    assert data["esl"]["port"] in (str(fake.port), fake.port)
+    assert 50 < data["eventsPerSecond"] < 2000
+    assert data["eventsDropped"] == 0
+    assert data["workers"]["count"] == 2
+    assert data["bansByRule"].get("failed_auth", 0) >= 1
+    text = cli("status", "--api", api, "--interval", "0.2")
+    assert text.returncode == 0
+    assert "connected" in text.stdout and "events" in text.stdout
+    assert "failed_auth" in text.stdout
+
+
+def test_manual_ban_and_unban(system: dict[str, Any]) -> None:
+    api = system["api"]
+    ip = "198.51.100.200"
+    proc = cli("ban", ip, "--api", api, "--duration", "10m", "--reason", "seen in the logs")
+    assert proc.returncode == 0, proc.stderr
+    assert ip in proc.stdout
+    bans = _bans(api)
+    assert ip in bans and bans[ip]["reason"] == "seen in the logs"
+    assert bans[ip]["rule"] == "manual"
+    assert not bans[ip]["permanent"]
+    proc = cli("unban", ip, "--api", api)
+    assert proc.returncode == 0, proc.stderr
+    assert ip not in _bans(api)
+
+
+def test_whitelist_add_list_remove(system: dict[str, Any]) -> None:
+    api = system["api"]
+    ip = "198.51.100.201"
+    proc = cli("whitelist", "add", ip, "--api", api, "--user", "1001", "--domain", "pbx.example")
+    assert proc.returncode == 0, proc.stderr
+    listed = cli("whitelist", "list", "--api", api, "--json")
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads(listed.stdout)
+    assert entries[ip]["userId"] == "1001" and entries[ip]["domain"] == "pbx.example"
+    table = cli("whitelist", "list", "--api", api)
+    assert any(line.startswith(ip) for line in table.stdout.splitlines())
+    assert cli("whitelist", "remove", ip, "--api", api).returncode == 0
+    assert ip not in json.loads(cli("whitelist", "list", "--api", api, "--json").stdout)
+
+
+def test_config_supplies_the_api_url(system: dict[str, Any]) -> None:
+    proc = cli("bans", "--config", system["config"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert BRUTE in json.loads(proc.stdout)
+
+
+def test_exit_codes_unreachable_and_usage(system: dict[str, Any], tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"
+    for args in (("status",), ("bans",), ("ban", "203.0.113.1"), ("unban", "203.0.113.1"),
+                 ("whitelist", "list"), ("top",)):
+        proc = cli(*args, "--api", dead)
+        assert proc.returncode == 3, (args, proc.stderr)
+        assert "unreachable" in proc.stderr
+    assert cli("ban", "not-an-ip", "--api", system["api"]).returncode == 2
+    assert cli("ban", "203.0.113.1", "--duration", "soon", "--api",
+               system["api"]).returncode == 2
+    assert cli("status", "--config", str(tmp_path / "missing.json")).returncode == 2
+    assert cli("bans", "frobnicate").returncode == 2
+
+
+# --- top in a pseudo-terminal --------------------------------------------------------------
+
+
+def _spawn_in_pty(argv: list[str]) -> tuple[subprocess.Popen[bytes], int, int]:
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+
+    def controlling_tty() -> None:  # runs after setsid(): the pty becomes our terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    env["TERM"] = "xterm"
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True, preexec_fn=controlling_tty, env=env)
+    return proc, master, slave
+
+
+def _read_until(master: int, proc: subprocess.Popen[bytes], timeout: float,
+                needle: bytes | None = None) -> bytes:
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.05)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if needle is not None and needle in out:
+                break
+        elif proc.poll() is not None:
+            break
+    return out
+
+
+@pytest.mark.parametrize("quit_key", [b"q", b"\x03"], ids=["q", "ctrl-c"])
+def test_top_in_a_pty(system: dict[str, Any], quit_key: bytes) -> None:
+    api = system["api"]
+    assert _wait(lambda: BRUTE in _bans(api), 10, 0.2)
+    proc, master, slave = _spawn_in_pty([FSGUARD, "top", "--api", api])
+    try:
+        screen = _read_until(master, proc, 6.0, needle=b"events/s")
+        screen += _read_until(master, proc, 2.5)  # at least one more refresh
+        text = screen.decode("utf-8", "replace")
+        assert "\x1b[?1049h" in text  # alternate screen entered
+        assert text.count("\x1b[H\x1b[2J") >= 2, "not redrawn every second"
+        last = text.rsplit("\x1b[H\x1b[2J", 1)[1]
+        assert "fsguard top" in last
+        assert "events/s" in last and "bans/min" in last
+        assert "TOP OFFENDING ADDRESSES" in last
+        assert BRUTE in last and "failed_auth" in last
+        assert "friendly-scanner" in last  # user agents of banned scanners
+        attrs = termios.tcgetattr(slave)
+        assert not attrs[3] & termios.ICANON, "stdin not in cbreak mode while running"
+        os.write(master, quit_key)
+        assert proc.wait(5) == 0
+        tail = _read_until(master, proc, 0.5)
+        assert b"\x1b[?1049l" in screen + tail, "alternate screen not left"
+        attrs = termios.tcgetattr(slave)
+        assert attrs[3] & termios.ICANON and attrs[3] & termios.ECHO, "terminal not restored"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)

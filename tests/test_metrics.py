@@ -1,0 +1,351 @@
+"""GET /metrics against the real system: `fsguard run` (supervisor, workers, firewall, API as
+real processes) in a fresh network namespace, fed by the fake FreeSWITCH over TCP, scraped
+over real HTTP and parsed with prometheus_client's own parser.
+
+`FsguardSystem` / `fsguard_system` are also used by tests/test_audit.py and
+tests/test_log_safety.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from shared import addresses
+from shared.control import PeerUnavailable, request
+from shared.esl_simulator import ThreadedFakeFreeSwitch, register_failure
+from shared.iputil import shard_of
+from tests.netns_helpers import netns, requires_netns, run_in, socket_in
+
+pytestmark = [requires_netns]
+
+ROOT = Path(__file__).resolve().parent.parent
+PHONE_UA = "Yealink SIP-T46S 66.86.0.15"
+WORKERS = 2
+SET_NAME = "fsg-metrics"
+API_PORT = 18097
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll until predicate() (a bounded wait, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def failures(ip: str, count: int, user_agent: str = PHONE_UA) -> list[Any]:
+    return [register_failure(ip, user="1000", user_agent=user_agent) for _ in range(count)]
+
+
+@dataclass
+class FsguardSystem:
+    ns: str
+    fake: ThreadedFakeFreeSwitch
+    proc: subprocess.Popen[bytes]
+    tmp: Path
+    runtime_dir: str
+    state_dir: Path
+    log: Path
+    port: int
+    set_name: str
+
+    def http(
+        self, method: str, path: str, body: Any = None, timeout: float = 10.0
+    ) -> tuple[int, bytes]:
+        """One real HTTP/1.1 request to the API on the namespace's loopback."""
+        sock = socket_in(self.ns, socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(("127.0.0.1", self.port))
+            payload = b"" if body is None else json.dumps(body).encode()
+            head = (
+                f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                f"Content-Length: {len(payload)}\r\n"
+            )
+            if body is not None:
+                head += "Content-Type: application/json\r\n"
+            sock.sendall(head.encode() + b"\r\n" + payload)
+            chunks = []
+            while data := sock.recv(65536):
+                chunks.append(data)
+        finally:
+            sock.close()
+        raw = b"".join(chunks)
+        header, _, content = raw.partition(b"\r\n\r\n")
+        status = int(header.split(b" ", 2)[1])
+        if b"transfer-encoding: chunked" in header.lower():
+            content = _dechunk(content)
+        return status, content
+
+    def scrape(self) -> str:
+        status, content = self.http("GET", "/metrics")
+        assert status == 200, content[:500]
+        return content.decode()
+
+    def samples(self) -> list[Sample]:
+        return [s for fam in text_string_to_metric_families(self.scrape()) for s in fam.samples]
+
+    def in_set(self, ip: str) -> bool:
+        cmd = ["ipset", "test", self.set_name, ip]
+        return run_in(self.ns, cmd, check=False).returncode == 0
+
+    def control(self, endpoint: str, op: str, args: dict[str, Any] | None = None) -> Any:
+        reply = request(endpoint, op, args, timeout=2)
+        assert reply.ok, reply.error
+        return reply.data
+
+    def children(self) -> list[dict[str, Any]]:
+        return list(self.control(addresses.supervisor_control(self.runtime_dir), "processes"))
+
+    def api_ready(self) -> bool:
+        try:
+            return self.http("GET", "/health", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = []
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out.append(rest[:size])
+        data = rest[size + 2 :]
+    return b"".join(out)
+
+
+@contextmanager
+def fsguard_system(
+    tmp: Path,
+    *,
+    set_name: str,
+    port: int,
+    workers: int = WORKERS,
+    log_format: str = "json",
+) -> Iterator[FsguardSystem]:
+    """A whole `fsguard run` tree in a fresh namespace; everything stopped and deleted after."""
+    with netns("fsgmet") as ns:
+        listener = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        esl_port = listener.getsockname()[1]
+        fake = ThreadedFakeFreeSwitch(sock=listener)
+        fake.start()
+        state_dir = tmp / "state"
+        cfg = {
+            "server": {"host": "127.0.0.1", "port": port},
+            "security": {
+                "esl_host": "127.0.0.1",
+                "esl_port": esl_port,
+                "esl_password": "ClueCon",
+                "max_failed_attempts": 5,
+                "failed_attempts_window": "10m",
+                "trusted_networks": ["127.0.0.0/8", "198.51.100.0/24"],
+                "ipset_name": set_name,
+                "reconnect_backoff": "100ms",
+                "auto_whitelist_on_success": False,
+            },
+            "paths": {"runtime_dir": str(tmp / "run"), "state_dir": str(state_dir)},
+            "workers": {"count": workers},
+            "logging": {"format": log_format, "level": "info"},
+        }
+        config_path = tmp / "config.json"
+        config_path.write_text(json.dumps(cfg))
+        log_path = tmp / "fsguard.log"
+        fsguard = Path(sys.executable).parent / "fsguard"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, str(fsguard), "run", "--config", str(config_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
+        system = FsguardSystem(ns, fake, proc, tmp, str(tmp / "run"), state_dir, log_path,
+                               port, set_name)
+        try:
+            assert fake.wait_for_subscription(20), "fsguard never subscribed to events"
+            assert wait_for(system.api_ready, 20), "API never answered /health"
+            yield system
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            fake.stop()
+            run_in(ns, ["iptables", "-F"], check=False)
+            sys.stderr.write(log_path.read_text(errors="replace")[-3000:])
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FsguardSystem]:
+    with fsguard_system(tmp_path_factory.mktemp("metrics"), set_name=SET_NAME,
+                        port=API_PORT) as running:
+        yield running
+
+
+# --- helpers on parsed samples ------------------------------------------------------------
+
+
+def total(samples: list[Sample], name: str, **labels: str) -> float:
+    return sum(
+        s.value for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def names_used_in_deploy() -> set[str]:
+    text = (ROOT / "deploy/prometheus/alerts.yml").read_text()
+    text += (ROOT / "deploy/grafana/fsguard-dashboard.json").read_text()
+    return set(re.findall(r"\bfsguard_[a-z0-9_]+", text))
+
+
+def counter_series(samples: list[Sample]) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Monotonic series: counters (_total) and histogram parts (_bucket, _count, _sum)."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for s in samples
+        if s.name.endswith(("_total", "_bucket", "_count", "_sum"))
+    }
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+def test_threshold_ban_shows_in_counters_and_histogram(system: FsguardSystem) -> None:
+    banned = "203.0.113.7"
+    before = system.samples()
+    assert total(before, "fsguard_ban_latency_seconds_count") == 0
+    assert total(before, "fsguard_bans_active", family="ipv4") == 0
+
+    system.fake.send_events(failures(banned, 6))
+    assert wait_for(lambda: system.in_set(banned), 10), "no ban reached the kernel"
+    # The counters are read at scrape time; the ban was applied before its stats can be.
+    samples = system.samples()
+
+    up = {s.labels["process"]: s.value for s in samples if s.name == "fsguard_up"}
+    assert up == {"supervisor": 1, "firewall": 1, "worker-0": 1, "worker-1": 1, "api": 1}
+    assert total(samples, "fsguard_esl_connected") == 1
+    assert total(samples, "fsguard_events_total", event="sofia::register_failure") >= 6
+    shard = str(shard_of(banned, WORKERS))
+    assert total(samples, "fsguard_events_total", worker=shard) >= 6
+    decisions = [s for s in samples if s.name == "fsguard_decisions_total" and s.value > 0]
+    assert len(decisions) == 1 and decisions[0].labels["worker"] == shard
+    assert decisions[0].labels["rule"] and decisions[0].value == 1
+    assert total(samples, "fsguard_bans_active", family="ipv4") == 1
+    assert total(samples, "fsguard_bans_applied_total") == 1
+
+    # The histogram: one observation, cumulative buckets, +Inf == _count.
+    assert total(samples, "fsguard_ban_latency_seconds_count") == 1
+    buckets = sorted(
+        ((float(s.labels["le"]), s.value) for s in samples
+         if s.name == "fsguard_ban_latency_seconds_bucket"),
+    )
+    counts = [n for _, n in buckets]
+    assert counts == sorted(counts) and buckets[-1] == (float("inf"), 1)
+    latency = total(samples, "fsguard_ban_latency_seconds_sum")
+    assert 0 < latency < 10
+    # The observation sits in the first bucket whose bound is >= the observed value.
+    first = next(le for le, n in buckets if n == 1)
+    assert all(n == 0 for le, n in buckets if le < first) and latency <= first
+    assert total(samples, "fsguard_firewall_batch_seconds_count") >= 1
+    assert total(before, "fsguard_events_dropped_total") == total(
+        samples, "fsguard_events_dropped_total") == 0
+
+
+def test_api_requests_are_counted_by_route_template(system: FsguardSystem) -> None:
+    for ip in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        status, _ = system.http("GET", f"/security/blacklist/{ip}")
+        assert status == 200
+    assert system.http("GET", "/no/such/page/192.0.2.9")[0] == 404
+    samples = system.samples()
+    requests = [s for s in samples if s.name == "fsguard_api_requests_total"]
+    routes = {s.labels["route"] for s in requests}
+    assert not any("192.0.2" in route for route in routes), routes
+    assert total(samples, "fsguard_api_requests_total",
+                 route="/security/blacklist/{ip}", code="200") == 3
+    assert total(samples, "fsguard_api_requests_total", route="<unmatched>", code="404") == 1
+    assert total(samples, "fsguard_api_requests_total", route="/health", code="200") >= 1
+    assert total(samples, "fsguard_api_requests_total", route="/metrics", code="200") >= 1
+
+
+def test_every_metric_of_the_alerts_and_dashboard_is_exposed(system: FsguardSystem) -> None:
+    system.fake.send_events(failures("203.0.113.70", 6))  # make sure a decision exists
+    assert wait_for(lambda: system.in_set("203.0.113.70"), 10)
+    families = list(text_string_to_metric_families(system.scrape()))
+    exposed = {s.name for fam in families for s in fam.samples}
+    exposed |= {fam.name for fam in families if fam.type == "histogram" and fam.samples}
+    used = names_used_in_deploy()
+    assert {"fsguard_esl_connected", "fsguard_ban_latency_seconds_bucket"} <= used
+    missing = sorted(used - exposed)
+    assert missing == [], f"used in deploy/ but not exposed: {missing}"
+
+
+def test_restarted_worker_never_decreases_a_series(system: FsguardSystem) -> None:
+    index = 0
+    # Below-threshold traffic owned by the victim's shard: counts grow, nobody is banned.
+    ips = [f"203.0.113.{n}" for n in range(100, 250) if shard_of(f"203.0.113.{n}", WORKERS) == index]
+    for ip in ips[:10]:
+        system.fake.send_events(failures(ip, 3))
+    old_pid = next(c["pid"] for c in system.children() if c["name"] == f"worker-{index}")
+
+    def processed() -> float:
+        return total(system.samples(), "fsguard_events_total", worker=str(index))
+
+    assert wait_for(lambda: processed() >= 30, 10)
+    before = system.samples()
+
+    os.kill(old_pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        try:
+            entry = next(c for c in system.children() if c["name"] == f"worker-{index}")
+            endpoint = addresses.worker_control(system.runtime_dir, index)
+            return entry["pid"] not in (None, old_pid) and request(endpoint, "ping", timeout=0.5).ok
+        except (PeerUnavailable, AssertionError, StopIteration):
+            return False
+
+    assert wait_for(restarted, 15), "killed worker was not restarted"
+    system.fake.send_events(failures(ips[10], 2))  # fewer than before the kill
+    assert wait_for(lambda: total(system.samples(), "fsguard_events_total",
+                                  worker=str(index)) >= 2 and _new_pid_seen(system, old_pid), 10)
+    after = system.samples()
+
+    old, new = counter_series(before), counter_series(after)
+    decreased = {key: (old[key], new[key]) for key in old.keys() & new.keys()
+                 if new[key] < old[key]}
+    assert decreased == {}
+    assert len(old.keys() & new.keys()) > 10  # the comparison is not vacuous
+
+    assert total(before, "fsguard_events_total", worker=str(index), pid=str(old_pid)) >= 30
+    new_pid = next(c["pid"] for c in system.children() if c["name"] == f"worker-{index}")
+    assert total(after, "fsguard_events_total", worker=str(index), pid=str(new_pid)) == 2
+    assert total(after, "fsguard_events_total", pid=str(old_pid)) == 0  # old series gone
+    assert total(after, "fsguard_process_restarts_total", role="worker") >= 1
+
+
+def _new_pid_seen(system: FsguardSystem, old_pid: int) -> bool:
+    children = {c["name"]: c["pid"] for c in system.children()}
+    return children.get("worker-0") not in (None, old_pid)
