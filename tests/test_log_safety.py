@@ -18,8 +18,8 @@ import pytest
 from shared.audit import read_records
 from shared.esl_protocol import event_frame
 from shared.esl_simulator import register_failure
-from tests.test_metrics import FsguardSystem, fsguard_system, wait_for
 from tests.netns_helpers import requires_netns
+from tests.test_metrics import FsguardSystem, fsguard_system, wait_for
 
 pytestmark = [requires_netns]
 

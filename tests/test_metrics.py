@@ -306,7 +306,8 @@ def test_every_metric_of_the_alerts_and_dashboard_is_exposed(system: FsguardSyst
 def test_restarted_worker_never_decreases_a_series(system: FsguardSystem) -> None:
     index = 0
     # Below-threshold traffic owned by the victim's shard: counts grow, nobody is banned.
-    ips = [f"203.0.113.{n}" for n in range(100, 250) if shard_of(f"203.0.113.{n}", WORKERS) == index]
+    ips = [f"203.0.113.{n}" for n in range(100, 250)
+           if shard_of(f"203.0.113.{n}", WORKERS) == index]
     for ip in ips[:10]:
         system.fake.send_events(failures(ip, 3))
     old_pid = next(c["pid"] for c in system.children() if c["name"] == f"worker-{index}")
