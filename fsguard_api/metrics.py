@@ -52,7 +52,7 @@ from shared import addresses
 from shared.config import Config, worker_count
 from shared.control import PeerUnavailable, arequest
 
-SCRAPE_TIMEOUT = 0.5  # per peer; peers are asked concurrently
+SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 UNMATCHED = "<unmatched>"
 REPORT_RESULTS = {"reportsSent": "sent", "reportsFailed": "failed", "reportsDropped": "dropped"}
 

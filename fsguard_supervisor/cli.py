@@ -467,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="config file to check")
     p.set_defaults(func=cmd_check_config)
     add_operating_verbs(verb)
+    __import__("fsguard_supervisor.state_cli").state_cli.register(sub)  # reconcile, bans I/O
     return parser
 
 

@@ -212,6 +212,7 @@ class Demo:
             where = f" in namespace {self.ns}" if self.enforce else ""
             n.say(f"started `fsguard run`{where} (pid {proc.pid}): supervisor, 2 workers, "
                   "firewall, REST API")
+            n.detail(f"config, sockets and log in the temporary directory {tmp}")
             self.client = OpsClient(f"http://127.0.0.1:{api_port}", timeout=3.0,
                                     socket_factory=factory)
             try:

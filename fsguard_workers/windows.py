@@ -1,17 +1,31 @@
 """Sliding-window counters and the bounded per-key containers they live in.
 
-A window is a plain sorted ``list[float]`` of event times (monotonic seconds),
+A window holds the sorted event times (monotonic seconds) it still needs,
 trimmed on access and capped at the rule threshold: only the newest
 ``threshold`` times can ever decide a crossing, so nothing older is kept.
 An event at time ``t`` is inside the window at ``now`` when ``t > now - window``
 (a true sliding window, not the Go program's "no gap longer than" counter).
+
+Two representations count identically (tests/test_windows.py checks
+SlidingWindow against the plain-list functions `hit` / `trim` on random event
+sequences):
+
+- ``list[float]`` with the functions `hit` and `trim` (the reference);
+- `SlidingWindow`, the compact one the engine keeps per source: no time yet is
+  ``None``, a single time is the bare float (most sources under a spoofed
+  flood send one event), two or more are an ``array('d')`` (8 bytes per time
+  instead of a pointer plus a 24-byte float object). Its instances are msgspec
+  Structs without a GC header (they never take part in a reference cycle).
 """
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
 from collections.abc import Iterator
 from typing import Generic, TypeVar
+
+import msgspec
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -35,6 +49,80 @@ def hit(times: list[float], now: float, window: float, cap: int) -> int:
         del times[: n - cap]
         n = cap
     return n
+
+
+class SlidingWindow(msgspec.Struct, gc=False):
+    """One sliding window, counting exactly like `hit` / `trim` on a list.
+
+    `times` is None (no event), a float (one event) or an array('d') (two or
+    more, oldest first). Subclasses hook `_fresh()`, called when an event
+    finds the window empty (a new burst).
+    """
+
+    times: float | array[float] | None = None
+
+    def hit(self, now: float, window: float, cap: int) -> int:
+        """Record one event at `now`; return the events in the window (at most `cap`, >= 1)."""
+        times = self.times
+        cutoff = now - window
+        if isinstance(times, array):
+            if times[-1] <= cutoff:
+                self.times = now
+                self._fresh()
+                return 1
+            times.append(now)
+            if times[0] <= cutoff:
+                del times[: bisect_right(times, cutoff)]
+            n = len(times)
+            if n > cap:
+                del times[: n - cap]
+                n = cap
+            return n
+        if times is None or times <= cutoff:
+            self.times = now
+            self._fresh()
+            return 1
+        if cap <= 1:
+            self.times = now
+            return 1
+        self.times = array("d", (times, now))
+        return 2
+
+    def _fresh(self) -> None:
+        """A new burst starts (the window was empty)."""
+
+    def trim(self, now: float, window: float) -> int:
+        """Forget the times outside the window ending at `now`; return how many remain."""
+        times = self.times
+        cutoff = now - window
+        if isinstance(times, array):
+            if times[0] <= cutoff:
+                del times[: bisect_right(times, cutoff)]
+                if not times:
+                    self.times = None
+            return len(times)
+        if times is None or times <= cutoff:
+            self.times = None
+            return 0
+        return 1
+
+    def first(self) -> float:
+        """The oldest time kept (only after `trim` returned > 0)."""
+        times = self.times
+        if isinstance(times, array):
+            return times[0]
+        if times is None:
+            raise ValueError("empty window")
+        return times
+
+    def last(self) -> float:
+        """The newest time kept (only after `trim` returned > 0)."""
+        times = self.times
+        if isinstance(times, array):
+            return times[-1]
+        if times is None:
+            raise ValueError("empty window")
+        return times
 
 
 def go_duration(seconds: float) -> str:

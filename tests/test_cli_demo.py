@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,8 +31,7 @@ def _netns() -> set[str]:
     if shutil.which("ip") is None:
         return set()
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    names = {line.split()[0] for line in out.splitlines() if line.strip()}
-    return {n for n in names if n.startswith("fsgdemo-")}  # other tests run in parallel
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -50,12 +48,7 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def _demo_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("fsguard-demo-*")}
-
-
 def _run_demo(*extra: str) -> str:
-    namespaces, dirs = _netns(), _demo_dirs()
     proc = subprocess.run([FSGUARD, "demo", *extra], capture_output=True, text=True,
                           timeout=60)
     out = proc.stdout
@@ -66,12 +59,15 @@ def _run_demo(*extra: str) -> str:
         assert re.search(rf"{re.escape(ip)}\s+left alone\s+ok", out), ip
     assert "UNEXPECTED" not in out
     assert "nothing left behind" in out
-    # nothing left behind: namespaces, temp dirs, processes
+    # nothing left behind (other demos may run in parallel: check this one's own names)
+    tmp = re.search(r"temporary directory (\S+)", out)
+    assert tmp is not None and Path(tmp.group(1)).name.startswith("fsguard-demo-")
+    assert not Path(tmp.group(1)).exists(), "temporary directory left behind"
+    assert _processes_mentioning(tmp.group(1)) == [], "processes left behind"
     if "--dry-run" not in extra:
-        assert re.search(r"namespace fsgdemo-\d+-\d+", out)
-    assert _netns() == namespaces
-    assert _demo_dirs() == dirs
-    assert _processes_mentioning("fsguard-demo-") == []
+        ns = re.search(r"namespace (fsgdemo-\d+-\d+)", out)
+        assert ns is not None
+        assert ns.group(1) not in _netns(), "namespace left behind"
     return out
 
 
