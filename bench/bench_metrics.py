@@ -78,7 +78,8 @@ def scrape_phase(system: FsguardSystem, scrapes: int) -> dict[str, Any]:
     return {"scrapes": scrapes, "http": _summary(http), "gather": _summary(gather)}
 
 
-def load_phase(system: FsguardSystem, scrapes: int) -> dict[str, Any]:
+def load_phase(system: FsguardSystem, scrapes: int, seconds: float = 0.0) -> dict[str, Any]:
+    """Stream events while scraping `scrapes` times (or, with scrapes=0, for `seconds`)."""
     stop = threading.Event()
     chunk = realistic_mix(5000, seed=7)
 
@@ -91,13 +92,16 @@ def load_phase(system: FsguardSystem, scrapes: int) -> dict[str, Any]:
     started = time.perf_counter()
     feeder.start()
     time.sleep(0.5)  # let the stream reach steady state
-    result = scrape_phase(system, scrapes)
+    result: dict[str, Any] = scrape_phase(system, scrapes) if scrapes else {"scrapes": 0}
+    if not scrapes:
+        time.sleep(seconds)
     stop.set()
     feeder.join(30)
     elapsed = time.perf_counter() - started
     time.sleep(1.0)
     result["events_processed"] = int(_processed(system) - before)
     result["events_per_second"] = round(result["events_processed"] / elapsed)
+    result["seconds"] = round(elapsed, 2)
     return result
 
 
@@ -133,6 +137,9 @@ def main() -> int:
             "idle": scrape_phase(system, args.scrapes),
             "load": load_phase(system, args.scrapes),
         }
+        results["load_seconds"] = results["load"]["seconds"] - 0.5
+        # The same stream for as long, without scraping: the event rate must not drop.
+        results["load_without_scrapes"] = load_phase(system, 0, seconds=results["load_seconds"])
     results.update(label_cost())
     results["target_ms"] = 50
     print(json.dumps(results, indent=2))

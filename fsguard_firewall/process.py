@@ -215,8 +215,9 @@ class Firewall:
 
     def is_trusted(self, elem: Element) -> bool:
         """Whether the element (after aggregation) touches any trusted network."""
-        net = ipaddress.ip_network(elem)
-        return any(net.version == t.version and net.overlaps(t) for t in self.trusted)
+        if isinstance(elem, ipaddress.IPv6Network):
+            return any(elem.version == t.version and elem.overlaps(t) for t in self.trusted)
+        return any(elem.version == t.version and elem in t for t in self.trusted)  # fast path
 
     def _remember_id(self, decision_id: str) -> bool:
         """False when this decision id was already handled."""
@@ -298,11 +299,11 @@ class Firewall:
                 self.stats.kernel_errors += 1
                 failed = {elem for elem, _ in exc.failed} or {str(i[0]) for i in items}
                 log.error("kernel apply failed for %d of %d bans: %s", len(failed), len(items), exc)
-        done = [item for item in items if str(item[0]) not in failed]
-        for elem, timeout, _, d in items:
+        done = [item for item in items if str(item[0]) not in failed] if failed else items
+        for elem, timeout, _, d in items if failed else ():
             if str(elem) in failed:
                 self._audit_ban(elem, timeout, d, "failed: kernel error")
-        for elem, _, _, d in items:
+        for elem, _, _, d in items if failed else ():
             if d.id and str(elem) in failed:
                 self._seen_ids.pop(d.id, None)  # a resend may retry it
         self.store.put_many(entry for _, _, entry, _ in done)

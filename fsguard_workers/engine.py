@@ -4,15 +4,36 @@ State is keyed by an int per source (IPv4: the address; IPv6: a flag bit plus
 the address masked to `security.ipv6_ban_prefix`), which is smaller and
 cheaper than text keys. All per-source state is bounded:
 
-- `_tracks` (windows per source) is an LRU capped at `workers.max_tracked_ips`;
-  ordered by last activity, so `tick()` expires idle sources from the front a
-  few at a time;
+- `_tracks` (windows per source) is an LRU capped at `workers.max_tracked_ips`,
+  so `tick()` expires idle sources from the least recently active end a few
+  at a time (see "Memory" below for how the LRU order is kept);
 - `_bans` (ban expiry and recidive history) and `_learned` (learned whitelist)
   share the same cap and are swept round-robin by `tick()`;
 - users per source are capped at USERS_PER_SOURCE.
 
 Times are monotonic (`clock`); wall time (`wallclock`) is only used to render
 snapshots and to read ListChange expiries.
+
+Memory (a spoofed-source flood fills `_tracks` to its cap, so the bytes per
+tracked source are what matters; see bench/bench_flood.py):
+
+- a `Track` is one msgspec Struct without a GC header that *is* the source's
+  registration-rate window (the one a flood fills) and points to its other
+  windows (`MoreWindows`, allocated on first use); a window holding one event keeps the bare
+  float (shared with `Track.last`), more events an array('d')
+  (windows.SlidingWindow);
+- `_tracks` is a plain dict (an OrderedDict costs ~70 more bytes per entry).
+  The LRU order lives in two deques, `_lru_keys` / `_lru_times`: every touch
+  appends (key, the `now` object stored in `Track.last`); an entry is current
+  when `_tracks[key].last is` its time object, older entries of the same key
+  are stale and skipped when they reach the front (and dropped in bulk when
+  they outnumber the current ones). With the real clock every reading is a new
+  float object, so this is exact LRU; with a clock that returns the very same
+  object for touches of several sources, ties between them break arbitrarily;
+- deleting from a dict leaves a dummy slot, and CPython resizes a dict whose
+  slots are used up to 3x its live entries (2**20 slots for 200,000 sources,
+  ~105 bytes per entry), so `_tracks` is copied (compacted, ~50 bytes per
+  entry) once deletions reach half its size.
 """
 
 from __future__ import annotations
@@ -22,10 +43,12 @@ import logging
 import math
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from shared.config import Config
 from shared.iputil import IPAddress, NetworkSet, parse_ip
@@ -34,7 +57,7 @@ from shared.messages import BanDecision, KillCall, ListChange
 from . import rules
 from .events import DecodeFailure, Event, EventDecoder, Kind, is_forged, kind_of, text
 from .events import maybe_relevant as _maybe_relevant
-from .windows import BoundedCache, BoundedDistinct, hit, trim
+from .windows import BoundedCache, BoundedDistinct, SlidingWindow
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +65,7 @@ USERS_PER_SOURCE = 32
 DOMAINS_PER_SOURCE = 8
 TICK_BUDGET = 256  # tracked sources examined per tick()
 SWEEP_BUDGET = 64  # ban / whitelist entries examined per tick()
+LRU_SLACK = 4096  # stale LRU entries tolerated beyond the number of tracked sources
 
 _V6 = 1 << 128
 _ALL128 = _V6 - 1
@@ -67,28 +91,19 @@ _EVENT_NAMES = {
 Output = BanDecision | KillCall
 
 
-class Window:
+class Window(SlidingWindow, gc=False):
     """One sliding window of one rule for one source, with who was involved.
 
     `users` / `domains` hold a single string until a second distinct one shows
     up (most sources only ever use one): a list costs 64+ bytes per source.
     """
 
-    __slots__ = ("domains", "times", "users")
+    users: str | list[str] | None = None
+    domains: str | list[str] | None = None
 
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self.users: str | list[str] | None = None
-        self.domains: str | list[str] | None = None
-
-    def hit(self, now: float, window: float, cap: int) -> int:
-        times = self.times
-        if not times or times[-1] <= now - window:  # a new burst: forget the old details
-            self.times = [now]  # exact-size list
-            self.users = None
-            self.domains = None
-            return 1
-        return hit(times, now, window, cap)
+    def _fresh(self) -> None:  # a new burst: forget the old details
+        self.users = None
+        self.domains = None
 
     def note(self, user: str, domain: str) -> None:
         if user not in _IGNORED_USERS:
@@ -103,18 +118,14 @@ class Window:
         return _as_list(self.domains)
 
 
-class FailWindow(Window):
+class FailWindow(Window, gc=False):
     """The failed-auth window, plus who failed when (distinct users) and the
     digest username of the last FORBIDDEN register_attempt, which names the account
     of the register_failure that follows (whose to-user is the dialled number for an
     INVITE)."""
 
-    __slots__ = ("pending_user", "seen")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending_user = ""
-        self.seen: BoundedDistinct | None = None
+    pending_user: str = ""
+    seen: BoundedDistinct | None = None
 
 
 def _add_capped(current: str | list[str] | None, item: str, cap: int) -> str | list[str]:
@@ -135,17 +146,28 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     return list(value)
 
 
-class Track:
-    """Everything counted for one source; windows are allocated on first use."""
+class MoreWindows(msgspec.Struct, gc=False):
+    """A source's windows other than the registration-rate one, allocated on first use."""
 
-    __slots__ = ("call", "fail", "last", "reg", "wcs")
+    call: Window | None = None
+    fail: FailWindow | None = None
+    wcs: Window | None = None
 
-    def __init__(self, now: float) -> None:
-        self.last = now
-        self.reg: Window | None = None
-        self.call: Window | None = None
-        self.fail: FailWindow | None = None
-        self.wcs: Window | None = None
+
+class Track(Window, gc=False):
+    """Everything counted for one source, in one 56-byte object when the source
+    only sent registrations (a spoofed flood). The track itself is the
+    registration-rate window; `more` holds the other windows. `last` is the
+    `now` of the latest touch (its identity marks the current LRU entry)."""
+
+    last: float = 0.0
+    more: MoreWindows | None = None
+
+    def windows(self) -> MoreWindows:
+        more = self.more
+        if more is None:
+            more = self.more = MoreWindows()
+        return more
 
 
 class BanRecord:
@@ -226,7 +248,10 @@ class DetectionEngine:
             self._rl.call_rate_interval,
         )
 
-        self._tracks: OrderedDict[int, Track] = OrderedDict()
+        self._tracks: dict[int, Track] = {}
+        self._lru_keys: deque[int] = deque()  # touch order, oldest first (see module doc)
+        self._lru_times: deque[float] = deque()
+        self._deleted = 0  # deletions from _tracks since it was last compacted
         self._bans: OrderedDict[int, BanRecord] = OrderedDict()
         self._learned: OrderedDict[int, WhitelistEntry] = OrderedDict()
         self._manual: dict[int, float] = {}  # whitelist entries from the firewall
@@ -327,21 +352,29 @@ class DetectionEngine:
                 rec = self._bans.get(key)
                 if rec is not None:
                     rec.until = min(rec.until, now)  # released now; recidive history stays
-                self._tracks.pop(key, None)
+                self._forget(key)
 
     def tick(self) -> None:
         """Expire a bounded number of idle entries (no full sweep)."""
         now = self._clock()
         tracks = self._tracks
+        keys = self._lru_keys
+        times = self._lru_times
         cutoff = now - self._idle_after
         for _ in range(TICK_BUDGET):
-            if not tracks:
+            if not keys:
                 break
-            key, tr = next(iter(tracks.items()))
-            if tr.last > cutoff:
-                break
-            del tracks[key]
-            self._c["expired"] += 1
+            key = keys[0]
+            t = times[0]
+            tr = tracks.get(key)
+            if tr is not None and tr.last is t:
+                if t > cutoff:
+                    break
+                del tracks[key]
+                self._deleted += 1
+                self._c["expired"] += 1
+            keys.popleft()  # expired or stale
+            times.popleft()
         bans = self._bans
         keep_for = self._recidive.window if self._recidive.enabled else 0.0
         for _ in range(min(SWEEP_BUDGET, len(bans))):
@@ -377,14 +410,17 @@ class DetectionEngine:
         window = self._sec.failed_attempts_window
         out: dict[str, dict[str, Any]] = {}
         for key, tr in self._tracks.items():
-            win = tr.fail
-            if win is None or not trim(win.times, now, window):
+            win = tr.more.fail if tr.more else None
+            if win is None:
+                continue
+            count = win.trim(now, window)
+            if not count:
                 continue
             users = win.seen.items_since(now - window) if win.seen else []
             out[self._key_text(key)] = {
-                "count": len(win.times),
-                "firstAttempt": wall(win.times[0]),
-                "lastAttempt": wall(win.times[-1]),
+                "count": count,
+                "firstAttempt": wall(win.oldest()),
+                "lastAttempt": wall(win.newest()),
                 "userIds": users,
                 "domains": win.domain_list(),
             }
@@ -396,13 +432,16 @@ class DetectionEngine:
         window = self._sec.wrong_call_state_window
         out: dict[str, dict[str, Any]] = {}
         for key, tr in self._tracks.items():
-            win = tr.wcs
-            if win is None or not trim(win.times, now, window):
+            win = tr.more.wcs if tr.more else None
+            if win is None:
+                continue
+            count = win.trim(now, window)
+            if not count:
                 continue
             out[self._key_text(key)] = {
-                "count": len(win.times),
-                "firstAttempt": wall(win.times[0]),
-                "lastAttempt": wall(win.times[-1]),
+                "count": count,
+                "firstAttempt": wall(win.oldest()),
+                "lastAttempt": wall(win.newest()),
                 "userIds": win.user_list(),
             }
         return out
@@ -419,13 +458,18 @@ class DetectionEngine:
         wall = self._wall_of(now)
         out: dict[str, dict[str, Any]] = {}
         for key, tr in self._tracks.items():
-            win = tr.call if kind == "calls" else tr.reg
-            if win is None or not trim(win.times, now, window):
+            win: Window | None = tr
+            if kind == "calls":
+                win = tr.more.call if tr.more else None
+            if win is None:
+                continue
+            count = win.trim(now, window)
+            if not count:
                 continue
             out[self._key_text(key)] = {
-                "count": len(win.times),
-                "firstRequest": wall(win.times[0]),
-                "lastRequest": wall(win.times[-1]),
+                "count": count,
+                "firstRequest": wall(win.oldest()),
+                "lastRequest": wall(win.newest()),
                 "userIds": win.user_list(),
                 "domains": win.domain_list(),
             }
@@ -523,9 +567,10 @@ class DetectionEngine:
         if kind is _REGISTER_ATTEMPT and ev.auth_result == "FORBIDDEN":
             # counted once, on the register_failure that follows; remember the account
             tr = self._track(key, now)
-            fail = tr.fail
+            more = tr.windows()
+            fail = more.fail
             if fail is None:
-                fail = tr.fail = FailWindow()
+                fail = more.fail = FailWindow()
             fail.pending_user = self._intern(text(ev.username) or text(ev.to_user))
         rl = self._rl
         if not self._rate_on or rl.registration_limit <= 0:
@@ -534,9 +579,7 @@ class DetectionEngine:
             return
         if tr is None:
             tr = self._track(key, now)
-        win = tr.reg
-        if win is None:
-            win = tr.reg = Window()
+        win = tr  # the registration window is the track itself
         n = win.hit(now, rl.registration_window, rl.registration_limit + 1)
         win.note(self._intern(_user_of(kind, ev)), self._intern(text(ev.from_host)))
         if n > rl.registration_limit and rl.auto_block_on_exceed:
@@ -614,9 +657,10 @@ class DetectionEngine:
             )
             return
         tr = self._track(key, now)
-        win = tr.fail
+        more = tr.windows()
+        win = more.fail
         if win is None:
-            win = tr.fail = FailWindow()
+            win = more.fail = FailWindow()
         user = win.pending_user or self._intern(text(ev.to_user))
         win.pending_user = ""
         users = win.seen
@@ -687,9 +731,10 @@ class DetectionEngine:
         if limit <= 0:
             return
         tr = self._track(key, now)
-        win = tr.wcs
+        more = tr.windows()
+        win = more.wcs
         if win is None:
-            win = tr.wcs = Window()
+            win = more.wcs = Window()
         n = win.hit(now, sec.wrong_call_state_window, limit)
         user = self._intern(text(ev.from_user_us))
         win.note(user, "")
@@ -775,9 +820,10 @@ class DetectionEngine:
         if rl.whitelist_bypass and self._whitelisted(key, now):
             return
         tr = self._track(key, now)
-        win = tr.call
+        more = tr.windows()
+        win = more.call
         if win is None:
-            win = tr.call = Window()
+            win = more.call = Window()
         n = win.hit(now, rl.call_rate_interval, rl.call_rate_limit + 1)
         win.note(self._intern(user), self._intern(from_host))
         if n <= rl.call_rate_limit:
@@ -810,14 +856,54 @@ class DetectionEngine:
         tracks = self._tracks
         tr = tracks.get(key)
         if tr is None:
-            tr = tracks[key] = Track(now)
+            tr = tracks[key] = Track(last=now)
             if len(tracks) > self._cap:
-                tracks.popitem(last=False)
-                self._c["evictions"] += 1
+                self._evict()
+            if self._deleted > (len(tracks) >> 1) + 1024:
+                # copy to drop the dummy slots before CPython grows the table
+                self._tracks = dict(tracks)
+                self._deleted = 0
         else:
             tr.last = now
-            tracks.move_to_end(key)
+        keys = self._lru_keys
+        keys.append(key)
+        self._lru_times.append(now)
+        if len(keys) > (len(tracks) << 1) + LRU_SLACK:
+            self._compact_lru()
         return tr
+
+    def _evict(self) -> None:
+        """Drop the least recently active source."""
+        tracks = self._tracks
+        keys = self._lru_keys
+        times = self._lru_times
+        while keys:
+            key = keys.popleft()
+            t = times.popleft()
+            tr = tracks.get(key)
+            if tr is not None and tr.last is t:
+                del tracks[key]
+                self._deleted += 1
+                self._c["evictions"] += 1
+                return
+
+    def _compact_lru(self) -> None:
+        """Drop the stale LRU entries (amortised: they outnumber the current ones)."""
+        get = self._tracks.get
+        keys: deque[int] = deque()
+        times: deque[float] = deque()
+        for key, t in zip(self._lru_keys, self._lru_times, strict=True):
+            tr = get(key)
+            if tr is not None and tr.last is t:
+                keys.append(key)
+                times.append(t)
+        self._lru_keys = keys
+        self._lru_times = times
+
+    def _forget(self, key: int) -> None:
+        """Stop tracking a source (its LRU entries go stale)."""
+        if self._tracks.pop(key, None) is not None:
+            self._deleted += 1
 
     def _whitelisted(self, key: int, now: float) -> bool:
         entry = self._learned.get(key)
@@ -878,7 +964,7 @@ class DetectionEngine:
         rec.count = prior + 1
         rec.last = now
         rec.until = _INF if duration <= 0 else now + duration
-        self._tracks.pop(key, None)  # counting starts afresh, as in the Go program
+        self._forget(key)  # counting starts afresh, as in the Go program
         self._learned.pop(key, None)  # a banned source loses its learned exemption
         ip = self._key_text(key)
         details: dict[str, Any] = {

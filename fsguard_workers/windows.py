@@ -106,7 +106,7 @@ class SlidingWindow(msgspec.Struct, gc=False):
             return 0
         return 1
 
-    def first(self) -> float:
+    def oldest(self) -> float:
         """The oldest time kept (only after `trim` returned > 0)."""
         times = self.times
         if isinstance(times, array):
@@ -115,7 +115,7 @@ class SlidingWindow(msgspec.Struct, gc=False):
             raise ValueError("empty window")
         return times
 
-    def last(self) -> float:
+    def newest(self) -> float:
         """The newest time kept (only after `trim` returned > 0)."""
         times = self.times
         if isinstance(times, array):

@@ -67,7 +67,7 @@ def test_restart_and_reboot_keep_bans_and_lists(ns: str, tmp_path: Path) -> None
     cfg["workers"] = {"count": 1}
     config.write_text(json.dumps(cfg))
     proc = launch(ns, config, runtime)
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     acks = ctx.socket(zmq.PULL)  # stands in for worker 0's ack socket
     acks.bind(addresses.worker_acks(runtime, 0))
     push = ctx.socket(zmq.PUSH)
@@ -214,7 +214,7 @@ def test_set_parameter_migration(ns: str, tmp_path: Path) -> None:
 
 
 def test_corrupted_or_unwritable_store_exits_78(ns: str, tmp_path: Path) -> None:
-    config, runtime = write_config(tmp_path)
+    config, _ = write_config(tmp_path)
     state = tmp_path / "state"
     state.mkdir()
     (state / "fsguard.db").write_bytes(b"this is not a database" * 100)
@@ -246,7 +246,7 @@ def test_corrupted_or_unwritable_store_exits_78(ns: str, tmp_path: Path) -> None
 
 
 def test_fsguard_run_exits_nonzero_on_corrupted_store(ns: str, tmp_path: Path) -> None:
-    config, runtime = write_config(tmp_path)
+    config, _ = write_config(tmp_path)
     cfg: dict[str, Any] = json.loads(config.read_text())
     cfg["workers"] = {"count": 1}
     cfg["security"]["esl_port"] = 1  # nothing listens: the tree still starts

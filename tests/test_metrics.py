@@ -101,7 +101,16 @@ class FsguardSystem:
         return content.decode()
 
     def samples(self) -> list[Sample]:
-        return [s for fam in text_string_to_metric_families(self.scrape()) for s in fam.samples]
+        """One scrape in which every process answered (a busy machine may need a retry)."""
+        found: list[Sample] = []
+
+        def complete() -> bool:
+            found[:] = [s for fam in text_string_to_metric_families(self.scrape())
+                        for s in fam.samples]
+            return all(s.value == 1 for s in found if s.name == "fsguard_up")
+
+        assert wait_for(complete, 20, interval=0.2), "a process never answered the scrape"
+        return found
 
     def in_set(self, ip: str) -> bool:
         cmd = ["ipset", "test", self.set_name, ip]
