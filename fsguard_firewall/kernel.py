@@ -8,6 +8,7 @@ process. Setup never flushes or recreates an existing set.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
@@ -221,12 +222,47 @@ class KernelFirewall:
             elem = self.element(target)
             name = self._set_for(elem)
             lines.append(_Line(f"del {name} {elem}", str(elem), name))
+        return self._start(lines).wait()
+
+    def apply_async(
+        self,
+        bans: Sequence[tuple[Target, int]],
+        unbans: Sequence[Target] = (),
+    ) -> PendingApply:
+        """Like `apply`, but returns once `ipset restore` has its input, so the caller
+        can commit its own records while the kernel works; `wait()` gives apply's result."""
+        lines: list[_Line] = []
+        for target, timeout in bans:
+            elem = self.element(target)
+            name = self._set_for(elem)
+            secs = clamp_timeout(int(timeout))
+            lines.append(_Line(f"add {name} {elem} timeout {secs}", str(elem), name))
+        for target in unbans:
+            elem = self.element(target)
+            name = self._set_for(elem)
+            lines.append(_Line(f"del {name} {elem}", str(elem), name))
+        return self._start(lines)
+
+    def _start(self, lines: list[_Line]) -> PendingApply:
         if not lines:
-            return 0
+            return PendingApply(self, [], None)
         if self.dry_run:
             self._dry_apply(lines)
-            return len(lines)
-        return self._restore(lines)
+            return PendingApply(self, lines, None, dry=True)
+        return PendingApply(self, lines, self._popen(["ipset", "restore", "-exist"]))
+
+    def _popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
+        """Start a command with piped stdio (its timeout is applied by the waiter)."""
+        try:
+            return subprocess.Popen(
+                [*self.command_prefix, *argv],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except FileNotFoundError as exc:
+            raise FirewallError(f"{exc.filename or argv[0]} not found: {_INSTALL_HINT}") from exc
 
     def _dry_apply(self, lines: list[_Line]) -> None:
         log.info("DRY RUN: would run ipset restore -exist with %d lines", len(lines))
@@ -239,22 +275,31 @@ class KernelFirewall:
             else:
                 self._dry.members.pop(line.element, None)
 
-    def _restore(self, lines: list[_Line]) -> int:
+    def _restore(
+        self, lines: list[_Line], first: tuple[int, str] | None = None
+    ) -> int:
+        """Run (or, given `first` = (returncode, stderr) of a run already made, finish)
+        `ipset restore` over `lines`, retrying past a rejected line."""
         failed: list[tuple[str, str]] = []
         applied = 0
         pending = lines
         attempts = 0
         while pending:
             attempts += 1
-            proc = self._run(
-                ["ipset", "restore", "-exist"],
-                stdin="\n".join(line.text for line in pending) + "\n",
-                check=False,
-            )
-            if proc.returncode == 0:
+            if first is not None:
+                returncode, stderr = first
+                first = None
+            else:
+                proc = self._run(
+                    ["ipset", "restore", "-exist"],
+                    stdin="\n".join(line.text for line in pending) + "\n",
+                    check=False,
+                )
+                returncode, stderr = proc.returncode, proc.stderr
+            if returncode == 0:
                 applied += len(pending)
                 break
-            err = proc.stderr.strip()
+            err = stderr.strip()
             match = _ERROR_LINE_RE.search(err)
             if match is None or attempts >= 3:
                 failed.extend((line.element, err) for line in pending)
@@ -322,3 +367,45 @@ def _parse_save(text: str, set_name: str) -> list[tuple[str, int]]:
                 timeout = int(parts[idx + 1])
         out.append((parts[2], timeout))
     return out
+
+
+class PendingApply:
+    """An `ipset restore` under way (see KernelFirewall.apply_async)."""
+
+    def __init__(
+        self,
+        kernel: KernelFirewall,
+        lines: list[_Line],
+        proc: subprocess.Popen[str] | None,
+        *,
+        dry: bool = False,
+    ) -> None:
+        self._kernel = kernel
+        self._lines = lines
+        self._proc = proc
+        self._dry = dry
+        if proc is not None and proc.stdin is not None:
+            # Feed ipset now so it works while the caller commits; a pipe holds 64 KiB,
+            # beyond that this write paces itself on ipset's reading.
+            stdin, proc.stdin = proc.stdin, None  # communicate() must not touch it again
+            with contextlib.suppress(BrokenPipeError):  # ipset died: its stderr says why
+                stdin.write("\n".join(line.text for line in lines) + "\n")
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+
+    def wait(self) -> int:
+        """Lines applied; FirewallError (with .failed/.applied) as `apply` raises."""
+        proc = self._proc
+        if proc is None:
+            return len(self._lines) if self._dry else 0
+        try:
+            _, stderr = proc.communicate(timeout=self._kernel.command_timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise FirewallError(
+                f"ipset restore timed out after {self._kernel.command_timeout}s",
+                failed=[(line.element, "timeout") for line in self._lines],
+                applied=0,
+            ) from exc
+        return self._kernel._restore(self._lines, first=(proc.returncode, stderr))

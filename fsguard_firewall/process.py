@@ -28,7 +28,7 @@ from shared import addresses, sdnotify
 from shared.audit import AuditLog
 from shared.config import Config
 from shared.control import ControlError, Handler, PeerUnavailable, dispatch, request
-from shared.iputil import parse_ip
+from shared.iputil import NetworkSet, parse_ip
 from shared.logs import LogRateLimiter, escape
 from shared.messages import BanDecision, ListChange, decode, encode
 
@@ -50,7 +50,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LOG_SUMMARY_SECONDS = 10.0  # per-ban / per-decision lines: the first few, then a summary
 BAN_LINES = 5  # "banned ip=..." lines per LOG_SUMMARY_SECONDS before the summary takes over
-_LAST_BAN_SLOT = f"banned#{BAN_LINES - 1}"
 
 
 class Histogram:
@@ -188,6 +187,9 @@ class Firewall:
         self.config = config
         self.audit = audit if audit is not None else AuditLog.null("firewall")
         self.log_limiter = LogRateLimiter(LOG_SUMMARY_SECONDS)
+        self._ban_window_end = 0.0
+        self._ban_lines = 0
+        self._ban_lines_suppressed = 0
         self.kernel = kernel
         self.store: BanStore = store if store is not None else MemoryBanStore()
         self.publish = publish
@@ -196,6 +198,7 @@ class Firewall:
         self.trusted = [
             ipaddress.ip_network(c.strip(), strict=False) for c in config.security.trusted_networks
         ]
+        self._trusted_set = NetworkSet(config.security.trusted_networks)
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
         self._manual_seq = itertools.count(1)
         self.lists = ListOps(self)  # whitelist and untrusted patterns (lists.py)
@@ -217,7 +220,7 @@ class Firewall:
         """Whether the element (after aggregation) touches any trusted network."""
         if isinstance(elem, ipaddress.IPv6Network):
             return any(elem.version == t.version and elem.overlaps(t) for t in self.trusted)
-        return any(elem.version == t.version and elem in t for t in self.trusted)  # fast path
+        return self._trusted_set.contains(elem)
 
     def _remember_id(self, decision_id: str) -> bool:
         """False when this decision id was already handled."""
@@ -291,22 +294,40 @@ class Firewall:
             self.stats.batch_seconds.observe(self.stats.last_batch_seconds)
 
     def _apply(self, items: list[tuple[Element, int, BanEntry, BanDecision]]) -> None:
+        """Kernel and store for one batch. The store commits while `ipset restore` runs
+        (store first is also the crash-safe order: reconcile re-adds what the store has);
+        entries the kernel then refused are taken out of the store again."""
         failed: set[str] = set()
+        kernel_error: FirewallError | None = None
+        pending = None
         if self.kernel_enabled:
             try:
-                self.kernel.apply([(elem, timeout) for elem, timeout, _, _ in items])
+                pending = self.kernel.apply_async(
+                    [(elem, timeout) for elem, timeout, _, _ in items]
+                )
             except FirewallError as exc:
-                self.stats.kernel_errors += 1
+                kernel_error = exc
+                failed = {str(i[0]) for i in items}
+        self.store.put_many(entry for elem, _, entry, _ in items if str(elem) not in failed)
+        if pending is not None:
+            try:
+                pending.wait()
+            except FirewallError as exc:
+                kernel_error = exc
                 failed = {elem for elem, _ in exc.failed} or {str(i[0]) for i in items}
-                log.error("kernel apply failed for %d of %d bans: %s", len(failed), len(items), exc)
+                for key in failed:
+                    self.store.remove(key)
+        if kernel_error is not None:
+            self.stats.kernel_errors += 1
+            log.error(
+                "kernel apply failed for %d of %d bans: %s", len(failed), len(items), kernel_error
+            )
         done = [item for item in items if str(item[0]) not in failed] if failed else items
         for elem, timeout, _, d in items if failed else ():
             if str(elem) in failed:
                 self._audit_ban(elem, timeout, d, "failed: kernel error")
-        for elem, _, _, d in items if failed else ():
-            if d.id and str(elem) in failed:
-                self._seen_ids.pop(d.id, None)  # a resend may retry it
-        self.store.put_many(entry for _, _, entry, _ in done)
+                if d.id:
+                    self._seen_ids.pop(d.id, None)  # a resend may retry it
         now = time.time()
         for elem, timeout, entry, d in done:
             self.stats.bans_applied += 1
@@ -350,22 +371,31 @@ class Firewall:
         )
 
     def _ban_line_allowed(self) -> bool:
-        # BAN_LINES limiter slots, tried in order: a line is suppressed only when every
-        # slot refused it, and then the last slot counted it exactly once.
-        return any(self.log_limiter.allow(f"banned#{i}") for i in range(BAN_LINES))
+        """The first BAN_LINES "banned" lines per LOG_SUMMARY_SECONDS; the rest are
+        counted for one summary line (a counter, not a limiter lookup per ban)."""
+        now = time.monotonic()
+        if now >= self._ban_window_end:
+            self._ban_window_end = now + LOG_SUMMARY_SECONDS
+            self._ban_lines = 0
+        self._ban_lines += 1
+        if self._ban_lines <= BAN_LINES:
+            return True
+        self._ban_lines_suppressed += 1
+        return False
 
     def log_summaries(self) -> None:
         """Summary lines for what the rate limiter held back since the last call."""
+        if self._ban_lines_suppressed:
+            log.info(
+                "banned %d more addresses in the last %.0fs",
+                self._ban_lines_suppressed, LOG_SUMMARY_SECONDS,
+            )
+            self._ban_lines_suppressed = 0
         for key, count in sorted(self.log_limiter.take_suppressed().items()):
-            if key == _LAST_BAN_SLOT:
-                log.info("banned %d more addresses in the last %.0fs", count, LOG_SUMMARY_SECONDS)
-            elif key.startswith("banned#"):
-                continue
-            else:
-                log.warning(
-                    "%d more '%s' lines suppressed in the last %.0fs",
-                    count, key, LOG_SUMMARY_SECONDS,
-                )
+            log.warning(
+                "%d more '%s' lines suppressed in the last %.0fs",
+                count, key, LOG_SUMMARY_SECONDS,
+            )
 
     def _audited(self, op: str, handler: Handler) -> Handler:
         """A control op recorded in the audit stream (manual bans and list changes)."""

@@ -78,6 +78,7 @@ _REGISTER = Kind.REGISTER
 _REGISTER_FAILURE = Kind.REGISTER_FAILURE
 _WRONG_CALL_STATE = Kind.WRONG_CALL_STATE
 _CHANNEL_CREATE = Kind.CHANNEL_CREATE
+_OTHER = Kind.OTHER
 
 _EVENT_NAMES = {
     Kind.PRE_REGISTER: "sofia::pre_register",
@@ -106,10 +107,19 @@ class Window(SlidingWindow, gc=False):
         self.domains = None
 
     def note(self, user: str, domain: str) -> None:
+        # written out (and no store when nothing changes): this runs on every counted event
         if user not in _IGNORED_USERS:
-            self.users = _add_capped(self.users, user, USERS_PER_SOURCE)
+            users = self.users
+            if users is None:
+                self.users = user
+            elif users is not user and users != user:
+                self.users = _add_capped(users, user, USERS_PER_SOURCE)
         if domain:
-            self.domains = _add_capped(self.domains, domain, DOMAINS_PER_SOURCE)
+            domains = self.domains
+            if domains is None:
+                self.domains = domain
+            elif domains is not domain and domains != domain:
+                self.domains = _add_capped(domains, domain, DOMAINS_PER_SOURCE)
 
     def user_list(self) -> list[str]:
         return _as_list(self.users)
@@ -163,12 +173,6 @@ class Track(Window, gc=False):
     last: float = 0.0
     more: MoreWindows | None = None
 
-    def windows(self) -> MoreWindows:
-        more = self.more
-        if more is None:
-            more = self.more = MoreWindows()
-        return more
-
 
 class BanRecord:
     __slots__ = ("count", "last", "until")
@@ -212,6 +216,7 @@ class DetectionEngine:
         self._clock = clock
         self._wallclock = wallclock
         self._decoder = EventDecoder()
+        self._decode = self._decoder.decode_fast
 
         self._trusted = NetworkSet()
         self._trusted_v6: list[ipaddress.IPv6Network] = []
@@ -251,6 +256,8 @@ class DetectionEngine:
         self._tracks: dict[int, Track] = {}
         self._lru_keys: deque[int] = deque()  # touch order, oldest first (see module doc)
         self._lru_times: deque[float] = deque()
+        self._lru_push_key = self._lru_keys.append
+        self._lru_push_time = self._lru_times.append
         self._deleted = 0  # deletions from _tracks since it was last compacted
         self._bans: OrderedDict[int, BanRecord] = OrderedDict()
         self._learned: OrderedDict[int, WhitelistEntry] = OrderedDict()
@@ -288,12 +295,15 @@ class DetectionEngine:
             c["irrelevant"] += 1
             return
         try:
-            ev = self._decoder.decode(body)
-        except (DecodeFailure, ValueError, TypeError):
+            try:
+                ev = self._decode(body)
+            except UnicodeDecodeError:  # raw bytes >= 0x80: the decoder's slow path retries
+                ev = self._decoder.decode(body)
+        except (DecodeFailure, ValueError, TypeError):  # msgspec.DecodeError is a ValueError
             c["decode_errors"] += 1
             return
         kind = kind_of(ev)
-        if kind is Kind.OTHER:
+        if kind is _OTHER:
             c["irrelevant"] += 1
             return
         if is_forged(ev, body):
@@ -375,6 +385,8 @@ class DetectionEngine:
                 self._c["expired"] += 1
             keys.popleft()  # expired or stale
             times.popleft()
+        if len(keys) > (len(tracks) << 1) + LRU_SLACK:
+            self._compact_lru()
         bans = self._bans
         keep_for = self._recidive.window if self._recidive.enabled else 0.0
         for _ in range(min(SWEEP_BUDGET, len(bans))):
@@ -567,7 +579,9 @@ class DetectionEngine:
         if kind is _REGISTER_ATTEMPT and ev.auth_result == "FORBIDDEN":
             # counted once, on the register_failure that follows; remember the account
             tr = self._track(key, now)
-            more = tr.windows()
+            more = tr.more
+            if more is None:
+                more = tr.more = MoreWindows()
             fail = more.fail
             if fail is None:
                 fail = more.fail = FailWindow()
@@ -657,7 +671,9 @@ class DetectionEngine:
             )
             return
         tr = self._track(key, now)
-        more = tr.windows()
+        more = tr.more
+        if more is None:
+            more = tr.more = MoreWindows()
         win = more.fail
         if win is None:
             win = more.fail = FailWindow()
@@ -731,7 +747,9 @@ class DetectionEngine:
         if limit <= 0:
             return
         tr = self._track(key, now)
-        more = tr.windows()
+        more = tr.more
+        if more is None:
+            more = tr.more = MoreWindows()
         win = more.wcs
         if win is None:
             win = more.wcs = Window()
@@ -820,7 +838,9 @@ class DetectionEngine:
         if rl.whitelist_bypass and self._whitelisted(key, now):
             return
         tr = self._track(key, now)
-        more = tr.windows()
+        more = tr.more
+        if more is None:
+            more = tr.more = MoreWindows()
         win = more.call
         if win is None:
             win = more.call = Window()
@@ -863,13 +883,13 @@ class DetectionEngine:
                 # copy to drop the dummy slots before CPython grows the table
                 self._tracks = dict(tracks)
                 self._deleted = 0
+            if len(self._lru_keys) > (len(tracks) << 1) + LRU_SLACK:
+                self._compact_lru()
         else:
             tr.last = now
-        keys = self._lru_keys
-        keys.append(key)
-        self._lru_times.append(now)
-        if len(keys) > (len(tracks) << 1) + LRU_SLACK:
-            self._compact_lru()
+        # stale entries of touched sources are dropped here and by tick()
+        self._lru_push_key(key)
+        self._lru_push_time(now)
         return tr
 
     def _evict(self) -> None:
@@ -899,6 +919,8 @@ class DetectionEngine:
                 times.append(t)
         self._lru_keys = keys
         self._lru_times = times
+        self._lru_push_key = keys.append
+        self._lru_push_time = times.append
 
     def _forget(self, key: int) -> None:
         """Stop tracking a source (its LRU entries go stale)."""

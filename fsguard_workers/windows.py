@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 import msgspec
@@ -186,14 +186,13 @@ class BoundedDistinct:
 class BoundedCache(Generic[K, V]):
     """A small memo (e.g. User-Agent -> verdict) cleared wholesale when full."""
 
-    __slots__ = ("_cap", "_data")
+    __slots__ = ("_cap", "_data", "get")
 
     def __init__(self, cap: int) -> None:
         self._cap = cap
         self._data: dict[K, V] = {}
-
-    def get(self, key: K) -> V | None:
-        return self._data.get(key)
+        # the dict's own bound get (lookups are on the hot path; `put` clears in place)
+        self.get: Callable[[K], V | None] = self._data.get
 
     def put(self, key: K, value: V) -> None:
         if len(self._data) >= self._cap:

@@ -95,7 +95,14 @@ def test_batch_of_1000_in_one_restore(ns: str, monkeypatch: pytest.MonkeyPatch) 
         calls.append(list(argv))
         return real_run(argv, **kw)
 
+    real_popen = fw._popen
+
+    def counting_popen(argv, **kw):  # type: ignore[no-untyped-def]
+        calls.append(list(argv))
+        return real_popen(argv, **kw)
+
     monkeypatch.setattr(fw, "_run", counting_run)
+    monkeypatch.setattr(fw, "_popen", counting_popen)
     net = ipaddress.IPv4Network("198.18.0.0/22")
     bans: list[tuple[ipaddress.IPv4Address, int]] = [(a, 600) for a in list(net.hosts())[:1000]]
     assert fw.apply(bans) == 1000
