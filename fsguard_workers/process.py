@@ -29,7 +29,7 @@ from shared.messages import BanDecision, ListChange, decode, encode, unpack_even
 
 log = logging.getLogger(__name__)
 
-MAX_BATCHES_PER_TURN = 64
+MAX_BATCHES_PER_TURN = 8  # then poll again: control requests (scrapes) wait at most ~8 batches
 TICK_INTERVAL = 0.1
 LOG_SUMMARY_SECONDS = 10.0
 
