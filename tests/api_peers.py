@@ -194,7 +194,8 @@ def make_config(run_dir: str, **security: Any) -> Config:
     chandaemon = {"allowed_api_ips": ["127.0.0.1", "::1"], **security.pop("chandaemon", {})}
     raw = {
         "server": server,
-        "paths": {"runtime_dir": run_dir},
+        # state_dir next to the sockets: audited API calls must never write /var/lib/fsguard.
+        "paths": {"runtime_dir": run_dir, "state_dir": os.path.join(run_dir, "state")},
         "workers": {"count": 2},
         "security": {"chandaemon": chandaemon, **security},
     }
