@@ -87,6 +87,12 @@ def main() -> int:
         "seconds": round(elapsed, 1),
         "tracked_ips": [w.get("tracked_ips") for w in workers],
         "evictions": [w.get("evictions") for w in workers],
+        # RSS a worker gained per source it tracks (the engine's state + allocator overhead)
+        "worker_rss_bytes_per_tracked_ip": {
+            f"worker-{i}": round((after[f"worker-{i}"] - idle[f"worker-{i}"]) * 1024
+                                 / max(1, w.get("tracked_ips") or 0))
+            for i, w in enumerate(workers) if f"worker-{i}" in after
+        },
         "rss_idle_mb": {n: round(v / 1024, 1) for n, v in idle.items()},
         "rss_after_mb": {n: round(v / 1024, 1) for n, v in after.items()},
         "rss_total_after_mb": round(sum(after.values()) / 1024, 1),

@@ -32,8 +32,8 @@ tracked source are what matters; see bench/bench_flood.py):
   object for touches of several sources, ties between them break arbitrarily;
 - deleting from a dict leaves a dummy slot, and CPython resizes a dict whose
   slots are used up to 3x its live entries (2**20 slots for 200,000 sources,
-  ~105 bytes per entry), so `_tracks` is copied (compacted, ~50 bytes per
-  entry) once deletions reach half its size.
+  ~105 bytes per entry), so `_tracks` is copied (compacted, ~45 bytes per
+  entry) once deletions reach a quarter of its size.
 """
 
 from __future__ import annotations
@@ -879,7 +879,7 @@ class DetectionEngine:
             tr = tracks[key] = Track(last=now)
             if len(tracks) > self._cap:
                 self._evict()
-            if self._deleted > (len(tracks) >> 1) + 1024:
+            if self._deleted > (len(tracks) >> 2) + 1024:
                 # copy to drop the dummy slots before CPython grows the table
                 self._tracks = dict(tracks)
                 self._deleted = 0

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_BATCHES_PER_TURN = 8  # then poll again: control requests (scrapes) wait at most ~8 batches
 TICK_INTERVAL = 0.1
 LOG_SUMMARY_SECONDS = 10.0
+TRIM_INTERVAL = 1.0  # seconds between malloc_trim calls while events flow
 
 # Events counted by name for fsguard_events_total{event}: the Event-Name, or the
 # Event-Subclass of a CUSTOM event, found by a bytes search (keys only: inside a JSON
@@ -145,6 +147,9 @@ class Worker:
         engine = self.engine
         next_tick = time.monotonic() + TICK_INTERVAL
         next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
+        trim = malloc_trim()
+        trim_mark = -1  # self.processed at the last trim
+        next_trim = 0.0
         log.info("worker %d ready", self.index)
         try:
             while self.running:
@@ -168,6 +173,10 @@ class Worker:
                     engine.tick()
                     self._flush(decisions, actions)
                     link.tick(decisions)
+                    if trim is not None and now >= next_trim and trim_mark != self.processed:
+                        next_trim = now + TRIM_INTERVAL
+                        trim_mark = self.processed
+                        trim()  # ~0.2 ms; batches and compacted tables go back to the kernel
                 if now >= next_summary:
                     next_summary = now + LOG_SUMMARY_SECONDS
                     self.log_summaries()
@@ -243,6 +252,20 @@ class Worker:
         for key, count in self.log_limiter.take_suppressed().items():
             log.error("%d more '%s' lines suppressed in the last %.0fs",
                       count, key, LOG_SUMMARY_SECONDS)
+
+
+def malloc_trim() -> Callable[[], object] | None:
+    """glibc's malloc_trim(0), which returns the free pages of the C heap to the kernel
+    (freed event batches, libzmq buffers, the engine's replaced dict tables): without it
+    RSS stays at the heap's high-water mark. None where it does not exist (musl)."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None).malloc_trim
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    return lambda: fn(0)
 
 
 def main(config: Config, index: int) -> int:
