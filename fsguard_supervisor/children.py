@@ -1,6 +1,6 @@
 """Child processes of the supervisor, watched and restarted (gunicorn-arbiter style).
 
-Each child is a fresh interpreter (`python -m fsguard_supervisor.cli <role> ...`),
+Each child is a fresh interpreter (`python -m fsguard_supervisor.roles <role> ...`),
 never a fork of the asyncio supervisor. `reap()` is polled by the supervisor loop;
 a child that exited unexpectedly is restarted after a backoff that doubles with
 each quick death (capped), and every restart is counted per role.
@@ -53,7 +53,7 @@ class Child:
 
 
 def child_argv(role: str, config_path: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fsguard_supervisor.cli", role, "--config", config_path, *extra]
+    return [sys.executable, "-m", "fsguard_supervisor.roles", role, "--config", config_path, *extra]
 
 
 class ChildSet:

@@ -36,7 +36,6 @@ from shared.config import (
     load_config,
     parse_duration,
 )
-from shared.logs import setup_logging
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -49,48 +48,23 @@ def _load(args: argparse.Namespace) -> tuple[Config, str]:
     return load_config(path), path
 
 
-def _setup_logs(config: Config, role: str) -> None:
-    setup_logging(role, config.logging.format, config.logging.level)
+def _role(role: str) -> Callable[[argparse.Namespace], int]:
+    """The `fsguard <role>` verbs: the same code path as the supervisor's children."""
+
+    def command(args: argparse.Namespace) -> int:
+        from fsguard_supervisor.roles import run_role
+
+        config, path = _load(args)
+        return run_role(role, config, path, getattr(args, "index", None))
+
+    return command
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    config, path = _load(args)
-    _setup_logs(config, "supervisor")
-    from fsguard_supervisor.process import main
-
-    return main(config, path, manage_all=True)
-
-
-def cmd_supervisor(args: argparse.Namespace) -> int:
-    config, path = _load(args)
-    _setup_logs(config, "supervisor")
-    from fsguard_supervisor.process import main
-
-    return main(config, path, manage_all=False)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    config, _ = _load(args)
-    _setup_logs(config, f"worker-{args.index}")
-    from fsguard_workers.process import main
-
-    return main(config, args.index)
-
-
-def cmd_firewall(args: argparse.Namespace) -> int:
-    config, _ = _load(args)
-    _setup_logs(config, "firewall")
-    from fsguard_firewall.process import main
-
-    return main(config)
-
-
-def cmd_api(args: argparse.Namespace) -> int:
-    config, _ = _load(args)
-    _setup_logs(config, "api")
-    from fsguard_api.process import main
-
-    return main(config)
+cmd_run = _role("run")
+cmd_supervisor = _role("supervisor")
+cmd_worker = _role("worker")
+cmd_firewall = _role("firewall")
+cmd_api = _role("api")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
