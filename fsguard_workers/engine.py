@@ -281,9 +281,14 @@ class DetectionEngine:
                 "list_changes",
                 "list_changes_ignored",
                 "internal_errors",
+                # The Go /security/stats totals (events from untrusted sources only).
+                "registrations",
+                "failed_registrations",
+                "wrong_call_states",
             ),
             0,
         )
+        self._untrusted_entries: list[str] = list(sec.untrusted_networks)
 
     # --- public interface ----------------------------------------------------------
 
@@ -335,6 +340,9 @@ class DetectionEngine:
         return out
 
     def on_list_change(self, change: ListChange) -> None:
+        if change.list == "untrusted":  # the pattern travels in `ip`
+            self._on_untrusted_change(change)
+            return
         key = self._key_of_text(change.ip)
         if key is None:
             self._c["list_changes_ignored"] += 1
@@ -363,6 +371,24 @@ class DetectionEngine:
                 if rec is not None:
                     rec.until = min(rec.until, now)  # released now; recidive history stays
                 self._forget(key)
+
+    def _on_untrusted_change(self, change: ListChange) -> None:
+        """A run-time untrusted pattern added or removed (API): rebuild the matcher."""
+        pattern = change.ip.strip()
+        entries = self._untrusted_entries
+        present = [e for e in entries if e.strip().lower() == pattern.lower()]
+        if change.op == "add" and pattern and not present:
+            entries.append(pattern)
+        elif change.op == "remove" and present:
+            self._untrusted_entries = entries = [e for e in entries if e not in present]
+        else:
+            self._c["list_changes_ignored"] += 1
+            return
+        self._c["list_changes"] += 1
+        self._untrusted = rules.UntrustedMatcher(entries)
+
+    def untrusted_patterns(self) -> list[str]:
+        return list(self._untrusted_entries)
 
     def tick(self) -> None:
         """Expire a bounded number of idle entries (no full sweep)."""
@@ -622,6 +648,7 @@ class DetectionEngine:
         self, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float
     ) -> None:
         """sofia::register (success): whitelist the source, unless it is a scanner."""
+        self._c["registrations"] += 1
         ua = text(ev.user_agent)
         if self._instant(_REGISTER, ev, ua, addr, key, now, read_ts):
             return  # a scanner that cracked a password: banned, never whitelisted
@@ -647,6 +674,7 @@ class DetectionEngine:
     def _on_failure(self, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float) -> None:
         """sofia::register_failure (REGISTER and INVITE): untrusted domain,
         enumeration, failed-auth window."""
+        self._c["failed_registrations"] += 1
         kind = _REGISTER_FAILURE
         ua = text(ev.user_agent)
         if self._instant(kind, ev, ua, addr, key, now, read_ts):
@@ -739,6 +767,7 @@ class DetectionEngine:
     def _on_wrong_call_state(
         self, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float
     ) -> None:
+        self._c["wrong_call_states"] += 1
         kind = _WRONG_CALL_STATE
         if self._instant(kind, ev, "", addr, key, now, read_ts):
             return

@@ -511,6 +511,11 @@ def test_untrusted_patterns_lifecycle(sysm: System) -> None:
     assert r.json() == {"error": 'untrusted pattern already exists: "*.bad.test"'}
     assert c.get("/security/untrusted-networks/test/x.bad.test").json()["isUntrusted"] is True
     assert c.get("/security/untrusted-networks/test/good.test").json()["isUntrusted"] is False
+    # The workers follow the run-time pattern: one failure from that domain bans at once.
+    sysm.fake.send_events(
+        [register_failure("192.0.2.200", domain="pbx.bad.test", user_agent=PHONE_UA)]
+    )
+    assert wait_for(lambda: sysm.in_set("192.0.2.200"), 5), "run-time pattern not applied"
     assert post(sysm, "/security/untrusted-networks", {"pattern": "10.9.0.0/16"}).status_code == 200
     assert "10.9.0.0/16" in c.get("/security/untrusted-networks").json()
     assert delete(sysm, "/security/untrusted-networks/10.9.0.0/16").status_code == 200

@@ -439,6 +439,34 @@ def test_untrusted_cidr_matches_the_source_address() -> None:
     assert h.feed(pre_register("203.0.114.1")) == []
 
 
+def test_runtime_untrusted_patterns_follow_list_changes() -> None:
+    h = Harness(cfg(untrusted_networks=[]))
+    assert h.feed(failure(ATTACKER, to_host="pbx.evil.example")) == []
+    h.engine.on_list_change(ListChange(list="untrusted", op="add", ip="*.Evil.Example"))
+    assert h.engine.untrusted_patterns() == ["*.Evil.Example"]
+    (ban,) = h.feed(failure(OTHER, to_host="pbx.evil.example"))
+    assert ban.rule == "untrusted_domain"
+    h.engine.on_list_change(ListChange(list="untrusted", op="remove", ip="*.evil.example"))
+    assert h.engine.untrusted_patterns() == []
+    assert h.feed(failure("198.51.100.9", to_host="pbx.evil.example")) == []
+    # Removing what is not there, or adding twice, changes nothing and is counted.
+    h.engine.on_list_change(ListChange(list="untrusted", op="remove", ip="nope.example"))
+    assert h.engine.stats()["list_changes_ignored"] == 1
+
+
+def test_go_stats_totals_count_each_event_kind() -> None:
+    h = Harness(cfg(auto_whitelist_on_success=False))
+    h.feed(register("198.51.100.20"))
+    h.feed(register("198.51.100.21"))
+    h.feed(failure("198.51.100.22"))
+    h.feed(wrong_call_state("198.51.100.23"))
+    h.feed(failure("127.0.0.1"))  # trusted: never counted
+    stats = h.engine.stats()
+    assert (stats["registrations"], stats["failed_registrations"], stats["wrong_call_states"]) == (
+        2, 1, 1,
+    )
+
+
 def test_trusted_wins_over_untrusted() -> None:
     h = Harness(cfg(untrusted_networks=["10.0.0.0/8", "evil.example"]))
     assert h.feed(pre_register("10.1.2.3")) == []
