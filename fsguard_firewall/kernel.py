@@ -212,17 +212,7 @@ class KernelFirewall:
         lines applied. If ipset rejects a line, the lines after it are retried and
         FirewallError lists exactly the elements that did not reach the kernel.
         """
-        lines: list[_Line] = []
-        for target, timeout in bans:
-            elem = self.element(target)
-            name = self._set_for(elem)
-            secs = clamp_timeout(int(timeout))
-            lines.append(_Line(f"add {name} {elem} timeout {secs}", str(elem), name))
-        for target in unbans:
-            elem = self.element(target)
-            name = self._set_for(elem)
-            lines.append(_Line(f"del {name} {elem}", str(elem), name))
-        return self._start(lines).wait()
+        return self.apply_async(bans, unbans).wait()
 
     def apply_async(
         self,

@@ -441,77 +441,75 @@ class DetectionEngine:
         data["bad_config_entries"] = self._bad_config
         return data
 
-    def failed_snapshot(self) -> dict[str, dict[str, Any]]:
-        """GET /security/failed: ip -> {count, firstAttempt, lastAttempt, userIds, domains}."""
+    def _snapshot(
+        self,
+        pick: Callable[[Track], Any],
+        window: float,
+        render: Callable[[Any, int, float, Callable[[float], str]], dict[str, Any]],
+    ) -> dict[str, dict[str, Any]]:
+        """ip -> render(win, live count, now, wall-clock formatter) for every source whose
+        picked window still holds events (the Go snapshot endpoints)."""
         now = self._clock()
         wall = self._wall_of(now)
-        window = self._sec.failed_attempts_window
         out: dict[str, dict[str, Any]] = {}
         for key, tr in self._tracks.items():
-            win = tr.more.fail if tr.more else None
+            win = pick(tr)
             if win is None:
                 continue
             count = win.trim(now, window)
-            if not count:
-                continue
-            users = win.seen.items_since(now - window) if win.seen else []
-            out[self._key_text(key)] = {
+            if count:
+                out[self._key_text(key)] = render(win, count, now, wall)
+        return out
+
+    def failed_snapshot(self) -> dict[str, dict[str, Any]]:
+        """GET /security/failed: ip -> {count, firstAttempt, lastAttempt, userIds, domains}."""
+        window = self._sec.failed_attempts_window
+        return self._snapshot(
+            lambda tr: tr.more.fail if tr.more else None,
+            window,
+            lambda win, count, now, wall: {
                 "count": count,
                 "firstAttempt": wall(win.oldest()),
                 "lastAttempt": wall(win.newest()),
-                "userIds": users,
+                "userIds": win.seen.items_since(now - window) if win.seen else [],
                 "domains": win.domain_list(),
-            }
-        return out
+            },
+        )
 
     def wrong_call_state_snapshot(self) -> dict[str, dict[str, Any]]:
-        now = self._clock()
-        wall = self._wall_of(now)
-        window = self._sec.wrong_call_state_window
-        out: dict[str, dict[str, Any]] = {}
-        for key, tr in self._tracks.items():
-            win = tr.more.wcs if tr.more else None
-            if win is None:
-                continue
-            count = win.trim(now, window)
-            if not count:
-                continue
-            out[self._key_text(key)] = {
+        """GET /security/wrong-call-states: ip -> {count, firstAttempt, lastAttempt, userIds}."""
+        return self._snapshot(
+            lambda tr: tr.more.wcs if tr.more else None,
+            self._sec.wrong_call_state_window,
+            lambda win, count, now, wall: {
                 "count": count,
                 "firstAttempt": wall(win.oldest()),
                 "lastAttempt": wall(win.newest()),
                 "userIds": win.user_list(),
-            }
-        return out
+            },
+        )
 
     def rate_snapshot(self, kind: str) -> dict[str, dict[str, Any]]:
         """kind: "calls" or "registrations"."""
         if kind == "calls":
             window = self._rl.call_rate_interval
+            pick: Callable[[Track], Any] = lambda tr: tr.more.call if tr.more else None  # noqa: E731
         elif kind == "registrations":
             window = self._rl.registration_window
+            pick = lambda tr: tr  # noqa: E731  (the registration window lives in the Track)
         else:
             raise ValueError(f"unknown rate kind: {kind!r}")
-        now = self._clock()
-        wall = self._wall_of(now)
-        out: dict[str, dict[str, Any]] = {}
-        for key, tr in self._tracks.items():
-            win: Window | None = tr
-            if kind == "calls":
-                win = tr.more.call if tr.more else None
-            if win is None:
-                continue
-            count = win.trim(now, window)
-            if not count:
-                continue
-            out[self._key_text(key)] = {
+        return self._snapshot(
+            pick,
+            window,
+            lambda win, count, now, wall: {
                 "count": count,
                 "firstRequest": wall(win.oldest()),
                 "lastRequest": wall(win.newest()),
                 "userIds": win.user_list(),
                 "domains": win.domain_list(),
-            }
-        return out
+            },
+        )
 
     def whitelist_snapshot(self) -> dict[str, dict[str, Any]]:
         """Learned whitelist: ip -> {ip, addedAt, expiresAt, lastSeen, userId, domain, ...}."""
