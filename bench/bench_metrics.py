@@ -127,13 +127,14 @@ def label_cost() -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scrapes", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=WORKERS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fsg-bench-metrics-") as tmp, fsguard_system(
-        Path(tmp), set_name="fsg-bmetrics", port=18094, workers=WORKERS, log_format="json"
+        Path(tmp), set_name="fsg-bmetrics", port=18094, workers=args.workers, log_format="json"
     ) as system:
         scrape_phase(system, 20)  # warm-up (imports, first connections)
         results: dict[str, Any] = {
-            "workers": WORKERS,
+            "workers": args.workers,
             "idle": scrape_phase(system, args.scrapes),
             "load": load_phase(system, args.scrapes),
         }

@@ -161,10 +161,13 @@ class Worker:
                         except zmq.Again:
                             break
                         self._handle_batch(raw)
+                        if control.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                            # A scrape or an API read waiting: answer it between batches.
+                            control.send(dispatch(handlers, control.recv()))
                     self._flush(decisions, actions)
                 if lists in ready:
                     self._handle_lists(lists)
-                if control in ready:
+                if control in ready and control.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     control.send(dispatch(handlers, control.recv()))
                 link.handle(ready)
                 now = time.monotonic()
