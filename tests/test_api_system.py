@@ -8,14 +8,11 @@ reachable from the test, from 127.0.0.1 (allow-listed) or 127.0.0.2 (not).
 
 from __future__ import annotations
 
-import json
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +23,8 @@ import pytest
 
 from shared.esl_simulator import ThreadedFakeFreeSwitch, register_failure
 from shared.iputil import shard_of
-from tests.netns_helpers import netns, requires_netns, run_in, socket_in
+from tests.netns_helpers import requires_netns, socket_in
+from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard, wait_for
 
 pytestmark = [requires_netns]
 
@@ -98,70 +96,33 @@ class System:
     denied_url: str
     client: httpx.Client
     log: Path
+    running: RunningSystem
 
     def in_set(self, ip: str) -> bool:
-        name = SET_NAME + ("-v6" if ":" in ip else "")
-        return run_in(self.ns, ["ipset", "test", name, ip]).returncode == 0
+        return self.running.in_set(ip)
 
 
-def write_config(tmp: Path, esl_port: int, **overrides: Any) -> Path:
-    cfg: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": API_PORT, "api_token": TOKEN},
-        "cache": {"security_ttl": "1s"},
-        "security": {
-            "esl_host": "127.0.0.1",
-            "esl_port": esl_port,
-            "esl_password": "ClueCon",
-            "max_failed_attempts": 5,
-            "trusted_networks": ["127.0.0.0/8", "198.51.100.0/24"],
+def api_config(tmp: Path, esl_port: int) -> dict[str, Any]:
+    return fsguard_config(
+        tmp, esl_port, set_name=SET_NAME, api_port=API_PORT, workers=WORKERS,
+        server={"api_token": TOKEN},
+        cache={"security_ttl": "1s"},
+        security={
+            "failed_attempts_window": None,
             "untrusted_networks": ["evil.example"],
-            "ipset_name": SET_NAME,
-            "reconnect_backoff": "100ms",
-            "auto_whitelist_on_success": False,
             "chandaemon": {"allowed_api_ips": ["127.0.0.1"]},
         },
-        "paths": {"runtime_dir": str(tmp / "run"), "state_dir": str(tmp / "state")},
-        "workers": {"count": WORKERS},
-        "logging": {"format": "human", "level": "info"},
-    }
-    for key, value in overrides.items():
-        cfg[key] = {**cfg.get(key, {}), **value}
-    path = tmp / "config.json"
-    path.write_text(json.dumps(cfg))
-    return path
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+    )  # fmt: skip
 
 
 @contextmanager
 def running_system(tmp: Path, prefix: str = "fsgapi") -> Iterator[System]:
-    with netns(prefix) as ns:
-        listener = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        fake = ThreadedFakeFreeSwitch(sock=listener)
-        fake.start()
-        cfg = write_config(tmp, listener.getsockname()[1])
-        fsguard = Path(sys.executable).parent / "fsguard"
-        log = tmp / "fsguard.log"
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, str(fsguard), "run", "--config", str(cfg)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(log, "wb"),  # noqa: SIM115
-        )
-        fwd = Forwarder(ns, API_PORT)
-        denied = Forwarder(ns, API_PORT, source="127.0.0.2")
+    with running_fsguard(tmp, lambda port: api_config(tmp, port), prefix=prefix) as rs:
+        assert rs.ns is not None
+        fwd = Forwarder(rs.ns, API_PORT)
+        denied = Forwarder(rs.ns, API_PORT, source="127.0.0.2")
         client = httpx.Client(base_url=fwd.url, timeout=10)
         try:
-            assert fake.wait_for_subscription(20), "fsguard never subscribed to events"
 
             def api_up() -> bool:
                 try:
@@ -170,20 +131,11 @@ def running_system(tmp: Path, prefix: str = "fsgapi") -> Iterator[System]:
                     return False
 
             assert wait_for(api_up, 15), "API never answered"
-            yield System(ns, fake, proc, fwd.url, denied.url, client, log)
+            yield System(rs.ns, rs.fake, rs.proc, fwd.url, denied.url, client, rs.log_path, rs)
         finally:
             client.close()
             fwd.close()
             denied.close()
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            fake.stop()
-            sys.stderr.write(log.read_text(errors="replace")[-3000:])
 
 
 @pytest.fixture(scope="module")

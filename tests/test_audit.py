@@ -19,7 +19,8 @@ from fsguard_api import access
 from shared.audit import AuditHandler, AuditLog, install_handler, read_records
 from shared.config import Config, LoggingConfig, PathsConfig
 from tests.netns_helpers import requires_netns
-from tests.test_metrics import FsguardSystem, failures, fsguard_system, wait_for
+from tests.system_helpers import wait_for
+from tests.test_metrics import FsguardSystem, failures, fsguard_system
 
 
 def _config(tmp: Path, audit_file: str = "") -> Config:

@@ -11,11 +11,9 @@ import fcntl
 import json
 import os
 import select
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import termios
 import threading
 import time
@@ -25,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from shared.esl_simulator import ThreadedFakeFreeSwitch, register_failure
+from shared.esl_simulator import register_failure
+from tests.system_helpers import FSGUARD, fsguard_config, running_fsguard, wait_for
 
-FSGUARD = str(Path(sys.executable).parent / "fsguard")
 PHONE_UA = "Yealink SIP-T46S 66.86.0.15"
 BRUTE = "203.0.113.7"
 SCANNER = "203.0.113.8"
@@ -41,53 +39,33 @@ def _free_port() -> int:
 
 
 def _wait(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+    return wait_for(predicate, timeout, interval)
+
+
+def _config(tmp: Path, esl_port: int, api_port: int) -> dict[str, Any]:
+    return fsguard_config(
+        tmp, str(esl_port), set_name="fsg-ops", api_port=str(api_port),
+        server={"log_requests": False},
+        security={"dry_run": True, "max_failed_attempts": None,
+                  "failed_attempts_window": None, "trusted_networks": None},
+        logging={"level": "warning"},
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("ops")
-    fake = ThreadedFakeFreeSwitch()
-    fake.start()
     api_port = _free_port()
-    cfg = {
-        "server": {"host": "127.0.0.1", "port": str(api_port), "log_requests": False},
-        "security": {"esl_host": "127.0.0.1", "esl_port": str(fake.port),
-                     "esl_password": "ClueCon", "dry_run": True, "ipset_name": "fsg-ops",
-                     "reconnect_backoff": "100ms", "auto_whitelist_on_success": False},
-        "paths": {"runtime_dir": str(tmp / "run"), "state_dir": str(tmp / "state")},
-        "workers": {"count": 2},
-        "logging": {"format": "human", "level": "warning"},
-    }
-    path = tmp / "config.json"
-    path.write_text(json.dumps(cfg))
-    log = open(tmp / "fsguard.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([FSGUARD, "run", "--config", str(path)], stdout=log, stderr=log,
-                            start_new_session=True)
     api = f"http://127.0.0.1:{api_port}"
-    try:
-        assert fake.wait_for_subscription(20), "fsguard never subscribed"
+    with running_fsguard(tmp, lambda port: _config(tmp, port, api_port)) as running:
+        fake = running.fake
         assert _wait(lambda: cli("status", "--api", api, "--interval", "0").returncode == 0,
                      20, 0.2), "API never answered"
         fake.send_events([register_failure(BRUTE, user="1000", user_agent=PHONE_UA)
                           for _ in range(6)])
         fake.send_events([register_failure(SCANNER, user="1000",
                                            user_agent="friendly-scanner")])
-        yield {"api": api, "fake": fake, "config": str(path), "tmp": tmp}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        fake.stop()
-        log.close()
+        yield {"api": api, "fake": fake, "config": str(running.config_path), "tmp": tmp}
 
 
 def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -9,12 +9,8 @@ what was not acknowledged; the firewall dedupes on decision ids).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +21,8 @@ import pytest
 from shared import addresses
 from shared.control import PeerUnavailable, request
 from shared.esl_simulator import ThreadedFakeFreeSwitch, register_failure
-from tests.netns_helpers import netns, requires_netns, run_in, socket_in
+from tests.netns_helpers import requires_netns, run_in
+from tests.system_helpers import fsguard_config, running_fsguard, wait_for
 
 pytestmark = [requires_netns]
 
@@ -35,54 +32,15 @@ ATTACKERS = [f"203.0.{113 + i // 250}.{1 + i % 250}" for i in range(400)]
 UA = "Yealink SIP-T46S 66.86.0.15"
 
 
-def _config(tmp: Path, esl_port: int) -> Path:
-    cfg: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": "18091"},
-        "security": {
-            "esl_host": "127.0.0.1", "esl_port": str(esl_port), "esl_password": "ClueCon",
-            "max_failed_attempts": 5, "failed_attempts_window": "10m",
-            "trusted_networks": ["127.0.0.0/8"], "ipset_name": SET,
-            "reconnect_backoff": "100ms", "auto_whitelist_on_success": False,
-        },
-        "paths": {"runtime_dir": str(tmp / "run"), "state_dir": str(tmp / "state")},
-        "workers": {"count": WORKERS},
-        "logging": {"format": "human", "level": "info"},
-    }  # fmt: skip
-    path = tmp / "config.json"
-    path.write_text(json.dumps(cfg))
-    return path
+def _config(tmp: Path, esl_port: int) -> dict[str, Any]:
+    return fsguard_config(tmp, str(esl_port), set_name=SET, api_port="18091", workers=WORKERS,
+                          security={"trusted_networks": ["127.0.0.0/8"]})
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    with netns("fsgcrash") as ns:
-        listener = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        fake = ThreadedFakeFreeSwitch(sock=listener)
-        fake.start()
-        cfg = _config(tmp_path, listener.getsockname()[1])
-        fsguard = Path(sys.executable).parent / "fsguard"
-        log = open(tmp_path / "fsguard.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, str(fsguard), "run", "--config", str(cfg)],
-            stdout=subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-        try:
-            assert fake.wait_for_subscription(20), "fsguard never subscribed to events"
-            yield {"ns": ns, "fake": fake, "proc": proc, "rd": str(tmp_path / "run")}
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            fake.stop()
-            log.close()
-            sys.stderr.write((tmp_path / "fsguard.log").read_text()[-3000:])
+    with running_fsguard(tmp_path, lambda port: _config(tmp_path, port), prefix="fsgcrash") as s:
+        yield {"ns": s.ns, "fake": s.fake, "proc": s.proc, "rd": s.runtime_dir}
 
 
 def _ctl(endpoint: str, op: str) -> Any:
@@ -119,12 +77,7 @@ def _stream(fake: ThreadedFakeFreeSwitch, ips: list[str], chunk: int = 20) -> No
 
 
 def _wait(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return bool(predicate())
+    return wait_for(predicate, timeout, interval=0.1)
 
 
 def _worker_totals(rd: str) -> dict[str, int]:

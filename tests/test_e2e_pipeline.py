@@ -9,12 +9,8 @@ sockets from outside the namespace.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +20,10 @@ import pytest
 
 from shared import addresses
 from shared.control import PeerUnavailable, request
-from shared.esl_simulator import ThreadedFakeFreeSwitch, register_failure
+from shared.esl_simulator import register_failure
 from shared.iputil import shard_of
-from tests.netns_helpers import netns, requires_netns, run_in, socket_in, udp_reaches, veth_pair
+from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
+from tests.system_helpers import fsguard_config, running_fsguard, wait_for
 
 pytestmark = [requires_netns]
 
@@ -38,27 +35,9 @@ TRUSTED = "198.51.100.5"
 WORKERS = 2
 
 
-def _write_config(tmp: Path, esl_port: int) -> Path:
-    cfg: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": "18088"},
-        "security": {
-            "esl_host": "127.0.0.1",
-            "esl_port": str(esl_port),
-            "esl_password": "ClueCon",
-            "max_failed_attempts": 5,
-            "failed_attempts_window": "10m",
-            "trusted_networks": ["127.0.0.0/8", "198.51.100.0/24"],
-            "ipset_name": SET_NAME,
-            "reconnect_backoff": "100ms",
-            "auto_whitelist_on_success": False,
-        },
-        "paths": {"runtime_dir": str(tmp / "run"), "state_dir": str(tmp / "state")},
-        "workers": {"count": WORKERS},
-        "logging": {"format": "human", "level": "info"},
-    }
-    path = tmp / "config.json"
-    path.write_text(json.dumps(cfg))
-    return path
+def _config(tmp: Path, esl_port: int) -> dict[str, Any]:
+    return fsguard_config(tmp, str(esl_port), set_name=SET_NAME, api_port="18088",
+                          workers=WORKERS)
 
 
 def _in_set(ns: str, ip: str) -> bool:
@@ -66,12 +45,7 @@ def _in_set(ns: str, ip: str) -> bool:
 
 
 def _wait(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+    return wait_for(predicate, timeout, interval)
 
 
 PHONE_UA = "Yealink SIP-T46S 66.86.0.15"
@@ -86,34 +60,9 @@ def _failures(ip: str, count: int) -> list[Any]:
 def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with netns("fsge2e") as ns1, netns("fsge2c") as ns2:
         veth_pair(ns1, "203.0.113.1/24", ns2, [f"{BANNED}/24", f"{CLEAN}/24"])
-        listener = socket_in(ns1, socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        esl_port = listener.getsockname()[1]
-        fake = ThreadedFakeFreeSwitch(sock=listener)
-        fake.start()
-        cfg = _write_config(tmp_path, esl_port)
-        fsguard = Path(sys.executable).parent / "fsguard"
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns1, str(fsguard), "run", "--config", str(cfg)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / "fsguard.log", "wb"),  # noqa: SIM115
-        )
-        try:
-            assert fake.wait_for_subscription(20), "fsguard never subscribed to events"
-            yield {"ns1": ns1, "ns2": ns2, "fake": fake, "proc": proc, "tmp": tmp_path,
-                   "runtime_dir": str(tmp_path / "run")}
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            fake.stop()
-            sys.stderr.write((tmp_path / "fsguard.log").read_text()[-4000:])
+        with running_fsguard(tmp_path, lambda port: _config(tmp_path, port), ns=ns1) as s:
+            yield {"ns1": ns1, "ns2": ns2, "fake": s.fake, "proc": s.proc, "tmp": tmp_path,
+                   "runtime_dir": s.runtime_dir}
 
 
 def _children(runtime_dir: str) -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ from shared.audit import read_records
 from shared.esl_protocol import event_frame
 from shared.esl_simulator import register_failure
 from tests.netns_helpers import requires_netns
-from tests.test_metrics import FsguardSystem, fsguard_system, wait_for
+from tests.system_helpers import wait_for
+from tests.test_metrics import FsguardSystem, fsguard_system
 
 pytestmark = [requires_netns]
 

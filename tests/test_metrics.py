@@ -2,8 +2,8 @@
 real processes) in a fresh network namespace, fed by the fake FreeSWITCH over TCP, scraped
 over real HTTP and parsed with prometheus_client's own parser.
 
-`FsguardSystem` / `fsguard_system` are also used by tests/test_audit.py and
-tests/test_log_safety.py.
+`FsguardSystem` / `fsguard_system` (built on tests/system_helpers.py) are also used by
+tests/test_audit.py and tests/test_log_safety.py.
 """
 
 from __future__ import annotations
@@ -13,12 +13,8 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +24,10 @@ from prometheus_client.samples import Sample
 
 from shared import addresses
 from shared.control import PeerUnavailable, request
-from shared.esl_simulator import ThreadedFakeFreeSwitch, register_failure
+from shared.esl_simulator import register_failure
 from shared.iputil import shard_of
-from tests.netns_helpers import netns, requires_netns, run_in, socket_in
+from tests.netns_helpers import requires_netns, socket_in
+from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard_as, wait_for
 
 pytestmark = [requires_netns]
 
@@ -41,36 +38,26 @@ SET_NAME = "fsg-metrics"
 API_PORT = 18097
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll until predicate() (a bounded wait, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
 def failures(ip: str, count: int, user_agent: str = PHONE_UA) -> list[Any]:
     return [register_failure(ip, user="1000", user_agent=user_agent) for _ in range(count)]
 
 
-@dataclass
-class FsguardSystem:
-    ns: str
-    fake: ThreadedFakeFreeSwitch
-    proc: subprocess.Popen[bytes]
-    tmp: Path
-    runtime_dir: str
-    state_dir: Path
-    log: Path
-    port: int
-    set_name: str
+class FsguardSystem(RunningSystem):
+    """The running tree plus real HTTP to its API."""
+
+    @property
+    def log(self) -> Path:
+        return self.log_path
+
+    @property
+    def port(self) -> int:
+        return self.api_port
 
     def http(
         self, method: str, path: str, body: Any = None, timeout: float = 10.0
     ) -> tuple[int, bytes]:
         """One real HTTP/1.1 request to the API on the namespace's loopback."""
+        assert self.ns is not None
         sock = socket_in(self.ns, socket.AF_INET, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
@@ -112,18 +99,6 @@ class FsguardSystem:
         assert wait_for(complete, 20, interval=0.2), "a process never answered the scrape"
         return found
 
-    def in_set(self, ip: str) -> bool:
-        cmd = ["ipset", "test", self.set_name, ip]
-        return run_in(self.ns, cmd, check=False).returncode == 0
-
-    def control(self, endpoint: str, op: str, args: dict[str, Any] | None = None) -> Any:
-        reply = request(endpoint, op, args, timeout=2)
-        assert reply.ok, reply.error
-        return reply.data
-
-    def children(self) -> list[dict[str, Any]]:
-        return list(self.control(addresses.supervisor_control(self.runtime_dir), "processes"))
-
     def api_ready(self) -> bool:
         try:
             return self.http("GET", "/health", timeout=1)[0] == 200
@@ -153,59 +128,14 @@ def fsguard_system(
     log_format: str = "json",
 ) -> Iterator[FsguardSystem]:
     """A whole `fsguard run` tree in a fresh namespace; everything stopped and deleted after."""
-    with netns("fsgmet") as ns:
-        listener = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        esl_port = listener.getsockname()[1]
-        fake = ThreadedFakeFreeSwitch(sock=listener)
-        fake.start()
-        state_dir = tmp / "state"
-        cfg = {
-            "server": {"host": "127.0.0.1", "port": port},
-            "security": {
-                "esl_host": "127.0.0.1",
-                "esl_port": esl_port,
-                "esl_password": "ClueCon",
-                "max_failed_attempts": 5,
-                "failed_attempts_window": "10m",
-                "trusted_networks": ["127.0.0.0/8", "198.51.100.0/24"],
-                "ipset_name": set_name,
-                "reconnect_backoff": "100ms",
-                "auto_whitelist_on_success": False,
-            },
-            "paths": {"runtime_dir": str(tmp / "run"), "state_dir": str(state_dir)},
-            "workers": {"count": workers},
-            "logging": {"format": log_format, "level": "info"},
-        }
-        config_path = tmp / "config.json"
-        config_path.write_text(json.dumps(cfg))
-        log_path = tmp / "fsguard.log"
-        fsguard = Path(sys.executable).parent / "fsguard"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, str(fsguard), "run", "--config", str(config_path)],
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-            )
-        system = FsguardSystem(ns, fake, proc, tmp, str(tmp / "run"), state_dir, log_path,
-                               port, set_name)
-        try:
-            assert fake.wait_for_subscription(20), "fsguard never subscribed to events"
-            assert wait_for(system.api_ready, 20), "API never answered /health"
-            yield system
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            fake.stop()
-            run_in(ns, ["iptables", "-F"], check=False)
-            sys.stderr.write(log_path.read_text(errors="replace")[-3000:])
+
+    def config(esl_port: int) -> dict[str, Any]:
+        return fsguard_config(tmp, esl_port, set_name=set_name, api_port=port, workers=workers,
+                              logging={"format": log_format})  # fmt: skip
+
+    with running_fsguard_as(FsguardSystem, tmp, config, prefix="fsgmet") as system:
+        assert wait_for(system.api_ready, 20), "API never answered /health"
+        yield system
 
 
 @pytest.fixture(scope="module")
