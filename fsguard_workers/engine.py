@@ -163,6 +163,21 @@ class MoreWindows(msgspec.Struct, gc=False):
     fail: FailWindow | None = None
     wcs: Window | None = None
 
+    def fail_window(self) -> FailWindow:
+        if self.fail is None:
+            self.fail = FailWindow()
+        return self.fail
+
+    def wcs_window(self) -> Window:
+        if self.wcs is None:
+            self.wcs = Window()
+        return self.wcs
+
+    def call_window(self) -> Window:
+        if self.call is None:
+            self.call = Window()
+        return self.call
+
 
 class Track(Window, gc=False):
     """Everything counted for one source, in one 56-byte object when the source
@@ -603,12 +618,7 @@ class DetectionEngine:
         if kind is _REGISTER_ATTEMPT and ev.auth_result == "FORBIDDEN":
             # counted once, on the register_failure that follows; remember the account
             tr = self._track(key, now)
-            more = tr.more
-            if more is None:
-                more = tr.more = MoreWindows()
-            fail = more.fail
-            if fail is None:
-                fail = more.fail = FailWindow()
+            fail = self._more(tr).fail_window()
             fail.pending_user = self._intern(text(ev.username) or text(ev.to_user))
         rl = self._rl
         if not self._rate_on or rl.registration_limit <= 0:
@@ -697,12 +707,7 @@ class DetectionEngine:
             )
             return
         tr = self._track(key, now)
-        more = tr.more
-        if more is None:
-            more = tr.more = MoreWindows()
-        win = more.fail
-        if win is None:
-            win = more.fail = FailWindow()
+        win = self._more(tr).fail_window()
         user = win.pending_user or self._intern(text(ev.to_user))
         win.pending_user = ""
         users = win.seen
@@ -774,12 +779,7 @@ class DetectionEngine:
         if limit <= 0:
             return
         tr = self._track(key, now)
-        more = tr.more
-        if more is None:
-            more = tr.more = MoreWindows()
-        win = more.wcs
-        if win is None:
-            win = more.wcs = Window()
+        win = self._more(tr).wcs_window()
         n = win.hit(now, sec.wrong_call_state_window, limit)
         user = self._intern(text(ev.from_user_us))
         win.note(user, "")
@@ -865,12 +865,7 @@ class DetectionEngine:
         if rl.whitelist_bypass and self._whitelisted(key, now):
             return
         tr = self._track(key, now)
-        more = tr.more
-        if more is None:
-            more = tr.more = MoreWindows()
-        win = more.call
-        if win is None:
-            win = more.call = Window()
+        win = self._more(tr).call_window()
         n = win.hit(now, rl.call_rate_interval, rl.call_rate_limit + 1)
         win.note(self._intern(user), self._intern(from_host))
         if n <= rl.call_rate_limit:
@@ -898,6 +893,13 @@ class DetectionEngine:
             )
 
     # --- state helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _more(tr: Track) -> MoreWindows:
+        more = tr.more
+        if more is None:
+            more = tr.more = MoreWindows()
+        return more
 
     def _track(self, key: int, now: float) -> Track:
         tracks = self._tracks
