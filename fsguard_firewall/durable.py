@@ -35,7 +35,7 @@ from shared.messages import BanDecision, DecisionAck, ListChange, encode
 from . import reconcile as rec
 from .kernel import Element, FirewallError, KernelFirewall
 from .lists import UntrustedPatterns, WhitelistEntry
-from .reporter import Reporter, ReportRequest
+from .reporter import Reporter
 from .store import (
     BAN_SOURCES,
     BanRecord,
@@ -128,26 +128,29 @@ class SqliteBanStore:
         items = list(entries)
         if not items:
             return
-        changed = self.store.add_bans([record_from_entry(e) for e in items])  # committed
-        new: list[BanRecord] = []
+        reporter = self.reporter if self.reporter is not None and self.reporter.enabled else None
+        report = None
+        if reporter is not None:
+            def report(r: BanRecord) -> str:
+                return reporter.payload_for(
+                    r.key,
+                    r.reason,
+                    0.0 if r.expires is None else r.expires - r.created,
+                    "" if r.source == "manual" else r.user,
+                )
+        # Bans and their reports commit together: a crash cannot leave a ban unreported.
+        changed, queued = self.store.add_bans_reported(
+            [record_from_entry(e) for e in items], report
+        )
+        new = 0
         for r in changed:
             before = self._mirror.get(r.key)
             if before is None or not before.active(r.created):
-                new.append(r)
+                new += 1
             self._mirror[r.key] = entry_from_record(r)
-        if self.reporter is not None and self.reporter.enabled and new:
-            self.reports_queued += self.reporter.report_bans(
-                [
-                    ReportRequest(
-                        ban_key=r.key,
-                        ip=r.key,
-                        reason=r.reason,
-                        ttl_seconds=0.0 if r.expires is None else r.expires - r.created,
-                        from_user="" if r.source == "manual" else r.user,
-                    )
-                    for r in new
-                ]
-            )
+        if reporter is not None:
+            self.reports_queued += queued
+            reporter.queued(queued, dropped=max(0, new - queued))
 
     def remove(self, ip: str) -> BanEntry | None:
         self.store.remove_ban(ip)

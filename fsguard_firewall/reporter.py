@@ -183,6 +183,17 @@ class Reporter:
             == 1
         )
 
+    def payload_for(self, ban_key: str, reason: str, ttl_seconds: float, from_user: str) -> str:
+        """The request body for one ban (the store queues it with the ban itself)."""
+        return make_payload(ban_key, reason, ttl_seconds, from_user, self.config)
+
+    def queued(self, count: int, dropped: int = 0) -> None:
+        """Reports were queued by the store (Store.add_bans_reported): wake the sender."""
+        with self._counts:
+            self.dropped += dropped
+        if count:
+            self._wake.set()
+
     def report_bans(self, requests: Sequence[ReportRequest]) -> int:
         """Queue a batch in one transaction; returns how many were queued."""
         if not self.enabled or not requests:

@@ -25,7 +25,7 @@ import re
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -429,6 +429,14 @@ class Store:
         else is a no-op. Each new insertion (not an extension) adds one recidive row.
         Records are validated first (ValueError); `record.created` is the ban's "now".
         """
+        return self.add_bans_reported(bans, None)[0]
+
+    def add_bans_reported(
+        self, bans: Sequence[BanRecord], report: Callable[[BanRecord], str] | None
+    ) -> tuple[list[BanRecord], int]:
+        """`add_bans`, plus an outbox entry (payload `report(record)`) for every new
+        insertion in the same transaction, so a committed ban is never left unreported.
+        Returns (changed records, reports queued); the outbox bound still applies."""
         checked: list[BanRecord] = []
         for rec in bans:
             key, family = _fast_key(rec.key)
@@ -444,7 +452,7 @@ class Store:
                 rec if rec.family == family else msgspec.structs.replace(rec, family=family)
             )
         if not checked:
-            return []
+            return [], 0
         keys = list(dict.fromkeys(r.key for r in checked))
         ids = list(dict.fromkeys(r.decision_id for r in checked if r.decision_id))
         with self._tx("add_bans") as db:
@@ -491,7 +499,20 @@ class Store:
             )
             db.executemany("INSERT INTO recidive (key, banned_at) VALUES (?, ?)", new_keys)
             db.executemany("INSERT OR IGNORE INTO processed_decisions VALUES (?, ?)", new_ids)
-        return list(changed.values())
+            queued = 0
+            if report is not None and new_keys:
+                pending = int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+                for key, created in new_keys:
+                    if pending >= self.outbox_max_pending:
+                        break
+                    added = db.execute(
+                        "INSERT OR IGNORE INTO outbox (ban_key, payload, next_attempt, created) "
+                        "VALUES (?, ?, ?, ?)",
+                        (key, report(changed[key]), created, created),
+                    ).rowcount
+                    pending += added
+                    queued += added
+        return list(changed.values()), queued
 
     def seen_decision(self, decision_id: str) -> bool:
         with self._read("seen_decision") as db:

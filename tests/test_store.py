@@ -567,3 +567,33 @@ def test_sigkill_mid_stream_loses_no_acknowledged_batch(db_path: str, extra_dela
     assert len(present) % 200 == 0  # whole batches only: no torn transaction
     assert len(present) >= len(acked_keys) >= 25 * 200
     print(f"acked batches={len(acked)} keys={len(acked_keys)} present={len(present)}")
+
+
+def test_reports_are_queued_in_the_bans_transaction(st: Store) -> None:
+    """A new ban and its report commit together; extensions and repeats queue nothing."""
+    payload = lambda r: json.dumps({"ip": r.key})  # noqa: E731
+    changed, queued = st.add_bans_reported(
+        [ban("203.0.113.60", did="d1"), ban("203.0.113.61", did="d2")], payload
+    )
+    assert (len(changed), queued) == (2, 2)
+    assert st.pending_count() == 2
+    # The same decision again, and an extension of an active ban: no new report.
+    _, queued = st.add_bans_reported(
+        [ban("203.0.113.60", did="d1"), ban("203.0.113.61", ttl=None, did="d3")], payload
+    )
+    assert queued == 0
+    assert st.pending_count() == 2
+
+
+def test_a_failing_report_rolls_the_ban_back_too(st: Store) -> None:
+    """Proof that both writes share one transaction: if building the report fails,
+    the ban is not committed either (nothing half-done survives)."""
+
+    def broken(_: BanRecord) -> str:
+        raise RuntimeError("payload failure")
+
+    with pytest.raises(RuntimeError):
+        st.add_bans_reported([ban("203.0.113.62", did="d9")], broken)
+    assert st.get_ban("203.0.113.62") is None
+    assert st.pending_count() == 0
+    assert not st.seen_decision("d9")
