@@ -106,7 +106,10 @@ def main() -> int:
         msgs = [
             encode(BanDecision(id=f"w0-b-{i}", ip=str(ipaddress.IPv4Address(base + i)),
                                rule="failed_auth", reason="bench", duration=3600,
-                               evidence_count=5, worker=0))
+                               evidence_count=5, worker=0,
+                               # as a worker sends them: the firewall checks its
+                               # recidive history for every such decision
+                               evidence={"base_duration": 3600.0, "recidive_prior": 0}))
             for i in range(count)
         ]  # fmt: skip
         time.sleep(0.3)  # the firewall's ack PUSH connects to us

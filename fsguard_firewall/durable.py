@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -155,6 +155,9 @@ class SqliteBanStore:
     def remove(self, ip: str) -> BanEntry | None:
         self.store.remove_ban(ip)
         return self._mirror.pop(ip, None)
+
+    def recidive_counts(self, keys: Sequence[str], since: float) -> dict[str, int]:
+        return self.store.recidive_counts(keys, since)
 
     def active(self, now: float) -> list[BanEntry]:
         return [e for e in self._mirror.values() if e.active(now)]

@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ from shared.control import ControlError, Handler, PeerUnavailable, dispatch, req
 from shared.iputil import NetworkSet, parse_ip
 from shared.logs import LogRateLimiter, escape
 from shared.messages import BanDecision, ListChange, decode, encode
+from shared.recidive import recidive_duration
 
 from .kernel import MAX_TIMEOUT, Element, FirewallError, KernelFirewall
 from .lists import GO_ZERO_TIME, ListOps
@@ -124,11 +125,15 @@ class BanStore(Protocol):
     def remove(self, ip: str) -> BanEntry | None: ...
     def active(self, now: float) -> list[BanEntry]: ...
     def purge_expired(self, now: float) -> int: ...
+    def recidive_counts(self, keys: Sequence[str], since: float) -> dict[str, int]: ...
 
 
 class MemoryBanStore:
     def __init__(self) -> None:
         self._entries: dict[str, BanEntry] = {}
+
+    def recidive_counts(self, keys: Sequence[str], since: float) -> dict[str, int]:
+        return {}  # no durable history: the workers' own recidive count stands
 
     def get(self, ip: str, now: float) -> BanEntry | None:
         entry = self._entries.get(ip)
@@ -162,6 +167,7 @@ class Stats:
         self.batches = 0
         self.last_batch_seconds = 0.0
         self.kernel_errors = 0
+        self.recidive_escalations = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.ban_latency = Histogram(LATENCY_BUCKETS)
         self.batch_seconds = Histogram(BATCH_BUCKETS)
@@ -287,11 +293,39 @@ class Firewall:
             )
             pending[key] = (elem, timeout, entry, d)
         if pending:
+            self._escalate_repeat_offenders(pending, now)
             with self.audit.batch():
                 self._apply(list(pending.values()))
             self.stats.batches += 1
             self.stats.last_batch_seconds = time.monotonic() - started
             self.stats.batch_seconds.observe(self.stats.last_batch_seconds)
+
+    def _escalate_repeat_offenders(
+        self, pending: dict[str, tuple[Element, int, BanEntry, BanDecision]], now: float
+    ) -> None:
+        """Lengthen rule bans whose address the store saw banned within the recidive window
+        more often than the worker remembers (a restarted worker forgets its history)."""
+        cfg = self.config.security.recidive
+        if not cfg.enabled:
+            return
+        candidates = [
+            key for key, (_, _, _, d) in pending.items()
+            if d.source == "rule" and isinstance(d.evidence.get("base_duration"), int | float)
+        ]
+        if not candidates:
+            return
+        counts = self.store.recidive_counts(candidates, now - cfg.window)
+        for key, prior in counts.items():
+            elem, timeout, entry, d = pending[key]
+            if prior <= int(d.evidence.get("recidive_prior", 0) or 0) or timeout == 0:
+                continue
+            duration = recidive_duration(float(d.evidence["base_duration"]), prior, cfg)
+            if duration != 0 and duration <= d.duration:
+                continue
+            timeout = 0 if duration == 0 else min(MAX_TIMEOUT, max(1, math.ceil(duration)))
+            entry.expires_at = now + math.ceil(duration) if timeout else 0.0
+            pending[key] = (elem, timeout, entry, d)
+            self.stats.recidive_escalations += 1
 
     def _apply(self, items: list[tuple[Element, int, BanEntry, BanDecision]]) -> None:
         """Kernel and store for one batch. The store commits while `ipset restore` runs
@@ -574,6 +608,7 @@ class Firewall:
             "batches": s.batches,
             "last_batch_seconds": s.last_batch_seconds,
             "kernel_errors": s.kernel_errors,
+            "recidive_escalations": s.recidive_escalations,
             "ban_latency_p50": s.percentile(0.50),
             "ban_latency_p99": s.percentile(0.99),
             "ban_latency_histogram": s.ban_latency.snapshot(),

@@ -579,6 +579,21 @@ class Store:
             ).fetchone()
         return int(row[0])
 
+    def recidive_counts(self, keys: Sequence[str], since: float) -> dict[str, int]:
+        """Bans recorded at or after `since`, for each of `keys` that has any (one query
+        per chunk, so a decision batch costs one round trip)."""
+        counts: dict[str, int] = {}
+        with self._read("recidive_counts") as db:
+            for chunk in _chunks(list(dict.fromkeys(keys))):
+                marks = ",".join("?" * len(chunk))
+                for key, n in db.execute(
+                    f"SELECT key, COUNT(*) FROM recidive WHERE key IN ({marks}) "
+                    "AND banned_at >= ? GROUP BY key",
+                    [*chunk, since],
+                ):
+                    counts[key] = int(n)
+        return counts
+
     def prune(
         self,
         now: float,

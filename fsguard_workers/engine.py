@@ -53,6 +53,7 @@ import msgspec
 from shared.config import Config
 from shared.iputil import IPAddress, NetworkSet, parse_ip
 from shared.messages import BanDecision, KillCall, ListChange
+from shared.recidive import recidive_duration
 
 from . import rules
 from .events import DecodeFailure, Event, EventDecoder, Kind, is_forged, kind_of, text
@@ -1011,7 +1012,7 @@ class DetectionEngine:
             if self._recidive.enabled and now - max(rec.last, rec.until) < self._recidive.window:
                 prior = rec.count
             self._bans.move_to_end(key)
-        duration = rules.recidive_duration(base_duration, prior, self._recidive)
+        duration = recidive_duration(base_duration, prior, self._recidive)
         rec.count = prior + 1
         rec.last = now
         rec.until = _INF if duration <= 0 else now + duration
@@ -1027,6 +1028,9 @@ class DetectionEngine:
             details.update(evidence)
         if prior:
             details["recidive"] = prior + 1
+        # The firewall re-checks with its durable history (a restarted worker forgets).
+        details["base_duration"] = base_duration
+        details["recidive_prior"] = prior
         self._seq += 1
         self._out.append(
             BanDecision(

@@ -9,7 +9,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
-from shared.config import RecidiveConfig, TollFraudConfig
+from shared.config import TollFraudConfig
 from shared.iputil import IPAddress, NetworkSet
 
 from .windows import BoundedCache, go_duration
@@ -192,17 +192,3 @@ class TollFraudMatcher:
         return destination.strip().startswith(self._prefixes)
 
 
-def recidive_duration(base: float, prior_bans: int, cfg: RecidiveConfig) -> float:
-    """Ban duration for a key banned `prior_bans` times within the recidive window.
-
-    0 means permanent. A permanent base stays permanent. The multiplied value is
-    capped at max_duration; max_duration 0 (permanent) means no cap.
-    """
-    if base <= 0:
-        return 0.0
-    if not cfg.enabled or prior_bans <= 0 or cfg.factor <= 1:
-        return base
-    duration = base * cfg.factor ** min(prior_bans, 64)
-    if cfg.max_duration > 0:
-        duration = min(duration, max(cfg.max_duration, base))
-    return duration
