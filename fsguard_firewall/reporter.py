@@ -195,7 +195,10 @@ class Reporter:
             self._wake.set()
 
     def report_bans(self, requests: Sequence[ReportRequest]) -> int:
-        """Queue a batch in one transaction; returns how many were queued."""
+        """Queue a batch in one transaction of its own; returns how many were queued.
+
+        For reports of bans that already exist. The firewall queues a new ban's report in
+        the ban's own transaction instead (Store.add_bans_reported + `queued`)."""
         if not self.enabled or not requests:
             return 0
         items = list(
