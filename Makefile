@@ -4,13 +4,23 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.json
 
-.PHONY: install system-deps run test lint bench clean
+.PHONY: install system-deps run test lint bench clean lock
 
-$(BIN)/fsguard: pyproject.toml
+# Every runtime, test and dev dependency comes from requirements.lock (exact versions and
+# hashes); fsguard itself is installed editable on top, without resolving anything.
+$(BIN)/fsguard: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(BIN)/fsguard
+
+# Regenerate the lock from pyproject's ranges (needs network). Commit it on its own, with why.
+lock:
+	$(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install --quiet uv
+	.lockenv/bin/uv pip compile pyproject.toml --extra test --extra dev --generate-hashes \
+		--python-version 3.11 --upgrade -o requirements.lock
+	rm -rf .lockenv
 
 # Kernel tools for the firewall role and the namespace tests (Debian/Ubuntu, as root).
 system-deps:
