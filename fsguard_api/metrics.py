@@ -54,6 +54,12 @@ from shared.control import PeerUnavailable, arequest
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 UNMATCHED = "<unmatched>"
+DECODE_OUTCOMES = {
+    "repaired": "invalid_utf8",
+    "salvaged": "decode_salvaged",
+    "refused": "decode_refused",
+    "failed": "decode_errors",
+}
 REPORT_RESULTS = {"reportsSent": "sent", "reportsFailed": "failed", "reportsDropped": "dropped"}
 
 
@@ -277,6 +283,12 @@ class FsguardCollector(Collector):
         tracked = GaugeMetricFamily(
             "fsguard_tracked_ips", "Sources tracked by each worker", labels=["worker"]
         )
+        decode = CounterMetricFamily(
+            "fsguard_worker_event_decode",
+            "Event bodies the fast decoder refused, by outcome: repaired (invalid UTF-8 and "
+            "the like), salvaged (broken structure), refused (size/depth limit), failed",
+            labels=["outcome", "worker", "pid"],
+        )
         depth = GaugeMetricFamily(
             "fsguard_queue_depth",
             "Events sent to a worker and not yet processed",
@@ -297,9 +309,11 @@ class FsguardCollector(Collector):
             evictions.add_metric([worker, pid], _num(w.get("evictions")))
             processed.add_metric([worker, pid], _num(w.get("processed")))
             tracked.add_metric([worker], _num(w.get("tracked_ips")))
+            for outcome, key in DECODE_OUTCOMES.items():
+                decode.add_metric([outcome, worker, pid], _num(w.get(key)))
             if index < len(sent):
                 depth.add_metric([worker], max(0.0, _num(sent[index]) - _num(w.get("processed"))))
-        yield from (events, decisions, evictions, processed, tracked, depth)
+        yield from (events, decisions, evictions, processed, tracked, decode, depth)
 
     def _firewall(self) -> Iterator[Metric]:
         fw = self.scrape.firewall
