@@ -62,6 +62,8 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     sip_from_host: Text = msgspec.field(name="variable_sip_from_host", default="")
     sip_from_user: Text = msgspec.field(name="variable_sip_from_user", default="")
     caller_username: Text = msgspec.field(name="Caller-Username", default="")
+    sip_req_host: Text = msgspec.field(name="variable_sip_req_host", default="")
+    expires: Text = msgspec.field(name="expires", default="")
     # set by FreeSWITCH itself
     auth_result: str = msgspec.field(name="auth-result", default="")
     registration_type: str = msgspec.field(name="registration-type", default="")
@@ -70,6 +72,7 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     caller_context: str = msgspec.field(name="Caller-Context", default="")
     sofia_profile: str = msgspec.field(name="variable_sofia_profile_name", default="")
     sip_authorized: str = msgspec.field(name="variable_sip_authorized", default="")
+    hangup_cause: str = msgspec.field(name="Hangup-Cause", default="")
     calling_file: str = msgspec.field(name="Event-Calling-File", default="")
     calling_function: str = msgspec.field(name="Event-Calling-Function", default="")
     # present only on events injected with `sendevent`
@@ -96,6 +99,8 @@ class Kind(enum.IntEnum):
     REGISTER_FAILURE = 4
     WRONG_CALL_STATE = 5
     CHANNEL_CREATE = 6
+    UNREGISTER = 7
+    HANGUP = 8  # CHANNEL_HANGUP_COMPLETE
 
 
 _SUBCLASS_KIND: dict[str, Kind] = {
@@ -104,12 +109,14 @@ _SUBCLASS_KIND: dict[str, Kind] = {
     "sofia::register": Kind.REGISTER,
     "sofia::register_failure": Kind.REGISTER_FAILURE,
     "sofia::wrong_call_state": Kind.WRONG_CALL_STATE,
+    "sofia::unregister": Kind.UNREGISTER,
 }
 
 
 # Module constants: `Kind.X` goes through EnumType.__getattr__ (~75 ns on 3.11) on every event.
 _OTHER = Kind.OTHER
 _CHANNEL_CREATE = Kind.CHANNEL_CREATE
+_HANGUP = Kind.HANGUP
 
 
 def kind_of(ev: Event) -> Kind:
@@ -118,6 +125,8 @@ def kind_of(ev: Event) -> Kind:
         return _SUBCLASS_KIND.get(ev.event_subclass, _OTHER)
     if name == "CHANNEL_CREATE":
         return _CHANNEL_CREATE
+    if name == "CHANNEL_HANGUP_COMPLETE":
+        return _HANGUP
     return _OTHER
 
 
@@ -127,7 +136,7 @@ def maybe_relevant(body: bytes) -> bool:
     No false negatives for FreeSWITCH output (cJSON never escapes ASCII
     letters or ':'); false positives are resolved by the full decode.
     """
-    return b"sofia::" in body or b"CHANNEL_CREATE" in body
+    return b"sofia::" in body or b"CHANNEL_CREATE" in body or b"CHANNEL_HANGUP_COMPLETE" in body
 
 
 _FORGED_FILE = "mod_event_socket.c"
