@@ -33,6 +33,7 @@ from shared.logs import LogRateLimiter, escape
 from shared.messages import BanDecision, ListChange, decode, encode
 from shared.recidive import recidive_duration
 
+from .budget import BanBudget
 from .kernel import MAX_TIMEOUT, Element, FirewallError, KernelFirewall
 from .lists import GO_ZERO_TIME, ListOps
 from .store import StoreError
@@ -200,6 +201,7 @@ class Firewall:
         self.store: BanStore = store if store is not None else MemoryBanStore()
         self.publish = publish
         self.stats = Stats()
+        self.budget = BanBudget(config.security.max_bans_per_minute)
         self.kernel_enabled = config.security.auto_block_enabled
         self.trusted = [
             ipaddress.ip_network(c.strip(), strict=False) for c in config.security.trusted_networks
@@ -245,6 +247,9 @@ class Firewall:
         pending: dict[str, tuple[Element, int, BanEntry, BanDecision]] = {}
         for d in decisions:
             self.stats.decisions_received += 1
+            if d.source == "simulated":  # a simulated rule's decision never reaches the kernel
+                self.stats.invalid += 1
+                continue
             if d.id and not self._remember_id(d.id):
                 self.stats.duplicates += 1
                 continue
@@ -362,6 +367,9 @@ class Firewall:
                 self._audit_ban(elem, timeout, d, "failed: kernel error")
                 if d.id:
                     self._seen_ids.pop(d.id, None)  # a resend may retry it
+        automatic = sum(1 for *_, d in done if d.source == "rule")
+        if automatic:
+            self.budget.note(automatic)
         now = time.time()
         for elem, timeout, entry, d in done:
             self.stats.bans_applied += 1
@@ -609,6 +617,10 @@ class Firewall:
             "last_batch_seconds": s.last_batch_seconds,
             "kernel_errors": s.kernel_errors,
             "recidive_escalations": s.recidive_escalations,
+            "ban_budget_exceeded": self.budget.exceeded,
+            "ban_budget_over": int(self.budget.over()),
+            "bans_last_minute": self.budget.last_minute(),
+            "max_bans_per_minute": self.budget.limit,
             "ban_latency_p50": s.percentile(0.50),
             "ban_latency_p99": s.percentile(0.99),
             "ban_latency_histogram": s.ban_latency.snapshot(),
