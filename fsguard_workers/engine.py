@@ -54,11 +54,20 @@ from shared.messages import BanDecision, KillCall, ListChange
 from shared.recidive import recidive_duration
 
 from . import rules
-from .events import DecodeFailure, Event, EventDecoder, Kind, is_forged, kind_of, text
+from .events import (
+    DecodeFailure,
+    Event,
+    EventDecoder,
+    HostEvent,
+    Kind,
+    is_forged,
+    kind_of,
+    text,
+)
 from .events import maybe_relevant as _maybe_relevant
 from .repair import needs_checks
 from .rules.modes import BAN, OFF, Modes, Simulations
-from .rules.protection import GRACE, Protection, expires_of, spoofable
+from .rules.protection import REGISTRATION_HOLD, Protection, spoofable
 from .snapshots import Snapshots, _rfc3339
 from .state import IGNORED_USERS as _IGNORED_USERS
 from .state import (
@@ -125,7 +134,9 @@ class DetectionEngine(Snapshots):
         self._id_prefix = f"w{worker_index}-{os.getpid()}-"
         self._clock = clock
         self._wallclock = wallclock
-        self._decoder = EventDecoder()
+        # the bare_ip rule reads one more header: decoded only when it runs
+        bare = sec.rules.mode_of(rules.BARE_IP) != OFF
+        self._decoder = EventDecoder(HostEvent if bare else Event)
         self._decode = self._decoder.decode_fast
 
         self._trusted = NetworkSet()
@@ -144,6 +155,8 @@ class DetectionEngine(Snapshots):
         self._modes = Modes(sec.rules)
         on = self._modes.active
         self._scanner = rules.ScannerMatcher(sec.scanner_user_agents)  # gated by mode in _ban
+        # in ban mode a scanner's registration never gets past _instant: no second match
+        self._scanner_not_ban = self._modes[rules.SCANNER_UA] != BAN
         self._untrusted = rules.UntrustedMatcher(sec.untrusted_networks)
         self._toll = rules.TollFraudMatcher(sec.toll_fraud)
         self._toll.enabled = self._toll.enabled and on(rules.TOLL_FRAUD)
@@ -490,7 +503,9 @@ class DetectionEngine(Snapshots):
         rl = self._rl
         if not self._rate_on or rl.registration_limit <= 0:
             return
-        if rl.whitelist_bypass and self._exempt(key, now):
+        if rl.whitelist_bypass and (
+            self._whitelisted(key, now) or self._protection.why(key, now)
+        ):
             return
         if tr is None:
             tr = self._track(key, now)
@@ -535,12 +550,15 @@ class DetectionEngine(Snapshots):
         """sofia::register (success): protect and whitelist the source, unless a scanner."""
         self._c["registrations"] += 1
         ua = text(ev.user_agent)
-        if self._instant(_REGISTER, ev, ua, addr, key, now, read_ts) or self._scanner.match(ua):
+        if self._instant(_REGISTER, ev, ua, addr, key, now, read_ts) or (
+            self._scanner_not_ban and self._scanner.match(ua)
+        ):
             return  # a scanner that cracked a password: never protected nor whitelisted
         if self._banned(key, now):
             return
         user = text(ev.username) or text(ev.to_user)
-        self._protection.registered(key, user, now + expires_of(text(ev.expires)) + GRACE)
+        # held until sofia::unregister / sofia::expire, or REGISTRATION_HOLD without news
+        self._protection.registered(key, user, now + REGISTRATION_HOLD)
         if not self._sec.auto_whitelist_on_success:
             return
         entry = self._learned.get(key)
@@ -774,7 +792,9 @@ class DetectionEngine(Snapshots):
         rl = self._rl
         if not self._rate_on or rl.call_rate_limit <= 0:
             return
-        if rl.whitelist_bypass and self._exempt(key, now):
+        if rl.whitelist_bypass and (
+            self._whitelisted(key, now) or self._protection.why(key, now)
+        ):
             return
         tr = self._track(key, now)
         win = self._more(tr).call_window()
@@ -883,10 +903,6 @@ class DetectionEngine(Snapshots):
                 return True
             del self._manual[key]
         return False
-
-    def _exempt(self, key: int, now: float) -> bool:
-        """Rate-limit bypass (`whitelist_bypass`): whitelisted or a protected source."""
-        return self._whitelisted(key, now) or bool(self._protection.why(key, now))
 
     def _banned(self, key: int, now: float) -> bool:
         rec = self._bans.get(key)
@@ -1108,7 +1124,7 @@ def normalize_host(host: str) -> str:
 def _request_host(kind: Kind, ev: Event) -> str:
     """The To / Request-URI host (sofia's pre_register/register_attempt swap the names)."""
     if kind is _CHANNEL_CREATE:
-        return text(ev.sip_req_host)
+        return text(ev.sip_req_host) if isinstance(ev, HostEvent) else ""
     if kind is _REGISTER_FAILURE:
         return text(ev.to_host)
     if kind is _PRE_REGISTER or kind is _REGISTER_ATTEMPT:

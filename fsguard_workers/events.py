@@ -62,8 +62,6 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     sip_from_host: Text = msgspec.field(name="variable_sip_from_host", default="")
     sip_from_user: Text = msgspec.field(name="variable_sip_from_user", default="")
     caller_username: Text = msgspec.field(name="Caller-Username", default="")
-    sip_req_host: Text = msgspec.field(name="variable_sip_req_host", default="")
-    expires: Text = msgspec.field(name="expires", default="")
     # set by FreeSWITCH itself
     auth_result: str = msgspec.field(name="auth-result", default="")
     registration_type: str = msgspec.field(name="registration-type", default="")
@@ -89,6 +87,13 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
         )
 
 
+class HostEvent(Event, kw_only=True, gc=False):
+    """`Event` plus the CHANNEL_CREATE request host, decoded only when the bare_ip rule
+    runs (every decoded field costs on every event)."""
+
+    sip_req_host: Text = msgspec.field(name="variable_sip_req_host", default="")
+
+
 class Kind(enum.IntEnum):
     """Event types the rules act on."""
 
@@ -110,6 +115,7 @@ _SUBCLASS_KIND: dict[str, Kind] = {
     "sofia::register_failure": Kind.REGISTER_FAILURE,
     "sofia::wrong_call_state": Kind.WRONG_CALL_STATE,
     "sofia::unregister": Kind.UNREGISTER,
+    "sofia::expire": Kind.UNREGISTER,  # the registration ran out: same as unregistering
 }
 
 
@@ -171,8 +177,9 @@ class EventDecoder:
     `fsguard_workers.repair` and counts what each body needed.
     """
 
-    def __init__(self) -> None:
-        self._decoder = msgspec.json.Decoder(Event)
+    def __init__(self, event_type: type[Event] = Event) -> None:
+        self._type = event_type
+        self._decoder = msgspec.json.Decoder(event_type)
         self.decode_fast = self._decoder.decode
         self.invalid_utf8 = 0  # repaired by sanitizing (invalid UTF-8, controls, surrogates)
         self.salvaged = 0  # structure broken: members picked out one by one
@@ -203,7 +210,7 @@ class EventDecoder:
         reason = "not a JSON event object, and no Event-Name could be salvaged"
         if "Event-Name" in members:
             try:
-                ev = msgspec.convert(members, Event)
+                ev = msgspec.convert(members, self._type)
             except msgspec.ValidationError as exc:
                 reason = f"salvaged members do not form an event: {exc}"
             else:

@@ -10,6 +10,7 @@ import logging
 
 import pytest
 
+from fsguard_workers.rules.protection import REGISTRATION_HOLD
 from shared.messages import ListChange
 from tests.test_rules import (
     ATTACKER,
@@ -27,6 +28,7 @@ GATEWAY = "203.0.113.5"
 
 
 def registered(h: Harness, ip: str = ATTACKER, expires: str = "3600") -> None:
+    """A phone's successful registration (sofia::register)."""
     h.feed(sofia("register", ip, username="1000", to_user="1000", from_host="pbx.example.net",
                  user_agent="Yealink SIP-T46S", expires=expires))  # fmt: skip
 
@@ -88,12 +90,31 @@ def test_completed_exchanges_still_ban_a_registered_source() -> None:
 def test_protection_lasts_while_the_registration_is_held() -> None:
     h = Harness()
     h.config.security.auto_whitelist_on_success = False
-    registered(h, expires="120")
-    h.advance(100)
+    registered(h)
+    h.advance(REGISTRATION_HOLD - 10)
     assert h.feed(pre_register(ATTACKER, ua="sipvicious")) == []
-    h.advance(200)  # expired (plus the grace period)
+    registered(h)  # re-registration: held again from now
+    h.advance(REGISTRATION_HOLD - 10)
+    assert h.feed(pre_register(ATTACKER, ua="sipvicious")) == []
+    h.advance(20)  # no news from FreeSWITCH for longer than the hold
     (ban,) = h.feed(pre_register(ATTACKER, ua="sipvicious"))
     assert ban.rule == "scanner_user_agent"
+
+
+def test_expired_registration_ends_protection() -> None:
+    h = Harness()
+    registered(h)
+    h.feed(sofia("expire", ATTACKER, username="1000", user="1000", expires="3600"))
+    (ban,) = h.feed(pre_register(ATTACKER, ua="sipvicious"))
+    assert ban.rule == "scanner_user_agent"
+
+
+def test_one_phone_unregistering_leaves_the_other_protected() -> None:
+    h = Harness()
+    registered(h)
+    h.feed(sofia("register", ATTACKER, username="1001", to_user="1001", user_agent="Zoiper"))
+    h.feed(sofia("unregister", ATTACKER, username="1000", to_user="1000", expires="0"))
+    assert h.feed(pre_register(ATTACKER, ua="sipvicious")) == []
 
 
 def test_unregister_ends_protection() -> None:

@@ -8,7 +8,8 @@ counted and logged as suspected spoofing. Evidence that needs a completed exchan
 
 Protected:
 - an address that currently holds a successful registration (sofia::register with a
-  User-Agent that is not a scanner, until its `expires` runs out or it unregisters);
+  User-Agent that is not a scanner, until sofia::unregister / sofia::expire for that
+  user, at most REGISTRATION_HOLD after the last sofia::register);
 - a gateway configured in FreeSWITCH (the supervisor asks `sofia xmlstatus gateway`
   at connect and every `security.gateway_refresh_interval` and hands the addresses
   to the workers);
@@ -23,9 +24,11 @@ from collections.abc import Iterable
 
 from ..events import Event, Kind
 
-DEFAULT_EXPIRES = 3600.0
-MAX_EXPIRES = 86400.0
-GRACE = 60.0  # phones re-register a little after the expiry they were given
+# A registration is held from sofia::register until FreeSWITCH says it ended
+# (sofia::unregister, or sofia::expire when it ran out), and at most this long without
+# a new sofia::register (phones re-register well within their expiry; reading the
+# `expires` header instead would cost a decoded field on every event).
+REGISTRATION_HOLD = 7200.0
 USERS_PER_SOURCE = 32
 
 _SPOOFABLE = frozenset((Kind.PRE_REGISTER, Kind.WRONG_CALL_STATE))
@@ -43,34 +46,27 @@ def spoofable(kind: Kind, ev: Event) -> bool:
     return False
 
 
-def expires_of(value: str) -> float:
-    """Seconds from a sofia::register `expires` header (defaults when unusable)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        return DEFAULT_EXPIRES
-    if not seconds > 0:
-        return DEFAULT_EXPIRES
-    return min(seconds, MAX_EXPIRES)
-
-
 class Protection:
     """Registrations currently held (per source: user -> until) and gateway keys."""
 
     def __init__(self, cap: int) -> None:
         self._cap = cap
+        # insertion order (no reordering on refresh: the hot path is one lookup); the
+        # sweep moves sources still held to the back, the cap drops the front
         self._registered: OrderedDict[int, dict[str, float]] = OrderedDict()
         self._gateways: frozenset[int] = frozenset()
         self.gateway_addresses: list[str] = []
 
     def registered(self, key: int, user: str, until: float) -> None:
-        users = self._registered.get(key)
+        reg = self._registered
+        users = reg.get(key)
+        if users is not None and user in users:  # a re-registration: the common case
+            users[user] = until
+            return
         if users is None:
-            users = self._registered[key] = {}
-            if len(self._registered) > self._cap:
-                self._registered.popitem(last=False)
-        else:
-            self._registered.move_to_end(key)
+            users = reg[key] = {}
+            if len(reg) > self._cap:
+                reg.popitem(last=False)
         if user in users or len(users) < USERS_PER_SOURCE:
             users[user] = until
 
@@ -100,10 +96,10 @@ class Protection:
         reg = self._registered
         for _ in range(min(budget, len(reg))):
             key, users = next(iter(reg.items()))
-            if all(until <= now for until in users.values()):
-                del reg[key]
-            else:
+            if any(until > now for until in users.values()):
                 reg.move_to_end(key)
+            else:
+                del reg[key]
 
     def counts(self) -> dict[str, int]:
         return {"registered": len(self._registered), "gateways": len(self._gateways)}
