@@ -65,6 +65,8 @@ from .events import (
     text,
 )
 from .events import maybe_relevant as _maybe_relevant
+from .keys import ALL128 as _ALL128
+from .keys import SourceKeys
 from .repair import needs_checks
 from .rules.modes import BAN, OFF, Modes, Simulations
 from .rules.protection import REGISTRATION_HOLD, Protection, spoofable
@@ -86,8 +88,6 @@ TICK_BUDGET = 256  # tracked sources examined per tick()
 SWEEP_BUDGET = 64  # ban / whitelist entries examined per tick()
 LRU_SLACK = 4096  # stale LRU entries tolerated beyond the number of tracked sources
 
-_V6 = 1 << 128
-_ALL128 = _V6 - 1
 _INF = math.inf
 
 _PRE_REGISTER = Kind.PRE_REGISTER
@@ -113,7 +113,7 @@ _EVENT_NAMES = {
 Output = BanDecision | KillCall
 
 
-class DetectionEngine(Snapshots):
+class DetectionEngine(SourceKeys, Snapshots):
     """Runs fsguard's detection rules over the events of one shard."""
 
     def __init__(
@@ -1072,49 +1072,6 @@ class DetectionEngine(Snapshots):
             self._strings.put(value, value)
             return value
         return shared
-
-    # --- keys ----------------------------------------------------------------------------
-
-    def _key(self, addr: IPAddress) -> int:
-        if addr.version == 4:
-            return int(addr)
-        full = int(addr)
-        key = _V6 | (full & self._v6_mask)
-        if self._prefix < 128 and self._trusted_v6 and not self._prefix_is_safe(key):
-            return _V6 | full  # never aggregate over a trusted network
-        return key
-
-    def _prefix_is_safe(self, key: int) -> bool:
-        """True when the aggregated IPv6 prefix of `key` overlaps no trusted network."""
-        safe = self._prefix_safe.get(key)
-        if safe is None:
-            net = ipaddress.IPv6Network((key & _ALL128 & self._v6_mask, self._prefix))
-            safe = not any(net.overlaps(t) for t in self._trusted_v6)
-            self._prefix_safe.put(key, safe)
-        return safe
-
-    def _key_text(self, key: int) -> str:
-        if key < _V6:
-            return str(ipaddress.IPv4Address(key))
-        value = key & _ALL128
-        if self._prefix < 128 and value == value & self._v6_mask and self._prefix_is_safe(key):
-            return f"{ipaddress.IPv6Address(value)}/{self._prefix}"
-        return str(ipaddress.IPv6Address(value))
-
-    def _key_of_text(self, value: str) -> int | None:
-        """Key of an address or of a prefix as the firewall reports it."""
-        value = value.strip()
-        try:
-            if "/" not in value:
-                return self._key(parse_ip(value))
-            net = ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            return None
-        if net.prefixlen == net.max_prefixlen:
-            return self._key(parse_ip(str(net.network_address)))
-        if isinstance(net, ipaddress.IPv6Network) and net.prefixlen == self._prefix:
-            return _V6 | int(net.network_address)
-        return None
 
 
 def normalize_host(host: str) -> str:

@@ -64,3 +64,20 @@ def test_invalid_mode_and_unknown_rule_are_config_errors() -> None:
         config_from_dict({"security": {"rules": {"toll_fraud": {"mode": "maybe"}}}})
     with pytest.raises(ConfigError, match=r"did you mean security\.rules\.toll_fraud"):
         config_from_dict({"security": {"rules": {"tollfraud": {"mode": "ban"}}}})
+
+
+def test_replay_reports_simulated_decisions_apart_from_bans() -> None:
+    from fsguard_supervisor.replay import load_phases, run_replay
+    from shared.config import Config
+    from tests.test_engine_captures import FIXTURES
+
+    config = Config()
+    config.security.rules.scanner_user_agent.mode = "simulate"
+    result = run_replay((FIXTURES / "capture_json.bin").read_bytes(), config,
+                        phases=load_phases(FIXTURES / "phases_json.txt"))  # fmt: skip
+    simulated = [v for v in result.verdicts if v.kind == "simulated"]
+    assert {v.rule for v in simulated} == {"scanner_user_agent"}
+    assert {v.phase.split("_")[0] for v in simulated} >= {"f1", "f2", "h2"}
+    assert "scanner_user_agent" not in {v.rule for v in result.bans}
+    assert "failed_auth" in {v.rule for v in result.bans}  # f3 (svcrack) and a
+    assert len(result.as_json()["simulated"]) == len(simulated)
