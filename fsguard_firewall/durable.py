@@ -276,7 +276,7 @@ class Durable:
         fw = self._firewall()
         data = args.get("data")
         try:
-            check_import(fw.kernel, fw.is_trusted, data)
+            check_import(fw.kernel, fw.refuse, data)
             count = self.store.import_json(data, time.time())
         except ImportDataError as exc:
             raise ControlError(str(exc), 400) from None
@@ -325,5 +325,5 @@ def check_import(kernel: KernelBackend, is_trusted: Any, data: Any) -> None:
         if is_trusted(elem):
             raise ImportDataError(
                 f"import refused, nothing written: blacklist[{label!r}]: "
-                f"{key} is in a trusted network"
+                f"{key} is in a trusted network, protected or whitelisted"
             )
