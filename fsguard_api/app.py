@@ -72,6 +72,14 @@ def configured_token(config: Config) -> str:
     return api_token(config)
 
 
+def utf8_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def audit(request: Request, action: str, command: str, outcome: str) -> None:
     access.audit(request.scope, action, command, outcome)
 
@@ -194,17 +202,22 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
             StatusMessage(status="success", message="ESL reconnection initiated")
         )
 
-    @app.post("/security/esl/command", responses=doc(CommandResult, 504, body=True))
+    @app.post("/security/esl/command", responses=doc(CommandResult, 500, 504, body=True))
     async def security_esl_command(request: Request, body: CommandBody) -> Response:
         command = body.command
         if not command:
             audit(request, "esl_command", command, "refused: empty")
             return error_response(400, "command is required")
+        if not utf8_text(command):  # lone surrogates (JSON "\ud800"): a bad body
+            shown = command.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            audit(request, "esl_command", shown, "refused: not valid UTF-8")
+            return error_response(400, "command is not valid UTF-8")
         try:
             normalized = check_command(command, sec.esl_allowed_commands)
         except CommandRefused as exc:
             audit(request, "esl_command", command, f"refused: {exc}")
-            return error_response(403, f"command not allowed: {command}")
+            # As the Go program: 500 with this message (403 means "source IP not permitted").
+            return error_response(500, f"command not allowed: {command}")
         try:
             data = await peers.supervisor("esl_command", {"command": normalized})
             result = convert(data, CommandResult, "supervisor")

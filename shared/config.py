@@ -317,6 +317,11 @@ def _invalid(key: str, value: object, expected: str) -> ConfigError:
     return err
 
 
+# The longest timed ban (100 years): its expiry stays a valid calendar date everywhere it is
+# shown or stored. Longer means permanent, which has its own flag.
+MAX_BAN_SECONDS = 100 * 365 * 86400
+
+
 def parse_duration(value: str | int | float, key: str) -> float:
     """Go-style duration ("1h30m", "1m0s", "250ms"), plus "d" and plain seconds."""
     seconds: float
