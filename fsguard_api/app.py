@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from fsguard_api import access, metrics, openapi, routes
+from fsguard_api import access, docs, metrics, openapi, routes
 from fsguard_api.cache import ResponseCache
 from fsguard_api.esl_commands import CommandRefused, check_command
 from fsguard_api.models import (
@@ -247,7 +247,7 @@ def create_app(config: Config, *, peer_timeout: float = DEFAULT_TIMEOUT) -> Fast
         version=version(),
         lifespan=lifespan,
         description=API_DESCRIPTION,
-        docs_url="/docs",
+        docs_url=None,  # docs.install serves /docs and /redoc with vendored assets
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -260,6 +260,7 @@ def create_app(config: Config, *, peer_timeout: float = DEFAULT_TIMEOUT) -> Fast
         add_security_routes(app, config, peers)
         routes.add_list_routes(app, config, peers, version())
     openapi.install(app)
+    docs.install(app)
     # Added last = outermost: access control runs first, before routing and body reads.
     app.add_middleware(access.BodyLimitMiddleware)
     app.add_middleware(
