@@ -159,7 +159,7 @@ class WorkersConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    format: str = "json"  # "json" or "human"
+    format: str = "auto"  # "auto" (human on a terminal, else JSON), "json" or "human"
     level: str = "info"
     audit_file: str = ""  # "" = <state_dir>/audit.log
 
@@ -220,7 +220,7 @@ DEPRECATED_KEYS: frozenset[str] = frozenset(
     }
 )
 LOG_LEVELS: tuple[str, ...] = ("error", "warning", "info", "debug", "trace")
-LOG_FORMATS: tuple[str, ...] = ("json", "human")
+LOG_FORMATS: tuple[str, ...] = ("auto", "json", "human")
 MASK = "********"
 
 # Environment overrides: exactly the Go program's variable names (facts 6.2).
@@ -315,6 +315,11 @@ def _invalid(key: str, value: object, expected: str) -> ConfigError:
     err = ConfigError(f"config key {key}: invalid value {_show(key, value)}: expected {expected}")
     err.expected = expected
     return err
+
+
+# The longest timed ban (100 years): its expiry stays a valid calendar date everywhere it is
+# shown or stored. Longer means permanent, which has its own flag.
+MAX_BAN_SECONDS = 100 * 365 * 86400
 
 
 def parse_duration(value: str | int | float, key: str) -> float:
