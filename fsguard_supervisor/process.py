@@ -131,6 +131,8 @@ class Supervisor:
                 "connection_errors": st.connection_errors,
                 "auth_failures": st.auth_failures,
                 "malformed_frames": st.malformed_frames,
+                "unexpected_replies": st.unexpected_replies,
+                "commands_refused": st.commands_refused,
                 "frames_received": st.frames_received,
                 "events_received": st.events_received,
                 "reconnects": st.reconnects,
