@@ -156,6 +156,7 @@ class WorkersConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     count: int = 0  # 0 = CPU count clamped to 2..8
     max_tracked_ips: int = 200_000
     queue_size: int = 8192  # per-worker ZeroMQ high-water mark, in messages
+    queue_bytes: int = 64 * 1024 * 1024  # per-worker bound in bytes (a message: <= 256 KiB)
 
 
 class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -606,6 +607,7 @@ class _Validator:
         self.choice("logging.format", LOG_FORMATS)
         self.int_range("workers.count", 0, 64)
         self.int_range("workers.max_tracked_ips", 1000)
+        self.int_range("workers.queue_bytes", 1 << 20)  # one 256 KiB read must fit
         if not c.security.recidive.factor >= 1 or not math.isfinite(c.security.recidive.factor):
             raise self.fail("security.recidive.factor", c.security.recidive.factor, "a number >= 1")
         self.url("security.chandaemon.report_url")
