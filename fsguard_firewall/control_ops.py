@@ -10,6 +10,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from shared.config import MAX_BAN_SECONDS
 from shared.control import ControlError, Handler
 from shared.iputil import parse_ip
 from shared.logs import escape
@@ -96,7 +97,16 @@ class ControlOps:
         }
 
     def op_blacklist(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {e.ip: e.go_shape() for e in self.fw.ledger.active(time.time())}
+        """Every active ban in the Go shape; a row that cannot be shown is reported, skipped."""
+        out: dict[str, Any] = {}
+        for e in self.fw.ledger.active(time.time()):
+            try:
+                out[e.ip] = e.go_shape()
+            except (ValueError, OverflowError, OSError) as exc:
+                self.fw.stats.bad_rows += 1
+                if self.fw.log_limiter.allow("bad ban row"):
+                    log.error("ban list: skipped unreadable ban ip=%s: %s", escape(e.ip, 64), exc)
+        return out
 
     def op_blacklist_get(self, args: dict[str, Any]) -> dict[str, Any]:
         raw = args.get("ip")
@@ -131,8 +141,12 @@ class ControlOps:
             seconds = float(duration)
         except (TypeError, ValueError):
             raise ControlError(f"invalid duration: {duration!r}", 400) from None
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise ControlError(f"invalid duration: {duration!r}", 400)
+        if not 0 < seconds <= MAX_BAN_SECONDS:  # also refuses NaN and infinities
+            raise ControlError(
+                f"invalid duration: {duration!r}: must be positive and at most "
+                f"{MAX_BAN_SECONDS} seconds (100 years); use permanent for longer",
+                400,
+            )
         return seconds
 
     def op_ban(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -241,6 +255,7 @@ class ControlOps:
             "store_errors": s.store_errors,
             "store_backlog": len(fw.ledger.backlog),
             "recidive_escalations": s.recidive_escalations,
+            "bad_ban_rows": s.bad_rows,
             "ban_latency_p50": s.percentile(0.50),
             "ban_latency_p99": s.percentile(0.99),
             "ban_latency_histogram": s.ban_latency.snapshot(),

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shared.audit import AuditLog
-from shared.config import Config
+from shared.config import MAX_BAN_SECONDS, Config
 from shared.control import Handler
 from shared.iputil import NetworkSet, parse_ip
 from shared.logs import LogRateLimiter, escape
@@ -115,7 +115,7 @@ class Firewall:
             self.stats.decisions_received += 1
             try:
                 elem = self.parse_target(d.ip)
-                if not math.isfinite(d.duration) or d.duration < 0:
+                if not 0 <= d.duration <= MAX_BAN_SECONDS:  # also refuses NaN
                     raise ValueError(f"invalid duration {d.duration!r}")
             except ValueError:
                 self.stats.invalid += 1

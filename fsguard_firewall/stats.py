@@ -51,6 +51,7 @@ class Stats:
         self.retries = 0  # refused bans re-applied (successfully or not)
         self.expired_pending = 0  # refused bans that expired before the kernel took them
         self.recidive_escalations = 0
+        self.bad_rows = 0  # stored bans skipped by the ban list (cannot be shown)
         self.drift_checks = 0
         self.drift_repaired = 0  # kernel entries added, re-timed or removed by drift checks
         self.last_drift = 0  # differences found by the last drift check
