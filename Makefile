@@ -6,7 +6,7 @@ CONFIG ?= config.example.json
 
 WHEELHOUSE ?= wheelhouse
 
-.PHONY: install system-deps run test lint bench clean lock wheelhouse
+.PHONY: install system-deps run test lint bench clean lock openapi wheelhouse
 
 # Every runtime, test and dev dependency comes from requirements.lock (exact versions and
 # hashes); fsguard itself is installed editable on top, without resolving anything.
@@ -63,6 +63,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# openapi.yaml is generated from the typed models with the locked FastAPI (a test checks it).
+openapi: install
+	$(BIN)/python -m fsguard_api.openapi > openapi.yaml
 
 bench: install
 	$(BIN)/python bench/run_all.py
