@@ -6,7 +6,7 @@ CONFIG ?= config.example.json
 
 WHEELHOUSE ?= wheelhouse
 
-.PHONY: install system-deps run test lint bench clean lock openapi wheelhouse
+.PHONY: install system-deps run test lint bench clean lock openapi wheelhouse config-doc
 
 # Every runtime, test and dev dependency comes from requirements.lock (exact versions and
 # hashes); fsguard itself is installed editable on top, without resolving anything.
@@ -23,6 +23,10 @@ lock:
 	.lockenv/bin/uv pip compile pyproject.toml --extra test --extra dev --generate-hashes \
 		--python-version 3.11 --upgrade -o requirements.lock
 	rm -rf .lockenv
+
+# docs/config.md from the schema (tests/test_config_doc.py fails when it is stale).
+config-doc: $(BIN)/fsguard
+	$(BIN)/python -m shared.config_doc > docs/config.md
 
 # Offline install material for a PBX without PyPI access: fsguard's run-time dependencies
 # exactly as requirements.lock pins them (downloaded hash-checked; an sdist is built into a
