@@ -233,7 +233,22 @@ class FsguardCollector(Collector):
             CounterMetricFamily(
                 "fsguard_esl_events_received", "Events read from the ESL socket by the supervisor"
             ),
+            CounterMetricFamily(
+                "fsguard_esl_malformed_frames",
+                "ESL frames that broke the framing (desync: the connection is dropped)",
+            ),
+            CounterMetricFamily(
+                "fsguard_esl_unexpected_replies", "ESL replies that arrived with no command pending"
+            ),
+            CounterMetricFamily(
+                "fsguard_kills_dropped", "uuid_kill requests dropped: the kill queue was full"
+            ),
         ]
+        task_failures = CounterMetricFamily(
+            "fsguard_supervisor_task_failures",
+            "Failures of the supervisor's background loops (each logged and restarted)",
+            labels=["task"],
+        )
         restarts = CounterMetricFamily(
             "fsguard_process_restarts",
             "Restarts of the supervisor's children, by role",
@@ -248,6 +263,14 @@ class FsguardCollector(Collector):
             families[0].add_metric([], _num(esl.get("reconnects")))
             families[1].add_metric([], _num(esl.get("connection_errors")))
             families[2].add_metric([], _num(esl.get("events_received")))
+            families[3].add_metric([], _num(esl.get("malformed_frames")))
+            families[4].add_metric([], _num(esl.get("unexpected_replies")))
+            families[5].add_metric([], _num(sup.get("kills_dropped")))
+            tasks = sup.get("tasks")
+            failures = tasks.get("failures") if isinstance(tasks, Mapping) else None
+            if isinstance(failures, Mapping):
+                for task, count in sorted(failures.items()):
+                    task_failures.add_metric([str(task)], _num(count))
             per_role: dict[str, float] = {}
             for child in sup.get("children") or []:
                 if isinstance(child, Mapping):
@@ -258,6 +281,7 @@ class FsguardCollector(Collector):
             for index, count in enumerate(sup.get("dropped_per_worker") or []):
                 dropped.add_metric([str(index)], _num(count))
         yield from families
+        yield task_failures
         yield restarts
         yield dropped
 
@@ -335,6 +359,28 @@ class FsguardCollector(Collector):
         reports = CounterMetricFamily(
             "fsguard_reports", "chanDaemon ban reports, by result", labels=["result", "pid"]
         )
+        ledger: list[CounterMetricFamily | GaugeMetricFamily] = [
+            CounterMetricFamily("fsguard_firewall_kernel_full",
+                                "Kernel applies refused because a ban set is full",
+                                labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_pending_bans",
+                              "Bans the kernel refused, waiting for a retry", labels=["pid"]),
+            CounterMetricFamily("fsguard_firewall_drift_repaired",
+                                "Kernel entries added, re-timed or removed by drift checks",
+                                labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_last_drift",
+                              "Differences kernel vs store found by the last drift check",
+                              labels=["pid"]),
+            CounterMetricFamily("fsguard_firewall_store_errors",
+                                "Failed state store writes (bans kept in the kernel only)",
+                                labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_store_backlog",
+                              "Bans enforced in the kernel, not yet written to the store",
+                              labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_store_degraded",
+                              "1 while the state directory is unusable (scratch store)",
+                              labels=["pid"]),
+        ]  # fmt: skip
         histograms: list[Metric] = []
         if fw is not None:
             pid = str(fw.get("pid", ""))
@@ -344,6 +390,11 @@ class FsguardCollector(Collector):
                     active.add_metric([str(family)], _num(count))
             applied.add_metric([pid], _num(fw.get("bans_applied")))
             kernel_errors.add_metric([pid], _num(fw.get("kernel_errors")))
+            for family, key in zip(ledger, ("kernel_full", "pending_bans", "drift_repaired",
+                                            "last_drift", "store_errors", "store_backlog",
+                                            "store_degraded"),
+                                   strict=True):  # fmt: skip
+                family.add_metric([pid], _num(fw.get(key)))
             for key, result in REPORT_RESULTS.items():
                 reports.add_metric([result, pid], _num(fw.get(key)))
             for name, doc, key in (
@@ -362,6 +413,7 @@ class FsguardCollector(Collector):
                 if family is not None:
                     histograms.append(family)
         yield from (active, applied, kernel_errors, reports)
+        yield from ledger
         yield from histograms
 
     def _api(self) -> Iterator[Metric]:

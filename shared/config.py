@@ -29,7 +29,11 @@ import msgspec
 import msgspec.inspect
 import msgspec.structs
 
-DEFAULT_TRUSTED_NETWORKS = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+from shared.protected import pattern_problem
+
+DEFAULT_TRUSTED_NETWORKS = [
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+]  # fmt: skip
 
 DEFAULT_SCANNER_USER_AGENTS = [
     "friendly-scanner",
@@ -192,6 +196,7 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     )
     ipv6_ban_prefix: int = 128
     keep_foreign_entries: bool = False  # reconcile keeps kernel entries with no record
+    drift_check_interval: float = 60.0  # seconds between kernel <-> store drift checks
     chandaemon: ChanDaemonConfig = msgspec.field(default_factory=ChanDaemonConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)
@@ -214,10 +219,11 @@ class WorkersConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     count: int = 0  # 0 = CPU count clamped to 2..8
     max_tracked_ips: int = 200_000
     queue_size: int = 8192  # per-worker ZeroMQ high-water mark, in messages
+    queue_bytes: int = 64 * 1024 * 1024  # per-worker bound in bytes (a message: <= 256 KiB)
 
 
 class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    format: str = "json"  # "json" or "human"
+    format: str = "auto"  # "auto" (human on a terminal, else JSON), "json" or "human"
     level: str = "info"
     audit_file: str = ""  # "" = <state_dir>/audit.log
 
@@ -266,6 +272,7 @@ DURATION_KEYS: frozenset[str] = frozenset(
         "security.recidive.max_duration",
         "security.gateway_refresh_interval",
         "security.extension_scan.window",
+        "security.drift_check_interval",
     }
 )
 _ZERO_OK = frozenset({"security.recidive.max_duration"})  # 0 = permanent
@@ -280,7 +287,7 @@ DEPRECATED_KEYS: frozenset[str] = frozenset(
     }
 )
 LOG_LEVELS: tuple[str, ...] = ("error", "warning", "info", "debug", "trace")
-LOG_FORMATS: tuple[str, ...] = ("json", "human")
+LOG_FORMATS: tuple[str, ...] = ("auto", "json", "human")
 MASK = "********"
 
 # Environment overrides: exactly the Go program's variable names (facts 6.2).
@@ -375,6 +382,11 @@ def _invalid(key: str, value: object, expected: str) -> ConfigError:
     err = ConfigError(f"config key {key}: invalid value {_show(key, value)}: expected {expected}")
     err.expected = expected
     return err
+
+
+# The longest timed ban (100 years): its expiry stays a valid calendar date everywhere it is
+# shown or stored. Longer means permanent, which has its own flag.
+MAX_BAN_SECONDS = 100 * 365 * 86400
 
 
 def parse_duration(value: str | int | float, key: str) -> float:
@@ -644,6 +656,13 @@ class _Validator:
                     pattern,
                     "a non-empty domain pattern without control characters",
                 )
+            problem = pattern_problem(pattern, c.security.trusted_networks, force=True)
+            if problem is not None:
+                raise self.fail(
+                    f"security.untrusted_networks[{index}]",
+                    pattern,
+                    f"a pattern that bans neither everyone nor a trusted network ({problem})",
+                )
         for index, command in enumerate(c.security.esl_allowed_commands):
             if not command or command != command.strip() or _CONTROL.search(command):
                 raise self.fail(
@@ -666,6 +685,7 @@ class _Validator:
         self.choice("logging.format", LOG_FORMATS)
         self.int_range("workers.count", 0, 64)
         self.int_range("workers.max_tracked_ips", 1000)
+        self.int_range("workers.queue_bytes", 1 << 20)  # one 256 KiB read must fit
         if not c.security.recidive.factor >= 1 or not math.isfinite(c.security.recidive.factor):
             raise self.fail("security.recidive.factor", c.security.recidive.factor, "a number >= 1")
         self.url("security.chandaemon.report_url")

@@ -57,10 +57,10 @@ def test_firewall_keeps_banning_over_budget_and_refuses_simulated_decisions() ->
     config = Config(security=SecurityConfig(dry_run=True, max_bans_per_minute=2))
     fw = Firewall(config, make_kernel(config))
     fw.handle_batch([decision(i) for i in range(1, 6)])
-    stats = fw.op_stats({})
+    stats = fw.control.op_stats({})
     assert stats["bans_applied"] == 5  # banning never silently stops
     assert stats["ban_budget_exceeded"] == 3
     assert stats["ban_budget_over"] == 1 and stats["max_bans_per_minute"] == 2
     fw.handle_batch([decision(9, source="simulated")])
-    assert "203.0.113.9" not in fw.op_blacklist({})
-    assert fw.op_stats({})["bans_applied"] == 5
+    assert "203.0.113.9" not in fw.control.op_blacklist({})
+    assert fw.control.op_stats({})["bans_applied"] == 5
