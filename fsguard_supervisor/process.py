@@ -267,9 +267,13 @@ class Supervisor:
             await asyncio.sleep(0.1)
 
     async def _stats_loop(self) -> None:
+        """Refresh the workers' processed counts: every second, or every 100 ms while a
+        worker holds over a quarter of its byte bound (the acks release that bound)."""
         while True:
             await self._refresh_worker_counts()
-            await asyncio.sleep(1.0)
+            d = self.dispatcher
+            busy = d is not None and max(d.in_flight_bytes, default=0) > d.queue_bytes // 4
+            await asyncio.sleep(0.1 if busy else 1.0)
 
     async def _refresh_worker_counts(self) -> None:
         async def one(index: int) -> None:
