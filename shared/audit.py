@@ -246,9 +246,15 @@ class AuditLog:
     def _start(self) -> AuditWriter | None:
         with self._lock:
             if self._writer is None and not self._disabled:
-                self._writer = AuditWriter(self, self.log_path, self.db_path, self.max_bytes,
-                                           self.max_age, self.queue_max)  # fmt: skip
-                self._writer.start()
+                writer = AuditWriter(self, self.log_path, self.db_path, self.max_bytes,
+                                     self.max_age, self.queue_max)  # fmt: skip
+                try:
+                    writer.start()
+                except RuntimeError as exc:  # no thread left: never raise into the caller
+                    log.error("audit stream disabled for %s: %s", self.role, exc)
+                    self._disabled = True
+                    return None
+                self._writer = writer
                 atexit.register(self.close)
             return self._writer
 
