@@ -329,7 +329,8 @@ class Supervisor:
             mine.append(("firewall", addresses.firewall_control(self.runtime_dir)))
         try:
             takeover.clear_leftovers(self.runtime_dir)
-            takeover.clear_orphans(mine)
+            api_port = self.config.server.port if self.manage_all else None
+            takeover.clear_orphans(mine, api_port)
         except takeover.AnotherSupervisor as exc:
             log.error("not starting: %s", exc)
             return False
