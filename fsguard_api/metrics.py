@@ -54,6 +54,12 @@ from shared.control import PeerUnavailable, arequest
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 UNMATCHED = "<unmatched>"
+DECODE_OUTCOMES = {
+    "repaired": "invalid_utf8",
+    "salvaged": "decode_salvaged",
+    "refused": "decode_refused",
+    "failed": "decode_errors",
+}
 REPORT_RESULTS = {"reportsSent": "sent", "reportsFailed": "failed", "reportsDropped": "dropped"}
 
 
@@ -301,6 +307,12 @@ class FsguardCollector(Collector):
         tracked = GaugeMetricFamily(
             "fsguard_tracked_ips", "Sources tracked by each worker", labels=["worker"]
         )
+        decode = CounterMetricFamily(
+            "fsguard_worker_event_decode",
+            "Event bodies the fast decoder refused, by outcome: repaired (invalid UTF-8 and "
+            "the like), salvaged (broken structure), refused (size/depth limit), failed",
+            labels=["outcome", "worker", "pid"],
+        )
         depth = GaugeMetricFamily(
             "fsguard_queue_depth",
             "Events sent to a worker and not yet processed",
@@ -321,9 +333,11 @@ class FsguardCollector(Collector):
             evictions.add_metric([worker, pid], _num(w.get("evictions")))
             processed.add_metric([worker, pid], _num(w.get("processed")))
             tracked.add_metric([worker], _num(w.get("tracked_ips")))
+            for outcome, key in DECODE_OUTCOMES.items():
+                decode.add_metric([outcome, worker, pid], _num(w.get(key)))
             if index < len(sent):
                 depth.add_metric([worker], max(0.0, _num(sent[index]) - _num(w.get("processed"))))
-        yield from (events, decisions, evictions, processed, tracked, depth)
+        yield from (events, decisions, evictions, processed, tracked, decode, depth)
 
     def _firewall(self) -> Iterator[Metric]:
         fw = self.scrape.firewall
@@ -341,6 +355,28 @@ class FsguardCollector(Collector):
         reports = CounterMetricFamily(
             "fsguard_reports", "chanDaemon ban reports, by result", labels=["result", "pid"]
         )
+        ledger: list[CounterMetricFamily | GaugeMetricFamily] = [
+            CounterMetricFamily("fsguard_firewall_kernel_full",
+                                "Kernel applies refused because a ban set is full",
+                                labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_pending_bans",
+                              "Bans the kernel refused, waiting for a retry", labels=["pid"]),
+            CounterMetricFamily("fsguard_firewall_drift_repaired",
+                                "Kernel entries added, re-timed or removed by drift checks",
+                                labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_last_drift",
+                              "Differences kernel vs store found by the last drift check",
+                              labels=["pid"]),
+            CounterMetricFamily("fsguard_firewall_store_errors",
+                                "Failed state store writes (bans kept in the kernel only)",
+                                labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_store_backlog",
+                              "Bans enforced in the kernel, not yet written to the store",
+                              labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_store_degraded",
+                              "1 while the state directory is unusable (scratch store)",
+                              labels=["pid"]),
+        ]  # fmt: skip
         histograms: list[Metric] = []
         if fw is not None:
             pid = str(fw.get("pid", ""))
@@ -350,6 +386,11 @@ class FsguardCollector(Collector):
                     active.add_metric([str(family)], _num(count))
             applied.add_metric([pid], _num(fw.get("bans_applied")))
             kernel_errors.add_metric([pid], _num(fw.get("kernel_errors")))
+            for family, key in zip(ledger, ("kernel_full", "pending_bans", "drift_repaired",
+                                            "last_drift", "store_errors", "store_backlog",
+                                            "store_degraded"),
+                                   strict=True):  # fmt: skip
+                family.add_metric([pid], _num(fw.get(key)))
             for key, result in REPORT_RESULTS.items():
                 reports.add_metric([result, pid], _num(fw.get(key)))
             for name, doc, key in (
@@ -368,6 +409,7 @@ class FsguardCollector(Collector):
                 if family is not None:
                     histograms.append(family)
         yield from (active, applied, kernel_errors, reports)
+        yield from ledger
         yield from histograms
 
     def _api(self) -> Iterator[Metric]:

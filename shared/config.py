@@ -28,7 +28,11 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.inspect
 
-DEFAULT_TRUSTED_NETWORKS = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+from shared.protected import pattern_problem
+
+DEFAULT_TRUSTED_NETWORKS = [
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+]  # fmt: skip
 
 DEFAULT_SCANNER_USER_AGENTS = [
     "friendly-scanner",
@@ -140,6 +144,7 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     )
     ipv6_ban_prefix: int = 128
     keep_foreign_entries: bool = False  # reconcile keeps kernel entries with no record
+    drift_check_interval: float = 60.0  # seconds between kernel <-> store drift checks
     chandaemon: ChanDaemonConfig = msgspec.field(default_factory=ChanDaemonConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)
@@ -160,7 +165,7 @@ class WorkersConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    format: str = "json"  # "json" or "human"
+    format: str = "auto"  # "auto" (human on a terminal, else JSON), "json" or "human"
     level: str = "info"
     audit_file: str = ""  # "" = <state_dir>/audit.log
     audit_max_bytes: int = 100 * 1024 * 1024  # audit.log(+.1) and audit.db each; 0 = no limit
@@ -210,6 +215,7 @@ DURATION_KEYS: frozenset[str] = frozenset(
         "security.recidive.window",
         "security.recidive.max_duration",
         "logging.audit_max_age",
+        "security.drift_check_interval",
     }
 )
 # 0 = permanent / no limit
@@ -225,7 +231,7 @@ DEPRECATED_KEYS: frozenset[str] = frozenset(
     }
 )
 LOG_LEVELS: tuple[str, ...] = ("error", "warning", "info", "debug", "trace")
-LOG_FORMATS: tuple[str, ...] = ("json", "human")
+LOG_FORMATS: tuple[str, ...] = ("auto", "json", "human")
 MASK = "********"
 
 # Environment overrides: exactly the Go program's variable names (facts 6.2).
@@ -320,6 +326,11 @@ def _invalid(key: str, value: object, expected: str) -> ConfigError:
     err = ConfigError(f"config key {key}: invalid value {_show(key, value)}: expected {expected}")
     err.expected = expected
     return err
+
+
+# The longest timed ban (100 years): its expiry stays a valid calendar date everywhere it is
+# shown or stored. Longer means permanent, which has its own flag.
+MAX_BAN_SECONDS = 100 * 365 * 86400
 
 
 def parse_duration(value: str | int | float, key: str) -> float:
@@ -586,6 +597,13 @@ class _Validator:
                     f"security.untrusted_networks[{index}]",
                     pattern,
                     "a non-empty domain pattern without control characters",
+                )
+            problem = pattern_problem(pattern, c.security.trusted_networks, force=True)
+            if problem is not None:
+                raise self.fail(
+                    f"security.untrusted_networks[{index}]",
+                    pattern,
+                    f"a pattern that bans neither everyone nor a trusted network ({problem})",
                 )
         for index, command in enumerate(c.security.esl_allowed_commands):
             if not command or command != command.strip() or _CONTROL.search(command):

@@ -169,7 +169,7 @@ def test_injection_never_reaches_supervisor(env: Env, caplog: pytest.LogCaptureF
     evil = "status \n\napi system id"
     with caplog.at_level("INFO", logger="fsguard.audit"):
         r = env.client.post("/security/esl/command", json={"command": evil})
-    assert r.status_code == 403
+    assert r.status_code == 500  # as Go: 403 only means "source IP not permitted"
     assert r.json()["error"].startswith("command not allowed: ")
     assert env.peers.supervisor.received == before
     line = caplog.records[-1].getMessage()
@@ -180,7 +180,7 @@ def test_injection_never_reaches_supervisor(env: Env, caplog: pytest.LogCaptureF
 def test_esl_command_refused(env: Env, command: str) -> None:
     before = list(env.peers.supervisor.received)
     r = env.client.post("/security/esl/command", json={"command": command})
-    assert r.status_code == 403
+    assert r.status_code == 500
     assert r.json() == {"error": f"command not allowed: {command}"}
     assert env.peers.supervisor.received == before
 
@@ -406,3 +406,12 @@ def test_warns_when_exposed_without_token(caplog: pytest.LogCaptureFixture) -> N
         warn_if_exposed(Config(server=ServerConfig(host="0.0.0.0")))
     assert len(caplog.records) == 1
     assert "without an API token" in caplog.records[0].getMessage()
+
+
+def test_manual_ban_passes_the_api_client_address_to_the_firewall(env: Env) -> None:
+    """The firewall refuses a ban covering the caller (issue 11 §2): it needs its address."""
+    r = env.client.post("/security/blacklist", json={"ip": "203.0.113.201"})
+    assert r.status_code == 200, r.text
+    bans = [args for op, args in env.peers.firewall.received if op == "ban"]
+    assert bans and bans[-1]["ip"] == "203.0.113.201"
+    assert bans[-1]["client"] == "127.0.0.1"
