@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import resource
 import signal
 import time
 from typing import Any
@@ -337,6 +338,7 @@ class Supervisor:
         return True
 
     async def run(self) -> int:
+        _raise_fd_limit()
         os.makedirs(self.runtime_dir, mode=0o750, exist_ok=True)
         if not await asyncio.to_thread(self._take_over):
             return 1
@@ -382,6 +384,16 @@ class Supervisor:
         for endpoint in paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(addresses.ipc_path(endpoint))
+
+
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (at most 65536): EMFILE ends loops (logged and
+    restarted) but in libzmq's accept() it aborts the process (libzmq 4.3.5 ipc_listener)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _notify_ready() -> None:
