@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from fsguard_api import access, metrics, openapi, routes
+from fsguard_api import access, metrics, openapi, reload, routes
 from fsguard_api.cache import ResponseCache
 from fsguard_api.esl_commands import CommandRefused, check_command
 from fsguard_api.models import (
@@ -246,6 +246,7 @@ def create_app(config: Config, *, peer_timeout: float = DEFAULT_TIMEOUT) -> Fast
     if config.security.enabled:  # like Go: the /security routes exist only when enabled
         add_security_routes(app, config, peers)
         routes.add_list_routes(app, config, peers, version())
+        reload.install(app, config)  # POST /security/reload, the api.control socket
     openapi.install(app)
     # Added last = outermost: access control runs first, before routing and body reads.
     app.add_middleware(access.BodyLimitMiddleware)

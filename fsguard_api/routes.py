@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
-from fsguard_api import access, system
+from fsguard_api import access, system, whitelist_net
 from fsguard_api.cache import ResponseCache
 from fsguard_api.models import (
     BatchItemResult,
@@ -48,6 +48,7 @@ from fsguard_api.models import (
 )
 from fsguard_api.openapi import doc
 from fsguard_api.peers import PeerError, Peers
+from fsguard_api.whitelist_net import WhitelistAdded
 from fsguard_workers.windows import go_duration
 from shared.config import LOG_LEVELS, Config, ConfigError, parse_duration, worker_count
 from shared.iputil import parse_ip, shard_of
@@ -67,10 +68,20 @@ assert set(LOG_LEVELS) == {"error", "warning", "info", "debug", "trace"}
 
 
 class WhitelistBody(BaseModel):
-    ip: str = Field(min_length=1, description="IPv4 or IPv6 address")
+    ip: str = Field(
+        min_length=1, description='IPv4 or IPv6 address, or network ("198.51.100.0/24")'
+    )
     userId: str = ""
     domain: str = Field("", description="empty: freeswitch.default_domain")
     permanent: bool = False
+    ttl: str | float | None = Field(
+        None, description='fsguard: entry lifetime ("8h", "7d" or seconds); default '
+        "security.whitelist_ttl; ignored when permanent",
+    )
+    lift_bans: bool = Field(
+        False, description="fsguard: for a network, lift the active bans inside it "
+        "(they are listed in bansInside otherwise)",
+    )
 
 
 class BlacklistBody(BaseModel):
@@ -161,8 +172,8 @@ def stat_sum(stats: Sequence[dict[str, Any]], key: str) -> int:
 
 def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) -> None:
     sec = config.security
-    trusted = [ipaddress.ip_network(c.strip(), strict=False) for c in sec.trusted_networks]
     workers = worker_count(config)
+    whitelist_net.add_routes(app, peers)  # /security/whitelist/{address}/{prefix}
 
     def audit(request: Request, action: str, subject: str, outcome: str) -> None:
         access.audit(request.scope, action, subject, outcome)
@@ -184,17 +195,20 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
         out.update(convert(manual, dict[str, WhitelistEntry], "firewall"))
         return MsgspecResponse(out)
 
-    async def whitelist_add(body: WhitelistBody) -> StatusMessage:
-        ip = checked_ip(body.ip)
-        args = {"ip": ip, "userId": body.userId, "domain": body.domain, "permanent": body.permanent}
+    async def whitelist_add(body: WhitelistBody) -> WhitelistAdded:
+        ip = whitelist_net.checked_target(body.ip)
+        args = {"ip": ip, "userId": body.userId, "domain": body.domain, "permanent": body.permanent,
+                "ttl": seconds_of(body.ttl), "lift_bans": body.lift_bans}  # fmt: skip
         data = await peers.firewall("whitelist_add", args)
-        return convert(data, StatusMessage, "firewall")
+        return convert(data, WhitelistAdded, "firewall")
 
-    @app.post("/security/whitelist", responses=doc(StatusMessage, body=True))
+    @app.post("/security/whitelist", responses=doc(WhitelistAdded, body=True))
     async def whitelist_post(request: Request, body: WhitelistBody) -> Response:
         result = await whitelist_add(body)
         audit(request, "whitelist_add", body.ip, "ok")
-        return MsgspecResponse(StatusMessage(status=result.status, message=result.message))
+        if "/" not in whitelist_net.checked_target(body.ip):  # Go's shape for an address
+            result.bansInside = result.liftedBans = msgspec.UNSET
+        return MsgspecResponse(result)
 
     @app.post("/security/whitelist/batch", responses=doc(BatchResults, body=True))
     async def whitelist_batch(request: Request, body: list[WhitelistBody]) -> Response:
@@ -218,7 +232,8 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
             if entry is not None:
                 result.whitelisted, result.userId, result.domain = True, entry.userId, entry.domain
         parsed = parse_ip(addr)
-        for net in trusted:
+        trusted = [ipaddress.ip_network(c.strip(), strict=False) for c in sec.trusted_networks]
+        for net in trusted:  # read per request: a reload changes the list
             if parsed.version == net.version and parsed in net:
                 result.trustedNetwork = str(net)
                 if not result.whitelisted:

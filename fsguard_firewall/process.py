@@ -710,6 +710,7 @@ def main(config: Config) -> int:
     if _already_running(endpoints["control"]):
         log.error("another firewall answers on %s: not starting a second writer", runtime)
         return 1
+    from . import reconfigure
     from .durable import EX_CONFIG, Durable  # imported here: durable imports this module
 
     try:
@@ -759,6 +760,7 @@ def main(config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     handlers = durable.extend(fw.handlers())
+    handlers["reload"] = reconfigure.handler(fw, durable)  # reconfigure.py
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(rep, zmq.POLLIN)
