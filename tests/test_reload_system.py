@@ -197,6 +197,9 @@ def test_sighup_reloads_and_the_tree_survives(tree: Tree) -> None:
 
     assert wait_for(reloaded, 10), "SIGHUP did not reload"
     assert tree.rs.proc.poll() is None
+    for name in ("firewall", "worker-0", "api"):  # a terminal's hangup reaches them too
+        os.kill(before[name], signal.SIGHUP)
+    assert tree.client.get("/security/whitelist").status_code == 200  # api, firewall, workers
     assert {c["name"]: c["pid"] for c in tree.rs.children()} == before
     ip = "203.0.113.23"
     tree.fail(ip, 2)
