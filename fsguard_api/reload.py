@@ -45,7 +45,8 @@ class ReloadResult(msgspec.Struct, kw_only=True):
     message: str
     applied: list[str]  # reloadable keys that changed, applied in every process
     restartRequired: list[str]  # changed keys that need a restart; not applied
-    processes: dict[str, str]  # process -> "ok" | "unchanged" | the error
+    processes: dict[str, str]  # process -> "ok" | "unavailable (...)" | "error: ..."
+    liftedBans: list[str] = []  # bans inside newly trusted networks, lifted
 
 
 def apply(app: FastAPI, config: Config, args: dict[str, Any]) -> dict[str, Any]:

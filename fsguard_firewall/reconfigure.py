@@ -6,13 +6,15 @@ keep_foreign_entries) need nothing more. Rebuilt here: the trusted networks, the
 untrusted patterns (run-time ones stay; every change goes to the workers as a ListChange)
 and the chanDaemon reporter (stopped and started again with the new settings, its
 counters carried over; queued reports stay in the store's outbox). Bans, the store and
-the kernel are not touched.
+the kernel are not touched, except that bans inside newly trusted networks are lifted (as
+the reconcile of a restart would).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from shared.control import ControlError, Handler
@@ -35,6 +37,29 @@ def _refresh_trusted(fw: Firewall) -> None:
     nets = fw.config.security.trusted_networks
     fw.trusted = [ipaddress.ip_network(c.strip(), strict=False) for c in nets]
     fw._trusted_set = NetworkSet(nets)
+
+
+def _lift_trusted(fw: Firewall) -> list[str]:
+    """Lift the active bans inside the (new) trusted networks, as a restart's reconcile
+    would: trusted networks are never banned, whatever the path."""
+    lifted: list[str] = []
+    for entry in fw.store.active(time.time()):
+        try:
+            elem = fw.parse_target(entry.ip)
+        except ValueError:
+            continue
+        if not fw.is_trusted(elem):
+            continue
+        try:
+            fw.op_unban({"ip": entry.ip})
+        except ControlError as exc:
+            log.error("reload: cannot lift ban %s inside a trusted network: %s", entry.ip, exc)
+            continue
+        lifted.append(entry.ip)
+    if lifted:
+        log.warning("reload: lifted %d ban(s) inside trusted networks: %s",
+                    len(lifted), ", ".join(lifted[:20]))  # fmt: skip
+    return lifted
 
 
 def _refresh_patterns(fw: Firewall, durable: Durable | None, old: list[str]) -> list[str]:
@@ -86,6 +111,7 @@ def apply(fw: Firewall, durable: Durable | None, args: dict[str, Any]) -> dict[s
     result: dict[str, Any] = {"applied": applied}
     if touched(applied, "security.trusted_networks"):
         _refresh_trusted(fw)
+        result["liftedBans"] = _lift_trusted(fw)
     if touched(applied, "security.untrusted_networks"):
         result["untrusted"] = _refresh_patterns(fw, durable, old_untrusted)
     if durable is not None and touched(applied, "security.chandaemon."):

@@ -20,8 +20,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from shared import addresses
-from shared.config import ConfigError, load_config
+from shared.config import Config, ConfigError, load_config
 from shared.control import PeerUnavailable, arequest
 from shared.logs import escape, set_level
 from shared.messages import ControlReply
@@ -33,6 +35,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PEER_TIMEOUT = 3.0
+
+
+def without_secrets(config: Config) -> Config:
+    """The config as sent to the other processes: the secrets no reload applies blanked."""
+    return msgspec.structs.replace(
+        config,
+        server=msgspec.structs.replace(config.server, api_token="", api_token_file=""),
+        security=msgspec.structs.replace(config.security, esl_password=""),
+    )
 
 
 class Reloader:
@@ -53,13 +64,13 @@ class Reloader:
         peers.append(("api", addresses.api_control(rd)))
         return peers
 
-    async def _send(self, name: str, endpoint: str, args: dict[str, Any]) -> str:
+    async def _send(self, endpoint: str, args: dict[str, Any]) -> tuple[str, Any]:
         try:
             reply = await arequest(endpoint, "reload", args, timeout=PEER_TIMEOUT,
                                    ctx=self.sup.actx)  # fmt: skip
         except PeerUnavailable:
-            return "unavailable (it reads the file when it starts)"
-        return "ok" if reply.ok else f"error: {reply.error}"
+            return "unavailable (it reads the file when it starts)", None
+        return ("ok", reply.data) if reply.ok else (f"error: {reply.error}", None)
 
     async def reload(self, actor: str) -> ControlReply:
         async with self._lock:
@@ -78,11 +89,15 @@ class Reloader:
             return ControlReply(ok=False, error=message, status=400)
         steps = plan(sup.config, new)
         processes: dict[str, str] = {}
+        lifted: list[str] = []
         if steps.apply:
-            args = ReloadOrder(config=new, keys=steps.apply).to_args()
+            args = ReloadOrder(config=without_secrets(new), keys=steps.apply).to_args()
             names = self._peers()
-            results = await asyncio.gather(*(self._send(n, e, args) for n, e in names))
-            processes = dict(zip((n for n, _ in names), results, strict=True))
+            results = await asyncio.gather(*(self._send(e, args) for _, e in names))
+            for (name, _), (outcome, data) in zip(names, results, strict=True):
+                processes[name] = outcome
+                if name == "firewall" and isinstance(data, dict):
+                    lifted = [str(k) for k in data.get("liftedBans", [])]
             self._apply_here(ReloadOrder(config=new, keys=steps.apply))
             processes["supervisor"] = "ok"
         self.reloads += 1
@@ -90,6 +105,8 @@ class Reloader:
             message = f"reloaded {self.config_path}: applied {', '.join(steps.apply)}"
         else:
             message = f"reloaded {self.config_path}: no reloadable change"
+        if lifted:
+            message += f"; lifted {len(lifted)} ban(s) inside trusted networks"
         if steps.restart:
             message += f"; restart needed for {', '.join(steps.restart)}"
             log.warning("config keys changed that need a restart (not applied): %s",
@@ -108,6 +125,7 @@ class Reloader:
             "applied": steps.apply,
             "restartRequired": steps.restart,
             "processes": processes,
+            "liftedBans": lifted,
         })  # fmt: skip
 
     def _apply_here(self, order: ReloadOrder) -> None:

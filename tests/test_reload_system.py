@@ -207,15 +207,31 @@ def test_sighup_reloads_and_the_tree_survives(tree: Tree) -> None:
 
 
 def test_trusted_networks_reload(tree: Tree) -> None:
-    ip = "203.0.113.99"
+    ip, banned = "203.0.113.99", "203.0.113.98"
+    assert tree.client.post("/security/blacklist", json={"ip": banned},
+                            headers=AUTH).status_code == 200  # fmt: skip
+    assert tree.rs.in_set(banned)
     trusted = [*tree.rs.config["security"]["trusted_networks"], "203.0.113.96/29"]
     tree.commit_config(security={"trusted_networks": trusted})
-    assert tree.reload().json()["applied"] == ["security.trusted_networks"]
+    body = tree.reload().json()
+    assert body["applied"] == ["security.trusted_networks"]
+    assert body["liftedBans"] == [banned]  # trusted networks are never banned
+    assert not tree.rs.in_set(banned) and not tree.blacklisted(banned)
     tree.fail(ip, 4)
     lookup = tree.client.get(f"/security/whitelist/{ip}").json()
     assert lookup["trustedNetwork"] == "203.0.113.96/29"
     assert wait_for(lambda: tree.worker_stats(ip)["trusted_skipped"] >= 4, 10)
     assert not tree.rs.in_set(ip) and tree.failed_count(ip) == 0
+
+
+def test_allowed_api_ips_reload_reaches_the_api(tree: Tree) -> None:
+    tree.commit_config(security={"chandaemon": {"allowed_api_ips": ["192.0.2.1"]}})
+    assert tree.reload().status_code == 200
+    denied = tree.reload()  # the API now refuses this client: its allow-list was reloaded
+    assert denied.status_code == 403, denied.text
+    tree.commit_config(security={"chandaemon": {"allowed_api_ips": ["127.0.0.1"]}})
+    os.kill(tree.rs.proc.pid, signal.SIGHUP)
+    assert wait_for(lambda: tree.reload().status_code == 200, 10)
 
 
 # --- whitelisted networks --------------------------------------------------------------------
