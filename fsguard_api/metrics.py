@@ -229,7 +229,22 @@ class FsguardCollector(Collector):
             CounterMetricFamily(
                 "fsguard_esl_events_received", "Events read from the ESL socket by the supervisor"
             ),
+            CounterMetricFamily(
+                "fsguard_esl_malformed_frames",
+                "ESL frames that broke the framing (desync: the connection is dropped)",
+            ),
+            CounterMetricFamily(
+                "fsguard_esl_unexpected_replies", "ESL replies that arrived with no command pending"
+            ),
+            CounterMetricFamily(
+                "fsguard_kills_dropped", "uuid_kill requests dropped: the kill queue was full"
+            ),
         ]
+        task_failures = CounterMetricFamily(
+            "fsguard_supervisor_task_failures",
+            "Failures of the supervisor's background loops (each logged and restarted)",
+            labels=["task"],
+        )
         restarts = CounterMetricFamily(
             "fsguard_process_restarts",
             "Restarts of the supervisor's children, by role",
@@ -244,6 +259,14 @@ class FsguardCollector(Collector):
             families[0].add_metric([], _num(esl.get("reconnects")))
             families[1].add_metric([], _num(esl.get("connection_errors")))
             families[2].add_metric([], _num(esl.get("events_received")))
+            families[3].add_metric([], _num(esl.get("malformed_frames")))
+            families[4].add_metric([], _num(esl.get("unexpected_replies")))
+            families[5].add_metric([], _num(sup.get("kills_dropped")))
+            tasks = sup.get("tasks")
+            failures = tasks.get("failures") if isinstance(tasks, Mapping) else None
+            if isinstance(failures, Mapping):
+                for task, count in sorted(failures.items()):
+                    task_failures.add_metric([str(task)], _num(count))
             per_role: dict[str, float] = {}
             for child in sup.get("children") or []:
                 if isinstance(child, Mapping):
@@ -254,6 +277,7 @@ class FsguardCollector(Collector):
             for index, count in enumerate(sup.get("dropped_per_worker") or []):
                 dropped.add_metric([str(index)], _num(count))
         yield from families
+        yield task_failures
         yield restarts
         yield dropped
 

@@ -55,7 +55,13 @@ class Reloader:
         self.failures = 0
 
     def on_sighup(self) -> None:
-        self.sup._spawn(self.reload("signal:SIGHUP"))
+        self.sup.tasks.start("reload", self._signalled)
+
+    async def _signalled(self) -> None:
+        try:
+            await self.reload("signal:SIGHUP")  # the outcome is logged and audited
+        except Exception:
+            log.exception("reload failed")
 
     def _peers(self) -> list[tuple[str, str]]:
         rd = self.sup.runtime_dir

@@ -83,4 +83,6 @@ def test_spec_covers_every_go_route_with_typed_responses() -> None:
 
 def test_docs_page_is_served() -> None:
     app = create_app(Config())
-    assert app.docs_url == "/docs" and app.openapi_url == "/openapi.json"
+    assert app.openapi_url == "/openapi.json"
+    paths = {getattr(r, "path", "") for r in app.routes}
+    assert {"/docs", "/redoc", "/static/{name}"} <= paths
