@@ -107,7 +107,7 @@ def add_network(ops: ListOps, network: str, args: dict[str, Any]) -> dict[str, A
     if args.get("lift_bans"):
         for key in inside:
             try:
-                ops.fw.op_unban({"ip": key})
+                ops.fw.control.op_unban({"ip": key})
             except ControlError as exc:
                 if exc.status != 404:
                     raise

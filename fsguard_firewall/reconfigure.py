@@ -28,7 +28,7 @@ from .reporter import Reporter
 
 if TYPE_CHECKING:
     from .durable import Durable
-    from .process import Firewall
+    from .firewall import Firewall
 
 log = logging.getLogger("fsguard.firewall")
 
@@ -51,7 +51,7 @@ def _lift_trusted(fw: Firewall) -> list[str]:
         if not fw.is_trusted(elem):
             continue
         try:
-            fw.op_unban({"ip": entry.ip})
+            fw.control.op_unban({"ip": entry.ip})
         except ControlError as exc:
             log.error("reload: cannot lift ban %s inside a trusted network: %s", entry.ip, exc)
             continue

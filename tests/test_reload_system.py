@@ -224,6 +224,18 @@ def test_trusted_networks_reload(tree: Tree) -> None:
     assert not tree.rs.in_set(ip) and tree.failed_count(ip) == 0
 
 
+def test_untrusted_networks_reload_reaches_firewall_and_workers(tree: Tree) -> None:
+    tree.commit_config(security={"untrusted_networks": ["evil.example"]})
+    assert tree.reload().json()["applied"] == ["security.untrusted_networks"]
+    assert tree.client.get("/security/untrusted-networks").json() == ["evil.example"]
+    ip = "203.0.113.30"
+    tree.rs.fake.send_events([register_failure(ip, domain="evil.example", user_agent=PHONE_UA)])
+    assert wait_for(lambda: tree.rs.in_set(ip), 10), "the workers did not get the pattern"
+    tree.commit_config(security={"untrusted_networks": []})
+    assert tree.reload().status_code == 200
+    assert tree.client.get("/security/untrusted-networks").json() == []
+
+
 def test_allowed_api_ips_reload_reaches_the_api(tree: Tree) -> None:
     tree.commit_config(security={"chandaemon": {"allowed_api_ips": ["192.0.2.1"]}})
     assert tree.reload().status_code == 200
