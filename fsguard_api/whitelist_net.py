@@ -42,7 +42,7 @@ def checked_target(text: str) -> str:
             raise ValueError(value)
         net = ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise PeerError(f"invalid IP address or network: {text}", 400) from None
+        raise PeerError(f"invalid IP address: {text}", 400) from None
     if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96:
         mapped = net.network_address.ipv4_mapped
         if mapped is not None:

@@ -35,7 +35,7 @@ def whitelist_key(raw: object) -> str:
     try:
         key, _ = normalize_key(text.strip())
     except ValueError:
-        raise ControlError(f"invalid IP address or network: {text}", 400) from None
+        raise ControlError(f"invalid IP address: {text}", 400) from None
     if key.endswith("/0"):
         raise ControlError(f"refusing to whitelist every address: {text}", 400)
     return key

@@ -23,8 +23,8 @@ HELP = (
     "process, keeping counters, windows and bans; lists changed keys that need a restart. "
     "Same as SIGHUP to the supervisor or `systemctl reload fsguard-supervisor`"
 )
-EPILOG = ("Exit codes: 0 reloaded, 1 a process did not apply it, 2 invalid config file "
-          "(nothing changed), 3 REST API unreachable.")
+RELOAD_CODES = ("For reload: 1 also when a process did not apply it, 2 also when the "
+                "config file is invalid (nothing changed).")
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -50,7 +50,10 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("reload", help=HELP, description=HELP, epilog=EPILOG)
+    from fsguard_supervisor.cli import EXIT_CODES  # loaded: cli.build_parser calls us
+
+    p = sub.add_parser("reload", help=HELP, description=HELP,
+                       epilog=f"{EXIT_CODES} {RELOAD_CODES}")  # fmt: skip
     p.add_argument("--config", metavar="PATH", help="config file (for the API defaults)")
     p.add_argument("--api", metavar="URL",
                    help="REST API base URL (default: the config's server.host/port)")
