@@ -149,3 +149,16 @@ def test_netlist_expiry_and_families() -> None:
     assert nets.skip(parse_ip("2001:db8::9")) and not nets.skip(parse_ip("2001:db9::9"))
     now[0] = 1100.0
     assert not nets.skip(parse_ip("2001:db8::9")) and len(nets) == 0
+
+
+def test_netlist_several_prefix_lengths_and_removal() -> None:
+    nets = NetworkWhitelist(lambda: 1000.0)
+    for net in ("198.18.0.0/15", "10.1.0.0/16", "10.1.2.0/24", "2001:db8::/32"):
+        nets.on_change(ListChange(list="whitelist", op="add", ip=net))
+    inside = ["198.19.255.255", "10.1.200.1", "10.1.2.3", "2001:db8:ffff::1"]
+    outside = ["198.20.0.0", "10.2.0.1", "11.1.2.3", "2001:db9::1"]
+    assert all(nets.skip(parse_ip(a)) for a in inside)
+    assert not any(nets.skip(parse_ip(a)) for a in outside)
+    nets.on_change(ListChange(list="whitelist", op="remove", ip="10.1.0.0/16"))
+    assert nets.skip(parse_ip("10.1.2.3")) and not nets.skip(parse_ip("10.1.200.1"))
+    assert nets.skipped == 5
