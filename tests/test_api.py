@@ -321,7 +321,7 @@ def test_slow_and_dead_worker_503() -> None:
                 elapsed = time.monotonic() - started
                 assert r.status_code == 503
                 assert "worker" in r.json()["error"]
-                assert elapsed < 2.0
+                assert elapsed < slow.delay - 0.5  # cut by the 1 s peer timeout, not the 5 s peer
                 # the healthy peers still answer
                 assert client.get("/security/blacklist").status_code == 200
         finally:
