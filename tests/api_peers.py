@@ -108,6 +108,7 @@ def firewall_handlers() -> dict[str, Handler]:
         "whitelist": lambda args: {ip: whitelist_entry(ip, True) for ip in MANUAL_WHITELIST},
         "blacklist": lambda args: BLACKLIST,
         "iptables": lambda args: dict(IPTABLES),
+        "ban": lambda args: {"status": "success", "message": f"IP {args['ip']} added"},
     }
 
 

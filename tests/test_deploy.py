@@ -53,6 +53,7 @@ METRICS = {
     "fsguard_firewall_last_drift",
     "fsguard_firewall_store_errors_total",
     "fsguard_firewall_store_backlog",
+    "fsguard_firewall_store_degraded",
     "fsguard_tracked_ips",
     "fsguard_evictions_total",
     "fsguard_process_restarts_total",
