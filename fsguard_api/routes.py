@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
-import platform
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -20,7 +18,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
-from fsguard_api import access, system, whitelist_net
+from fsguard_api import access, dropin, system, whitelist_net
 from fsguard_api.cache import ResponseCache
 from fsguard_api.models import (
     BatchItemResult,
@@ -31,14 +29,10 @@ from fsguard_api.models import (
     FailedEntry,
     FirewallStatus,
     MsgspecResponse,
-    ProcessStats,
     RateEntry,
     RateLimitSettings,
     SecurityStats,
     StatusMessage,
-    SupervisorStats,
-    SystemMemory,
-    SystemStats,
     Unblocked,
     UntrustedTest,
     WhitelistEntry,
@@ -379,7 +373,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
         audit(request, "untrusted_add", body.pattern, "ok")
         return MsgspecResponse(convert(data, StatusMessage, "firewall"))
 
-    @app.delete("/security/untrusted-networks/{pattern:path}", responses=doc(StatusMessage, 404))
+    @app.delete("/security/untrusted-networks/{pattern:pattern}", responses=doc(StatusMessage, 404))
     async def untrusted_delete(request: Request, pattern: str) -> Response:
         data = await peers.firewall("untrusted_remove", {"pattern": pattern})
         audit(request, "untrusted_remove", pattern, "ok")
@@ -436,7 +430,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
         regs = merge(w_regs, RateEntry, "worker")
         stats = [s for s in w_stats if isinstance(s, dict)]
         fw = fw_stats if isinstance(fw_stats, dict) else {}
-        learned_count = stat_sum(stats, "whitelisted")
+        whitelisted = await dropin.whitelist_total(peers)
         result = SecurityStats(
             totalRegistrations=stat_sum(stats, "registrations")
             or sum(e.count for e in regs.values()),
@@ -448,7 +442,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
             lastRegistrationTime=_latest([e.lastRequest for e in regs.values()]),
             lastFailedTime=_latest([e.lastAttempt for e in fails.values()]),
             lastWrongCallStateTime=_latest([e.lastAttempt for e in wcs.values()]),
-            activeWhitelistEntries=status.whitelistCount + learned_count,
+            activeWhitelistEntries=whitelisted,
             activeBlacklistEntries=status.blacklistCount,
             reportsSent=int(fw.get("reports_sent", 0) or 0),
             reportsFailed=int(fw.get("reports_failed", 0) or 0),
@@ -457,46 +451,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
         cache.put(STATS_CACHE_KEY, encoded)
         return Response(encoded, media_type="application/json")
 
-    @app.get("/system/stats", responses=doc(SystemStats))
-    async def system_stats() -> Response:
-        sup = convert(await peers.supervisor("stats"), SupervisorStats, "supervisor")
-        members: list[tuple[str, str, int | None, int]] = [("supervisor", "supervisor", sup.pid, 0)]
-        members += [(c.name, c.role, c.pid, c.restarts) for c in sup.children]
-        if os.getpid() not in {pid for _, _, pid, _ in members}:
-            members.append(("api", "api", os.getpid(), 0))  # a separate unit (systemd)
-        processes: list[ProcessStats] = []
-        for name, role, pid, restarts in members:
-            s = system.sample(pid) if pid else None
-            processes.append(
-                ProcessStats(
-                    name=name,
-                    role=role,
-                    pid=pid,
-                    running=s is not None,
-                    rssMb=round(s.rss_bytes / 1048576, 1) if s else 0.0,
-                    cpuSeconds=round(s.cpu_seconds, 2) if s else 0.0,
-                    cpuPercent=round(100 * s.cpu_seconds / s.uptime_seconds, 2)
-                    if s and s.uptime_seconds > 0
-                    else 0.0,
-                    threads=s.threads if s else 0,
-                    uptimeSeconds=round(s.uptime_seconds, 1) if s else 0.0,
-                    restarts=restarts,
-                )
-            )
-        rss = sum(p.rssMb for p in processes)
-        return MsgspecResponse(
-            SystemStats(
-                version=version,
-                pythonVersion=platform.python_version(),
-                uptimeSeconds=round(sup.uptime, 1),
-                workerCount=workers,
-                cpuCores=os.cpu_count() or 1,
-                processCount=sum(1 for p in processes if p.running),
-                threads=sum(p.threads for p in processes),
-                memory=SystemMemory(rssMb=int(rss), sysMb=int(rss)),
-                processes=processes,
-            )
-        )
+    system.add_system_route(app, peers, version, workers)
 
 
 def add_cache_routes(app: FastAPI) -> None:

@@ -25,6 +25,7 @@ from tests.api_peers import (
     ESL_STATS,
     FIREWALL_STATUS,
     IPTABLES,
+    WHITELIST_TOTAL,
     ApiServer,
     Peers,
     StandIn,
@@ -100,7 +101,7 @@ def test_security_status(env: Env) -> None:
     assert body == {
         "enabled": True,
         "autoBlock": True,
-        "whitelistCount": FIREWALL_STATUS["whitelistCount"],
+        "whitelistCount": WHITELIST_TOTAL,  # manual + learned, each address once
         "blacklistCount": FIREWALL_STATUS["blacklistCount"],
         "eslConnected": True,
         "eslHost": "127.0.0.1",
