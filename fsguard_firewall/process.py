@@ -30,6 +30,7 @@ from .durable import EX_CONFIG, Durable
 from .entries import BanEntry, MemoryBanStore
 from .firewall import LOG_SUMMARY_SECONDS, Firewall
 from .kernel import KernelFirewall
+from .reconfigure import handler as reconfigure_handler
 from .store import StoreError
 
 __all__ = ["BanEntry", "Firewall", "MemoryBanStore", "main", "make_kernel"]
@@ -174,6 +175,7 @@ def main(config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     handlers = durable.extend(fw.handlers())
+    handlers["reload"] = reconfigure_handler(fw, durable)  # reconfigure.py
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(rep, zmq.POLLIN)

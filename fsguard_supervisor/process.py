@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import resource
 import signal
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from fsguard_supervisor.dispatcher import EventDispatcher
 from fsguard_supervisor.esl_client import EslClient, EslNotConnected
 from fsguard_supervisor.gateways import GatewayWatch
 from fsguard_supervisor.kills import KillQueue
+from fsguard_supervisor.reload import Reloader
 from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses, sdnotify
 from shared.audit import AuditLog
@@ -93,6 +95,7 @@ class Supervisor:
         self.kills = KillQueue(self.esl.api, lambda: self.audit, self.log_limiter)
         self.tasks = TaskSupervisor()
         self._stop = asyncio.Event()
+        self.reloader = Reloader(self, config_path)  # SIGHUP and the `reload` op (reload.py)
 
     # --- hot path ---------------------------------------------------------------
     def _on_events(self, bodies: list[bytes], read_ts: float) -> None:
@@ -173,6 +176,8 @@ class Supervisor:
             return ControlReply(ok=True, data=self.supervisor_stats())
         if op == "processes":
             return ControlReply(ok=True, data=self.children.snapshot())
+        if op == "reload":
+            return await self.reloader.reload(str(args.get("actor") or "control"))
         if op == "reconnect":
             self.esl.request_reconnect()
             return ControlReply(ok=True, data={})
@@ -284,9 +289,13 @@ class Supervisor:
         await asyncio.gather(*(one(i) for i in range(self.workers)))
 
     async def _stats_loop(self) -> None:
+        """Refresh the workers' processed counts: every second, or every 100 ms while a
+        worker holds over a quarter of its byte bound (the acks release that bound)."""
         while True:
             await self._refresh_worker_counts()
-            await asyncio.sleep(1.0)
+            d = self.dispatcher
+            busy = d is not None and max(d.in_flight_bytes, default=0) > d.queue_bytes // 4
+            await asyncio.sleep(0.1 if busy else 1.0)
 
     async def _refresh_worker_counts(self) -> None:
         async def one(index: int) -> None:
@@ -342,13 +351,15 @@ class Supervisor:
             mine.append(("firewall", addresses.firewall_control(self.runtime_dir)))
         try:
             takeover.clear_leftovers(self.runtime_dir)
-            takeover.clear_orphans(mine)
+            api_port = self.config.server.port if self.manage_all else None
+            takeover.clear_orphans(mine, api_port)
         except takeover.AnotherSupervisor as exc:
             log.error("not starting: %s", exc)
             return False
         return True
 
     async def run(self) -> int:
+        _raise_fd_limit()
         os.makedirs(self.runtime_dir, mode=0o750, exist_ok=True)
         if not await asyncio.to_thread(self._take_over):
             return 1
@@ -356,6 +367,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.on_sighup)
         self.dispatcher = EventDispatcher(
             self.ctx, self.runtime_dir, self.workers, self.config.workers.queue_size,
             self.config.workers.queue_bytes,
@@ -396,6 +408,16 @@ class Supervisor:
         for endpoint in paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(addresses.ipc_path(endpoint))
+
+
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (at most 65536): EMFILE ends loops (logged and
+    restarted) but in libzmq's accept() it aborts the process (libzmq 4.3.5 ipc_listener)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _notify_ready() -> None:

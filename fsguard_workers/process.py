@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import zmq
 
+from fsguard_workers import reconfigure
 from fsguard_workers.engine import DetectionEngine
 from fsguard_workers.outbox import FirewallLink
 from shared import addresses
@@ -92,6 +93,7 @@ class Worker:
             "simulated": lambda a: eng.simulated_snapshot(),
             "gateways": self._gateways,
             "log_level": self._log_level,
+            "reload": lambda a: reconfigure.apply(self.config, eng, a),
         }
 
     def _gateways(self, args: dict[str, Any]) -> dict[str, int]:

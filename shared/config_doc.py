@@ -26,14 +26,7 @@ from shared.config import (
     Config,
     format_duration,
 )
-
-try:  # the reload feature's one list of reloadable keys
-    from shared.reloadable import is_reloadable  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - before shared/reloadable.py exists
-
-    def is_reloadable(key_path: str) -> bool:
-        return False
-
+from shared.reloadable import is_reloadable  # the one list of reloadable keys
 
 DESCRIPTIONS: dict[str, str] = {
     "server.host": "address the REST API listens on",
@@ -139,6 +132,8 @@ DESCRIPTIONS: dict[str, str] = {
     "logging.format": "auto: human on a terminal, else JSON lines; json; human",
     "logging.level": "log level of every process",
     "logging.audit_file": "audit log file (empty: <state_dir>/audit.log)",
+    "logging.audit_max_bytes": "audit.log (+ .1) and audit.db size bound each (0: none)",
+    "logging.audit_max_age": "audit records older than this are removed (0: never)",
 }
 
 HEADER = """# Configuration reference

@@ -38,6 +38,8 @@ MAX_EXPOSURE = 3.0
 METRICS = {
     "fsguard_esl_connected",
     "fsguard_esl_reconnects_total",
+    "fsguard_esl_malformed_frames_total",
+    "fsguard_supervisor_task_failures_total",
     "fsguard_events_total",
     "fsguard_events_dropped_total",
     "fsguard_queue_depth",
@@ -122,6 +124,17 @@ def test_target_groups_the_three_roles() -> None:
     target = parse_unit(SYSTEMD / "fsguard.target")
     assert words(target["Unit"], "Wants") >= {f"fsguard-{r}.service" for r in ROLES}
     assert words(target["Install"], "WantedBy") == {"multi-user.target"}
+
+
+KILL = "/bin/kill"
+
+
+def test_reload_goes_to_the_supervisor_only() -> None:
+    """`systemctl reload fsguard-supervisor` = SIGHUP to the supervisor, which reloads every
+    process over the control sockets; the firewall and API ignore SIGHUP (issue 14 §3)."""
+    assert unit("supervisor")["Service"]["ExecReload"] == [f"{KILL} -HUP $MAINPID"]
+    for role in ("firewall", "api"):
+        assert "ExecReload" not in unit(role)["Service"]
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -239,6 +252,12 @@ def _verify_root(tmp_path: Path) -> Path:
     fake.parent.mkdir(parents=True)
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
+    # ExecReload's /bin/kill: on the host (Debian: procps, or util-linux), stand-in here
+    assert Path(KILL).exists(), f"{KILL} missing: ExecReload would fail"
+    stand_in = root / KILL.lstrip("/")
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
     return root
 
 

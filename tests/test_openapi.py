@@ -47,8 +47,14 @@ GO_ROUTES = {
     ("delete", "/security/untrusted-networks/{pattern}"),
     ("get", "/security/untrusted-networks/test/{domain}"),
 }
-# fsguard's own routes (issue 12: decisions of rules in simulate mode).
-FSGUARD_ROUTES = {("get", "/security/simulated")}
+# fsguard's additions: reload, a whitelisted network's own entry, and the decisions of
+# rules in simulate mode (issue 12).
+FSGUARD_ROUTES = {
+    ("get", "/security/simulated"),
+    ("post", "/security/reload"),
+    ("get", "/security/whitelist/{address}/{prefix}"),
+    ("delete", "/security/whitelist/{address}/{prefix}"),
+}
 
 
 def generated() -> str:
