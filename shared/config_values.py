@@ -1,0 +1,96 @@
+"""Config scalars: Go-style durations ("1h30m", "250ms", plus "d" and plain seconds) and
+TCP ports, parsed with errors naming the key, and durations formatted back.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from shared.config_keys import invalid_value
+
+_DURATION_UNITS: dict[str, float] = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,  # Go accepts both micro signs
+    "\u03bcs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_UNIT_ALT = "|".join(sorted(_DURATION_UNITS, key=len, reverse=True))
+_DURATION_PART = re.compile(rf"(\d+(?:\.\d*)?|\.\d+)({_UNIT_ALT})")
+_DURATION_FULL = re.compile(rf"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:{_UNIT_ALT}))+")
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_DURATION_HELP = 'a duration such as "250ms", "5s", "5m", "1h30m", "7d" or a number of seconds'
+
+
+# The longest timed ban (100 years): its expiry stays a valid calendar date everywhere it is
+# shown or stored. Longer means permanent, which has its own flag.
+MAX_BAN_SECONDS = 100 * 365 * 86400
+
+
+def parse_duration(value: str | int | float, key: str) -> float:
+    """Go-style duration ("1h30m", "1m0s", "250ms"), plus "d" and plain seconds."""
+    seconds: float
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise invalid_value(key, value, _DURATION_HELP)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        if text.startswith("+"):
+            text = text[1:]
+        if _PLAIN_NUMBER.fullmatch(text):
+            seconds = float(text)
+        elif _DURATION_FULL.fullmatch(text):
+            seconds = sum(
+                float(num) * _DURATION_UNITS[unit] for num, unit in _DURATION_PART.findall(text)
+            )
+        elif text.startswith("-"):
+            raise invalid_value(key, value, "a duration that is not negative")
+        else:
+            raise invalid_value(key, value, _DURATION_HELP)
+    if not math.isfinite(seconds):
+        raise invalid_value(key, value, _DURATION_HELP)
+    if seconds < 0:
+        raise invalid_value(key, value, "a duration that is not negative")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Human duration that parse_duration reads back: 300 → "5m", 5400 → "1h30m"."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    parts: list[str] = []
+    for unit, size in (("h", 3600 * 10**9), ("m", 60 * 10**9), ("s", 10**9)):
+        count, ns = divmod(ns, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if ns:
+        for unit, size in (("ms", 10**6), ("us", 10**3), ("ns", 1)):
+            if ns % size == 0:
+                parts.append(f"{ns // size}{unit}")
+                break
+    return sign + "".join(parts)
+
+
+def parse_port(value: str | int, key: str) -> int:
+    """TCP port from "8088" or 8088, 1..65535."""
+    expected = 'a TCP port 1..65535 (number or string such as "8088")'
+    if isinstance(value, bool):
+        raise invalid_value(key, value, expected)
+    if isinstance(value, str) and re.fullmatch(r"\d{1,5}", value):
+        port = int(value)
+    elif isinstance(value, int):
+        port = value
+    else:
+        raise invalid_value(key, value, expected)
+    if not 1 <= port <= 65535:
+        raise invalid_value(key, value, expected)
+    return port
