@@ -17,11 +17,8 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from fsguard_api.metrics_scrape import num
 from shared.esl_hardening import CHECKS
-
-
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def rule_families(
@@ -50,7 +47,7 @@ def rule_families(
             by_rule = w.get(key)
             if isinstance(by_rule, Mapping):
                 for rule, count in sorted(by_rule.items()):
-                    family.add_metric([str(rule), worker, pid, *extra], _num(count))
+                    family.add_metric([str(rule), worker, pid, *extra], num(count))
     yield simulated
     yield spoofing
     exceeded = CounterMetricFamily(
@@ -68,9 +65,9 @@ def rule_families(
     )
     if firewall is not None:
         pid = str(firewall.get("pid", ""))
-        exceeded.add_metric([pid], _num(firewall.get("ban_budget_exceeded")))
-        last_minute.add_metric([pid], _num(firewall.get("bans_last_minute")))
-        over.add_metric([pid], _num(firewall.get("ban_budget_over")))
+        exceeded.add_metric([pid], num(firewall.get("ban_budget_exceeded")))
+        last_minute.add_metric([pid], num(firewall.get("bans_last_minute")))
+        over.add_metric([pid], num(firewall.get("ban_budget_over")))
     yield from (exceeded, last_minute, over)
     warning = GaugeMetricFamily(
         "fsguard_esl_hardening_warning",

@@ -1,0 +1,85 @@
+"""One scrape: every process's `stats` reply, asked concurrently, and reading numbers out.
+
+A peer that does not answer in time is None in the Scrape (`fsguard_up{process}` 0);
+the scrape itself never fails because of a peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq.asyncio
+from prometheus_client.core import HistogramMetricFamily
+
+from fsguard_api.metrics_requests import RequestCounter
+from shared import addresses
+from shared.control import PeerUnavailable, arequest
+
+SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
+
+
+@dataclass
+class Scrape:
+    """One scrape's replies (None: the peer did not answer)."""
+
+    supervisor: dict[str, Any] | None
+    firewall: dict[str, Any] | None
+    workers: list[dict[str, Any] | None]
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)
+    api_pid: int = 0
+    seconds: float = 0.0
+    hardening: dict[str, str] = field(default_factory=dict)  # failed ESL hardening checks
+
+
+async def _stats(endpoint: str, ctx: zmq.asyncio.Context, timeout: float) -> dict[str, Any] | None:
+    try:
+        reply = await asyncio.wait_for(
+            arequest(endpoint, "stats", timeout=timeout, ctx=ctx), timeout + 0.25
+        )
+    except (PeerUnavailable, TimeoutError):
+        return None
+    return reply.data if reply.ok and isinstance(reply.data, dict) else None
+
+
+async def gather(
+    runtime_dir: str,
+    workers: int,
+    *,
+    requests: RequestCounter | None = None,
+    timeout: float = SCRAPE_TIMEOUT,
+    ctx: zmq.asyncio.Context | None = None,
+) -> Scrape:
+    """Ask every process for its `stats`, all at once."""
+    started = time.perf_counter()
+    ctx = ctx or zmq.asyncio.Context.instance()
+    endpoints = [addresses.supervisor_control(runtime_dir), addresses.firewall_control(runtime_dir)]
+    endpoints += [addresses.worker_control(runtime_dir, i) for i in range(workers)]
+    replies = await asyncio.gather(*(_stats(e, ctx, timeout) for e in endpoints))
+    return Scrape(
+        supervisor=replies[0],
+        firewall=replies[1],
+        workers=list(replies[2:]),
+        requests=dict(requests.counts) if requests is not None else {},
+        api_pid=os.getpid(),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def num(value: Any) -> float:
+    """A reply's counter as a float; anything that is not a number counts as 0."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def histogram(name: str, doc: str, snapshot: Any, pid: str) -> HistogramMetricFamily | None:
+    if not isinstance(snapshot, Mapping) or not isinstance(snapshot.get("buckets"), list):
+        return None
+    buckets = [(repr(num(le)), num(n)) for le, n in snapshot["buckets"]]
+    buckets.append(("+Inf", num(snapshot.get("count"))))
+    family = HistogramMetricFamily(name, doc, labels=["pid"])
+    family.add_metric([pid], buckets, sum_value=num(snapshot.get("sum")))
+    return family

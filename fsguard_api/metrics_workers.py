@@ -1,0 +1,79 @@
+"""Metric families from the workers' `stats` (per worker, with the counting pid)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from fsguard_api.metrics_scrape import num
+
+DECODE_OUTCOMES = {
+    "repaired": "invalid_utf8",
+    "salvaged": "decode_salvaged",
+    "refused": "decode_refused",
+    "failed": "decode_errors",
+}
+
+
+def worker_families(
+    workers: list[dict[str, Any] | None], supervisor: Mapping[str, Any] | None
+) -> Iterator[Metric]:
+    """Worker counters; queue depth is the supervisor's sent count minus the processed."""
+    sup = supervisor or {}
+    sent = sup.get("sent_per_worker") or []
+    events = CounterMetricFamily(
+        "fsguard_events",
+        "Events processed by the workers, by event name",
+        labels=["event", "worker", "pid"],
+    )
+    decisions = CounterMetricFamily(
+        "fsguard_decisions",
+        "Ban decisions made by the workers, by rule",
+        labels=["rule", "worker", "pid"],
+    )
+    evictions = CounterMetricFamily(
+        "fsguard_evictions",
+        "Tracked sources evicted by the per-worker LRU cap",
+        labels=["worker", "pid"],
+    )
+    processed = CounterMetricFamily(
+        "fsguard_worker_processed",
+        "Events handed to the detection engine",
+        labels=["worker", "pid"],
+    )
+    tracked = GaugeMetricFamily(
+        "fsguard_tracked_ips", "Sources tracked by each worker", labels=["worker"]
+    )
+    decode = CounterMetricFamily(
+        "fsguard_worker_event_decode",
+        "Event bodies the fast decoder refused, by outcome: repaired (invalid UTF-8 and "
+        "the like), salvaged (broken structure), refused (size/depth limit), failed",
+        labels=["outcome", "worker", "pid"],
+    )
+    depth = GaugeMetricFamily(
+        "fsguard_queue_depth",
+        "Events sent to a worker and not yet processed",
+        labels=["worker"],
+    )
+    for index, w in enumerate(workers):
+        if w is None:
+            continue
+        worker, pid = str(index), str(w.get("pid", ""))
+        by_name = w.get("events_by_name")
+        if isinstance(by_name, Mapping):
+            for name, count in sorted(by_name.items()):
+                events.add_metric([str(name), worker, pid], num(count))
+        by_rule = w.get("decisions_by_rule")
+        if isinstance(by_rule, Mapping):
+            for rule, count in sorted(by_rule.items()):
+                decisions.add_metric([str(rule), worker, pid], num(count))
+        evictions.add_metric([worker, pid], num(w.get("evictions")))
+        processed.add_metric([worker, pid], num(w.get("processed")))
+        tracked.add_metric([worker], num(w.get("tracked_ips")))
+        for outcome, key in DECODE_OUTCOMES.items():
+            decode.add_metric([outcome, worker, pid], num(w.get(key)))
+        if index < len(sent):
+            depth.add_metric([worker], max(0.0, num(sent[index]) - num(w.get("processed"))))
+    yield from (events, decisions, evictions, processed, tracked, decode, depth)
