@@ -1,0 +1,41 @@
+"""POST /security/esl/log-level: the log level of every process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from fsguard_api.models import MsgspecResponse, StatusMessage
+from fsguard_api.openapi import doc
+from fsguard_api.peers import PeerError, Peers
+from fsguard_api.routes_common import LogLevelBody, audit
+from shared.config import Config, worker_count
+from shared.logs import set_level
+
+
+def add_log_level_routes(app: FastAPI, config: Config, peers: Peers) -> None:
+    workers = worker_count(config)
+
+    @app.post("/security/esl/log-level", responses=doc(StatusMessage, body=True))
+    async def log_level(request: Request, body: LogLevelBody) -> Response:
+        args = {"level": body.level}
+        results = await asyncio.gather(
+            peers.supervisor("log_level", args),
+            peers.firewall("log_level", args),
+            *(peers.worker(i, "log_level", args) for i in range(workers)),
+            return_exceptions=True,
+        )
+        set_level(body.level)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            audit(request, "log_level", body.level, f"partial: {failures[0]}")
+            first = failures[0]
+            if isinstance(first, PeerError):
+                raise PeerError(f"log level not applied everywhere: {first}", first.status)
+            raise first
+        audit(request, "log_level", body.level, "ok")
+        return MsgspecResponse(
+            StatusMessage(status="success", message=f"ESL log level set to {body.level}")
+        )
