@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import resource
 import signal
 import time
@@ -24,34 +23,25 @@ import zmq.asyncio
 from fsguard_supervisor import takeover
 from fsguard_supervisor.children import EXIT_FATAL, Child, ChildSet, child_argv
 from fsguard_supervisor.dispatcher import EventDispatcher
-from fsguard_supervisor.esl_client import EslClient, EslNotConnected
+from fsguard_supervisor.esl_client import EslClient
 from fsguard_supervisor.gateways import GatewayWatch
 from fsguard_supervisor.kills import KillQueue
 from fsguard_supervisor.reload import Reloader
+from fsguard_supervisor.supervisor_control import control_loop
 from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses, sdnotify
 from shared.audit import AuditLog
 from shared.config import Config, worker_count
-from shared.control import ControlError, PeerUnavailable, arequest
+from shared.control import PeerUnavailable, arequest
 from shared.esl_hardening import log_esl_warnings
-from shared.logs import LogRateLimiter, set_level
-from shared.messages import ControlReply, ControlRequest, KillCall, decode, encode
+from shared.logs import LogRateLimiter
+from shared.messages import KillCall, decode
 
 log = logging.getLogger(__name__)
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 STOP_TIMEOUT = 8.0
 READY_TIMEOUT = 15.0
 LOG_SUMMARY_SECONDS = 10.0  # per-event warnings: one per kind per interval, then a summary
-
-
-def allowed_command(command: str, allowed: list[str]) -> bool:
-    """Supervisor-side re-check of the API's allow-list (defence in depth)."""
-    if not command or len(command.encode()) > 1024 or _CONTROL_CHARS.search(command):
-        return False
-    return any(
-        entry and (command == entry or command.startswith(entry + " ")) for entry in allowed
-    )
 
 
 class Supervisor:
@@ -110,130 +100,8 @@ class Supervisor:
         else:
             log.warning("ESL connection lost")
 
-    # --- control ----------------------------------------------------------------
-    def esl_stats(self) -> dict[str, Any]:
-        d = self.dispatcher
-        assert d is not None
-        st = self.esl.stats
-        queue_length = sum(
-            max(0, d.sent[i] - self.worker_processed[i]) for i in range(self.workers)
-        )
-        return {
-            "connected": st.connected,
-            "host": self.config.security.esl_host,
-            "port": str(self.config.security.esl_port),
-            "connectionAttempts": st.connection_attempts,
-            "connectionErrors": st.connection_errors,
-            "eventsQueued": d.events_queued,
-            "eventsDropped": d.events_dropped,
-            "workerCount": self.workers,
-            "queueLength": queue_length,
-            "queueCapacity": d.queue_size * self.workers,
-            "logLevel": self.log_level,
-        }
-
-    def supervisor_stats(self) -> dict[str, Any]:
-        d = self.dispatcher
-        assert d is not None
-        st = self.esl.stats
-        return {
-            "esl": {
-                "connected": st.connected,
-                "connection_attempts": st.connection_attempts,
-                "connection_errors": st.connection_errors,
-                "auth_failures": st.auth_failures,
-                "malformed_frames": st.malformed_frames,
-                "unexpected_replies": st.unexpected_replies,
-                "commands_refused": st.commands_refused,
-                "frames_received": st.frames_received,
-                "events_received": st.events_received,
-                "reconnects": st.reconnects,
-                "last_error": st.last_error,
-            },
-            "events_queued": d.events_queued,
-            "events_without_ip": d.events_without_ip,
-            "dropped_per_worker": list(d.dropped),
-            "sent_per_worker": list(d.sent),
-            "kills_sent": self.kills.sent,
-            "kills_failed": self.kills.failed,
-            "kills_dropped": self.kills.dropped,
-            "kills_in_flight": self.kills.in_flight,
-            "tasks": self.tasks.snapshot(),
-            "child_start_failures": self.children.start_failures,
-            "gateways": list(self.gateways.addresses),
-            "children": self.children.snapshot(),
-            "uptime": time.time() - self.started,
-            "pid": os.getpid(),
-        }
-
-    async def _handle_control(self, req: ControlRequest) -> ControlReply:
-        op, args = req.op, req.args
-        if op == "ping":
-            return ControlReply(ok=True, data={"role": "supervisor", "pid": os.getpid()})
-        if op == "esl_stats":
-            return ControlReply(ok=True, data=self.esl_stats())
-        if op == "stats":
-            return ControlReply(ok=True, data=self.supervisor_stats())
-        if op == "processes":
-            return ControlReply(ok=True, data=self.children.snapshot())
-        if op == "reload":
-            return await self.reloader.reload(str(args.get("actor") or "control"))
-        if op == "reconnect":
-            self.esl.request_reconnect()
-            return ControlReply(ok=True, data={})
-        if op == "log_level":
-            level = str(args.get("level", ""))
-            try:
-                set_level(level)
-            except ValueError as exc:
-                return ControlReply(ok=False, error=str(exc), status=400)
-            self.log_level = level.lower()
-            return ControlReply(ok=True, data={"level": self.log_level})
-        if op == "esl_command":
-            command = str(args.get("command", ""))
-            if not allowed_command(command, self.config.security.esl_allowed_commands):
-                return ControlReply(ok=False, error=f"command not allowed: {command!r}", status=403)
-            actor = str(args.get("actor") or "api")
-            try:
-                response = await self.esl.api(command)
-            except EslNotConnected:
-                self.audit.record("esl_command", actor=actor, target=command,
-                                  outcome="failed: not connected")
-                return ControlReply(ok=False, error="not connected to FreeSWITCH ESL", status=503)
-            except TimeoutError:
-                self.audit.record("esl_command", actor=actor, target=command,
-                                  outcome="failed: timeout")
-                return ControlReply(ok=False, error="command execution timeout", status=504)
-            except Exception as exc:
-                self.audit.record("esl_command", actor=actor, target=command,
-                                  outcome=f"failed: {exc}")
-                return ControlReply(ok=False, error=str(exc), status=500)
-            self.audit.record("esl_command", actor=actor, target=command,
-                              outcome="-ERR" if response.startswith("-ERR") else "ok",
-                              details={"response": response[:200]})
-            return ControlReply(ok=True, data={"command": command, "response": response})
-        return ControlReply(ok=False, error=f"unknown op {op!r}", status=404)
-
     async def _control_loop(self) -> None:
-        sock = self.actx.socket(zmq.REP)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(addresses.supervisor_control(self.runtime_dir))
-        try:
-            while True:
-                raw = await sock.recv()
-                try:
-                    req = decode(raw)
-                    if not isinstance(req, ControlRequest):
-                        raise ControlError("not a control request")
-                    reply = await self._handle_control(req)
-                except (msgspec.DecodeError, msgspec.ValidationError, ControlError) as exc:
-                    reply = ControlReply(ok=False, error=f"bad request: {exc}", status=400)
-                except Exception as exc:
-                    log.exception("control op failed")
-                    reply = ControlReply(ok=False, error=f"internal error: {exc}", status=500)
-                await sock.send(encode(reply))
-        finally:
-            sock.close(linger=0)
+        await control_loop(self)
 
     # --- actions from workers ------------------------------------------------------
     async def _actions_loop(self) -> None:
