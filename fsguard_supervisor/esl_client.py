@@ -1,9 +1,10 @@
 """Asyncio inbound Event Socket client: connect, authenticate, subscribe, read, reconnect.
 
-The read path is an asyncio.Protocol: every socket read is framed at once and the
-JSON bodies of all events in it are handed to `on_events` in one call. Replies are
-matched to commands in FIFO order (ESL answers every command exactly once, in order;
-events may arrive in between). The client never raises out of `run()`: every failure
+The read path is an asyncio.Protocol (esl_connection.EslConnection): every socket read
+is framed at once and the JSON bodies of all events in it are handed to `on_events` in
+one call. Replies are matched to commands in FIFO order (ESL answers every command
+exactly once, in order; events may arrive in between). The client never raises out of
+`run()`: every failure
 is counted in `stats`, logged, and followed by a reconnect with capped backoff.
 """
 
@@ -13,8 +14,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,13 +29,8 @@ from fsguard_supervisor.esl_commands import (
     check_command,
     subscribe_command,
 )
-from shared.esl_protocol import (
-    CT_EVENT_PLAIN,
-    Frame,
-    FrameParser,
-    ProtocolError,
-    plain_to_json,
-)
+from fsguard_supervisor.esl_connection import MAX_PENDING, EslConnection
+from shared.esl_protocol import Frame
 from shared.logs import LogRateLimiter
 
 __all__ = [
@@ -54,120 +48,7 @@ __all__ = [
 log = logging.getLogger("fsguard.esl")
 
 READ_SIZE = 256 * 1024
-# Replies still owed by FreeSWITCH on one connection (a timed-out command keeps its slot
-# until its reply arrives). Over this, a command fails at once instead of queueing.
-MAX_PENDING = 64
 UNEXPECTED_LOG_INTERVAL = 10.0
-
-
-class _Conn(asyncio.Protocol):
-    """One TCP connection: frames bytes, routes frames, owns the pending-reply FIFO."""
-
-    def __init__(self, client: EslClient) -> None:
-        self.client = client
-        self.parser = FrameParser()
-        self.transport: asyncio.Transport | None = None
-        loop = asyncio.get_running_loop()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.greeting: asyncio.Future[None] = loop.create_future()
-        self.pending: deque[asyncio.Future[Frame]] = deque()
-        self.last_rx = loop.time()
-        self.close_reason = ""
-        self.acl_rejected = False
-        self._loop = loop
-
-    # -- asyncio.Protocol ------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        client = self.client
-        stats = client.stats
-        self.last_rx = self._loop.time()
-        stats.bytes_received += len(data)
-        try:
-            bodies, frames = self.parser.feed_events(data)
-        except ProtocolError as exc:
-            stats.malformed_frames += 1
-            self.close(f"malformed ESL frame: {exc}")
-            log.error("malformed ESL frame from FreeSWITCH, resynchronising: %s", exc)
-            bodies, frames = exc.events, exc.frames
-        stats.frames_received += len(bodies) + len(frames)
-        if frames:
-            for frame in frames:
-                ct = frame.content_type
-                if ct == CT_EVENT_PLAIN:
-                    try:
-                        bodies.append(plain_to_json(frame.body))
-                    except Exception:  # attacker-influenced bytes: never crash
-                        stats.malformed_frames += 1
-                        log.warning("dropped an undecodable text/event-plain frame")
-                else:
-                    self._route(frame)
-        if bodies:
-            stats.events_received += len(bodies)
-            try:
-                client.on_events(bodies, time.time())
-            except Exception:
-                log.exception("on_events callback failed")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.close_reason:
-            self.close_reason = f"connection lost: {exc}" if exc else "connection closed by peer"
-        self._fail_pending()
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    # -- routing ---------------------------------------------------------------------
-    def _route(self, frame: Frame) -> None:
-        ct = frame.content_type
-        if ct in ("command/reply", "api/response"):
-            if not self.pending:
-                self.client.stats.unexpected_replies += 1
-                if self.client.log_limiter.allow("unexpected reply"):
-                    log.warning("unexpected %s with no command pending (%d so far)",
-                                ct, self.client.stats.unexpected_replies)
-                return
-            fut = self.pending.popleft()
-            if not fut.done():  # a timed-out command keeps its slot: its reply is dropped
-                fut.set_result(frame)
-        elif ct == "auth/request":
-            if not self.greeting.done():
-                self.greeting.set_result(None)
-        elif ct == "text/disconnect-notice":
-            if frame.header("Content-Disposition") != "linger":
-                text = frame.body.decode("utf-8", "replace").strip().replace("\n", " ")
-                self.close(f"disconnect-notice from FreeSWITCH: {text[:200]}")
-        elif ct == "text/rude-rejection":
-            self.acl_rejected = True
-            self.close("rude-rejection: " + ACL_MESSAGE)
-        # log/data, event-xml, anything else: counted, ignored
-
-    def _fail_pending(self) -> None:
-        while self.pending:
-            fut = self.pending.popleft()
-            if not fut.done():
-                fut.set_exception(EslNotConnected(self.close_reason or "ESL connection lost"))
-
-    # -- commands --------------------------------------------------------------------
-    def send(self, command: str) -> asyncio.Future[Frame]:
-        """Queue a reply slot and write `command` (already validated)."""
-        if self.transport is None or self.transport.is_closing() or self.closed.done():
-            raise EslNotConnected("ESL connection is not open")
-        if len(self.pending) >= MAX_PENDING:
-            self.client.stats.commands_refused += 1
-            raise EslError(f"{MAX_PENDING} ESL replies already pending; command refused")
-        fut: asyncio.Future[Frame] = self._loop.create_future()
-        self.pending.append(fut)
-        self.transport.write(command.encode("utf-8") + b"\n\n")
-        return fut
-
-    def close(self, reason: str) -> None:
-        if not self.close_reason:
-            self.close_reason = reason
-        if self.transport is not None:
-            self.transport.abort()
 
 
 class EslClient:
@@ -205,7 +86,7 @@ class EslClient:
         self.command_timeout = command_timeout
         self.stats = EslStats()
         self.log_limiter = LogRateLimiter(UNEXPECTED_LOG_INTERVAL)
-        self._conn: _Conn | None = None
+        self._conn: EslConnection | None = None
         self._ready = False  # authenticated and subscribed
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -320,7 +201,7 @@ class EslClient:
         fut = conn.send(command)
         return await asyncio.wait_for(fut, self.command_timeout if timeout is None else timeout)
 
-    async def _until(self, conn: _Conn, fut: asyncio.Future[Any], timeout: float) -> None:
+    async def _until(self, conn: EslConnection, fut: asyncio.Future[Any], timeout: float) -> None:
         """Wait for `fut`, or fail if the connection closes first or time runs out."""
         done, _ = await asyncio.wait({fut, conn.closed}, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -337,7 +218,7 @@ class EslClient:
         """One connection's life. Returns True if it got as far as subscribed."""
         loop = asyncio.get_running_loop()
         self.stats.connection_attempts += 1
-        conn = _Conn(self)
+        conn = EslConnection(self)
         self._conn = conn
         try:
             await asyncio.wait_for(
@@ -380,12 +261,12 @@ class EslClient:
             if was_ready:
                 self._notify(False)
 
-    async def _reply(self, conn: _Conn, command: str) -> Frame:
+    async def _reply(self, conn: EslConnection, command: str) -> Frame:
         fut = conn.send(command)
         await self._until(conn, fut, self.command_timeout)
         return fut.result()
 
-    async def _watch(self, conn: _Conn) -> None:
+    async def _watch(self, conn: EslConnection) -> None:
         """Wait for the connection to end; declare it dead after a silent period."""
         limit = self.heartbeat_interval * self.liveness_intervals
         loop = asyncio.get_running_loop()
