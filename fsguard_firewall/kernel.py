@@ -8,12 +8,9 @@ process. Setup never flushes or recreates an existing set.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
-import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff, Target
+from .ipset_restore import IpsetLine, PendingApply, kill_group
 from .ipset_sets import ensure_set_params, parse_save
 from .reconcile import reconcile_members
 
@@ -29,16 +27,7 @@ __all__ = ["MAX_TIMEOUT", "Element", "FirewallError", "KernelFirewall", "Target"
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,28}$")
-_ERROR_LINE_RE = re.compile(r"Error in line (\d+)")
-_FULL_RE = re.compile(r"is full|cannot add more elements")
 _INSTALL_HINT = "install it (apt-get install ipset iptables / dnf install ipset iptables)"
-
-
-@dataclass
-class _Line:
-    text: str
-    element: str
-    set_name: str
 
 
 @dataclass
@@ -138,7 +127,7 @@ class KernelFirewall:
         try:
             out, err = popen.communicate(stdin, timeout=self.command_timeout)
         except subprocess.TimeoutExpired as exc:
-            _kill_group(popen)
+            kill_group(popen)
             raise FirewallError(
                 f"{' '.join(argv[:3])} timed out after {self.command_timeout}s"
             ) from exc
@@ -232,19 +221,19 @@ class KernelFirewall:
     ) -> PendingApply:
         """Like `apply`, but returns once `ipset restore` has its input, so the caller
         can commit its own records while the kernel works; `wait()` gives apply's result."""
-        lines: list[_Line] = []
+        lines: list[IpsetLine] = []
         for target, timeout in bans:
             elem = self.element(target)
             name = self._set_for(elem)
             secs = clamp_timeout(int(timeout))
-            lines.append(_Line(f"add {name} {elem} timeout {secs}", str(elem), name))
+            lines.append(IpsetLine(f"add {name} {elem} timeout {secs}", str(elem), name))
         for target in unbans:
             elem = self.element(target)
             name = self._set_for(elem)
-            lines.append(_Line(f"del {name} {elem}", str(elem), name))
+            lines.append(IpsetLine(f"del {name} {elem}", str(elem), name))
         return self._start(lines)
 
-    def _start(self, lines: list[_Line]) -> PendingApply:
+    def _start(self, lines: list[IpsetLine]) -> PendingApply:
         if not lines:
             return PendingApply(self, [], None)
         if self.dry_run:
@@ -266,7 +255,7 @@ class KernelFirewall:
         except FileNotFoundError as exc:
             raise FirewallError(f"{exc.filename or argv[0]} not found: {_INSTALL_HINT}") from exc
 
-    def _dry_apply(self, lines: list[_Line]) -> None:
+    def _dry_apply(self, lines: list[IpsetLine]) -> None:
         log.info("DRY RUN: would run ipset restore -exist with %d lines", len(lines))
         now = time.time()
         for line in lines:
@@ -276,49 +265,6 @@ class KernelFirewall:
                 self._dry.members[line.element] = now + secs if secs else 0.0
             else:
                 self._dry.members.pop(line.element, None)
-
-    def _restore(
-        self, lines: list[_Line], first: tuple[int, str] | None = None
-    ) -> int:
-        """Run (or, given `first` = (returncode, stderr) of a run already made, finish)
-        `ipset restore` over `lines`, retrying past a rejected line."""
-        failed: list[tuple[str, str]] = []
-        applied = 0
-        pending = lines
-        attempts = 0
-        while pending:
-            attempts += 1
-            if first is not None:
-                returncode, stderr = first
-                first = None
-            else:
-                proc = self._run(
-                    ["ipset", "restore", "-exist"],
-                    stdin="\n".join(line.text for line in pending) + "\n",
-                    check=False,
-                )
-                returncode, stderr = proc.returncode, proc.stderr
-            if returncode == 0:
-                applied += len(pending)
-                break
-            err = stderr.strip()
-            match = _ERROR_LINE_RE.search(err)
-            if match is None or attempts >= 3:
-                failed.extend((line.element, err) for line in pending)
-                break
-            bad = int(match.group(1))  # 1-based; the lines before it were applied
-            bad = max(1, min(bad, len(pending)))
-            applied += bad - 1
-            failed.append((pending[bad - 1].element, err))
-            pending = pending[bad:]
-        if failed:
-            raise FirewallError(
-                f"ipset restore: {len(failed)} of {len(lines)} lines failed: {failed[0][1]}",
-                failed=failed,
-                applied=applied,
-                full=any(_FULL_RE.search(err) for _, err in failed),
-            )
-        return applied
 
     # --- reads -------------------------------------------------------------------
 
@@ -355,53 +301,3 @@ class KernelFirewall:
         raise FirewallError(
             f"ipset test {name} failed (exit {proc.returncode}): {proc.stderr.strip()}"
         )
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    """Kill a timed-out command and everything it started (its own session)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.communicate(timeout=5)
-
-
-class PendingApply:
-    """An `ipset restore` under way (see KernelFirewall.apply_async)."""
-
-    def __init__(
-        self,
-        kernel: KernelFirewall,
-        lines: list[_Line],
-        proc: subprocess.Popen[str] | None,
-        *,
-        dry: bool = False,
-    ) -> None:
-        self._kernel = kernel
-        self._lines = lines
-        self._proc = proc
-        self._dry = dry
-        if proc is not None and proc.stdin is not None:
-            # Feed ipset now so it works while the caller commits; a pipe holds 64 KiB,
-            # beyond that this write paces itself on ipset's reading.
-            stdin, proc.stdin = proc.stdin, None  # communicate() must not touch it again
-            with contextlib.suppress(BrokenPipeError):  # ipset died: its stderr says why
-                stdin.write("\n".join(line.text for line in lines) + "\n")
-            with contextlib.suppress(BrokenPipeError):
-                stdin.close()
-
-    def wait(self) -> int:
-        """Lines applied; FirewallError (with .failed/.applied) as `apply` raises."""
-        proc = self._proc
-        if proc is None:
-            return len(self._lines) if self._dry else 0
-        try:
-            _, stderr = proc.communicate(timeout=self._kernel.command_timeout)
-        except subprocess.TimeoutExpired as exc:
-            _kill_group(proc)
-            raise FirewallError(
-                f"ipset restore timed out after {self._kernel.command_timeout}s",
-                failed=[(line.element, "timeout") for line in self._lines],
-                applied=0,
-            ) from exc
-        return self._kernel._restore(self._lines, first=(proc.returncode, stderr))

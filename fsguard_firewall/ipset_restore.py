@@ -1,0 +1,128 @@
+"""`ipset restore` for a batch of add/del lines: started at once (PendingApply), finished
+with a retry past a line ipset rejects, and FirewallError naming exactly the elements
+that did not reach the kernel. Commands run in their own session, killed whole on timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .backend import FirewallError
+
+if TYPE_CHECKING:
+    from .kernel import KernelFirewall
+
+_ERROR_LINE_RE = re.compile(r"Error in line (\d+)")
+_FULL_RE = re.compile(r"is full|cannot add more elements")
+
+
+@dataclass
+class IpsetLine:
+    """One `ipset restore` line and the element (and set) it is about."""
+
+    text: str
+    element: str
+    set_name: str
+
+
+def restore(
+    run: Callable[..., subprocess.CompletedProcess[str]],
+    lines: list[IpsetLine],
+    first: tuple[int, str] | None = None,
+) -> int:
+    """Run (or, given `first` = (returncode, stderr) of a run already made, finish)
+    `ipset restore` over `lines`, retrying past a rejected line."""
+    failed: list[tuple[str, str]] = []
+    applied = 0
+    pending = lines
+    attempts = 0
+    while pending:
+        attempts += 1
+        if first is not None:
+            returncode, stderr = first
+            first = None
+        else:
+            proc = run(
+                ["ipset", "restore", "-exist"],
+                stdin="\n".join(line.text for line in pending) + "\n",
+                check=False,
+            )
+            returncode, stderr = proc.returncode, proc.stderr
+        if returncode == 0:
+            applied += len(pending)
+            break
+        err = stderr.strip()
+        match = _ERROR_LINE_RE.search(err)
+        if match is None or attempts >= 3:
+            failed.extend((line.element, err) for line in pending)
+            break
+        bad = int(match.group(1))  # 1-based; the lines before it were applied
+        bad = max(1, min(bad, len(pending)))
+        applied += bad - 1
+        failed.append((pending[bad - 1].element, err))
+        pending = pending[bad:]
+    if failed:
+        raise FirewallError(
+            f"ipset restore: {len(failed)} of {len(lines)} lines failed: {failed[0][1]}",
+            failed=failed,
+            applied=applied,
+            full=any(_FULL_RE.search(err) for _, err in failed),
+        )
+    return applied
+
+
+def kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill a timed-out command and everything it started (its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=5)
+
+
+class PendingApply:
+    """An `ipset restore` under way (see KernelFirewall.apply_async)."""
+
+    def __init__(
+        self,
+        kernel: KernelFirewall,
+        lines: list[IpsetLine],
+        proc: subprocess.Popen[str] | None,
+        *,
+        dry: bool = False,
+    ) -> None:
+        self._kernel = kernel
+        self._lines = lines
+        self._proc = proc
+        self._dry = dry
+        if proc is not None and proc.stdin is not None:
+            # Feed ipset now so it works while the caller commits; a pipe holds 64 KiB,
+            # beyond that this write paces itself on ipset's reading.
+            stdin, proc.stdin = proc.stdin, None  # communicate() must not touch it again
+            with contextlib.suppress(BrokenPipeError):  # ipset died: its stderr says why
+                stdin.write("\n".join(line.text for line in lines) + "\n")
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+
+    def wait(self) -> int:
+        """Lines applied; FirewallError (with .failed/.applied) as `apply` raises."""
+        proc = self._proc
+        if proc is None:
+            return len(self._lines) if self._dry else 0
+        try:
+            _, stderr = proc.communicate(timeout=self._kernel.command_timeout)
+        except subprocess.TimeoutExpired as exc:
+            kill_group(proc)
+            raise FirewallError(
+                f"ipset restore timed out after {self._kernel.command_timeout}s",
+                failed=[(line.element, "timeout") for line in self._lines],
+                applied=0,
+            ) from exc
+        return restore(self._kernel._run, self._lines, first=(proc.returncode, stderr))
