@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from shared.config import Config
+from shared.config_keys import get_key, set_key
 
 RELOADABLE_PREFIXES: tuple[str, ...] = (
     "freeswitch.default_domain",
@@ -80,19 +81,6 @@ def changed_keys(old: Config, new: Config) -> list[str]:
 _MISSING = object()
 
 
-def _get(obj: Any, key: str) -> Any:
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _set(obj: Any, key: str, value: Any) -> None:
-    *parents, last = key.split(".")
-    for part in parents:
-        obj = getattr(obj, part)
-    setattr(obj, last, value)
-
-
 class ReloadPlan(msgspec.Struct, kw_only=True):
     """What a reload does: `apply` is sent to every process, `restart` only reported."""
 
@@ -135,12 +123,12 @@ def apply_in_place(current: Config, order: ReloadOrder) -> list[str]:
         if not is_reloadable(key):
             continue
         try:
-            value = _get(order.config, key)
-            before = _get(current, key)
+            value = get_key(order.config, key)
+            before = get_key(current, key)
         except AttributeError:
             continue  # a key this process's schema does not have
         if before != value:
-            _set(current, key, copy.deepcopy(value))
+            set_key(current, key, copy.deepcopy(value))
             applied.append(key)
     return applied
 
