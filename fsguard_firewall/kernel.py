@@ -14,8 +14,10 @@ import logging
 import re
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from fsguard_firewall.ipset_netlink import IpsetNetlink
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,10 @@ class _Line:
     text: str
     element: str
     set_name: str
+    # the same line for the netlink path (op "add"/"del", parsed element, timeout)
+    op: str = ""
+    elem: Element | None = None
+    timeout: int | None = None
 
 
 @dataclass
@@ -78,6 +84,7 @@ class KernelFirewall:
         ipv6_prefix: int = 128,
         command_timeout: float = 5.0,
         command_prefix: Sequence[str] = (),
+        netlink: Callable[[], IpsetNetlink] | None = None,
     ) -> None:
         if not _NAME_RE.match(set_name):
             raise ValueError(f"invalid ipset name {set_name!r} (1-28 chars of A-Za-z0-9_.:-)")
@@ -93,6 +100,10 @@ class KernelFirewall:
         self.ipv6_prefix = ipv6_prefix
         self.command_timeout = command_timeout
         self.command_prefix = list(command_prefix)
+        # ipset over netlink when ipset would run right here (no command prefix), or
+        # through the given factory (a socket opened in the target namespace)
+        self._netlink_factory = netlink or (None if command_prefix else IpsetNetlink)
+        self._nl: IpsetNetlink | None = None
         self._dry = _DryState()
 
     # --- element rendering -------------------------------------------------------
@@ -226,11 +237,12 @@ class KernelFirewall:
             elem = self.element(target)
             name = self._set_for(elem)
             secs = clamp_timeout(int(timeout))
-            lines.append(_Line(f"add {name} {elem} timeout {secs}", str(elem), name))
+            lines.append(_Line(f"add {name} {elem} timeout {secs}", str(elem), name,
+                               "add", elem, secs))
         for target in unbans:
             elem = self.element(target)
             name = self._set_for(elem)
-            lines.append(_Line(f"del {name} {elem}", str(elem), name))
+            lines.append(_Line(f"del {name} {elem}", str(elem), name, "del", elem, None))
         return self._start(lines)
 
     def _start(self, lines: list[_Line]) -> PendingApply:
@@ -239,7 +251,40 @@ class KernelFirewall:
         if self.dry_run:
             self._dry_apply(lines)
             return PendingApply(self, lines, None, dry=True)
-        return PendingApply(self, lines, self._popen(["ipset", "restore", "-exist"]))
+        applied = 0
+        if self._netlink_ok():
+            lines, applied = self._netlink_apply(lines)
+            if not lines:
+                return PendingApply(self, [], None, applied=applied)
+        return PendingApply(self, lines, self._popen(["ipset", "restore", "-exist"]),
+                            applied=applied)
+
+    def _netlink_ok(self) -> bool:
+        if self._nl is None and self._netlink_factory is not None:
+            try:
+                self._nl = self._netlink_factory()
+            except OSError as exc:
+                self._netlink_factory = None
+                log.warning("ipset over netlink unavailable (%s): using ipset restore", exc)
+        return self._nl is not None
+
+    def _netlink_apply(self, lines: list[_Line]) -> tuple[list[_Line], int]:
+        """Apply over netlink; return (lines the kernel refused, for ipset restore to
+        retry and report, number applied). A socket failure hands every line back."""
+        assert self._nl is not None
+        ops = [(ln.op, ln.set_name, ln.elem, ln.timeout) for ln in lines if ln.elem is not None]
+        # (every line built by apply_async has its element)
+        if len(ops) != len(lines):
+            return lines, 0
+        try:
+            codes = self._nl.apply(ops)
+        except OSError as exc:
+            log.warning("ipset over netlink failed (%s): retrying with ipset restore", exc)
+            self._nl.close()
+            self._nl = None
+            return lines, 0
+        refused = [ln for ln, code in zip(lines, codes, strict=True) if code]
+        return refused, len(lines) - len(refused)
 
     def _popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         """Start a command with piped stdio (its timeout is applied by the waiter)."""
@@ -369,11 +414,13 @@ class PendingApply:
         proc: subprocess.Popen[str] | None,
         *,
         dry: bool = False,
+        applied: int = 0,
     ) -> None:
         self._kernel = kernel
         self._lines = lines
         self._proc = proc
         self._dry = dry
+        self._applied = applied  # lines already applied over netlink
         if proc is not None and proc.stdin is not None:
             # Feed ipset now so it works while the caller commits; a pipe holds 64 KiB,
             # beyond that this write paces itself on ipset's reading.
@@ -387,7 +434,7 @@ class PendingApply:
         """Lines applied; FirewallError (with .failed/.applied) as `apply` raises."""
         proc = self._proc
         if proc is None:
-            return len(self._lines) if self._dry else 0
+            return len(self._lines) if self._dry else self._applied
         try:
             _, stderr = proc.communicate(timeout=self._kernel.command_timeout)
         except subprocess.TimeoutExpired as exc:
@@ -398,4 +445,9 @@ class PendingApply:
                 failed=[(line.element, "timeout") for line in self._lines],
                 applied=0,
             ) from exc
-        return self._kernel._restore(self._lines, first=(proc.returncode, stderr))
+        try:
+            return self._applied + self._kernel._restore(
+                self._lines, first=(proc.returncode, stderr))
+        except FirewallError as exc:
+            exc.applied += self._applied
+            raise
