@@ -105,7 +105,7 @@ _OTHER = Kind.OTHER
 _CHANNEL_CREATE = Kind.CHANNEL_CREATE
 
 
-def kind_of(ev: Event) -> Kind:
+def kind_of(ev: Event) -> Kind:  # maybe_relevant mirrors this on the raw bytes
     name = ev.event_name
     if name == "CUSTOM":
         return _SUBCLASS_KIND.get(ev.event_subclass, _OTHER)
@@ -114,13 +114,37 @@ def kind_of(ev: Event) -> Kind:
     return _OTHER
 
 
-def maybe_relevant(body: bytes) -> bool:
-    """Cheap byte pre-filter: can this body be an event the rules act on?
+_NAME_KEY = b'"Event-Name":"'
+_SUBCLASS_KEY = b'"Event-Subclass":"'
+# keep in step with kind_of (tests/test_hot_paths.py checks both on the real captures)
+_RELEVANT_SUBCLASSES = frozenset(name.encode() for name in _SUBCLASS_KIND)
 
-    No false negatives for FreeSWITCH output (cJSON never escapes ASCII
-    letters or ':'); false positives are resolved by the full decode.
+
+def maybe_relevant(body: bytes) -> bool:
+    """Cheap byte pre-filter: can this body be an event the rules act on (kind_of)?
+
+    Reads the Event-Name key (FreeSWITCH writes it among the first headers, so the
+    search stops early instead of scanning a 4 KB CHANNEL_* body for "sofia::"), and for
+    CUSTOM the Event-Subclass. Inside a JSON string a quote is escaped, so the key can
+    only be a key. A body without the key goes to the full decode. The one event this
+    can call irrelevant while the decoder would not is one whose Event-Name key repeats
+    (msgspec keeps the last) - only a forged `sendevent` event does that, and those are
+    dropped anyway.
     """
-    return b"sofia::" in body or b"CHANNEL_CREATE" in body
+    i = body.find(_NAME_KEY)
+    if i < 0:
+        return True
+    start = i + len(_NAME_KEY)
+    name = body[start : body.find(b'"', start, start + 32)]
+    if name == b"CHANNEL_CREATE":
+        return True
+    if name != b"CUSTOM":
+        return False
+    j = body.find(_SUBCLASS_KEY)
+    if j < 0:
+        return False
+    start = j + len(_SUBCLASS_KEY)
+    return body[start : body.find(b'"', start, start + 64)] in _RELEVANT_SUBCLASSES
 
 
 _FORGED_FILE = "mod_event_socket.c"
