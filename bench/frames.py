@@ -70,9 +70,11 @@ class Templates:
         self.wrong_call_state = Template(bodies["sofia::wrong_call_state"][0])
         self.pre_register = Template(bodies["sofia::pre_register"][0])
         # The lab's internal calls (9999, 1000, voicemail x2): the international one would
-        # make every legitimate caller a toll-fraud suspect.
+        # make every legitimate caller a toll-fraud suspect. Two were placed with the
+        # sipcli scanner; as legitimate calls they carry a desk phone's User-Agent instead.
         self.channel_create = [
-            Template(b) for b in bodies["CHANNEL_CREATE"] if b'"011' not in b
+            Template(b.replace(b"sipcli/v1.8", b"Yealink SIP-T46S"))
+            for b in bodies["CHANNEL_CREATE"] if b'"011' not in b
         ]
 
     def failure_frame(self, ip: bytes) -> bytes:

@@ -148,7 +148,7 @@ class Worker:
         next_tick = time.monotonic() + TICK_INTERVAL
         next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
         trim = malloc_trim()
-        trim_mark = -1  # self.processed at the last trim
+        trim_mark = (-1, -1)  # (events processed, sources expired) at the last trim
         next_trim = 0.0
         log.info("worker %d ready", self.index)
         try:
@@ -176,10 +176,13 @@ class Worker:
                     engine.tick()
                     self._flush(decisions, actions)
                     link.tick(decisions)
-                    if trim is not None and now >= next_trim and trim_mark != self.processed:
+                    mark = (self.processed, engine.expired)
+                    if trim is not None and now >= next_trim and trim_mark != mark:
                         next_trim = now + TRIM_INTERVAL
-                        trim_mark = self.processed
-                        trim()  # ~0.2 ms; batches and compacted tables go back to the kernel
+                        trim_mark = mark
+                        # ~0.2 ms; batches and compacted tables (also once a flood's
+                        # sources expire, with no event flowing) go back to the kernel
+                        trim()
                 if now >= next_summary:
                     next_summary = now + LOG_SUMMARY_SECONDS
                     self.log_summaries()
