@@ -338,7 +338,28 @@ def ban_latency(tree: HonestTree, t: Templates, bans: int, base: str,
         bg.join()
     fw = tree.firewall_stats()
     return {**_lat(lat), "not_banned": missing, "background_rate": background_rate,
-            "firewall_stage_histograms": fw.get("ban_stage_histograms")}
+            "stages": _stages(fw.get("ban_stage_histograms"))}
+
+
+def _stages(snaps: Any) -> dict[str, Any] | None:
+    """Mean and bucket bounds holding p50/p99 of fsguard_ban_stage_seconds, per stage."""
+    if not isinstance(snaps, dict):
+        return None
+    out = {}
+    for stage, snap in snaps.items():
+        count = snap["count"]
+        if not count:
+            continue
+
+        def bound(q: float, snap: dict[str, Any] = snap, count: int = count) -> float | None:
+            for le, n in snap["buckets"]:
+                if n >= q * count:
+                    return round(le * 1000, 2)
+            return None
+
+        out[stage] = {"count": count, "mean_ms": round(snap["sum"] / count * 1000, 2),
+                      "p50_at_most_ms": bound(0.5), "p99_at_most_ms": bound(0.99)}
+    return out
 
 
 def million(tree: HonestTree, t: Templates, total: int, rate: int,

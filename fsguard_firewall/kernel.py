@@ -430,6 +430,11 @@ class PendingApply:
             with contextlib.suppress(BrokenPipeError):
                 stdin.close()
 
+    @property
+    def running(self) -> bool:
+        """True while an `ipset restore` still works (False: all done over netlink)."""
+        return self._proc is not None
+
     def wait(self) -> int:
         """Lines applied; FirewallError (with .failed/.applied) as `apply` raises."""
         proc = self._proc

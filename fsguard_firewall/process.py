@@ -48,6 +48,9 @@ LATENCY_SAMPLES = 10_000
 # Prometheus histogram buckets (seconds) of fsguard_ban_latency_seconds (threshold event
 # read from ESL -> kernel entry written) and fsguard_firewall_batch_seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# FreeSWITCH created the event -> read off ESL -> worker decided -> kernel entry written
+BAN_STAGES = ("freeswitch_to_read", "read_to_decision", "decision_to_kernel",
+              "freeswitch_to_kernel")
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LOG_SUMMARY_SECONDS = 10.0  # per-ban / per-decision lines: the first few, then a summary
 BAN_LINES = 5  # "banned ip=..." lines per LOG_SUMMARY_SECONDS before the summary takes over
@@ -170,6 +173,8 @@ class Stats:
         self.recidive_escalations = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.ban_latency = Histogram(LATENCY_BUCKETS)
+        # where each rule ban's time went (goal: see whether FreeSWITCH or fsguard is slow)
+        self.ban_stages = {stage: Histogram(LATENCY_BUCKETS) for stage in BAN_STAGES}
         self.batch_seconds = Histogram(BATCH_BUCKETS)
 
     def percentile(self, q: float) -> float | None:
@@ -334,16 +339,19 @@ class Firewall:
         failed: set[str] = set()
         kernel_error: FirewallError | None = None
         pending = None
+        kernel_ts = 0.0
         if self.kernel_enabled:
             try:
                 pending = self.kernel.apply_async(
                     [(elem, timeout) for elem, timeout, _, _ in items]
                 )
+                kernel_ts = time.time()  # in the kernel already, unless restore runs
             except FirewallError as exc:
                 kernel_error = exc
                 failed = {str(i[0]) for i in items}
         self.store.put_many(entry for elem, _, entry, _ in items if str(elem) not in failed)
         if pending is not None:
+            running = pending.running
             try:
                 pending.wait()
             except FirewallError as exc:
@@ -351,6 +359,8 @@ class Firewall:
                 failed = {elem for elem, _ in exc.failed} or {str(i[0]) for i in items}
                 for key in failed:
                     self.store.remove(key)
+            if running:
+                kernel_ts = time.time()
         if kernel_error is not None:
             self.stats.kernel_errors += 1
             log.error(
@@ -368,6 +378,8 @@ class Firewall:
             if d.event_ts > 0:
                 self.stats.latencies.append(now - d.event_ts)
                 self.stats.ban_latency.observe(max(0.0, now - d.event_ts))
+            if kernel_ts:
+                self._observe_stages(d, kernel_ts)
             outcome = "ok" if self.kernel_enabled else "recorded (auto_block disabled)"
             self._audit_ban(elem, timeout, d, outcome)
             # The first BAN_LINES per LOG_SUMMARY_SECONDS; the rest go into a summary line.
@@ -386,6 +398,18 @@ class Firewall:
             self.publish(
                 ListChange(list="blacklist", op="add", ip=entry.ip, expires=entry.expires_at)
             )
+
+    def _observe_stages(self, d: BanDecision, kernel_ts: float) -> None:
+        """One rule ban's stage latencies; stages with an unknown start are skipped."""
+        stages = self.stats.ban_stages
+        for stage, start, end in (
+            ("freeswitch_to_read", d.fs_ts, d.event_ts),
+            ("read_to_decision", d.event_ts, d.decided_ts),
+            ("decision_to_kernel", d.decided_ts, kernel_ts),
+            ("freeswitch_to_kernel", d.fs_ts, kernel_ts),
+        ):
+            if start > 0 and end > 0:
+                stages[stage].observe(max(0.0, end - start))
 
     def _audit_ban(self, elem: Element, timeout: int, d: BanDecision, outcome: str) -> None:
         self.audit.record(
@@ -612,6 +636,7 @@ class Firewall:
             "ban_latency_p50": s.percentile(0.50),
             "ban_latency_p99": s.percentile(0.99),
             "ban_latency_histogram": s.ban_latency.snapshot(),
+            "ban_stage_histograms": {k: h.snapshot() for k, h in s.ban_stages.items()},
             "batch_seconds_histogram": s.batch_seconds.snapshot(),
             "pid": os.getpid(),
             "active_bans": {"ipv4": len(active) - v6, "ipv6": v6},

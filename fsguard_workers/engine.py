@@ -56,7 +56,16 @@ from shared.messages import BanDecision, KillCall, ListChange
 from shared.recidive import recidive_duration
 
 from . import rules
-from .events import DecodeFailure, Event, EventDecoder, Kind, is_forged, kind_of, text
+from .events import (
+    DecodeFailure,
+    Event,
+    EventDecoder,
+    Kind,
+    freeswitch_time,
+    is_forged,
+    kind_of,
+    text,
+)
 from .events import maybe_relevant as _maybe_relevant
 from .windows import BoundedCache, BoundedDistinct, SlidingWindow
 
@@ -1063,6 +1072,8 @@ class DetectionEngine:
                 evidence_count=count,
                 evidence=details,
                 event_ts=read_ts,
+                fs_ts=freeswitch_time(ev),
+                decided_ts=self._wallclock(),
                 worker=self._worker,
             )
         )

@@ -65,6 +65,8 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     sip_authorized: str = msgspec.field(name="variable_sip_authorized", default="")
     calling_file: str = msgspec.field(name="Event-Calling-File", default="")
     calling_function: str = msgspec.field(name="Event-Calling-Function", default="")
+    # microseconds since the epoch when FreeSWITCH created the event (ban stage metrics)
+    date_ts: str = msgspec.field(name="Event-Date-Timestamp", default="")
     # present only on events injected with `sendevent`
     command: str | list[str] | None = msgspec.field(name="Command", default=None)
     event_uuid: str | list[str] | None = msgspec.field(name="Event-UUID", default=None)
@@ -77,6 +79,14 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
             or self.caller_network_addr
             or self.sip_network_ip
         )
+
+
+def freeswitch_time(ev: Event) -> float:
+    """Event-Date-Timestamp in seconds since the epoch, or 0.0 when absent or not a number."""
+    value = ev.date_ts
+    if not value.isdigit() or len(value) > 20:
+        return 0.0
+    return int(value) / 1_000_000
 
 
 class Kind(enum.IntEnum):
