@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+log = logging.getLogger(__name__)
 
 NETLINK_NETFILTER = 12
 _SUBSYS_IPSET = 6
@@ -129,3 +133,50 @@ class IpsetNetlink:
 
 def describe(code: int) -> str:
     return os.strerror(code) if code < 4096 else f"ipset error {code}"
+
+
+class Line(Protocol):
+    """What NetlinkPath needs of a kernel.KernelFirewall line."""
+
+    op: str
+    set_name: str
+    elem: Element | None
+    timeout: int | None
+
+
+L = TypeVar("L", bound=Line)
+
+
+class NetlinkPath:
+    """KernelFirewall's netlink side: opened on first use; a failure of the socket hands
+    the lines back for ipset restore (and a failure to open it disables the path)."""
+
+    def __init__(self, factory: Callable[[], IpsetNetlink] | None) -> None:
+        self._factory = factory
+        self._nl: IpsetNetlink | None = None
+
+    def available(self) -> bool:
+        if self._nl is None and self._factory is not None:
+            try:
+                self._nl = self._factory()
+            except OSError as exc:
+                self._factory = None
+                log.warning("ipset over netlink unavailable (%s): using ipset restore", exc)
+        return self._nl is not None
+
+    def apply_lines(self, lines: list[L]) -> tuple[list[L], int]:
+        """Apply; return (lines the kernel refused, for ipset restore to retry and
+        report, number applied)."""
+        assert self._nl is not None
+        ops = [(ln.op, ln.set_name, ln.elem, ln.timeout) for ln in lines if ln.elem is not None]
+        if len(ops) != len(lines):
+            return lines, 0
+        try:
+            codes = self._nl.apply(ops)
+        except OSError as exc:
+            log.warning("ipset over netlink failed (%s): retrying with ipset restore", exc)
+            self._nl.close()
+            self._nl = None
+            return lines, 0
+        refused = [ln for ln, code in zip(lines, codes, strict=True) if code]
+        return refused, len(lines) - len(refused)

@@ -11,40 +11,28 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import re
+import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from fsguard_firewall.ipset_netlink import IpsetNetlink
+from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff, Target
+from .ipset_netlink import IpsetNetlink, NetlinkPath
+from .ipset_sets import ensure_set_params, parse_save
+from .reconcile import reconcile_members
+
+__all__ = ["MAX_TIMEOUT", "Element", "FirewallError", "KernelFirewall", "Target"]
 
 log = logging.getLogger(__name__)
 
-Target = (
-    ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
-)
-Element = ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv6Network
-
-MAX_TIMEOUT = 2147483  # ipset's largest timeout, seconds (0 = permanent)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,28}$")
 _ERROR_LINE_RE = re.compile(r"Error in line (\d+)")
+_FULL_RE = re.compile(r"is full|cannot add more elements")
 _INSTALL_HINT = "install it (apt-get install ipset iptables / dnf install ipset iptables)"
-
-
-class FirewallError(Exception):
-    """A kernel command failed, timed out, or its binary is missing.
-
-    After a failed `apply`, `failed` lists (element, error) for every element that
-    did not reach the kernel and `applied` counts the ones that did.
-    """
-
-    def __init__(
-        self, message: str, *, failed: Sequence[tuple[str, str]] = (), applied: int = 0
-    ) -> None:
-        super().__init__(message)
-        self.failed = list(failed)
-        self.applied = applied
 
 
 @dataclass
@@ -72,7 +60,9 @@ def clamp_timeout(seconds: int) -> int:
 
 
 class KernelFirewall:
-    """Single writer of the fsguard ipsets and their DROP rules."""
+    """Single writer of the fsguard ipsets and their DROP rules (a backend.KernelBackend)."""
+
+    kind = "ipset"
 
     def __init__(
         self,
@@ -100,10 +90,9 @@ class KernelFirewall:
         self.ipv6_prefix = ipv6_prefix
         self.command_timeout = command_timeout
         self.command_prefix = list(command_prefix)
-        # ipset over netlink when ipset would run right here (no command prefix), or
-        # through the given factory (a socket opened in the target namespace)
-        self._netlink_factory = netlink or (None if command_prefix else IpsetNetlink)
-        self._nl: IpsetNetlink | None = None
+        # ipset add/del over netlink when ipset would run right here (no command prefix)
+        # or through the given factory (a socket opened in the target namespace)
+        self._netlink = NetlinkPath(netlink or (None if command_prefix else IpsetNetlink))
         self._dry = _DryState()
 
     # --- element rendering -------------------------------------------------------
@@ -146,20 +135,23 @@ class KernelFirewall:
     ) -> subprocess.CompletedProcess[str]:
         full = [*self.command_prefix, *argv]
         try:
-            proc = subprocess.run(
-                full,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=self.command_timeout,
-                check=False,
-            )
+            # Own process group: a hung command (and any child holding its pipes) is
+            # killed as a whole, so a timeout really ends the wait.
+            popen = subprocess.Popen(
+                full, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                start_new_session=True,
+            )  # fmt: skip
         except FileNotFoundError as exc:
             raise FirewallError(f"{exc.filename or argv[0]} not found: {_INSTALL_HINT}") from exc
+        try:
+            out, err = popen.communicate(stdin, timeout=self.command_timeout)
         except subprocess.TimeoutExpired as exc:
+            _kill_group(popen)
             raise FirewallError(
                 f"{' '.join(argv[:3])} timed out after {self.command_timeout}s"
             ) from exc
+        proc = subprocess.CompletedProcess(full, popen.returncode, out, err)
         if self.command_prefix and proc.returncode != 0 and "No such file" in proc.stderr:
             # A wrapper (`ip netns exec`) reports a missing inner binary this way.
             raise FirewallError(f"{argv[0]} not found: {_INSTALL_HINT}: {proc.stderr.strip()}")
@@ -198,6 +190,23 @@ class KernelFirewall:
                 continue
             self._run([binary, "-w", "5", "-I", self.chain, "1", *rule[1:]])
             log.info("inserted %s rule: -I %s 1 match-set %s src DROP", binary, self.chain, name)
+
+    def ensure(self) -> list[str]:
+        """KernelBackend.ensure: migrate sets whose parameters changed, then setup."""
+        migrated = [] if self.dry_run else ensure_set_params(self)
+        self.ensure_setup()
+        return migrated
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "chain": self.chain, "ipset": self.set_v4}
+
+    def remove(self, targets: Sequence[Target]) -> int:
+        return self.apply([], unbans=targets)
+
+    def reconcile(
+        self, want: Mapping[str, tuple[Element, int]], *, keep_foreign: bool
+    ) -> KernelDiff:
+        return reconcile_members(self, want, keep_foreign=keep_foreign)
 
     def _set_exists(self, name: str) -> bool:
         proc = self._run(["ipset", "list", "-name", name], check=False)
@@ -252,39 +261,12 @@ class KernelFirewall:
             self._dry_apply(lines)
             return PendingApply(self, lines, None, dry=True)
         applied = 0
-        if self._netlink_ok():
-            lines, applied = self._netlink_apply(lines)
+        if self._netlink.available():  # restore only for what the kernel refused
+            lines, applied = self._netlink.apply_lines(lines)
             if not lines:
                 return PendingApply(self, [], None, applied=applied)
         return PendingApply(self, lines, self._popen(["ipset", "restore", "-exist"]),
                             applied=applied)
-
-    def _netlink_ok(self) -> bool:
-        if self._nl is None and self._netlink_factory is not None:
-            try:
-                self._nl = self._netlink_factory()
-            except OSError as exc:
-                self._netlink_factory = None
-                log.warning("ipset over netlink unavailable (%s): using ipset restore", exc)
-        return self._nl is not None
-
-    def _netlink_apply(self, lines: list[_Line]) -> tuple[list[_Line], int]:
-        """Apply over netlink; return (lines the kernel refused, for ipset restore to
-        retry and report, number applied). A socket failure hands every line back."""
-        assert self._nl is not None
-        ops = [(ln.op, ln.set_name, ln.elem, ln.timeout) for ln in lines if ln.elem is not None]
-        # (every line built by apply_async has its element)
-        if len(ops) != len(lines):
-            return lines, 0
-        try:
-            codes = self._nl.apply(ops)
-        except OSError as exc:
-            log.warning("ipset over netlink failed (%s): retrying with ipset restore", exc)
-            self._nl.close()
-            self._nl = None
-            return lines, 0
-        refused = [ln for ln, code in zip(lines, codes, strict=True) if code]
-        return refused, len(lines) - len(refused)
 
     def _popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         """Start a command with piped stdio (its timeout is applied by the waiter)."""
@@ -295,6 +277,7 @@ class KernelFirewall:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                start_new_session=True,
             )
         except FileNotFoundError as exc:
             raise FirewallError(f"{exc.filename or argv[0]} not found: {_INSTALL_HINT}") from exc
@@ -349,6 +332,7 @@ class KernelFirewall:
                 f"ipset restore: {len(failed)} of {len(lines)} lines failed: {failed[0][1]}",
                 failed=failed,
                 applied=applied,
+                full=any(_FULL_RE.search(err) for _, err in failed),
             )
         return applied
 
@@ -368,7 +352,7 @@ class KernelFirewall:
         members: list[tuple[str, int]] = []
         for name in (self.set_v4, self.set_v6):
             proc = self._run(["ipset", "list", "-output", "save", name])
-            members.extend(_parse_save(proc.stdout, name))
+            members.extend(parse_save(proc.stdout, name))
         return members
 
     def contains(self, target: Target) -> bool:
@@ -389,19 +373,13 @@ class KernelFirewall:
         )
 
 
-def _parse_save(text: str, set_name: str) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
-    for raw in text.splitlines():
-        parts = raw.split()
-        if len(parts) < 3 or parts[0] != "add" or parts[1] != set_name:
-            continue
-        timeout = 0
-        if "timeout" in parts[3:]:
-            idx = parts.index("timeout", 3)
-            if idx + 1 < len(parts) and parts[idx + 1].isdigit():
-                timeout = int(parts[idx + 1])
-        out.append((parts[2], timeout))
-    return out
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill a timed-out command and everything it started (its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=5)
 
 
 class PendingApply:
@@ -443,8 +421,7 @@ class PendingApply:
         try:
             _, stderr = proc.communicate(timeout=self._kernel.command_timeout)
         except subprocess.TimeoutExpired as exc:
-            proc.kill()
-            proc.communicate()
+            _kill_group(proc)
             raise FirewallError(
                 f"ipset restore timed out after {self._kernel.command_timeout}s",
                 failed=[(line.element, "timeout") for line in self._lines],
