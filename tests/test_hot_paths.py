@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fsguard_supervisor.esl_client import DEFAULT_EVENTS
 from fsguard_workers.events import EventDecoder, Kind, kind_of, maybe_relevant
 from shared.iputil import SOURCE_IP_KEYS, find_source_ip
 
@@ -90,3 +91,17 @@ def test_channel_events_use_caller_network_addr() -> None:
     sofia = _compact({"Event-Name": "CUSTOM", "Event-Subclass": "sofia::register",
                       "variable_sip_network_ip": "192.0.2.10", "network-ip": "192.0.2.11"})
     assert find_source_ip(sofia) == b"192.0.2.11"
+
+
+def test_the_subscription_is_what_the_rules_read() -> None:
+    """FreeSWITCH is asked only for events some rule reads (plus HEARTBEAT, for liveness):
+    everything else would cost framing and dispatch for nothing."""
+    decoder = EventDecoder()
+    for name in DEFAULT_EVENTS:
+        if name in ("HEARTBEAT", "CUSTOM"):
+            continue
+        event = ({"Event-Name": "CUSTOM", "Event-Subclass": name} if "::" in name
+                 else {"Event-Name": name})
+        body = _compact(event)
+        assert maybe_relevant(body), name
+        assert kind_of(decoder.decode(body)) is not Kind.OTHER, name
