@@ -131,10 +131,17 @@ def kind_of(ev: Event) -> Kind:  # maybe_relevant mirrors this on the raw bytes
     return _OTHER
 
 
+def relevant_label(label: bytes) -> bool:
+    """maybe_relevant for a body whose label (the worker's event_label: Event-Name, or
+    the Event-Subclass of a CUSTOM event) is already known: no second scan."""
+    return label in _RELEVANT_LABELS
+
+
 _NAME_KEY = b'"Event-Name":"'
 _SUBCLASS_KEY = b'"Event-Subclass":"'
 # keep in step with kind_of (tests/test_hot_paths.py checks both on the real captures)
 _RELEVANT_SUBCLASSES = frozenset(name.encode() for name in _SUBCLASS_KIND)
+_RELEVANT_LABELS = _RELEVANT_SUBCLASSES | {b"CHANNEL_CREATE"}
 
 
 def maybe_relevant(body: bytes) -> bool:

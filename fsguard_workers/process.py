@@ -209,8 +209,8 @@ class Worker:
         handle = self.engine.handle
         counts = self.events_by_name
         for body in bodies:
-            handle(body, read_ts)
             label = event_label(body)
+            handle(body, read_ts, label)
             n = counts.get(label)
             if n is None:  # a new label: bounded and validated once
                 if len(counts) >= EVENT_LABELS_MAX or not _LABEL_RE.fullmatch(label):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fsguard_supervisor.esl_client import DEFAULT_EVENTS
-from fsguard_workers.events import EventDecoder, Kind, kind_of, maybe_relevant
+from fsguard_workers.events import EventDecoder, Kind, kind_of, maybe_relevant, relevant_label
+from fsguard_workers.process import event_label
 from shared.iputil import SOURCE_IP_KEYS, find_source_ip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +68,7 @@ def test_maybe_relevant_is_exact_on_real_events() -> None:
     for body in _bodies():
         kind = kind_of(decoder.decode(body))
         assert maybe_relevant(body) == (kind is not Kind.OTHER), body[:120]
+        assert relevant_label(event_label(body)) == (kind is not Kind.OTHER), body[:120]
         relevant += kind is not Kind.OTHER
     assert relevant > 50
 
@@ -82,6 +84,8 @@ def test_maybe_relevant_is_exact_on_real_events() -> None:
 ])
 def test_maybe_relevant_edge_cases(event: dict[str, str], expected: bool) -> None:
     assert maybe_relevant(_compact(event)) is expected
+    if "Event-Name" in event:  # without it the label is "other": never relevant (kind_of)
+        assert relevant_label(event_label(_compact(event))) is expected
 
 
 def test_channel_events_use_caller_network_addr() -> None:
