@@ -48,6 +48,11 @@ def shard_of_addr(addr: IPAddress, shards: int) -> int:
 
 def shard_of(text: str, shards: int) -> int | None:
     """Shard of an address given as text, or None if the text is not an address."""
+    if ":" not in text:  # dotted quad: inet_pton's bytes are what .packed would give
+        try:
+            return zlib.crc32(_inet_pton(_AF_INET, text)) % shards
+        except (OSError, UnicodeEncodeError, ValueError):
+            return None
     try:
         return shard_of_addr(parse_ip(text), shards)
     except ValueError:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.iputil import NetworkSet, parse_ip, shard_of
+from shared.iputil import NetworkSet, parse_ip, shard_of, shard_of_addr
 
 
 def _reference(text: str) -> str | None:
@@ -41,6 +41,17 @@ def test_parse_ip_matches_ipaddress(text: str) -> None:
 @given(st.text(alphabet="0123456789.x -", max_size=18))
 def test_parse_ip_fuzz_matches_ipaddress(text: str) -> None:
     assert _ours(text) == _reference(text)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.text(alphabet="0123456789.x -%", max_size=18),
+                 st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))))
+def test_shard_of_is_the_crc_of_the_parsed_address(text: str) -> None:
+    try:
+        expected: int | None = shard_of_addr(parse_ip(text), 7)
+    except ValueError:
+        expected = None
+    assert shard_of(text, 7) == expected
 
 
 def test_shard_of_rejects_what_parse_ip_rejects() -> None:
