@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -53,11 +54,12 @@ from bench.openloop import (
 )
 from shared import addresses
 from shared.control import PeerUnavailable, request
-from tests.netns_helpers import netns, socket_in
+from tests.netns_helpers import netns, run_in, socket_in
 
 SET_NAME = "fsg-honest"
 RESULTS = Path(__file__).resolve().parent / "results" / "honest.json"
 QUEUE_EVENTS = 10_000  # sender queue depth, in mean-sized frames, before it drops
+NICE = -10
 NETLINK_NETFILTER = 12
 
 
@@ -72,6 +74,24 @@ def _lat(values: list[float]) -> dict[str, Any]:
         return {"count": 0}
     return {"count": len(ms), "p50_ms": round(statistics.median(ms), 2),
             "p99_ms": round(_pct(ms, 0.99), 2), "max_ms": round(max(ms), 2)}
+
+
+def set_autogroup_nice(pid: int, nice: int) -> int | None:
+    """Set the scheduler autogroup (session) weight of `pid`; return the old nice.
+
+    This box is shared with other tenants, each in its own session: with autogroup
+    scheduling, CPU is split between sessions whatever a process's own nice is. The
+    fsguard tree (its own session) and the sender run at autogroup nice NICE so that
+    they, not the neighbours, decide the result; the neighbours' CPU is still recorded
+    per step (foreign_cpu_cores).
+    """
+    path = Path(f"/proc/{pid}/autogroup")
+    try:
+        old = int(path.read_text().split("nice")[1])
+        path.write_text(str(nice))
+        return old
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class HonestTree:
@@ -92,7 +112,9 @@ class HonestTree:
         self.log = open(tmp / "fsguard.log", "wb")  # noqa: SIM115
         fsguard = Path(sys.executable).parent / "fsguard"
         self.proc = subprocess.Popen(["ip", "netns", "exec", ns, str(fsguard), "run",
-                                      "--config", str(path)], stdout=self.log, stderr=self.log)
+                                      "--config", str(path)], stdout=self.log, stderr=self.log,
+                                     start_new_session=True)
+        set_autogroup_nice(self.proc.pid, NICE)
         if not self.load.subscribed.wait(30):
             raise RuntimeError(f"fsguard did not subscribe; see {tmp / 'fsguard.log'}")
         assert self.load.conn is not None
@@ -231,6 +253,9 @@ def run_step(tree: HonestTree, stream: bytes, ends: list[int], rate: int,
         "cpu_us_per_event": round(cpu * 1e6 / max(1, processed), 1),
         "cpu_cores": round(cpu / max(1e-9, t_done - t0), 2),
         "cpu_cores_by_process": per,
+        "cpu_us_per_event_by_process": {
+            k: round(v * 1e6 / max(1.0, processed / max(1e-9, t_done - t0)), 1)
+            for k, v in per.items()},
         # CPU the rest of the machine (other tenants) used meanwhile: fsguard competed for it
         "foreign_cpu_cores": round(max(0.0, foreign) / max(1e-9, t_done - t0), 2),
         "max_backlog_kb": res.max_backlog_bytes // 1024,
@@ -298,7 +323,9 @@ def ban_latency(tree: HonestTree, t: Templates, bans: int, base: str,
     bg: threading.Thread | None = None
     if background_rate:
         n = int(background_rate * (bans * 0.1 + 5))
-        stream, ends = build_stream(list(mix_frames(t, n, seed=3)))
+        # no attackers in the background: its frames carry the capture's old
+        # Event-Date-Timestamp, which would blur the ban stage figures
+        stream, ends = build_stream(list(mix_frames(t, n, attackers=0, seed=3)))
         bg = threading.Thread(target=tree.sender.run, args=(stream, ends, background_rate))
         bg.start()
         time.sleep(1.0)
@@ -425,11 +452,32 @@ def main() -> int:
                    "pre_register_bytes": t.pre_register.size,
                    "mix_mean_bytes": round(mean)},
         "rules": "defaults (no setting changed)",
+        "priority": f"fsguard tree and sender at autogroup nice {NICE} (shared box)",
         "sender_queue_events": QUEUE_EVENTS,
         "step_seconds": args.seconds,
     }
+    old_nice = set_autogroup_nice(os.getpid(), NICE)
+    try:
+        run_all(args, only, t, mean, results)
+    finally:
+        if old_nice is not None:
+            set_autogroup_nice(os.getpid(), old_nice)
+    out = Path(args.out)
+    old: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    old.update(results)
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(old, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def run_all(args: argparse.Namespace, only: set[str], t: Templates, mean: float,
+            results: dict[str, Any]) -> None:
     with netns("fsghonest") as ns:
         def tree_run(name: str, fn: Any) -> None:
+            # bans of the previous tree stay in the namespace's sets (never flushed by
+            # fsguard): start every workload from empty sets
+            run_in(ns, ["ipset", "flush"], check=False)
             with tempfile.TemporaryDirectory(prefix="fsg-honest-") as tmp:
                 tree = HonestTree(ns, Path(tmp), mean)
                 try:
@@ -445,7 +493,7 @@ def main() -> int:
                                          "processes": len(tree_pids(tr.proc.pid))})
         if "ban" in only:
             tree_run("ban_idle", lambda tr: ban_latency(tr, t, args.bans, "203.0.114.1"))
-            tree_run("ban_under_load", lambda tr: ban_latency(tr, t, args.bans, "203.0.114.1",
+            tree_run("ban_under_load", lambda tr: ban_latency(tr, t, args.bans, "203.0.116.1",
                                                               background_rate=10_000))
         if "mix" in only:
             rates = [int(r) for r in args.mix_rates.split(",")]
@@ -460,13 +508,6 @@ def main() -> int:
         if "million" in only:
             tree_run("million", lambda tr: million(tr, t, args.million, args.million_rate,
                                                    args.return_wait))
-    out = Path(args.out)
-    old: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
-    old.update(results)
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(old, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -90,14 +90,15 @@ def mix_frames(
     t: Templates, count: int, *, sources: int = 10_000, attackers: int = 32, seed: int = 1
 ) -> Iterator[bytes]:
     """The realistic mix: 70% register and 15% CHANNEL_CREATE from `sources` addresses,
-    10% register_failure from `attackers` addresses, 5% wrong_call_state (attackers)."""
+    10% register_failure from `attackers` addresses, 5% wrong_call_state (attackers).
+    With attackers=0 their share is registrations (a background without bans)."""
     rng = random.Random(seed)
     legit = [ip_bytes("45.60.0.1", i) for i in range(sources)]
     bad = [ip_bytes("203.0.113.1", i) for i in range(attackers)]
     cc = t.channel_create
     for _ in range(count):
         roll = rng.random()
-        if roll < 0.70:
+        if roll < 0.70 or (roll >= 0.85 and not attackers):
             yield t.register.render(legit[rng.randrange(sources)])
         elif roll < 0.85:
             yield cc[rng.randrange(len(cc))].render(legit[rng.randrange(sources)])

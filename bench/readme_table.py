@@ -27,9 +27,14 @@ def _n(value: Any) -> str:
 
 def _steps_row(name: str, data: dict[str, Any]) -> str:
     drop = data.get("drop_start_rate")
-    start = f"drops start at {_n(drop)}/s" if drop else "no drops at any offered rate"
+    start = "no drops at any offered rate"
+    if drop:
+        last = data["steps"][-1]
+        cores = sum(last["cpu_cores_by_process"].values())
+        start = (f"drops or lag from {_n(drop)}/s, where fsguard used {cores:.2f} cores and "
+                 f"other tenants {last['foreign_cpu_cores']:.2f}")
     return (f"| {name} | {_n(data['max_rate_without_drops'])} events/s offered with 0 drops "
-            f"({start}); {data['cpu_us_per_event']} µs CPU/event | "
+            f"({start}); {data['cpu_us_per_event']} µs CPU/event (whole tree) | "
             f"{data['pss_mb_tree']} MB |")
 
 
