@@ -417,11 +417,13 @@ def million(tree: HonestTree, t: Templates, total: int, rate: int,
         while time.monotonic() - t0 < return_wait:
             time.sleep(5)
             if sum(int(w.get("tracked_ips", 0)) for w in tree.worker_stats()) == 0:
+                time.sleep(3)  # the workers compact and trim on their next ticks
                 break
         out["after_wait_s"] = round(time.monotonic() - t0)
         out["tracked_ips_after_wait"] = sum(int(w.get("tracked_ips", 0))
                                             for w in tree.worker_stats())
         out["pss_mb_after_wait"] = tree.pss()
+        out["pss_mb_by_process_after_wait"] = tree.named_pss()
     return out
 
 
