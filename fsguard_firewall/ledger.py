@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from shared.messages import BanDecision, DecisionAck
@@ -83,7 +84,7 @@ class BanLedger:
     ) -> None:
         self.store = store
         self.kernel = kernel
-        self.kernel_ts = 0.0  # wall time the last batch reached the kernel
+        self.kernel_ts = 0.0  # wall time the last batch reached the kernel (stage metrics)
         self.kernel_enabled = kernel_enabled
         self.stats = stats if stats is not None else Stats()
         self.ack: Ack = ack if ack is not None else (lambda worker, a: None)
@@ -94,6 +95,7 @@ class BanLedger:
         self._pending_ids: dict[str, str] = {}  # decision id -> key
         self.backlog: dict[str, BanEntry | None] = {}  # key -> entry (None: removed)
         self._backlog_acks: list[BanDecision] = []
+        self._backlog_ids: set[str] = set()  # ids in _backlog_acks (re-sends stay unacked)
         self._loud_at: dict[str, float] = {}
         self.store_duplicates = 0  # re-sent decisions the store had processed (restart)
 
@@ -154,11 +156,21 @@ class BanLedger:
         return fresh
 
     def _in_backlog(self, decision_id: str) -> bool:
-        return any(d.id == decision_id for d in self._backlog_acks)
+        return decision_id in self._backlog_ids
 
     def ack_ok(self, d: BanDecision) -> None:
         if d.id and d.worker >= 0:
             self.ack(d.worker, DecisionAck(id=d.id, ok=True))
+
+    def ack_covered(self, d: BanDecision, key: str) -> None:
+        """A decision an existing ban covers: ok now, or once the backlog holding that
+        ban is written (an acknowledged ban is in the store)."""
+        if key in self.backlog:
+            self._backlog_acks.append(d)
+            if d.id:
+                self._backlog_ids.add(d.id)
+        else:
+            self.ack_ok(d)
 
     def nack(self, d: BanDecision, error: str, final: bool = False) -> None:
         if d.id and d.worker >= 0:
@@ -168,21 +180,40 @@ class BanLedger:
 
     def apply(self, intents: list[Intent]) -> list[Intent]:
         """Kernel, then store, for one batch; returns the intents the kernel holds now.
-        The others wait in `pending` (never recorded, never acknowledged ok)."""
+        The others wait in `pending` (never recorded, never acknowledged ok).
+
+        The kernel works in a thread while the store writes the rows; the store commits
+        only once the kernel answered, and only the rows the kernel took."""
         if not intents:
             return []
         failed: dict[str, str] = {}
+        gate: Callable[[], Collection[str]] | None = None
         if self.kernel_enabled:
-            try:
-                self.kernel.apply([(i.elem, i.timeout) for i in intents])
-            except FirewallError as exc:
-                failed = self._kernel_failed(exc, intents)
-        self.kernel_ts = time.time()  # the batch is in the kernel (ban stage metrics)
-        done = [i for i in intents if i.key not in failed] if failed else intents
+            outcome: list[BaseException] = []
+            bans = [(i.elem, i.timeout) for i in intents]
+
+            def run() -> None:
+                try:
+                    self.kernel.apply(bans)
+                except BaseException as exc:  # handed to the loop's thread below
+                    outcome.append(exc)
+                self.kernel_ts = time.time()
+
+            worker = threading.Thread(target=run, name="kernel-apply", daemon=True)
+            worker.start()
+
+            def gate() -> Collection[str]:
+                worker.join()
+                if outcome:
+                    if not isinstance(outcome[0], FirewallError):
+                        raise outcome[0]
+                    failed.update(self._kernel_failed(outcome[0], intents))
+                return failed.keys()
+
+        done = self._record(intents, gate)
         for intent in intents if failed else ():
             if intent.key in failed:
                 self._defer(intent, failed[intent.key])
-        self._record(done)
         return done
 
     def _kernel_failed(self, exc: FirewallError, intents: list[Intent]) -> dict[str, str]:
@@ -207,16 +238,40 @@ class BanLedger:
             self._loud_at[what] = now + LOUD_EVERY
             log.error(msg, *args)
 
-    def _record(self, done: list[Intent]) -> None:
-        """Store what the kernel holds, then acknowledge; a store failure keeps the
-        entries in the backlog (enforced, unacknowledged) until `flush_backlog`."""
-        if done and self.record([i.entry for i in done]):
-            for intent in done:
+    def _record(
+        self, intents: list[Intent], gate: Callable[[], Collection[str]] | None = None
+    ) -> list[Intent]:
+        """Store what the kernel holds (`gate`: the keys it refused, asked once, before
+        the commit), then acknowledge. A store failure keeps the entries in the backlog
+        (enforced, unacknowledged) until `flush_backlog`. Returns the intents kept."""
+        refused: set[str] | None = None
+
+        def once() -> Collection[str]:
+            nonlocal refused
+            if refused is None:
+                refused = set(gate()) if gate is not None else set()
+            return refused
+
+        stored = False
+        if not self.backlog:
+            try:
+                self.store.put_many([i.entry for i in intents], once)
+                stored = True
+            except StoreError as exc:
+                self.stats.store_errors += 1
+                self.loud("store", "state store cannot write, bans enforced in the kernel "
+                          "only (written when it works again): %s", exc)  # fmt: skip
+        skip = once()
+        done = [i for i in intents if i.key not in skip] if skip else intents
+        for intent in done:
+            if stored:
                 for d in intent.decisions:
                     self.ack_ok(d)
-        elif done:
-            for intent in done:
+            else:
+                self.backlog[intent.key] = intent.entry
                 self._backlog_acks.extend(intent.decisions)
+                self._backlog_ids.update(d.id for d in intent.decisions if d.id)
+        return done
 
     def record(self, entries: list[BanEntry]) -> bool:
         """Write entries the kernel holds to the store; False: kept in the backlog."""
@@ -252,6 +307,7 @@ class BanLedger:
         log.warning("state store writable again: %d backlog entries written", len(self.backlog))
         self.backlog.clear()
         acks, self._backlog_acks = self._backlog_acks, []
+        self._backlog_ids.clear()
         for d in acks:
             self.ack_ok(d)
         return True
