@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Only what a rule reads (fsguard_workers.events.kind_of), plus HEARTBEAT for liveness:
-# FreeSWITCH then never writes the rest. CHANNEL_HANGUP_COMPLETE, sofia::unregister and
-# sofia::expire were 38% of the subscribed bytes of the real lab capture, read by nothing.
+# Only what a rule reads (fsguard_workers.events.kind_of; tests/test_hot_paths.py checks
+# it), plus HEARTBEAT for liveness: FreeSWITCH never writes the rest.
 DEFAULT_EVENTS = [
     "CHANNEL_CREATE",
+    "CHANNEL_HANGUP_COMPLETE",
     "HEARTBEAT",
     "CUSTOM",
     "sofia::register_failure",
     "sofia::register_attempt",
     "sofia::pre_register",
     "sofia::register",
+    "sofia::unregister",
+    "sofia::expire",
     "sofia::wrong_call_state",
 ]
 

@@ -70,6 +70,7 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     caller_context: str = msgspec.field(name="Caller-Context", default="")
     sofia_profile: str = msgspec.field(name="variable_sofia_profile_name", default="")
     sip_authorized: str = msgspec.field(name="variable_sip_authorized", default="")
+    hangup_cause: str = msgspec.field(name="Hangup-Cause", default="")
     calling_file: str = msgspec.field(name="Event-Calling-File", default="")
     calling_function: str = msgspec.field(name="Event-Calling-Function", default="")
     # microseconds since the epoch when FreeSWITCH created the event (ban stage metrics)
@@ -96,6 +97,13 @@ def freeswitch_time(ev: Event) -> float:
     return int(value) / 1_000_000
 
 
+class HostEvent(Event, kw_only=True, gc=False):
+    """`Event` plus the CHANNEL_CREATE request host, decoded only when the bare_ip rule
+    runs (every decoded field costs on every event)."""
+
+    sip_req_host: Text = msgspec.field(name="variable_sip_req_host", default="")
+
+
 class Kind(enum.IntEnum):
     """Event types the rules act on."""
 
@@ -106,6 +114,8 @@ class Kind(enum.IntEnum):
     REGISTER_FAILURE = 4
     WRONG_CALL_STATE = 5
     CHANNEL_CREATE = 6
+    UNREGISTER = 7
+    HANGUP = 8  # CHANNEL_HANGUP_COMPLETE
 
 
 _SUBCLASS_KIND: dict[str, Kind] = {
@@ -114,12 +124,15 @@ _SUBCLASS_KIND: dict[str, Kind] = {
     "sofia::register": Kind.REGISTER,
     "sofia::register_failure": Kind.REGISTER_FAILURE,
     "sofia::wrong_call_state": Kind.WRONG_CALL_STATE,
+    "sofia::unregister": Kind.UNREGISTER,
+    "sofia::expire": Kind.UNREGISTER,  # the registration ran out: same as unregistering
 }
 
 
 # Module constants: `Kind.X` goes through EnumType.__getattr__ (~75 ns on 3.11) on every event.
 _OTHER = Kind.OTHER
 _CHANNEL_CREATE = Kind.CHANNEL_CREATE
+_HANGUP = Kind.HANGUP
 
 
 def kind_of(ev: Event) -> Kind:  # maybe_relevant mirrors this on the raw bytes
@@ -128,6 +141,8 @@ def kind_of(ev: Event) -> Kind:  # maybe_relevant mirrors this on the raw bytes
         return _SUBCLASS_KIND.get(ev.event_subclass, _OTHER)
     if name == "CHANNEL_CREATE":
         return _CHANNEL_CREATE
+    if name == "CHANNEL_HANGUP_COMPLETE":
+        return _HANGUP
     return _OTHER
 
 
@@ -141,7 +156,8 @@ _NAME_KEY = b'"Event-Name":"'
 _SUBCLASS_KEY = b'"Event-Subclass":"'
 # keep in step with kind_of (tests/test_hot_paths.py checks both on the real captures)
 _RELEVANT_SUBCLASSES = frozenset(name.encode() for name in _SUBCLASS_KIND)
-_RELEVANT_LABELS = _RELEVANT_SUBCLASSES | {b"CHANNEL_CREATE"}
+_RELEVANT_NAMES = frozenset((b"CHANNEL_CREATE", b"CHANNEL_HANGUP_COMPLETE"))
+_RELEVANT_LABELS = _RELEVANT_SUBCLASSES | _RELEVANT_NAMES
 
 
 def maybe_relevant(body: bytes) -> bool:
@@ -160,7 +176,7 @@ def maybe_relevant(body: bytes) -> bool:
         return True
     start = i + len(_NAME_KEY)
     name = body[start : body.find(b'"', start, start + 32)]
-    if name == b"CHANNEL_CREATE":
+    if name in _RELEVANT_NAMES:
         return True
     if name != b"CUSTOM":
         return False
@@ -203,8 +219,9 @@ class EventDecoder:
     `fsguard_workers.repair` and counts what each body needed.
     """
 
-    def __init__(self) -> None:
-        self._decoder = msgspec.json.Decoder(Event)
+    def __init__(self, event_type: type[Event] = Event) -> None:
+        self._type = event_type
+        self._decoder = msgspec.json.Decoder(event_type)
         self.decode_fast = self._decoder.decode
         self.invalid_utf8 = 0  # repaired by sanitizing (invalid UTF-8, controls, surrogates)
         self.salvaged = 0  # structure broken: members picked out one by one
@@ -235,7 +252,7 @@ class EventDecoder:
         reason = "not a JSON event object, and no Event-Name could be salvaged"
         if "Event-Name" in members:
             try:
-                ev = msgspec.convert(members, Event)
+                ev = msgspec.convert(members, self._type)
             except msgspec.ValidationError as exc:
                 reason = f"salvaged members do not form an event: {exc}"
             else:

@@ -80,7 +80,9 @@ def test_maybe_relevant_is_exact_on_real_events() -> None:
     ({"Event-Name": "CHANNEL_CREATE"}, True),
     ({"Event-Name": "CHANNEL_STATE", "variable_x": "sofia::register CHANNEL_CREATE"}, False),
     ({"Event-Subclass": "sofia::register"}, True),  # no name key: the decoder decides
-    ({"Event-Name": "CUSTOM", "Event-Subclass": "sofia::unregister"}, False),
+    ({"Event-Name": "CUSTOM", "Event-Subclass": "sofia::unregister"}, True),
+    ({"Event-Name": "CHANNEL_HANGUP_COMPLETE"}, True),
+    ({"Event-Name": "CUSTOM", "Event-Subclass": "sofia::gateway_state"}, False),
 ])
 def test_maybe_relevant_edge_cases(event: dict[str, str], expected: bool) -> None:
     assert maybe_relevant(_compact(event)) is expected
