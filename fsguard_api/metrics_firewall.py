@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from fsguard_api.metrics_scrape import histogram, num
+from fsguard_api.metrics_scrape import histogram, num, stage_histogram
 
 REPORT_RESULTS = {"reportsSent": "sent", "reportsFailed": "failed", "reportsDropped": "dropped"}
 
@@ -81,6 +81,9 @@ def firewall_families(firewall: Mapping[str, Any] | None) -> Iterator[Metric]:
             family = histogram(name, doc, fw.get(key), pid)
             if family is not None:
                 histograms.append(family)
+        stages = stage_histogram(fw.get("ban_stage_histograms"), pid)
+        if stages is not None:
+            histograms.append(stages)
     yield from (active, applied, kernel_errors, reports)
     yield from ledger
     yield from histograms

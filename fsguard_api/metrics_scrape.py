@@ -75,11 +75,35 @@ def num(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def histogram(name: str, doc: str, snapshot: Any, pid: str) -> HistogramMetricFamily | None:
+def histogram_buckets(snapshot: Any) -> tuple[list[tuple[str, float]], float] | None:
+    """(buckets with +Inf, sum) of a Histogram.snapshot() reply, or None if malformed."""
     if not isinstance(snapshot, Mapping) or not isinstance(snapshot.get("buckets"), list):
         return None
     buckets = [(repr(num(le)), num(n)) for le, n in snapshot["buckets"]]
     buckets.append(("+Inf", num(snapshot.get("count"))))
+    return buckets, num(snapshot.get("sum"))
+
+
+def histogram(name: str, doc: str, snapshot: Any, pid: str) -> HistogramMetricFamily | None:
+    read = histogram_buckets(snapshot)
+    if read is None:
+        return None
     family = HistogramMetricFamily(name, doc, labels=["pid"])
-    family.add_metric([pid], buckets, sum_value=num(snapshot.get("sum")))
+    family.add_metric([pid], read[0], sum_value=read[1])
+    return family
+
+
+def stage_histogram(snapshots: Any, pid: str) -> HistogramMetricFamily | None:
+    """fsguard_ban_stage_seconds{stage}: where each rule ban's time went."""
+    if not isinstance(snapshots, Mapping):
+        return None
+    family = HistogramMetricFamily(
+        "fsguard_ban_stage_seconds",
+        "Per rule ban: FreeSWITCH event created -> read off ESL -> decided -> in the kernel",
+        labels=["stage", "pid"],
+    )
+    for stage, snap in sorted(snapshots.items()):
+        read = histogram_buckets(snap)
+        if read is not None:
+            family.add_metric([str(stage), pid], read[0], sum_value=read[1])
     return family

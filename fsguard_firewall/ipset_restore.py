@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .backend import FirewallError
+from .backend import Element, FirewallError
 
 if TYPE_CHECKING:
     from .kernel import KernelFirewall
@@ -30,6 +30,10 @@ class IpsetLine:
     text: str
     element: str
     set_name: str
+    # the same line for the netlink path (op "add"/"del", parsed element, timeout)
+    op: str = ""
+    elem: Element | None = None
+    timeout: int | None = None
 
 
 def restore(
@@ -97,11 +101,13 @@ class PendingApply:
         proc: subprocess.Popen[str] | None,
         *,
         dry: bool = False,
+        applied: int = 0,
     ) -> None:
         self._kernel = kernel
         self._lines = lines
         self._proc = proc
         self._dry = dry
+        self._applied = applied  # lines already applied over netlink
         if proc is not None and proc.stdin is not None:
             # Feed ipset now so it works while the caller commits; a pipe holds 64 KiB,
             # beyond that this write paces itself on ipset's reading.
@@ -111,11 +117,16 @@ class PendingApply:
             with contextlib.suppress(BrokenPipeError):
                 stdin.close()
 
+    @property
+    def running(self) -> bool:
+        """True while an `ipset restore` still works (False: all done over netlink)."""
+        return self._proc is not None
+
     def wait(self) -> int:
         """Lines applied; FirewallError (with .failed/.applied) as `apply` raises."""
         proc = self._proc
         if proc is None:
-            return len(self._lines) if self._dry else 0
+            return len(self._lines) if self._dry else self._applied
         try:
             _, stderr = proc.communicate(timeout=self._kernel.command_timeout)
         except subprocess.TimeoutExpired as exc:
@@ -125,4 +136,10 @@ class PendingApply:
                 failed=[(line.element, "timeout") for line in self._lines],
                 applied=0,
             ) from exc
-        return restore(self._kernel._run, self._lines, first=(proc.returncode, stderr))
+        try:
+            return self._applied + restore(
+                self._kernel._run, self._lines, first=(proc.returncode, stderr)
+            )
+        except FirewallError as exc:
+            exc.applied += self._applied
+            raise

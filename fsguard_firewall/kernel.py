@@ -13,11 +13,12 @@ import logging
 import re
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff, Target
+from .ipset_netlink import IpsetNetlink, NetlinkPath
 from .ipset_restore import IpsetLine, PendingApply, kill_group
 from .ipset_sets import ensure_set_params, parse_save
 from .reconcile import reconcile_members
@@ -58,6 +59,7 @@ class KernelFirewall:
         ipv6_prefix: int = 128,
         command_timeout: float = 5.0,
         command_prefix: Sequence[str] = (),
+        netlink: Callable[[], IpsetNetlink] | None = None,
     ) -> None:
         if not _NAME_RE.match(set_name):
             raise ValueError(f"invalid ipset name {set_name!r} (1-28 chars of A-Za-z0-9_.:-)")
@@ -73,6 +75,9 @@ class KernelFirewall:
         self.ipv6_prefix = ipv6_prefix
         self.command_timeout = command_timeout
         self.command_prefix = list(command_prefix)
+        # ipset add/del over netlink when ipset would run right here (no command prefix)
+        # or through the given factory (a socket opened in the target namespace)
+        self._netlink = NetlinkPath(netlink or (None if command_prefix else IpsetNetlink))
         self._dry = _DryState()
 
     # --- element rendering -------------------------------------------------------
@@ -226,11 +231,12 @@ class KernelFirewall:
             elem = self.element(target)
             name = self._set_for(elem)
             secs = clamp_timeout(int(timeout))
-            lines.append(IpsetLine(f"add {name} {elem} timeout {secs}", str(elem), name))
+            lines.append(IpsetLine(f"add {name} {elem} timeout {secs}", str(elem), name,
+                               "add", elem, secs))
         for target in unbans:
             elem = self.element(target)
             name = self._set_for(elem)
-            lines.append(IpsetLine(f"del {name} {elem}", str(elem), name))
+            lines.append(IpsetLine(f"del {name} {elem}", str(elem), name, "del", elem, None))
         return self._start(lines)
 
     def _start(self, lines: list[IpsetLine]) -> PendingApply:
@@ -239,7 +245,13 @@ class KernelFirewall:
         if self.dry_run:
             self._dry_apply(lines)
             return PendingApply(self, lines, None, dry=True)
-        return PendingApply(self, lines, self._popen(["ipset", "restore", "-exist"]))
+        applied = 0
+        if self._netlink.available():  # restore only for what the kernel refused
+            lines, applied = self._netlink.apply_lines(lines)
+            if not lines:
+                return PendingApply(self, [], None, applied=applied)
+        return PendingApply(self, lines, self._popen(["ipset", "restore", "-exist"]),
+                            applied=applied)
 
     def _popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         """Start a command with piped stdio (its timeout is applied by the waiter)."""

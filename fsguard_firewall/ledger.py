@@ -65,6 +65,7 @@ class BanLedger(LedgerState):
                     self.kernel.apply(bans)
                 except BaseException as exc:  # handed to the loop's thread below
                     outcome.append(exc)
+                self.kernel_ts = time.time()
 
             worker = threading.Thread(target=run, name="kernel-apply", daemon=True)
             worker.start()

@@ -76,6 +76,7 @@ class LedgerState:
     ) -> None:
         self.store = store
         self.kernel = kernel
+        self.kernel_ts = 0.0  # wall time the last batch reached the kernel (stage metrics)
         self.kernel_enabled = kernel_enabled
         self.stats = stats if stats is not None else Stats()
         self.ack: Ack = ack if ack is not None else (lambda worker, a: None)
