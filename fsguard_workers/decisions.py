@@ -19,7 +19,7 @@ from shared.logs import LogRateLimiter
 from shared.messages import BanDecision, KillCall
 from shared.recidive import recidive_duration
 
-from .events import Kind
+from .events import Kind, freeswitch_time
 from .evidence import Evidence
 from .keys import SourceKeys
 from .rules.modes import BAN, OFF, Modes, Simulations
@@ -120,6 +120,9 @@ class Decisions(Tracking, SourceKeys):
     def _decision(
         self, found: Evidence, duration: float, details: dict[str, Any], source: str
     ) -> BanDecision:
+        """A real ban (source "rule") carries the ban stage timestamps (FreeSWITCH's event
+        time, decided now); a simulated one does not."""
+        staged = source == "rule"
         self._seq += 1
         return BanDecision(
             id=f"{self._id_prefix}{self._seq}",
@@ -133,6 +136,8 @@ class Decisions(Tracking, SourceKeys):
             evidence=details,
             source=source,
             event_ts=found.read_ts,
+            fs_ts=freeswitch_time(found.ev) if staged else 0.0,
+            decided_ts=self._wallclock() if staged else 0.0,
             worker=self._worker,
         )
 

@@ -44,6 +44,7 @@ from .events import (
     Kind,
     is_forged,
     kind_of,
+    relevant_label,
     text,
 )
 from .events import maybe_relevant as _maybe_relevant
@@ -152,6 +153,10 @@ class DetectionEngine(
         self._sources: BoundedCache[str, tuple[IPAddress, int, bool]] = BoundedCache(16384)
         self._cap = max(1, config.workers.max_tracked_ips)
         self._rate_on = self._rl.enabled
+        # A track without `more` holds only the registration-rate window (the Track
+        # itself): it is forgotten once that window has passed, so a spoofed flood's
+        # state goes away after registration_window, not after the longest window.
+        self._plain_idle_after = self._rl.registration_window
         self._idle_after = max(
             sec.failed_attempts_window,
             sec.wrong_call_state_window,
@@ -209,11 +214,12 @@ class DetectionEngine(
 
     # --- public interface ----------------------------------------------------------
 
-    def handle(self, body: bytes, read_ts: float) -> None:
-        """Decode one raw JSON event body and run the rules. Never raises."""
+    def handle(self, body: bytes, read_ts: float, label: bytes | None = None) -> None:
+        """Decode one raw JSON event body and run the rules. Never raises. `label`:
+        the body's events.event_label when the caller has it (saves a scan)."""
         c = self._c
         c["processed"] += 1
-        if not _maybe_relevant(body):
+        if not (_maybe_relevant(body) if label is None else relevant_label(label)):
             c["irrelevant"] += 1
             return
         try:
