@@ -46,12 +46,7 @@ def add_blacklist_routes(app: FastAPI, peers: Peers) -> None:
 
     @app.post("/security/blacklist/batch", responses=doc(BatchResults, body=True))
     async def blacklist_batch(request: Request, body: list[BlacklistBody]) -> Response:
-        async def one(item: BlacklistBody) -> None:
-            await ban(item, request)
-
-        results = await run_batch(body, one, lambda item: item.ip)
-        audit(request, "blacklist_batch", f"{len(body)} items", "ok")
-        return MsgspecResponse(results)
+        return await run_batch(request, "blacklist_batch", body, lambda item: ban(item, request))
 
     @app.get("/security/blacklist/{ip}", responses=doc(BlacklistLookup, 400))
     async def blacklist_get(ip: str) -> Response:

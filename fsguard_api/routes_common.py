@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, Field, field_validator
+from starlette.responses import Response
 
 from fsguard_api import access
-from fsguard_api.models import BatchItemResult, BatchResults, convert
+from fsguard_api.models import BatchItemResult, BatchResults, MsgspecResponse, convert
 from fsguard_api.peers import PeerError
 from shared.config import LOG_LEVELS, MAX_BAN_SECONDS, ConfigError, parse_duration
 from shared.iputil import parse_ip
@@ -110,23 +111,36 @@ def merge(parts: Sequence[Any], into: type[T], peer: str) -> dict[str, T]:
     return out
 
 
+class HasIp(Protocol):
+    """A batch item: a request body naming one address."""
+
+    @property
+    def ip(self) -> str: ...
+
+
+B = TypeVar("B", bound=HasIp)
+
+
 async def run_batch(
-    items: Sequence[T], one: Callable[[T], Awaitable[None]], ip_of: Callable[[T], str]
-) -> BatchResults:
-    """Run `one` per item, at most BATCH_CONCURRENCY at a time; results in input order."""
+    request: Request, action: str, items: Sequence[B], one: Callable[[B], Awaitable[object]]
+) -> Response:
+    """Run `one` per item, at most BATCH_CONCURRENCY at a time; results in input order,
+    one audit record for the batch."""
     if len(items) > BATCH_LIMIT:
         raise PeerError(f"batch size exceeds limit of {BATCH_LIMIT}", 400)
     gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
-    async def run(item: T) -> BatchItemResult:
+    async def run(item: B) -> BatchItemResult:
         async with gate:
             try:
                 await one(item)
             except PeerError as exc:
-                return BatchItemResult(ip=ip_of(item), error=str(exc))
-            return BatchItemResult(ip=ip_of(item), status="success")
+                return BatchItemResult(ip=item.ip, error=str(exc))
+            return BatchItemResult(ip=item.ip, status="success")
 
-    return BatchResults(results=list(await asyncio.gather(*(run(i) for i in items))))
+    results = BatchResults(results=list(await asyncio.gather(*(run(i) for i in items))))
+    audit(request, action, f"{len(items)} items", "ok")
+    return MsgspecResponse(results)
 
 
 def latest(times: Sequence[str]) -> str:

@@ -66,12 +66,7 @@ def add_whitelist_routes(app: FastAPI, config: Config, peers: Peers) -> None:
 
     @app.post("/security/whitelist/batch", responses=doc(BatchResults, body=True))
     async def whitelist_batch(request: Request, body: list[WhitelistBody]) -> Response:
-        async def one(item: WhitelistBody) -> None:
-            await whitelist_add(item)
-
-        results = await run_batch(body, one, lambda item: item.ip)
-        audit(request, "whitelist_batch", f"{len(body)} items", "ok")
-        return MsgspecResponse(results)
+        return await run_batch(request, "whitelist_batch", body, whitelist_add)
 
     @app.get("/security/whitelist/{ip}", responses=doc(WhitelistLookup, 400))
     async def whitelist_get(ip: str) -> Response:
