@@ -114,6 +114,7 @@ class BanEntry(msgspec.Struct, kw_only=True):
             "reason": self.reason,
             "failCount": self.fail_count,
             "permanent": self.permanent,
+            "origin": "crowdsec" if self.source == "upstream" else "local",
         }
 
 
@@ -741,6 +742,10 @@ def main(config: Config) -> int:
         audit=audit,
     )
     durable.attach(fw, ctx)
+    from .fleet import FleetState
+
+    fleet = FleetState(config, durable.store)
+    fleet.attach(fw)
     if config.security.auto_block_enabled:
         try:
             durable.reconcile()  # store -> kernel and back; migrates sets; never flushes
@@ -758,7 +763,7 @@ def main(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    handlers = durable.extend(fw.handlers())
+    handlers = fleet.extend(durable.extend(fw.handlers()))
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(rep, zmq.POLLIN)
@@ -781,6 +786,7 @@ def main(config: Config) -> int:
                 fw.sweep()
                 next_sweep = time.monotonic() + SWEEP_SECONDS
                 durable.tick()
+                fleet.tick()
             if time.monotonic() >= next_summary:
                 fw.log_summaries()
                 next_summary = time.monotonic() + LOG_SUMMARY_SECONDS

@@ -65,6 +65,7 @@ cmd_supervisor = _role("supervisor")
 cmd_worker = _role("worker")
 cmd_firewall = _role("firewall")
 cmd_api = _role("api")
+cmd_fleet = _role("fleet")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -433,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     verb("firewall", "run the firewall role (the only one needing CAP_NET_ADMIN)"
          ).set_defaults(func=cmd_firewall)
     verb("api", "run the REST API role").set_defaults(func=cmd_api)
+    verb("fleet", "run the CrowdSec LAPI connector (push and/or pull bans)"
+         ).set_defaults(func=cmd_fleet)
     p = verb("worker", "run one worker (started by the supervisor)")
     p.add_argument("--index", type=int, required=True, help="shard index")
     p.set_defaults(func=cmd_worker)

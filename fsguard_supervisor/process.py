@@ -77,6 +77,9 @@ class Supervisor:
             )
         if manage_all:
             children.append(Child("api", "api", child_argv("api", config_path)))
+        if manage_all and config.security.crowdsec.enabled:
+            # CrowdSec LAPI connector (push/pull): HTTP stays out of the firewall's loop.
+            children.append(Child("fleet", "fleet", child_argv("fleet", config_path)))
         self.children = ChildSet(children)
         self.worker_processed = [0] * self.workers
         self.started = time.time()
@@ -356,7 +359,7 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(
-            self.children.stop, ["api", "worker", "firewall"], STOP_TIMEOUT
+            self.children.stop, ["fleet", "api", "worker", "firewall"], STOP_TIMEOUT
         )
         self.dispatcher.close()
         self.ctx.term()
