@@ -156,6 +156,12 @@ class SqliteBanStore:
         self.store.remove_ban(ip)
         return self._mirror.pop(ip, None)
 
+    def remove_many(self, keys: Sequence[str]) -> None:
+        """remove() for many keys, one transaction."""
+        self.store.remove_bans(keys)
+        for key in keys:
+            self._mirror.pop(key, None)
+
     def recidive_counts(self, keys: Sequence[str], since: float) -> dict[str, int]:
         return self.store.recidive_counts(keys, since)
 

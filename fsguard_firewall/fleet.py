@@ -383,8 +383,13 @@ class FleetState:
             return 0
         if fw.kernel_enabled:
             fw.kernel.apply([], unbans=[fw.parse_target(e.ip) for e in lift])
+        remove_many = getattr(fw.store, "remove_many", None)
+        if remove_many is not None:
+            remove_many([e.ip for e in lift])  # one transaction (SqliteBanStore)
+        else:
+            for e in lift:
+                fw.store.remove(e.ip)
         for e in lift:
-            fw.store.remove(e.ip)
             fw.publish(ListChange(list="blacklist", op="remove", ip=e.ip))
         log.info("lifted %d crowdsec bans (deleted on the LAPI)", len(lift))
         return len(lift)

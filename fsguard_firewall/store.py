@@ -539,6 +539,18 @@ class Store:
                     hook(db, key)
         return gone
 
+    def remove_bans(self, keys: Sequence[str]) -> int:
+        """remove_ban for many keys in one transaction; returns how many existed."""
+        gone = 0
+        with self._tx("remove_bans") as db:
+            for key in keys:
+                if db.execute("DELETE FROM bans WHERE key = ?", (key,)).rowcount > 0:
+                    gone += 1
+                    db.execute("DELETE FROM outbox WHERE ban_key = ?", (key,))
+                    for hook in self.on_ban_removed:
+                        hook(db, key)
+        return gone
+
     def get_ban(self, key: str) -> BanRecord | None:
         """The stored row, active or expired-but-not-yet-purged; check `.active(now)`."""
         with self._read("get_ban") as db:
