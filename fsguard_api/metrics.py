@@ -48,6 +48,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fsguard_api.metrics_fleet import crowdsec_families
 from shared import addresses
 from shared.config import Config, worker_count
 from shared.control import PeerUnavailable, arequest
@@ -345,6 +346,8 @@ class FsguardCollector(Collector):
                     histograms.append(family)
         yield from (active, applied, kernel_errors, reports)
         yield from histograms
+        if fw is not None:
+            yield from crowdsec_families(fw)
 
     def _api(self) -> Iterator[Metric]:
         s = self.scrape

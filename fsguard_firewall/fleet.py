@@ -229,7 +229,12 @@ class FleetState:
     def counters(self) -> dict[str, Any]:
         with self.store._read("crowdsec_counters") as db:
             remote = int(db.execute("SELECT COUNT(*) FROM crowdsec_decisions").fetchone()[0])
+        by_origin = {"local": 0, ORIGIN: 0}
+        if self.fw is not None:
+            for entry in self.fw.store.active(time.time()):
+                by_origin[origin_of(entry)] += 1
         return {
+            "crowdsec_active_by_origin": by_origin,
             "crowdsec_push_queue_depth": self.depth(),
             "crowdsec_push_queued": self.queued,
             "crowdsec_push_dropped": self.dropped,

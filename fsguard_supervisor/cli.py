@@ -178,8 +178,10 @@ def cmd_bans(args: argparse.Namespace) -> int:
         rule = rule_of(entry)
         if args.rule and rule != args.rule:
             continue
-        rows.append((ip, rule, entry.get("failCount", 0), entry.get("addedAt", ""),
-                     _expires(entry), entry.get("reason", "")))
+        if args.origin and entry.get("origin", "local") != args.origin:
+            continue
+        rows.append((ip, rule, entry.get("origin", "local"), entry.get("failCount", 0),
+                     entry.get("addedAt", ""), _expires(entry), entry.get("reason", "")))
     if args.json:
         keep = {row[0] for row in rows}
         _print_json({ip: {**e, "rule": rule_of(e)} for ip, e in bans.items() if ip in keep})
@@ -187,8 +189,8 @@ def cmd_bans(args: argparse.Namespace) -> int:
     if not rows:
         print("no active bans" + (f" for rule {args.rule}" if args.rule else ""))
         return EXIT_OK
-    print(table(("ADDRESS", "RULE", "FAILS", "ADDED", "EXPIRES", "REASON"), rows,
-                right=(2,), style=Style.for_stream(sys.stdout)))
+    print(table(("ADDRESS", "RULE", "ORIGIN", "FAILS", "ADDED", "EXPIRES", "REASON"), rows,
+                right=(3,), style=Style.for_stream(sys.stdout)))
     return EXIT_OK
 
 
@@ -326,6 +328,8 @@ def add_operating_verbs(verb: VerbFactory) -> None:
     p.add_argument("action", nargs="?", choices=["list"], default="list")
     _api_options(p)
     p.add_argument("--rule", metavar="R", help="only bans made by rule R (e.g. failed_auth)")
+    p.add_argument("--origin", choices=["local", "crowdsec"],
+                   help="only the node's own bans, or those pulled from the CrowdSec LAPI")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bans)
 

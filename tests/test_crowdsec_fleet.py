@@ -12,6 +12,7 @@ it must be dropped on B.
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import time
@@ -25,8 +26,15 @@ import pytest
 
 from shared.esl_simulator import register_failure
 from tests.crowdsec_lapi import Lapi, running_lapi
-from tests.netns_helpers import netns, requires_netns, udp_reaches, veth_pair
-from tests.system_helpers import PHONE_UA, RunningSystem, fsguard_config, running_fsguard, wait_for
+from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
+from tests.system_helpers import (
+    FSGUARD,
+    PHONE_UA,
+    RunningSystem,
+    fsguard_config,
+    running_fsguard,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.netns, requires_netns]
 
@@ -98,7 +106,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         (tmp / "a").mkdir()
         a = stack.enter_context(
             running_fsguard(
-                tmp / "a", lambda port: node_config(tmp / "a", port, "a", "127.0.0.1", 18091),
+                tmp / "a",
+                lambda port: node_config(tmp / "a", port, "a", "127.0.0.1", 18091),
                 ns=ns_a,
             )
         )
@@ -135,6 +144,31 @@ def test_brute_force_on_a_is_dropped_on_b(fleet: Fleet) -> None:
     time.sleep(1.5)
     alerts = fleet.lapi.cscli("alerts", "list", "-i", ATTACKER) or []
     assert len(alerts) == 1
+
+
+def test_operator_sees_origin_in_api_cli_and_metrics(fleet: Fleet) -> None:
+    assert wait_for(lambda: fleet.b.in_set(ATTACKER), 1 + REACH)
+    api = f"http://127.0.0.1:{fleet.b.api_port}"
+    blacklist = json.loads(_in_ns(fleet.ns_b, ["curl", "-sf", f"{api}/security/blacklist"]))
+    assert blacklist[ATTACKER]["origin"] == "crowdsec"
+    listed = _in_ns(fleet.ns_b, [FSGUARD, "bans", "--origin", "crowdsec", "--api", api])
+    assert ATTACKER in listed and "crowdsec" in listed
+    local = _in_ns(fleet.ns_b, [FSGUARD, "bans", "--origin", "local", "--api", api])
+    assert ATTACKER not in local
+    a_api = f"http://127.0.0.1:{fleet.a.api_port}"
+    a_local = _in_ns(fleet.ns_a, [FSGUARD, "bans", "--origin", "local", "--api", a_api])
+    assert ATTACKER in a_local
+    metrics = _in_ns(fleet.ns_b, ["curl", "-sf", f"{api}/metrics"])
+    assert 'fsguard_bans_active_by_origin{origin="crowdsec"}' in metrics
+    lag = [line for line in metrics.splitlines()
+           if line.startswith("fsguard_crowdsec_sync_lag_seconds ")]  # fmt: skip
+    assert lag and float(lag[0].split()[1]) < 5
+    assert "fsguard_crowdsec_push_queue_depth 0.0" in metrics
+    assert "fsguard_crowdsec_push_failures_total" in metrics
+
+
+def _in_ns(ns: str, argv: list[str]) -> str:
+    return run_in(ns, argv, check=True).stdout
 
 
 def test_ban_latency_a_to_b(fleet: Fleet) -> None:
@@ -208,4 +242,3 @@ def _fw(node: RunningSystem) -> str:
     from shared import addresses
 
     return addresses.firewall_control(node.runtime_dir)
-
