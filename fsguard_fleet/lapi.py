@@ -214,8 +214,7 @@ class LapiClient:
             "GET",
             "/v1/decisions/stream?" + urlencode(query),
             headers={"X-Api-Key": self._api_key},
-            timeout=max(self.timeout, 30.0) if startup else None,
-        )
+        )  # the timeout bounds each socket read, so a large startup stream still arrives
         self._check("GET /v1/decisions/stream", status, payload)
         try:
             raw = _stream_decoder.decode(payload)
