@@ -246,6 +246,7 @@ class FleetState:
             "crowdsec_refused": self.refused,
             "crowdsec_invalid": self.invalid,
             "crowdsec_skipped": self.skipped,
+            "crowdsec_last_apply": self.last_apply,
             "crowdsec_stream_errors": self.stream_errors,
             "crowdsec_last_sync": self.last_sync,
             "crowdsec_sync_lag": time.time() - self.last_sync if self.last_sync else None,
@@ -275,6 +276,7 @@ class FleetState:
         """Apply one stream answer in one batch (kernel: one restore; store: few commits)."""
         fw = self._firewall()
         now = time.time()
+        started = time.perf_counter()
         rows: dict[int, RemoteRow] = {}
         elems: dict[str, Element] = {}
         refused = invalid = 0
@@ -326,6 +328,7 @@ class FleetState:
         self.last_apply = {
             "at": now, "applied": added, "removed": lifted, "refused": refused,
             "invalid": invalid, "new": len(new), "deleted": len(deleted),
+            "seconds": round(time.perf_counter() - started, 4),
         }  # fmt: skip
         return dict(self.last_apply)
 
