@@ -25,7 +25,8 @@ readonly STATE_DIR=/var/lib/fsguard
 readonly UNIT_DIR=/etc/systemd/system
 readonly DOC_DIR=/usr/share/doc/fsguard
 readonly MODULES_CONF=/etc/modules-load.d/fsguard.conf
-readonly UNITS=(fsguard.target fsguard-firewall.service fsguard-supervisor.service fsguard-api.service)
+readonly UNITS=(fsguard.target fsguard-firewall.service fsguard-supervisor.service fsguard-api.service
+    fsguard-fleet.service)
 readonly MODULES=(ip_set ip_set_hash_ip ip_set_hash_net xt_set)
 
 PYTHON="${PYTHON:-python3}"

@@ -165,9 +165,10 @@ class Connector:
 
 def main(config: Config) -> int:
     cs = config.security.crowdsec
-    if not cs.enabled:
-        log.error("security.crowdsec.enabled is false: nothing to do")
-        return 1
+    if not cs.enabled:  # the systemd unit is always wanted: exit cleanly
+        log.info("security.crowdsec.enabled is false: nothing to do")
+        sdnotify.ready()
+        return 0
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
