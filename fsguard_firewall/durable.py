@@ -145,8 +145,8 @@ class SqliteBanStore:
         new = 0
         for r in changed:
             before = self._mirror.get(r.key)
-            if before is None or not before.active(r.created):
-                new += 1
+            if (before is None or not before.active(r.created)) and r.source != "upstream":
+                new += 1  # (fleet bans are not reported to chanDaemon)
             self._mirror[r.key] = entry_from_record(r)
         if reporter is not None:
             self.reports_queued += queued

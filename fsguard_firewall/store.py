@@ -509,6 +509,8 @@ class Store:
                 for key, created in new_keys:
                     if pending >= self.outbox_max_pending:
                         break
+                    if changed[key].source == "upstream":
+                        continue  # a ban from the CrowdSec fleet is not this node's report
                     added = db.execute(
                         "INSERT OR IGNORE INTO outbox (ban_key, payload, next_attempt, created) "
                         "VALUES (?, ?, ?, ?)",
