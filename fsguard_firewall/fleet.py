@@ -31,13 +31,15 @@ import msgspec
 from shared.config import Config
 from shared.control import ControlError, Handler
 from shared.crowdsec import ORIGIN, RemoteDecision, alert_for
-from shared.messages import ListChange
+from shared.messages import BanDecision, ListChange
 
-from .kernel import MAX_TIMEOUT, Element, FirewallError
+from .backend import Element, FirewallError
+from .entries import BanEntry
+from .ledger import Intent, kernel_timeout_for
 from .store import BanRecord, Store
 
 if TYPE_CHECKING:
-    from .process import BanEntry, Firewall
+    from .firewall import Firewall
 
 log = logging.getLogger("fsguard.firewall")
 
@@ -333,72 +335,51 @@ class FleetState:
         return dict(self.last_apply)
 
     def _ban(self, rows: dict[int, RemoteRow], elems: dict[str, Element], now: float) -> int:
-        """Kernel + store for keys whose remote expiry is later than what they have."""
-        from .process import BanEntry
-
+        """Through the ledger (kernel, then store) for keys whose remote expiry is later
+        than what they have; returns how many the kernel holds now (a refused one is
+        retried by the ledger like any ban)."""
         fw = self._firewall()
         best: dict[str, RemoteRow] = {}
         for r in rows.values():
             cur = best.get(r.key)
             if cur is None or r.expires > cur.expires:
                 best[r.key] = r
-        entries: list[BanEntry] = []
-        kernel: list[tuple[Element, int]] = []
+        intents: list[Intent] = []
         for key, r in best.items():
-            existing = fw.store.get(key, now)
+            existing = fw.ledger.get(key, now)
             if existing is not None and (existing.permanent or existing.expires_at >= r.expires):
                 continue  # idempotent: the later expiry stays
-            expires = math.ceil(r.expires)
+            expires = float(math.ceil(r.expires))
+            reason = f"crowdsec {r.origin}: {r.scenario}"
             if existing is not None:  # a local ban lives longer; it stays local
                 # (no decision id: the store would skip an id it already processed)
-                entry = msgspec.structs.replace(
-                    existing, expires_at=float(expires), decision_id=""
-                )
+                entry = msgspec.structs.replace(existing, expires_at=expires, decision_id="")
             else:
-                entry = BanEntry(
-                    ip=key, added_at=now, expires_at=float(expires),
-                    reason=f"crowdsec {r.origin}: {r.scenario}", rule=REMOTE_RULE,
-                    source=REMOTE_SOURCE,
-                )  # fmt: skip
-            entries.append(entry)
-            kernel.append((elems[key], min(MAX_TIMEOUT, max(1, math.ceil(expires - now)))))
-        if not entries:
+                entry = BanEntry(ip=key, added_at=now, expires_at=expires, reason=reason,
+                                 rule=REMOTE_RULE, source=REMOTE_SOURCE)  # fmt: skip
+            timeout = kernel_timeout_for(max(1.0, expires - now))
+            # A decision stands for the LAPI's in the ledger, log and audit (no worker: no ack).
+            d = BanDecision(id="", ip=key, rule=REMOTE_RULE, reason=reason,
+                            duration=expires - now, source=REMOTE_SOURCE)  # fmt: skip
+            intents.append(Intent(elems[key], timeout, entry, [d]))
+        if not intents:
             return 0
-        if fw.kernel_enabled:
-            fw.kernel.apply(kernel)
-        fw.store.put_many(entries)
-        for e in entries:
-            fw.publish(ListChange(list="blacklist", op="add", ip=e.ip, expires=e.expires_at))
-        fw.audit.record(
-            "crowdsec_apply", actor="crowdsec", target=f"{len(entries)} bans", outcome="ok",
-            details={"keys": [e.ip for e in entries[:20]]},
-        )  # fmt: skip
-        if len(entries) <= 5:
-            for e in entries:
-                log.info("banned ip=%s from crowdsec reason=%s", e.ip, e.reason)
-        else:
-            log.info("banned %d addresses from crowdsec", len(entries))
-        return len(entries)
+        before = fw.stats.bans_applied
+        with fw.audit.batch():
+            fw._apply(intents)  # the firewall's own path: ledger, audit, log, publish
+        return fw.stats.bans_applied - before
 
     def _lift(self, keys: list[str], fw: Firewall, now: float) -> int:
         """Remove the bans that exist only because of (now deleted) LAPI decisions."""
-        lift: list[BanEntry] = []
-        for key in keys:
-            entry = fw.store.get(key, now)
-            if entry is not None and entry.source == REMOTE_SOURCE:
-                lift.append(entry)
+        held = {key: fw.ledger.get(key, now) for key in keys}
+        lift = [k for k, e in held.items() if e is not None and e.source == REMOTE_SOURCE]
         if not lift:
             return 0
-        if fw.kernel_enabled:
-            fw.kernel.apply([], unbans=[fw.parse_target(e.ip) for e in lift])
-        remove_many = getattr(fw.store, "remove_many", None)
-        if remove_many is not None:
-            remove_many([e.ip for e in lift])  # one transaction (SqliteBanStore)
-        else:
-            for e in lift:
-                fw.store.remove(e.ip)
-        for e in lift:
-            fw.publish(ListChange(list="blacklist", op="remove", ip=e.ip))
+        fw.ledger.unban_many([fw.parse_target(key) for key in lift])
+        for key in lift:
+            fw.publish(ListChange(list="blacklist", op="remove", ip=key))
+        fw.audit.record("crowdsec_lift", actor="crowdsec", target=f"{len(lift)} bans",
+                        outcome="ok", details={"keys": lift[:20]})  # fmt: skip
         log.info("lifted %d crowdsec bans (deleted on the LAPI)", len(lift))
         return len(lift)
 
