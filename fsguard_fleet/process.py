@@ -37,6 +37,7 @@ BACKOFF_MIN = 0.5
 BACKOFF_MAX = 10.0
 APPLY_TIMEOUT = 60.0  # a 100k-decision startup stream takes a few seconds to apply
 CONTROL_TIMEOUT = 5.0
+FAILURE_LOG_SECONDS = 30.0  # one line per kind of failure per this interval, then a count
 
 
 class Connector:
@@ -58,6 +59,27 @@ class Connector:
         self.stream_errors = 0
         self.push_errors = 0
         self.rejected = 0
+        self._failing = {"push": False, "sync": False}
+        self._next_line = {"push": 0.0, "sync": 0.0}
+        self._held = {"push": 0, "sync": 0}
+
+    def _failed(self, what: str, message: str, *args: object) -> None:
+        """One line per FAILURE_LOG_SECONDS per kind; the rest counted into the next."""
+        self._failing[what] = True
+        now = time.monotonic()
+        if now < self._next_line[what]:
+            self._held[what] += 1
+            return
+        held, self._held[what] = self._held[what], 0
+        self._next_line[what] = now + FAILURE_LOG_SECONDS
+        more = f" ({held} more failures since the last line)" if held else ""
+        log.warning(message + more, *args)
+
+    def _recovered(self, what: str) -> None:
+        if self._failing[what]:
+            self._failing[what] = False
+            self._next_line[what] = 0.0
+            log.info("%s works again", "push to LAPI" if what == "push" else "crowdsec sync")
 
     def _fw(self, op: str, args: dict[str, Any], timeout: float = CONTROL_TIMEOUT) -> Any:
         reply = request(self.firewall, op, args, timeout=timeout)
@@ -140,16 +162,18 @@ class Connector:
                 count = self.push_once()
                 self.push_backoff = 0.0
                 self.next_push = now if count >= PUSH_BATCH else now + PUSH_IDLE
+                self._recovered("push")
             except (LapiError, PeerUnavailable) as exc:
                 self.push_errors += 1
                 self.push_backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self.push_backoff * 2))
                 self.next_push = now + self.push_backoff
-                log.warning("push to LAPI failed (retry in %.1fs): %s",
-                            self.push_backoff, escape(str(exc), 300))  # fmt: skip
+                self._failed("push", "push to LAPI failed (retry in %.1fs): %s",
+                             self.push_backoff, escape(str(exc), 300))  # fmt: skip
         if self.cs.pull and now >= self.next_pull:
             self.next_pull = now + self.cs.poll_interval
             try:
                 result = self.pull_once()
+                self._recovered("sync")
                 if result.get("applied") or result.get("removed"):
                     log.info(
                         "crowdsec sync: %d applied, %d removed, %d refused",
@@ -157,7 +181,7 @@ class Connector:
                         result.get("refused", 0),
                     )  # fmt: skip
             except (LapiError, PeerUnavailable) as exc:
-                log.warning("crowdsec sync failed: %s", escape(str(exc), 300))
+                self._failed("sync", "crowdsec sync failed: %s", escape(str(exc), 300))
         dues = [t for t, on in ((self.next_push, self.cs.push), (self.next_pull, self.cs.pull))
                 if on]  # fmt: skip
         return min(dues) if dues else now + 1.0
