@@ -265,7 +265,13 @@ class FleetState:
         except msgspec.ValidationError as exc:
             raise ControlError(f"bad decisions: {exc}", 400) from None
         try:
-            result = self.apply(new, deleted, startup=bool(args.get("startup", False)))
+            present = args.get("present")
+            listed = set(msgspec.convert(present, list[int])) if present is not None else None
+            result = self.apply(
+                new, deleted, startup=bool(args.get("startup", False)), present=listed
+            )
+        except msgspec.ValidationError as exc:
+            raise ControlError(f"bad present ids: {exc}", 400) from None
         except FirewallError as exc:
             raise ControlError(f"firewall error: {exc}", 500) from None
         self.last_sync = time.time()
@@ -275,9 +281,12 @@ class FleetState:
         return result
 
     def apply(
-        self, new: list[RemoteDecision], deleted: list[RemoteDecision], *, startup: bool
-    ) -> dict[str, Any]:
-        """Apply one stream answer in one batch (kernel: one restore; store: few commits)."""
+        self, new: list[RemoteDecision], deleted: list[RemoteDecision], *, startup: bool,
+        present: set[int] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Apply one stream answer (or one chunk of it) in one batch (kernel: one restore;
+        store: few commits). With startup, remote rows whose id is neither in `new` nor in
+        `present` (the whole startup answer's ids, when sent in chunks) are deleted."""
         fw = self._firewall()
         now = time.time()
         started = time.perf_counter()
@@ -300,7 +309,7 @@ class FleetState:
             gone_ids = {d.id for d in deleted} - rows.keys()
             if startup:  # the startup stream lists every active decision
                 known = {r[0] for r in db.execute("SELECT id FROM crowdsec_decisions")}
-                gone_ids |= known - rows.keys()
+                gone_ids |= known - rows.keys() - (present or set())
             affected: set[str] = set()
             for chunk in _chunks(sorted(gone_ids)):
                 marks = ",".join("?" * len(chunk))

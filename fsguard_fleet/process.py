@@ -35,7 +35,8 @@ PUSH_BATCH = 200  # alerts per POST
 PUSH_IDLE = 0.2  # seconds between outbox polls when it is empty
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 10.0
-APPLY_TIMEOUT = 60.0  # a 100k-decision startup stream takes a few seconds to apply
+APPLY_TIMEOUT = 30.0  # one chunk takes about a second to apply
+APPLY_CHUNK = 10_000  # decisions per crowdsec_apply
 CONTROL_TIMEOUT = 5.0
 FAILURE_LOG_SECONDS = 30.0  # one line per kind of failure per this interval, then a count
 
@@ -139,19 +140,28 @@ class Connector:
             self.stream_errors += 1
             raise
         self.need_startup = True  # until the firewall confirms, the cursor may be lost
-        result: dict[str, Any] = self._fw(
-            "crowdsec_apply",
-            {
-                "new": msgspec.to_builtins(stream.new),
-                "deleted": msgspec.to_builtins(stream.deleted),
-                "startup": startup,
-                "skipped": stream.skipped,
+        # Chunks of APPLY_CHUNK: each is one batch in the firewall, whose loop serves
+        # local decisions between them. The last chunk carries the deletions and, for a
+        # startup answer, every id it listed (the firewall drops remote rows not listed).
+        chunks = [stream.new[i : i + APPLY_CHUNK]
+                  for i in range(0, len(stream.new), APPLY_CHUNK)] or [[]]  # fmt: skip
+        total: dict[str, Any] = {}
+        for n, chunk in enumerate(chunks):
+            last = n == len(chunks) - 1
+            args: dict[str, Any] = {
+                "new": msgspec.to_builtins(chunk),
+                "deleted": msgspec.to_builtins(stream.deleted) if last else [],
+                "startup": startup and last,
+                "skipped": stream.skipped if last else 0,
                 "stream_errors": self.stream_errors,
-            },
-            timeout=APPLY_TIMEOUT,
-        )
+            }
+            if startup and last and len(chunks) > 1:
+                args["present"] = [d.id for d in stream.new]
+            result: dict[str, Any] = self._fw("crowdsec_apply", args, timeout=APPLY_TIMEOUT)
+            for key in ("applied", "removed", "refused", "invalid"):
+                total[key] = total.get(key, 0) + int(result.get(key, 0))
         self.need_startup = False
-        return result
+        return total
 
     # --- loop ------------------------------------------------------------------------
 

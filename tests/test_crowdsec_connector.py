@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.netns, requires_netns]
 class FakeLapi:
     """Answers login, alerts and the stream like a healthy LAPI; records each request."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: bytes = b'{"new":null,"deleted":null}') -> None:
+        self.stream = stream
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -61,7 +62,7 @@ class FakeLapi:
                 elif path.startswith(b"/v1/alerts"):
                     answer = json.dumps([str(i) for i in range(len(payload or []))]).encode()
                 else:
-                    answer = b'{"new":null,"deleted":null}'
+                    answer, self.stream = self.stream, b'{"new":null,"deleted":null}'
                 conn.sendall(_http("200 OK", answer))
 
     def alert_posts(self) -> list[Any]:
@@ -151,3 +152,24 @@ def test_misbehaving_lapi_keeps_items_and_local_banning(
         assert stats["crowdsec_push_failures"] >= 1 and stats["crowdsec_push_queue_depth"] == 2
     finally:
         bad.close()
+
+
+def test_large_startup_stream_is_applied_in_chunks(node: tuple[Proc, Path]) -> None:
+    proc, config = node
+    decisions = [
+        {"id": i + 1, "origin": "CAPI", "type": "ban", "scope": "Ip", "duration": "3h59m58.5s",
+         "value": f"198.18.{i // 250}.{i % 250 + 1}", "scenario": "crowdsecurity/ssh-bf"}
+        for i in range(25_000)
+    ]  # fmt: skip
+    lapi = FakeLapi(json.dumps({"new": decisions, "deleted": None}).encode())
+    try:
+        conn = connector(config, lapi.port)
+        result = conn.pull_once()
+        assert result["applied"] == 25_000
+        assert len(proc.members()) == 25_000
+        stats = proc.ok("stats")
+        assert stats["crowdsec_remote_decisions"] == 25_000
+        assert stats["crowdsec_last_apply"]["new"] == 5_000  # 10k + 10k + 5k: three batches
+        assert not conn.need_startup
+    finally:
+        lapi.close()

@@ -17,8 +17,8 @@ import zmq
 
 from shared import addresses
 from shared.messages import encode
-from tests.netns_helpers import netns, requires_netns
-from tests.test_firewall_process import Proc, decision, start, stop, wait_for, write_config
+from tests.netns_helpers import netns, requires_netns, run_in
+from tests.test_firewall_process import SET, Proc, decision, start, stop, wait_for, write_config
 
 pytestmark = [pytest.mark.netns, requires_netns]
 
@@ -169,3 +169,28 @@ def test_ten_thousand_decisions_in_one_batch(node: tuple[Proc, Path, str]) -> No
     result = proc.ok("crowdsec_apply", {"new": [], "deleted": deleted, "startup": False})
     print(f"10,000 deletions applied in one batch: {time.perf_counter() - started:.3f}s")
     assert result["removed"] == 10_000 and proc.members() == {}
+
+
+def test_startup_stream_in_chunks_and_reconcile_keep_remote_bans(
+    node: tuple[Proc, Path, str],
+) -> None:
+    proc, _, _ = node
+    proc.ok("crowdsec_apply", {"new": [remote(70, "203.0.113.70")], "deleted": []})
+    # a startup answer in two chunks: 71 then 72, the last one listing every id
+    proc.ok("crowdsec_apply", {"new": [remote(71, "203.0.113.71")], "deleted": []})
+    last = proc.ok(
+        "crowdsec_apply",
+        {"new": [remote(72, "203.0.113.72")], "deleted": [], "startup": True,
+         "present": [71, 72]},
+    )  # fmt: skip
+    assert last["removed"] == 1  # 70 was not in the startup answer
+    members = proc.members()
+    assert "203.0.113.70" not in members
+    assert {"203.0.113.71", "203.0.113.72"} <= set(members)
+    # reconcile re-adds a remote ban the kernel lost (it is in the store with its origin)
+    run_in(proc.ns, ["ipset", "del", SET, "203.0.113.71"], check=True)
+    proc.ok("reconcile")
+    assert "203.0.113.71" in proc.members()
+    assert proc.ok("blacklist")["203.0.113.71"]["origin"] == "crowdsec"
+    bad = proc.ctl("crowdsec_apply", {"new": [["x"]], "deleted": []})
+    assert not bad.ok and bad.status == 400
