@@ -102,6 +102,9 @@ class LogLevelBody(BaseModel):
 
 class PatternBody(BaseModel):
     pattern: str = Field(min_length=1, max_length=253)
+    force: bool = Field(
+        False, description="accept a very broad address prefix (shorter than /8 or /32)"
+    )
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -247,9 +250,12 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
 
     # --- blacklist --------------------------------------------------------------------
 
-    async def ban(body: BlacklistBody) -> StatusMessage:
+    async def ban(body: BlacklistBody, request: Request) -> StatusMessage:
         ip = checked_ip(body.ip)
         args: dict[str, Any] = {"ip": ip, "reason": body.reason, "permanent": body.permanent}
+        client = access.client_host(request.scope)
+        if client:
+            args["client"] = client  # the firewall never bans the caller's own address
         seconds = None if body.permanent else seconds_of(body.duration)
         if seconds is not None:
             args["duration"] = seconds
@@ -259,7 +265,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
     @app.post("/security/blacklist", responses=doc(StatusMessage, body=True))
     async def blacklist_post(request: Request, body: BlacklistBody) -> Response:
         try:
-            result = await ban(body)
+            result = await ban(body, request)
         except PeerError as exc:
             audit(request, "blacklist_add", body.ip, f"failed: {exc.status} {exc}")
             raise
@@ -269,7 +275,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
     @app.post("/security/blacklist/batch", responses=doc(BatchResults, body=True))
     async def blacklist_batch(request: Request, body: list[BlacklistBody]) -> Response:
         async def one(item: BlacklistBody) -> None:
-            await ban(item)
+            await ban(item, request)
 
         results = await run_batch(body, one, lambda item: item.ip)
         audit(request, "blacklist_batch", f"{len(body)} items", "ok")
@@ -352,7 +358,9 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
 
     @app.post("/security/untrusted-networks", responses=doc(StatusMessage, body=True))
     async def untrusted_add(request: Request, body: PatternBody) -> Response:
-        data = await peers.firewall("untrusted_add", {"pattern": body.pattern})
+        data = await peers.firewall(
+            "untrusted_add", {"pattern": body.pattern, "force": body.force}
+        )
         audit(request, "untrusted_add", body.pattern, "ok")
         return MsgspecResponse(convert(data, StatusMessage, "firewall"))
 

@@ -300,7 +300,7 @@ class FleetState:
                 invalid += 1
                 continue
             key = str(elem)
-            if fw.is_trusted(elem) or fw.lists.is_whitelisted(key):
+            if fw.refuse(elem):  # protected (own host, loopback ...), trusted, whitelisted
                 refused += 1
                 continue
             elems[key] = elem

@@ -31,6 +31,7 @@ from shared.control import ControlError, Handler
 from shared.iputil import parse_ip
 from shared.logs import escape, set_level
 from shared.messages import ListChange
+from shared.protected import pattern_problem
 
 if TYPE_CHECKING:
     from .process import Firewall
@@ -258,6 +259,11 @@ class ListOps:
 
     def op_untrusted_add(self, args: dict[str, Any]) -> dict[str, Any]:
         pattern = check_pattern(str(args.get("pattern", "")))
+        problem = pattern_problem(
+            pattern, self.config.security.trusted_networks, force=bool(args.get("force"))
+        )
+        if problem is not None:
+            raise ControlError(f"untrusted pattern refused: {problem}", 400)
         if not self.untrusted.add(pattern):
             raise ControlError(f'untrusted pattern already exists: "{pattern}"', 400)
         log.info("untrusted pattern added: %s", escape(pattern))

@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from fsguard_supervisor.takeover import arm_parent_death_signal
 from shared.config import Config, ConfigError, find_config_path, load_config
 from shared.logs import setup_logging
 
@@ -54,6 +55,7 @@ def run_role(role: str, config: Config, config_path: str, index: int | None = No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arm_parent_death_signal()  # a child of the supervisor dies with it (kill -9 included)
     parser = argparse.ArgumentParser(prog="python -m fsguard_supervisor.roles")
     parser.add_argument("role", choices=ROLES)
     parser.add_argument("--config", metavar="PATH")

@@ -91,6 +91,7 @@ def firewall_handlers() -> dict[str, Handler]:
         "status": lambda args: dict(FIREWALL_STATUS),
         "blacklist": lambda args: BLACKLIST,
         "iptables": lambda args: dict(IPTABLES),
+        "ban": lambda args: {"status": "success", "message": f"IP {args['ip']} added"},
     }
 
 

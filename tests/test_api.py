@@ -406,3 +406,12 @@ def test_warns_when_exposed_without_token(caplog: pytest.LogCaptureFixture) -> N
         warn_if_exposed(Config(server=ServerConfig(host="0.0.0.0")))
     assert len(caplog.records) == 1
     assert "without an API token" in caplog.records[0].getMessage()
+
+
+def test_manual_ban_passes_the_api_client_address_to_the_firewall(env: Env) -> None:
+    """The firewall refuses a ban covering the caller (issue 11 §2): it needs its address."""
+    r = env.client.post("/security/blacklist", json={"ip": "203.0.113.201"})
+    assert r.status_code == 200, r.text
+    bans = [args for op, args in env.peers.firewall.received if op == "ban"]
+    assert bans and bans[-1]["ip"] == "203.0.113.201"
+    assert bans[-1]["client"] == "127.0.0.1"

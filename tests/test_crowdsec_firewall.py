@@ -115,9 +115,10 @@ def test_remote_decisions_are_applied_stored_with_origin_and_lifted(
         remote(4, "203.0.113.60", 900, origin="crowdsec"),  # also banned locally
         remote(5, "::ffff:203.0.113.51"),  # mapped: the IPv4 address
         remote(6, "203.0.113.0/24"),  # IPv4 prefixes are never banned here
+        remote(7, "169.254.1.1"),  # protected (link-local), whatever the LAPI says
     ]
     result = proc.ok("crowdsec_apply", {"new": new, "deleted": [], "startup": True})
-    assert (result["applied"], result["refused"], result["invalid"]) == (4, 1, 1)
+    assert (result["applied"], result["refused"], result["invalid"]) == (4, 2, 1)
     members = proc.members()
     assert {"203.0.113.50", "203.0.113.51", "203.0.113.60", "2001:db8:5::/64"} <= set(members)
     assert "10.1.2.3" not in members
