@@ -55,6 +55,7 @@ class Connector:
         self.firewall = addresses.firewall_control(config.paths.runtime_dir)
         self.need_startup = True
         self.push_backoff = 0.0
+        self.push_down = False  # the last push failed because the LAPI was not there
         self.next_push = 0.0
         self.next_pull = 0.0
         self.stream_errors = 0
@@ -175,6 +176,9 @@ class Connector:
                 self._recovered("push")
             except (LapiError, PeerUnavailable) as exc:
                 self.push_errors += 1
+                self.push_down = isinstance(exc, LapiError) and exc.kind in (
+                    "unreachable", "timeout", "server"
+                )
                 self.push_backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self.push_backoff * 2))
                 self.next_push = now + self.push_backoff
                 self._failed("push", "push to LAPI failed (retry in %.1fs): %s",
@@ -184,6 +188,8 @@ class Connector:
             try:
                 result = self.pull_once()
                 self._recovered("sync")
+                if self.push_backoff and self.push_down:  # the LAPI is back: push now
+                    self.next_push = min(self.next_push, now)
                 if result.get("applied") or result.get("removed"):
                     log.info(
                         "crowdsec sync: %d applied, %d removed, %d refused",
