@@ -5,7 +5,10 @@ slow local banning; alerts queued fast go out in one batch."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -173,3 +176,32 @@ def test_large_startup_stream_is_applied_in_chunks(node: tuple[Proc, Path]) -> N
         assert not conn.need_startup
     finally:
         lapi.close()
+
+
+def test_fleet_process_survives_a_hanging_lapi_and_stops_cleanly(tmp_path: Path) -> None:
+    """The real `fleet` role as a process: a LAPI that accepts and never answers, no
+    firewall at all. It keeps running, says what fails, and exits 0 on SIGTERM."""
+    bad = BadServer(None)
+    cfg = {
+        "security": {"crowdsec": {**CROWDSEC, "lapi_url": f"http://127.0.0.1:{bad.port}",
+                                  "timeout": "300ms", "poll_interval": "1s"}},
+        "paths": {"runtime_dir": str(tmp_path / "run"), "state_dir": str(tmp_path / "state")},
+        "logging": {"format": "human", "level": "info"},
+    }  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "fsguard_fleet", "--config", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        time.sleep(3)
+        assert proc.poll() is None, "the fleet process died"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        log_text = proc.stderr.read().decode() if proc.stderr else ""
+        assert "crowdsec sync failed" in log_text and "no answer within 0.3s" in log_text
+        assert "node-a-password" not in log_text and "bouncer-key" not in log_text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        bad.close()
