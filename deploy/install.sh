@@ -127,6 +127,10 @@ check_interpreter() {
         log "not root: cannot check that the service user can run $real (checked on install)"
         return 0
     fi
+    if ! command -v runuser >/dev/null 2>&1; then
+        log "warning: no runuser (util-linux): cannot check that the service user can run $real"
+        return 0
+    fi
     user="$USER_NAME"
     getent passwd "$user" >/dev/null || user=nobody
     if ! err="$(as_user "$user" "$real" -c 'import encodings, json, sqlite3, venv' 2>&1)"; then

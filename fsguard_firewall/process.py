@@ -31,6 +31,7 @@ from .entries import BanEntry, MemoryBanStore
 from .firewall import LOG_SUMMARY_SECONDS, Firewall
 from .fleet import FleetState
 from .kernel import KernelFirewall
+from .reconfigure import handler as reconfigure_handler
 from .store import StoreError
 
 __all__ = ["BanEntry", "Firewall", "MemoryBanStore", "main", "make_kernel"]
@@ -177,6 +178,7 @@ def main(config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     handlers = fleet.extend(durable.extend(fw.handlers()))
+    handlers["reload"] = reconfigure_handler(fw, durable)  # reconfigure.py
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(rep, zmq.POLLIN)

@@ -692,8 +692,8 @@ class Store:
     # --- whitelist ----------------------------------------------------------------
 
     def whitelist_add(self, rec: WhitelistRecord) -> None:
-        """Insert or replace the entry for `rec.ip` (a normalized address)."""
-        ip = str(parse_ip(rec.ip))
+        """Insert or replace the entry for `rec.ip` (a normalized address or network)."""
+        ip = normalize_key(rec.ip)[0]
         if ip != rec.ip:
             raise ValueError(f"whitelist ip {rec.ip!r} is not normalized (expected {ip!r})")
         if rec.source not in WHITELIST_SOURCES:
@@ -1045,7 +1045,7 @@ def _parse_import(
         try:
             if not isinstance(raw_ip, str):
                 raise ValueError
-            ip = str(parse_ip(raw_ip))
+            ip = normalize_key(raw_ip)[0]  # an address or a network
         except ValueError:
             raise _bad(where, f"invalid IP address: {raw_ip!r}") from None
         source = _text(e, "source", where, "manual")

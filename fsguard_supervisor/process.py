@@ -25,6 +25,7 @@ from fsguard_supervisor.children import EXIT_FATAL, Child, ChildSet, child_argv
 from fsguard_supervisor.dispatcher import EventDispatcher
 from fsguard_supervisor.esl_client import EslClient, EslNotConnected
 from fsguard_supervisor.kills import KillQueue
+from fsguard_supervisor.reload import Reloader
 from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses, sdnotify
 from shared.audit import AuditLog
@@ -90,6 +91,7 @@ class Supervisor:
         self.kills = KillQueue(self.esl.api, lambda: self.audit, self.log_limiter)
         self.tasks = TaskSupervisor()
         self._stop = asyncio.Event()
+        self.reloader = Reloader(self, config_path)  # SIGHUP and the `reload` op (reload.py)
 
     # --- hot path ---------------------------------------------------------------
     def _on_events(self, bodies: list[bytes], read_ts: float) -> None:
@@ -168,6 +170,8 @@ class Supervisor:
             return ControlReply(ok=True, data=self.supervisor_stats())
         if op == "processes":
             return ControlReply(ok=True, data=self.children.snapshot())
+        if op == "reload":
+            return await self.reloader.reload(str(args.get("actor") or "control"))
         if op == "reconnect":
             self.esl.request_reconnect()
             return ControlReply(ok=True, data={})
@@ -342,6 +346,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.on_sighup)
         self.dispatcher = EventDispatcher(
             self.ctx, self.runtime_dir, self.workers, self.config.workers.queue_size,
             self.config.workers.queue_bytes,

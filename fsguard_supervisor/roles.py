@@ -9,6 +9,7 @@ email: several MB per process, which matters when N workers hold 200,000 sources
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,10 @@ def load(config_arg: str | None) -> tuple[Config, str]:
 def run_role(role: str, config: Config, config_path: str, index: int | None = None) -> int:
     """Set up the role's logging and run its main loop; returns the exit code."""
     name = f"worker-{index}" if role == "worker" else ("supervisor" if role == "run" else role)
+    if role not in ("run", "supervisor"):
+        # SIGHUP means reload, coordinated by the supervisor (fsguard_supervisor/reload.py);
+        # a child hit by a terminal's hangup keeps running instead of dying.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     setup_logging(name, config.logging.format, config.logging.level)
     if role in ("run", "supervisor"):
         from fsguard_supervisor.process import main as supervisor_main

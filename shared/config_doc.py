@@ -27,14 +27,7 @@ from shared.config import (
     Config,
     format_duration,
 )
-
-try:  # the reload feature's one list of reloadable keys
-    from shared.reloadable import is_reloadable  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - before shared/reloadable.py exists
-
-    def is_reloadable(key_path: str) -> bool:
-        return False
-
+from shared.reloadable import is_reloadable  # the one list of reloadable keys
 
 DESCRIPTIONS: dict[str, str] = {
     "server.host": "address the REST API listens on",

@@ -126,6 +126,17 @@ def test_target_groups_the_three_roles() -> None:
     assert words(target["Install"], "WantedBy") == {"multi-user.target"}
 
 
+KILL = "/bin/kill"
+
+
+def test_reload_goes_to_the_supervisor_only() -> None:
+    """`systemctl reload fsguard-supervisor` = SIGHUP to the supervisor, which reloads every
+    process over the control sockets; the firewall and API ignore SIGHUP (issue 14 §3)."""
+    assert unit("supervisor")["Service"]["ExecReload"] == [f"{KILL} -HUP $MAINPID"]
+    for role in ("firewall", "api"):
+        assert "ExecReload" not in unit(role)["Service"]
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_service_basics(role: str) -> None:
     u = unit(role)
@@ -244,6 +255,12 @@ def _verify_root(tmp_path: Path) -> Path:
     fake.parent.mkdir(parents=True)
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
+    # ExecReload's /bin/kill: on the host (Debian: procps, or util-linux), stand-in here
+    assert Path(KILL).exists(), f"{KILL} missing: ExecReload would fail"
+    stand_in = root / KILL.lstrip("/")
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
     return root
 
 
