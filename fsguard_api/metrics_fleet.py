@@ -31,6 +31,12 @@ def crowdsec_families(fw: Mapping[str, Any]) -> list[Metric]:
         gauge = GaugeMetricFamily(name, doc)
         gauge.add_metric([], _num(fw.get(key)))
         out.append(gauge)
+    enabled = GaugeMetricFamily(
+        "fsguard_crowdsec_pull_enabled",
+        "1 when this node pulls the CrowdSec decision stream (bouncer key set)",
+    )
+    enabled.add_metric([], 1.0 if fw.get("crowdsec_pull_enabled") else 0.0)
+    out.append(enabled)
     last = fw.get("crowdsec_last_sync") or 0
     sync = GaugeMetricFamily(
         "fsguard_crowdsec_last_sync_timestamp_seconds",

@@ -49,15 +49,17 @@ class BanEntry(msgspec.Struct, kw_only=True):
 
     def go_shape(self) -> dict[str, Any]:
         """The Go program's blacklist entry (camelCase, RFC 3339)."""
-        return {
+        shape = {
             "ip": self.ip,
             "addedAt": rfc3339(self.added_at),
             "expiresAt": rfc3339(self.expires_at) if self.expires_at else GO_ZERO_TIME,
             "reason": self.reason,
             "failCount": self.fail_count,
             "permanent": self.permanent,
-            "origin": "crowdsec" if self.source == "upstream" else "local",
         }
+        if self.source == "upstream":  # fsguard addition: a ban pulled from the CrowdSec LAPI
+            shape["origin"] = "crowdsec"
+        return shape
 
 
 class BanStore(Protocol):

@@ -15,17 +15,16 @@ control socket:
   does not list are deleted.
 
 The tables live beside the versioned schema (`CREATE TABLE IF NOT EXISTS`), additive.
+The remote bans themselves go in and out through fleet_pull.py.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import math
-import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -33,20 +32,17 @@ import msgspec
 from shared.config import Config
 from shared.control import ControlError, Handler
 from shared.crowdsec import ORIGIN, RemoteDecision, alert_for
-from shared.messages import BanDecision, ListChange
 
 from .backend import Element, FirewallError
 from .entries import BanEntry
-from .ledger import Intent, kernel_timeout_for
-from .store import BanRecord, Store
+from .fleet_pull import REMOTE_SOURCE, RemoteRow, ban_remote, element, lift_remote
+from .store import BanRecord, Store, StoreError
 
 if TYPE_CHECKING:
     from .firewall import Firewall
 
 log = logging.getLogger("fsguard.firewall")
 
-REMOTE_SOURCE = "upstream"  # the store's source for a ban the LAPI gave us
-REMOTE_RULE = "crowdsec"
 OUTBOX_MAX = 100_000
 PUSHED_SOURCES = ("rule", "manual")
 
@@ -64,20 +60,15 @@ _TABLES = (
 )
 
 
-class RemoteRow(msgspec.Struct, array_like=True):
-    id: int
-    key: str
-    origin: str
-    scenario: str
-    expires: float
-
-
 class FleetState:
     """Outbox and remote-decision bookkeeping; attach() wires it to a Firewall."""
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store_of: Callable[[], Store]) -> None:
+        """`store_of` returns the firewall's current store (a degraded firewall swaps its
+        scratch store for the real one: the tables and hooks follow)."""
         self.config = config
-        self.store = store
+        self._store_of = store_of
+        self._bound: Store | None = None
         cs = config.security.crowdsec
         self.push = cs.push
         self.simulated = cs.push_simulated
@@ -95,12 +86,25 @@ class FleetState:
         self.stream_errors = 0
         self.skipped = 0
         self._next_prune = 0.0
+        self._bind()
+
+    @property
+    def store(self) -> Store:
+        return self._bind()
+
+    def _bind(self) -> Store:
+        """Tables and transaction hooks on the current store (once per store)."""
+        store = self._store_of()
+        if store is self._bound:
+            return store
         with store._tx("crowdsec tables") as db:
             for sql in _TABLES:
                 db.execute(sql)
         if self.push:
             store.on_bans_added.append(self._queue_alerts)
         store.on_ban_removed.append(self._queue_delete)
+        self._bound = store
+        return store
 
     def attach(self, fw: Firewall) -> None:
         self.fw = fw
@@ -166,6 +170,7 @@ class FleetState:
         return {**handlers, **self.handlers(), "stats": stats}
 
     def tick(self) -> None:
+        self._bind()  # right after Durable.tick, which may have swapped the store
         now = time.monotonic()
         if now >= self._next_prune:
             self._next_prune = now + 60.0
@@ -231,15 +236,20 @@ class FleetState:
             return int(db.execute("SELECT COUNT(*) FROM crowdsec_outbox").fetchone()[0])
 
     def counters(self) -> dict[str, Any]:
-        with self.store._read("crowdsec_counters") as db:
-            remote = int(db.execute("SELECT COUNT(*) FROM crowdsec_decisions").fetchone()[0])
+        try:
+            depth: int | None = self.depth()
+            with self.store._read("crowdsec_counters") as db:
+                row = db.execute("SELECT COUNT(*) FROM crowdsec_decisions").fetchone()
+            remote: int | None = int(row[0])
+        except StoreError:  # stats must answer even when the store does not
+            depth = remote = None
         by_origin = {"local": 0, ORIGIN: 0}
         if self.fw is not None:
             for entry in self.fw.store.active(time.time()):
                 by_origin[origin_of(entry)] += 1
         return {
             "crowdsec_active_by_origin": by_origin,
-            "crowdsec_push_queue_depth": self.depth(),
+            "crowdsec_push_queue_depth": depth,
             "crowdsec_push_queued": self.queued,
             "crowdsec_push_dropped": self.dropped,
             "crowdsec_pushed": self.sent,
@@ -253,6 +263,7 @@ class FleetState:
             "crowdsec_last_apply": self.last_apply,
             "crowdsec_stream_errors": self.stream_errors,
             "crowdsec_last_sync": self.last_sync,
+            "crowdsec_pull_enabled": self.config.security.crowdsec.pull,
             "crowdsec_sync_lag": time.time() - self.last_sync if self.last_sync else None,
         }
 
@@ -295,7 +306,7 @@ class FleetState:
         refused = invalid = 0
         for d in new:
             try:
-                elem = _element(fw, d.value)
+                elem = element(fw, d.value)
             except ValueError:
                 invalid += 1
                 continue
@@ -332,8 +343,8 @@ class FleetState:
                         chunk,
                     )
                 )  # fmt: skip
-        added = self._ban(rows, elems, now)
-        lifted = self._lift([k for k in affected - still], fw, now)
+        added = ban_remote(fw, rows, elems, now)
+        lifted = lift_remote(fw, [k for k in affected - still], now)
         self.applied += added
         self.removed += lifted
         self.refused += refused
@@ -345,66 +356,6 @@ class FleetState:
         }  # fmt: skip
         return dict(self.last_apply)
 
-    def _ban(self, rows: dict[int, RemoteRow], elems: dict[str, Element], now: float) -> int:
-        """Through the ledger (kernel, then store) for keys whose remote expiry is later
-        than what they have; returns how many the kernel holds now (a refused one is
-        retried by the ledger like any ban)."""
-        fw = self._firewall()
-        best: dict[str, RemoteRow] = {}
-        for r in rows.values():
-            cur = best.get(r.key)
-            if cur is None or r.expires > cur.expires:
-                best[r.key] = r
-        intents: list[Intent] = []
-        for key, r in best.items():
-            existing = fw.ledger.get(key, now)
-            if existing is not None and (existing.permanent or existing.expires_at >= r.expires):
-                continue  # idempotent: the later expiry stays
-            expires = float(math.ceil(r.expires))
-            reason = f"crowdsec {r.origin}: {r.scenario}"
-            if existing is not None:  # a local ban lives longer; it stays local
-                # (no decision id: the store would skip an id it already processed)
-                entry = msgspec.structs.replace(existing, expires_at=expires, decision_id="")
-            else:
-                entry = BanEntry(ip=key, added_at=now, expires_at=expires, reason=reason,
-                                 rule=REMOTE_RULE, source=REMOTE_SOURCE)  # fmt: skip
-            timeout = kernel_timeout_for(max(1.0, expires - now))
-            # A decision stands for the LAPI's in the ledger, log and audit (no worker: no ack).
-            d = BanDecision(id="", ip=key, rule=REMOTE_RULE, reason=reason,
-                            duration=expires - now, source=REMOTE_SOURCE)  # fmt: skip
-            intents.append(Intent(elems[key], timeout, entry, [d]))
-        if not intents:
-            return 0
-        # The ledger (kernel, then store); a ban the kernel refuses waits in its pending
-        # set and is announced by Firewall.retry_pending when it lands. One audit record
-        # and one log line per stream answer, not one per address (startup: 100k+).
-        done = fw.ledger.apply(intents)
-        for intent in done:
-            fw.publish(ListChange(list="blacklist", op="add", ip=intent.key,
-                                  expires=intent.entry.expires_at))  # fmt: skip
-        fw.stats.bans_applied += len(done)
-        if done:
-            keys = [i.key for i in done]
-            fw.audit.record("crowdsec_apply", actor="crowdsec", target=f"{len(done)} bans",
-                            outcome="ok", details={"keys": keys[:20]})  # fmt: skip
-            log.info("banned %d addresses from crowdsec: %s%s", len(done), ", ".join(keys[:5]),
-                     " ..." if len(keys) > 5 else "")  # fmt: skip
-        return len(done)
-
-    def _lift(self, keys: list[str], fw: Firewall, now: float) -> int:
-        """Remove the bans that exist only because of (now deleted) LAPI decisions."""
-        held = {key: fw.ledger.get(key, now) for key in keys}
-        lift = [k for k, e in held.items() if e is not None and e.source == REMOTE_SOURCE]
-        if not lift:
-            return 0
-        fw.ledger.unban_many([fw.parse_target(key) for key in lift])
-        for key in lift:
-            fw.publish(ListChange(list="blacklist", op="remove", ip=key))
-        fw.audit.record("crowdsec_lift", actor="crowdsec", target=f"{len(lift)} bans",
-                        outcome="ok", details={"keys": lift[:20]})  # fmt: skip
-        log.info("lifted %d crowdsec bans (deleted on the LAPI)", len(lift))
-        return len(lift)
-
     def prune(self, now: float) -> None:
         with self.store._tx("crowdsec_prune") as db:
             db.execute("DELETE FROM crowdsec_decisions WHERE expires <= ?", (now,))
@@ -414,15 +365,6 @@ class FleetState:
 def origin_of(entry: BanEntry) -> str:
     """Origin label: "crowdsec" for a ban the LAPI gave us, "local" for the node's own."""
     return ORIGIN if entry.source == REMOTE_SOURCE else "local"
-
-
-def _element(fw: Firewall, text: str) -> Element:
-    """fw.parse_target, with a C fast path for dotted-quad IPv4 (the bulk of a stream)."""
-    try:
-        packed = socket.inet_pton(socket.AF_INET, text)
-    except OSError:
-        return fw.parse_target(text)
-    return fw.kernel.element(ipaddress.IPv4Address(packed))
 
 
 def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:

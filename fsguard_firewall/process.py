@@ -158,7 +158,7 @@ def main(config: Config) -> int:
         audit=audit,
     )
     durable.attach(fw, ctx)
-    fleet = FleetState(config, durable.store)  # CrowdSec outbox and remote decisions
+    fleet = FleetState(config, lambda: durable.store)  # CrowdSec outbox, remote decisions
     fleet.attach(fw)
     if config.security.auto_block_enabled:
         try:

@@ -139,7 +139,7 @@ def test_brute_force_on_a_is_dropped_on_b(fleet: Fleet) -> None:
     b_entry = fleet.b.control(_fw(fleet.b), "blacklist")[ATTACKER]
     assert b_entry["origin"] == "crowdsec"
     a_entry = fleet.a.control(_fw(fleet.a), "blacklist")[ATTACKER]
-    assert a_entry["origin"] == "local"
+    assert "origin" not in a_entry  # the node's own ban keeps the Go shape
     # B never pushes back what it pulled: the LAPI holds A's one alert for the address
     time.sleep(1.5)
     alerts = fleet.lapi.cscli("alerts", "list", "-i", ATTACKER) or []

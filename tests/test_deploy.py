@@ -60,6 +60,8 @@ METRICS = {
     "fsguard_reports_total",
     "fsguard_api_requests_total",
     "fsguard_crowdsec_sync_lag_seconds",
+    "fsguard_crowdsec_last_sync_timestamp_seconds",
+    "fsguard_crowdsec_pull_enabled",
     "fsguard_crowdsec_push_queue_depth",
     "fsguard_crowdsec_push_failures_total",
     "fsguard_bans_active_by_origin",
@@ -603,7 +605,7 @@ def test_dockerfile_structure() -> None:
 
 # ------------------------------------------------------------------------- monitoring
 
-_PROMQL_FUNCTIONS = "sum min max avg count rate increase irate absent histogram_quantile"
+_PROMQL_FUNCTIONS = "sum min max avg count rate increase irate absent histogram_quantile time"
 _PROMQL_KEYWORDS = "by without on ignoring and or unless bool offset"
 _LABELS_AND_TEMPLATE = "le instance job worker rule family origin humanize value labels"
 PROMQL_WORDS = {
@@ -766,8 +768,11 @@ tests:
           - exp_labels: {{severity: warning, instance: a}}
   - interval: 1m
     input_series:
-      - series: 'fsguard_crowdsec_sync_lag_seconds{{instance="a"}}'
-        values: '1 2 1 130 190 250 310 370 430 490 550'
+      # synced every minute until 3m, then never again
+      - series: 'fsguard_crowdsec_last_sync_timestamp_seconds{{instance="a"}}'
+        values: '0 60 120 180 180 180 180 180 180 180 180 180 180 180 180 180 180 180'
+      - series: 'fsguard_crowdsec_pull_enabled{{instance="a"}}'
+        values: '1x17'
       - series: 'fsguard_crowdsec_push_failures_total{{instance="a",pid="9"}}'
         values: '0 0 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15'
       - series: 'fsguard_crowdsec_push_queue_depth{{instance="a"}}'
@@ -776,7 +781,7 @@ tests:
       - eval_time: 5m
         alertname: FsguardCrowdsecSyncLag
         exp_alerts: []
-      - eval_time: 9m
+      - eval_time: 12m
         alertname: FsguardCrowdsecSyncLag
         exp_alerts:
           - exp_labels: {{severity: warning, instance: a}}
