@@ -49,9 +49,11 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fsguard_api.metrics_fleet import crowdsec_families
+from fsguard_api.metrics_rules import rule_families
 from shared import addresses
 from shared.config import Config, worker_count
 from shared.control import PeerUnavailable, arequest
+from shared.esl_hardening import esl_warnings
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 UNMATCHED = "<unmatched>"
@@ -132,6 +134,7 @@ class Scrape:
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     api_pid: int = 0
     seconds: float = 0.0
+    hardening: dict[str, str] = field(default_factory=dict)  # failed ESL hardening checks
 
 
 async def _stats(endpoint: str, ctx: zmq.asyncio.Context, timeout: float) -> dict[str, Any] | None:
@@ -196,6 +199,7 @@ class FsguardCollector(Collector):
         yield from self._supervisor()
         yield from self._workers()
         yield from self._firewall()
+        yield from rule_families(self.scrape.workers, self.scrape.firewall, self.scrape.hardening)
         yield from self._api()
 
     def _meta(self) -> Iterator[Metric]:
@@ -263,11 +267,13 @@ class FsguardCollector(Collector):
             families[3].add_metric([], _num(esl.get("malformed_frames")))
             families[4].add_metric([], _num(esl.get("unexpected_replies")))
             families[5].add_metric([], _num(sup.get("kills_dropped")))
-            tasks = sup.get("tasks")
-            failures = tasks.get("failures") if isinstance(tasks, Mapping) else None
-            if isinstance(failures, Mapping):
-                for task, count in sorted(failures.items()):
-                    task_failures.add_metric([str(task)], _num(count))
+            tasks = sup.get("tasks") if isinstance(sup.get("tasks"), Mapping) else {}
+            assert isinstance(tasks, Mapping)
+            failures = tasks.get("failures") if isinstance(tasks.get("failures"), Mapping) else {}
+            assert isinstance(failures, Mapping)
+            names = {str(t) for t in tasks.get("running") or []} | {str(t) for t in failures}
+            for task in sorted(names):  # every loop has a series, 0 until it fails
+                task_failures.add_metric([task], _num(failures.get(task, 0)))
             per_role: dict[str, float] = {}
             for child in sup.get("children") or []:
                 if isinstance(child, Mapping):
@@ -443,9 +449,11 @@ def install(app: FastAPI, config: Config) -> None:
     counter = RequestCounter()
     runtime_dir, workers = config.paths.runtime_dir, worker_count(config)
     app.state.request_counter = counter
+    hardening = esl_warnings(config)
 
     async def metrics(_: Request) -> Response:
         scrape = await gather(runtime_dir, workers, requests=counter)
+        scrape.hardening = hardening
         return Response(render(scrape), media_type=CONTENT_TYPE_LATEST)
 
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

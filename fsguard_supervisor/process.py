@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import resource
 import signal
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from fsguard_supervisor import takeover
 from fsguard_supervisor.children import EXIT_FATAL, Child, ChildSet, child_argv
 from fsguard_supervisor.dispatcher import EventDispatcher
 from fsguard_supervisor.esl_client import EslClient, EslNotConnected
+from fsguard_supervisor.gateways import GatewayWatch
 from fsguard_supervisor.kills import KillQueue
 from fsguard_supervisor.reload import Reloader
 from fsguard_supervisor.tasks import TaskSupervisor
@@ -31,6 +33,7 @@ from shared import addresses, sdnotify
 from shared.audit import AuditLog
 from shared.config import Config, worker_count
 from shared.control import ControlError, PeerUnavailable, arequest
+from shared.esl_hardening import log_esl_warnings
 from shared.logs import LogRateLimiter, set_level
 from shared.messages import ControlReply, ControlRequest, KillCall, decode, encode
 
@@ -69,6 +72,10 @@ class Supervisor:
             on_connection_change=self._on_connection_change,
             base_backoff=sec.reconnect_backoff,
         )
+        self.gateways = GatewayWatch(
+            self.esl.api, self._push_gateways, lambda: self.esl.stats.connected,
+            sec.gateway_refresh_interval,
+        )  # fmt: skip
         children: list[Child] = []
         if manage_all:
             children.append(Child("firewall", "firewall", child_argv("firewall", config_path)))
@@ -100,6 +107,7 @@ class Supervisor:
 
     def _on_connection_change(self, connected: bool) -> None:
         if connected:
+            self.gateways.trigger()  # protected sources: ask for the gateways at connect
             log.info("connected to FreeSWITCH ESL at %s:%s",
                      self.config.security.esl_host, self.config.security.esl_port)
         else:
@@ -155,6 +163,7 @@ class Supervisor:
             "kills_in_flight": self.kills.in_flight,
             "tasks": self.tasks.snapshot(),
             "child_start_failures": self.children.start_failures,
+            "gateways": list(self.gateways.addresses),
             "children": self.children.snapshot(),
             "uptime": time.time() - self.started,
             "pid": os.getpid(),
@@ -265,6 +274,7 @@ class Supervisor:
                     index = int(child.name.split("-")[1])
                     self.dispatcher.reset_worker(index)
                     self.worker_processed[index] = 0
+                    asyncio.get_running_loop().call_later(2.0, self.gateways.trigger)
             if self.children.fatal is not None:
                 self._stop.set()  # e.g. the firewall's state store is unusable (exit 78)
             now = time.monotonic()
@@ -273,10 +283,22 @@ class Supervisor:
                 self.log_summaries()
             await asyncio.sleep(0.1)
 
+    async def _push_gateways(self, ips: list[str]) -> None:
+        async def one(index: int) -> None:
+            endpoint = addresses.worker_control(self.runtime_dir, index)
+            with contextlib.suppress(PeerUnavailable):  # a restarting worker: next refresh
+                await arequest(endpoint, "gateways", {"addresses": ips}, 1.0, ctx=self.actx)
+
+        await asyncio.gather(*(one(i) for i in range(self.workers)))
+
     async def _stats_loop(self) -> None:
+        """Refresh the workers' processed counts: every second, or every 100 ms while a
+        worker holds over a quarter of its byte bound (the acks release that bound)."""
         while True:
             await self._refresh_worker_counts()
-            await asyncio.sleep(1.0)
+            d = self.dispatcher
+            busy = d is not None and max(d.in_flight_bytes, default=0) > d.queue_bytes // 4
+            await asyncio.sleep(0.1 if busy else 1.0)
 
     async def _refresh_worker_counts(self) -> None:
         async def one(index: int) -> None:
@@ -332,13 +354,15 @@ class Supervisor:
             mine.append(("firewall", addresses.firewall_control(self.runtime_dir)))
         try:
             takeover.clear_leftovers(self.runtime_dir)
-            takeover.clear_orphans(mine)
+            api_port = self.config.server.port if self.manage_all else None
+            takeover.clear_orphans(mine, api_port)
         except takeover.AnotherSupervisor as exc:
             log.error("not starting: %s", exc)
             return False
         return True
 
     async def run(self) -> int:
+        _raise_fd_limit()
         os.makedirs(self.runtime_dir, mode=0o750, exist_ok=True)
         if not await asyncio.to_thread(self._take_over):
             return 1
@@ -359,7 +383,9 @@ class Supervisor:
         await self._wait_ready()
         self.tasks.start("reaper", self._reap_loop)
         self.tasks.start("worker-stats", self._stats_loop)
+        log_esl_warnings(self.config, log)
         self.tasks.start("esl", self.esl.run)
+        self.tasks.start("gateways", self.gateways.run)
         _notify_ready()
         log.info("supervisor running with %d workers", self.workers)
         await self._stop.wait()
@@ -385,6 +411,16 @@ class Supervisor:
         for endpoint in paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(addresses.ipc_path(endpoint))
+
+
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (at most 65536): EMFILE ends loops (logged and
+    restarted) but in libzmq's accept() it aborts the process (libzmq 4.3.5 ipc_listener)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _notify_ready() -> None:

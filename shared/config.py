@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 import msgspec.inspect
+import msgspec.structs
 
 from shared.protected import pattern_problem
 
@@ -137,6 +138,55 @@ class CrowdsecConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def pull(self) -> bool:
         """Bouncer key set: the fleet's decisions are pulled and enforced."""
         return self.enabled and bool(self.bouncer_api_key)
+class ExtensionScanConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Calls from one source ending in "no such number" causes (issue 12)."""
+
+    max_failed_calls: int = 10
+    window: float = 60.0
+    hangup_causes: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "NO_ROUTE_DESTINATION",
+            "UNALLOCATED_NUMBER",
+            "USER_NOT_REGISTERED",
+        ]
+    )
+
+
+class BareIpConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Requests to an IP literal instead of a SIP domain (the rule is off by default)."""
+
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)  # IPs/CIDRs that are fine
+
+
+RULE_MODES: tuple[str, ...] = ("ban", "simulate", "off")
+
+
+class RuleMode(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    mode: str = "ban"  # ban | simulate | off
+
+
+def _off() -> RuleMode:
+    return RuleMode(mode="off")
+
+
+class RulesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`security.rules.<rule>.mode`; the field names are the BanDecision.rule names."""
+
+    failed_auth: RuleMode = msgspec.field(default_factory=RuleMode)
+    user_enumeration: RuleMode = msgspec.field(default_factory=RuleMode)
+    registration_rate: RuleMode = msgspec.field(default_factory=RuleMode)
+    call_rate: RuleMode = msgspec.field(default_factory=RuleMode)
+    wrong_call_state: RuleMode = msgspec.field(default_factory=RuleMode)
+    untrusted_domain: RuleMode = msgspec.field(default_factory=RuleMode)
+    untrusted_network: RuleMode = msgspec.field(default_factory=RuleMode)
+    scanner_user_agent: RuleMode = msgspec.field(default_factory=RuleMode)
+    toll_fraud: RuleMode = msgspec.field(default_factory=RuleMode)
+    extension_scan: RuleMode = msgspec.field(default_factory=RuleMode)
+    bare_ip: RuleMode = msgspec.field(default_factory=_off)
+
+    def mode_of(self, rule: str) -> str:
+        entry = getattr(self, rule, None)
+        return entry.mode if isinstance(entry, RuleMode) else "ban"
 
 
 class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -177,6 +227,12 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     toll_fraud: TollFraudConfig = msgspec.field(default_factory=TollFraudConfig)
     recidive: RecidiveConfig = msgspec.field(default_factory=RecidiveConfig)
     crowdsec: CrowdsecConfig = msgspec.field(default_factory=CrowdsecConfig)
+    # issue 12: protected sources, ban budget, new rules, rule modes
+    max_bans_per_minute: int = 60  # more automatic bans in a minute: alert metric + log
+    gateway_refresh_interval: float = 300.0  # `sofia xmlstatus gateway` period
+    extension_scan: ExtensionScanConfig = msgspec.field(default_factory=ExtensionScanConfig)
+    bare_ip: BareIpConfig = msgspec.field(default_factory=BareIpConfig)
+    rules: RulesConfig = msgspec.field(default_factory=RulesConfig)
 
 
 class PathsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -195,6 +251,8 @@ class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     format: str = "auto"  # "auto" (human on a terminal, else JSON), "json" or "human"
     level: str = "info"
     audit_file: str = ""  # "" = <state_dir>/audit.log
+    audit_max_bytes: int = 100 * 1024 * 1024  # audit.log(+.1) and audit.db each; 0 = no limit
+    audit_max_age: float = 90 * 86400.0  # seconds ("90d"); 0 = no limit
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -241,10 +299,14 @@ DURATION_KEYS: frozenset[str] = frozenset(
         "security.recidive.max_duration",
         "security.crowdsec.poll_interval",
         "security.crowdsec.timeout",
+        "security.gateway_refresh_interval",
+        "security.extension_scan.window",
+        "logging.audit_max_age",
         "security.drift_check_interval",
     }
 )
-_ZERO_OK = frozenset({"security.recidive.max_duration"})  # 0 = permanent
+# 0 = permanent / no limit
+_ZERO_OK = frozenset({"security.recidive.max_duration", "logging.audit_max_age"})
 PORT_KEYS: frozenset[str] = frozenset({"server.port", "security.esl_port"})
 SECRET_FIELDS: frozenset[str] = frozenset(
     {"esl_password", "api_token", "password", "bouncer_api_key"}
@@ -570,6 +632,8 @@ _AT_LEAST_ONE = (
     "security.rate_limit.call_rate_limit",
     "security.rate_limit.registration_limit",
     "security.enumeration.max_distinct_users",
+    "security.extension_scan.max_failed_calls",
+    "security.max_bans_per_minute",
     "workers.queue_size",
 )
 
@@ -707,12 +771,18 @@ class _Validator:
             "1-28 characters of A-Z a-z 0-9 _ . - (room for the -v6 suffix)",
         )
         self.pattern("security.iptables_chain", _CHAIN_NAME, "1-28 characters of A-Z a-z 0-9 _ -")
+        for rule in msgspec.structs.fields(RulesConfig):
+            self.choice(f"security.rules.{rule.name}.mode", RULE_MODES)
+        self.networks("security.bare_ip.allowed_hosts")
         self.choice("security.esl_log_level", LOG_LEVELS)
         self.choice("logging.level", LOG_LEVELS)
         self.choice("logging.format", LOG_FORMATS)
         self.int_range("workers.count", 0, 64)
         self.int_range("workers.max_tracked_ips", 1000)
         self.int_range("workers.queue_bytes", 1 << 20)  # one 256 KiB read must fit
+        if 0 < c.logging.audit_max_bytes < 1 << 16 or c.logging.audit_max_bytes < 0:
+            raise self.fail("logging.audit_max_bytes", c.logging.audit_max_bytes,
+                            "0 (no limit) or at least 65536")
         if not c.security.recidive.factor >= 1 or not math.isfinite(c.security.recidive.factor):
             raise self.fail("security.recidive.factor", c.security.recidive.factor, "a number >= 1")
         self.url("security.chandaemon.report_url")

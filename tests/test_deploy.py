@@ -38,6 +38,8 @@ MAX_EXPOSURE = 3.0
 METRICS = {
     "fsguard_esl_connected",
     "fsguard_esl_reconnects_total",
+    "fsguard_esl_malformed_frames_total",
+    "fsguard_supervisor_task_failures_total",
     "fsguard_events_total",
     "fsguard_events_dropped_total",
     "fsguard_queue_depth",
@@ -65,6 +67,8 @@ METRICS = {
     "fsguard_crowdsec_push_queue_depth",
     "fsguard_crowdsec_push_failures_total",
     "fsguard_bans_active_by_origin",
+    "fsguard_ban_budget_exceeded_total",
+    "fsguard_esl_hardening_warning",
 }
 
 
