@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from fsguard_api.metrics_fleet import crowdsec_families
 from fsguard_api.metrics_scrape import histogram, num, stage_histogram
 
 REPORT_RESULTS = {"reportsSent": "sent", "reportsFailed": "failed", "reportsDropped": "dropped"}
@@ -87,3 +88,5 @@ def firewall_families(firewall: Mapping[str, Any] | None) -> Iterator[Metric]:
     yield from (active, applied, kernel_errors, reports)
     yield from ledger
     yield from histograms
+    if fw is not None:
+        yield from crowdsec_families(fw)

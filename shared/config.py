@@ -28,7 +28,7 @@ import msgspec
 import msgspec.inspect
 
 # Public names other modules import from shared.config (one import path for the config).
-from shared.config_env import ENV_OVERRIDES, apply_env
+from shared.config_env import ENV_OVERRIDES, FSGUARD_ENV_OVERRIDES, apply_env
 from shared.config_keys import (
     CONFIG_SEARCH_PATHS,
     DEPRECATED_KEYS,
@@ -51,6 +51,7 @@ from shared.config_schema import (
     CacheConfig,
     ChanDaemonConfig,
     Config,
+    CrowdsecConfig,
     EnumerationConfig,
     ExtensionScanConfig,
     FreeswitchConfig,
@@ -76,6 +77,7 @@ __all__ = [
     "DEPRECATED_KEYS",
     "DURATION_KEYS",
     "ENV_OVERRIDES",
+    "FSGUARD_ENV_OVERRIDES",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "MASK",
@@ -88,6 +90,7 @@ __all__ = [
     "ChanDaemonConfig",
     "Config",
     "ConfigError",
+    "CrowdsecConfig",
     "EnumerationConfig",
     "ExtensionScanConfig",
     "FreeswitchConfig",

@@ -75,6 +75,24 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("SECURITY_RATE_LIMIT_WHITELIST_BYPASS", "security.rate_limit.whitelist_bypass", "bool"),
     ("SECURITY_RATE_LIMIT_CLEANUP_INTERVAL", "security.rate_limit.cleanup_interval", "duration"),
 )
+# fsguard's own overrides (not in the Go program), same rules.
+FSGUARD_ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
+    ("SECURITY_CROWDSEC_ENABLED", "security.crowdsec.enabled", "bool"),
+    ("SECURITY_CROWDSEC_LAPI_URL", "security.crowdsec.lapi_url", "str"),
+    ("SECURITY_CROWDSEC_MACHINE_ID", "security.crowdsec.machine_id", "str"),
+    ("SECURITY_CROWDSEC_PASSWORD", "security.crowdsec.password", "str"),
+    ("SECURITY_CROWDSEC_BOUNCER_API_KEY", "security.crowdsec.bouncer_api_key", "str"),
+    ("SECURITY_CROWDSEC_POLL_INTERVAL", "security.crowdsec.poll_interval", "duration"),
+    ("SECURITY_CROWDSEC_ORIGINS", "security.crowdsec.origins", "list"),
+    ("SECURITY_CROWDSEC_SCENARIOS_CONTAINING", "security.crowdsec.scenarios_containing", "list"),
+    (
+        "SECURITY_CROWDSEC_SCENARIOS_NOT_CONTAINING",
+        "security.crowdsec.scenarios_not_containing",
+        "list",
+    ),
+    ("SECURITY_CROWDSEC_PUSH_SIMULATED", "security.crowdsec.push_simulated", "bool"),
+    ("SECURITY_CROWDSEC_TIMEOUT", "security.crowdsec.timeout", "duration"),
+)
 
 
 _FALSE_WORDS = frozenset({"false", "0", "no", "off"})
@@ -123,7 +141,7 @@ def _parse_env(var: str, key: str, kind: str, text: str) -> Any:
 def apply_env(config: Config, env: Mapping[str, str]) -> dict[str, str]:
     """Apply Go-named overrides; returns {dotted key: variable} for error messages."""
     origins: dict[str, str] = {}
-    for var, key, kind in ENV_OVERRIDES:
+    for var, key, kind in ENV_OVERRIDES + FSGUARD_ENV_OVERRIDES:
         text = env.get(var, "")
         if text == "":
             continue  # Go: an empty variable counts as unset

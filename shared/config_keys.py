@@ -25,6 +25,8 @@ DURATION_KEYS: frozenset[str] = frozenset(
         "security.enumeration.window",
         "security.recidive.window",
         "security.recidive.max_duration",
+        "security.crowdsec.poll_interval",
+        "security.crowdsec.timeout",
         "security.gateway_refresh_interval",
         "security.extension_scan.window",
         "logging.audit_max_age",
@@ -34,7 +36,9 @@ DURATION_KEYS: frozenset[str] = frozenset(
 # 0 = permanent / no limit
 ZERO_OK_KEYS = frozenset({"security.recidive.max_duration", "logging.audit_max_age"})
 PORT_KEYS: frozenset[str] = frozenset({"server.port", "security.esl_port"})
-SECRET_FIELDS: frozenset[str] = frozenset({"esl_password", "api_token"})
+SECRET_FIELDS: frozenset[str] = frozenset(
+    {"esl_password", "api_token", "password", "bouncer_api_key"}
+)
 DEPRECATED_KEYS: frozenset[str] = frozenset(
     {
         "server.log_responses",

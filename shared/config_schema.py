@@ -145,6 +145,32 @@ class RulesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return entry.mode if isinstance(entry, RuleMode) else "ban"
 
 
+class CrowdsecConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """CrowdSec Local API: push local bans (watcher) and/or pull the fleet's (bouncer)."""
+
+    enabled: bool = False
+    lapi_url: str = ""
+    machine_id: str = ""
+    password: str = ""
+    bouncer_api_key: str = ""
+    poll_interval: float = 10.0
+    origins: list[str] = msgspec.field(default_factory=list)
+    scenarios_containing: list[str] = msgspec.field(default_factory=list)
+    scenarios_not_containing: list[str] = msgspec.field(default_factory=list)
+    push_simulated: bool = False
+    timeout: float = 5.0
+
+    @property
+    def push(self) -> bool:
+        """Watcher credentials set: local bans are pushed."""
+        return self.enabled and bool(self.machine_id and self.password)
+
+    @property
+    def pull(self) -> bool:
+        """Bouncer key set: the fleet's decisions are pulled and enforced."""
+        return self.enabled and bool(self.bouncer_api_key)
+
+
 class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     esl_host: str = "127.0.0.1"
@@ -182,6 +208,7 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)
     toll_fraud: TollFraudConfig = msgspec.field(default_factory=TollFraudConfig)
     recidive: RecidiveConfig = msgspec.field(default_factory=RecidiveConfig)
+    crowdsec: CrowdsecConfig = msgspec.field(default_factory=CrowdsecConfig)
     # issue 12: protected sources, ban budget, new rules, rule modes
     max_bans_per_minute: int = 60  # more automatic bans in a minute: alert metric + log
     gateway_refresh_interval: float = 300.0  # `sofia xmlstatus gateway` period

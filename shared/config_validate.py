@@ -31,6 +31,7 @@ from shared.protected import pattern_problem
 _IPSET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,28}")
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,28}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_STREAM_WORD = re.compile(r"[A-Za-z0-9_./:-]{1,128}")
 
 _AT_LEAST_ONE = (
     "security.max_failed_attempts",
@@ -92,6 +93,48 @@ class _Validator:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc or _CONTROL.search(value):
             raise self.fail(key, value, "an http:// or https:// URL, or an empty string")
+
+    def crowdsec(self) -> None:
+        cs = self.config.security.crowdsec
+        self.url("security.crowdsec.lapi_url")
+        for name in ("origins", "scenarios_containing", "scenarios_not_containing"):
+            for index, word in enumerate(getattr(cs, name)):
+                if not _STREAM_WORD.fullmatch(word):
+                    raise self.fail(
+                        f"security.crowdsec.{name}[{index}]",
+                        word,
+                        "a non-empty word of A-Z a-z 0-9 _ . / : - (no commas)",
+                    )
+        for key in ("machine_id", "password", "bouncer_api_key"):
+            value = getattr(cs, key)
+            if value != value.strip() or _CONTROL.search(value):
+                raise self.fail(
+                    f"security.crowdsec.{key}",
+                    value,
+                    "no leading/trailing whitespace or control characters",
+                )
+        if bool(cs.machine_id) != bool(cs.password):
+            missing = "password" if cs.machine_id else "machine_id"
+            raise self.fail(
+                f"security.crowdsec.{missing}",
+                "",
+                "security.crowdsec.machine_id and security.crowdsec.password set together",
+            )
+        if not cs.enabled:
+            return
+        if not cs.lapi_url:
+            raise self.fail(
+                "security.crowdsec.lapi_url",
+                "",
+                "a URL such as http://127.0.0.1:8080 when security.crowdsec.enabled is true",
+            )
+        if not (cs.push or cs.pull):
+            raise ConfigError(
+                "config key security.crowdsec.enabled is true but no role is configured: "
+                "set security.crowdsec.machine_id and security.crowdsec.password (push bans "
+                "as a watcher) and/or security.crowdsec.bouncer_api_key (pull decisions as a "
+                "bouncer)"
+            )
 
     def run(self) -> None:
         c = self.config
@@ -160,6 +203,7 @@ class _Validator:
                 "",
                 "a URL when security.chandaemon.enabled is true",
             )
+        self.crowdsec()
         if c.server.api_token and c.server.api_token_file:
             raise ConfigError(
                 "config keys server.api_token and server.api_token_file are both set: "
