@@ -184,20 +184,7 @@ class Durable:
 
     def seen_ids(self, ids: list[str]) -> set[str]:
         """The ids among `ids` the store already processed (one query per 500)."""
-        found: set[str] = set()
-        with self.store._read("seen_decisions") as db:
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                found.update(
-                    r[0]
-                    for r in db.execute(
-                        "SELECT decision_id FROM processed_decisions "
-                        f"WHERE decision_id IN ({marks})",
-                        chunk,
-                    )
-                )
-        return found
+        return self.store.processed_ids(ids)
 
     # --- periodic ----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Callable, Collection, Sequence
 
 import msgspec
@@ -10,6 +11,21 @@ import msgspec
 from .store_db import StoreDb
 from .store_records import BAN_SOURCES, BanRecord, Refused, fast_key
 from .store_schema import BAN_COLS, ban_row, bans_from_rows, chunks
+
+
+def processed_in(db: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    """The decision ids among `ids` in processed_decisions."""
+    seen: set[str] = set()
+    for chunk in chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        seen.update(
+            r[0]
+            for r in db.execute(
+                f"SELECT decision_id FROM processed_decisions WHERE decision_id IN ({marks})",
+                chunk,
+            )
+        )
+    return seen
 
 
 class BanTables(StoreDb):
@@ -81,17 +97,7 @@ class BanTables(StoreDb):
                     f"SELECT key, created, expires FROM bans WHERE key IN ({marks})", chunk
                 ):
                     current[key] = (created, expires)
-            seen: set[str] = set()
-            for chunk in chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                seen.update(
-                    r[0]
-                    for r in db.execute(
-                        "SELECT decision_id FROM processed_decisions "
-                        f"WHERE decision_id IN ({marks})",
-                        chunk,
-                    )
-                )
+            seen = processed_in(db, ids)
             changed: dict[str, BanRecord] = {}
             new_keys: list[tuple[str, float]] = []
             new_ids: list[tuple[str, float]] = []
@@ -141,6 +147,11 @@ class BanTables(StoreDb):
                 for hook in self.on_bans_added:
                     hook(db, inserted)
         return list(changed.values()), queued
+
+    def processed_ids(self, ids: Sequence[str]) -> set[str]:
+        """The decision ids among `ids` already processed (one query per IN_CHUNK)."""
+        with self._read("seen_decisions") as db:
+            return processed_in(db, ids)
 
     def seen_decision(self, decision_id: str) -> bool:
         with self._read("seen_decision") as db:
