@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -70,9 +71,11 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run(*argv: str, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        argv, capture_output=True, text=True, timeout=timeout, check=False, **kw
+def _run(
+    *argv: str, timeout: float = 60, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
 
 
