@@ -48,9 +48,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fsguard_api.metrics_rules import rule_families
 from shared import addresses
 from shared.config import Config, worker_count
 from shared.control import PeerUnavailable, arequest
+from shared.esl_hardening import esl_warnings
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 UNMATCHED = "<unmatched>"
@@ -131,6 +133,7 @@ class Scrape:
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     api_pid: int = 0
     seconds: float = 0.0
+    hardening: dict[str, str] = field(default_factory=dict)  # failed ESL hardening checks
 
 
 async def _stats(endpoint: str, ctx: zmq.asyncio.Context, timeout: float) -> dict[str, Any] | None:
@@ -195,6 +198,7 @@ class FsguardCollector(Collector):
         yield from self._supervisor()
         yield from self._workers()
         yield from self._firewall()
+        yield from rule_families(self.scrape.workers, self.scrape.firewall, self.scrape.hardening)
         yield from self._api()
 
     def _meta(self) -> Iterator[Metric]:
@@ -442,9 +446,11 @@ def install(app: FastAPI, config: Config) -> None:
     counter = RequestCounter()
     runtime_dir, workers = config.paths.runtime_dir, worker_count(config)
     app.state.request_counter = counter
+    hardening = esl_warnings(config)
 
     async def metrics(_: Request) -> Response:
         scrape = await gather(runtime_dir, workers, requests=counter)
+        scrape.hardening = hardening
         return Response(render(scrape), media_type=CONTENT_TYPE_LATEST)
 
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -45,35 +45,51 @@ import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
-
-import msgspec
 
 from shared.config import Config
 from shared.iputil import IPAddress, NetworkSet, parse_ip
+from shared.logs import LogRateLimiter
 from shared.messages import BanDecision, KillCall, ListChange
 from shared.recidive import recidive_duration
 
 from . import rules
-from .events import DecodeFailure, Event, EventDecoder, Kind, is_forged, kind_of, text
+from .events import (
+    DecodeFailure,
+    Event,
+    EventDecoder,
+    HostEvent,
+    Kind,
+    is_forged,
+    kind_of,
+    text,
+)
 from .events import maybe_relevant as _maybe_relevant
+from .keys import ALL128 as _ALL128
+from .keys import SourceKeys
 from .netlist import NetworkWhitelist
 from .repair import needs_checks
-from .windows import BoundedCache, BoundedDistinct, SlidingWindow
+from .rules.modes import BAN, OFF, Modes, Simulations
+from .rules.protection import REGISTRATION_HOLD, Protection, spoofable
+from .snapshots import Snapshots, _rfc3339
+from .state import IGNORED_USERS as _IGNORED_USERS
+from .state import (
+    MAX_CHALLENGES,
+    USERS_PER_SOURCE,
+    BanRecord,
+    MoreWindows,
+    Track,
+    WhitelistEntry,
+)
+from .windows import BoundedCache, BoundedDistinct
 
 log = logging.getLogger(__name__)
 
-USERS_PER_SOURCE = 32
-DOMAINS_PER_SOURCE = 8
 TICK_BUDGET = 256  # tracked sources examined per tick()
 SWEEP_BUDGET = 64  # ban / whitelist entries examined per tick()
 LRU_SLACK = 4096  # stale LRU entries tolerated beyond the number of tracked sources
 
-_V6 = 1 << 128
-_ALL128 = _V6 - 1
 _INF = math.inf
-_IGNORED_USERS = frozenset(("", "unknown"))
 
 _PRE_REGISTER = Kind.PRE_REGISTER
 _REGISTER_ATTEMPT = Kind.REGISTER_ATTEMPT
@@ -81,6 +97,8 @@ _REGISTER = Kind.REGISTER
 _REGISTER_FAILURE = Kind.REGISTER_FAILURE
 _WRONG_CALL_STATE = Kind.WRONG_CALL_STATE
 _CHANNEL_CREATE = Kind.CHANNEL_CREATE
+_HANGUP = Kind.HANGUP
+_UNREGISTER = Kind.UNREGISTER
 _OTHER = Kind.OTHER
 
 _EVENT_NAMES = {
@@ -90,129 +108,13 @@ _EVENT_NAMES = {
     Kind.REGISTER_FAILURE: "sofia::register_failure",
     Kind.WRONG_CALL_STATE: "sofia::wrong_call_state",
     Kind.CHANNEL_CREATE: "CHANNEL_CREATE",
+    Kind.HANGUP: "CHANNEL_HANGUP_COMPLETE",
 }
 
 Output = BanDecision | KillCall
 
 
-class Window(SlidingWindow, gc=False):
-    """One sliding window of one rule for one source, with who was involved.
-
-    `users` / `domains` hold a single string until a second distinct one shows
-    up (most sources only ever use one): a list costs 64+ bytes per source.
-    """
-
-    users: str | list[str] | None = None
-    domains: str | list[str] | None = None
-
-    def _fresh(self) -> None:  # a new burst: forget the old details
-        self.users = None
-        self.domains = None
-
-    def note(self, user: str, domain: str) -> None:
-        # written out (and no store when nothing changes): this runs on every counted event
-        if user not in _IGNORED_USERS:
-            users = self.users
-            if users is None:
-                self.users = user
-            elif users is not user and users != user:
-                self.users = _add_capped(users, user, USERS_PER_SOURCE)
-        if domain:
-            domains = self.domains
-            if domains is None:
-                self.domains = domain
-            elif domains is not domain and domains != domain:
-                self.domains = _add_capped(domains, domain, DOMAINS_PER_SOURCE)
-
-    def user_list(self) -> list[str]:
-        return _as_list(self.users)
-
-    def domain_list(self) -> list[str]:
-        return _as_list(self.domains)
-
-
-class FailWindow(Window, gc=False):
-    """The failed-auth window, plus who failed when (distinct users) and the
-    digest username of the last FORBIDDEN register_attempt, which names the account
-    of the register_failure that follows (whose to-user is the dialled number for an
-    INVITE)."""
-
-    pending_user: str = ""
-    seen: BoundedDistinct | None = None
-
-
-def _add_capped(current: str | list[str] | None, item: str, cap: int) -> str | list[str]:
-    if current is None or current == item:
-        return item
-    if isinstance(current, str):
-        return [current, item]
-    if item not in current and len(current) < cap:
-        current.append(item)
-    return current
-
-
-def _as_list(value: str | list[str] | None) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return list(value)
-
-
-class MoreWindows(msgspec.Struct, gc=False):
-    """A source's windows other than the registration-rate one, allocated on first use."""
-
-    call: Window | None = None
-    fail: FailWindow | None = None
-    wcs: Window | None = None
-
-    def fail_window(self) -> FailWindow:
-        if self.fail is None:
-            self.fail = FailWindow()
-        return self.fail
-
-    def wcs_window(self) -> Window:
-        if self.wcs is None:
-            self.wcs = Window()
-        return self.wcs
-
-    def call_window(self) -> Window:
-        if self.call is None:
-            self.call = Window()
-        return self.call
-
-
-class Track(Window, gc=False):
-    """Everything counted for one source, in one 56-byte object when the source
-    only sent registrations (a spoofed flood). The track itself is the
-    registration-rate window; `more` holds the other windows. `last` is the
-    `now` of the latest touch (its identity marks the current LRU entry)."""
-
-    last: float = 0.0
-    more: MoreWindows | None = None
-
-
-class BanRecord:
-    __slots__ = ("count", "last", "until")
-
-    def __init__(self) -> None:
-        self.until = 0.0  # monotonic; inf = permanent
-        self.count = 0  # bans within the recidive window, this one included
-        self.last = -_INF  # monotonic time of the last ban
-
-
-class WhitelistEntry:
-    __slots__ = ("added", "domain", "expires", "last_seen", "user")
-
-    def __init__(self, added: float, now: float, ttl: float, user: str, domain: str) -> None:
-        self.added = added  # wall time
-        self.last_seen = now
-        self.expires = now + ttl
-        self.user = user
-        self.domain = domain
-
-
-class DetectionEngine:
+class DetectionEngine(SourceKeys, Snapshots):
     """Runs fsguard's detection rules over the events of one shard."""
 
     def __init__(
@@ -233,7 +135,9 @@ class DetectionEngine:
         self._id_prefix = f"w{worker_index}-{os.getpid()}-"
         self._clock = clock
         self._wallclock = wallclock
-        self._decoder = EventDecoder()
+        # the bare_ip rule reads one more header: decoded only when it runs
+        bare = sec.rules.mode_of(rules.BARE_IP) != OFF
+        self._decoder = EventDecoder(HostEvent if bare else Event)
         self._decode = self._decoder.decode_fast
 
         self._trusted = NetworkSet()
@@ -249,9 +153,19 @@ class DetectionEngine:
             net = ipaddress.ip_network(cidr.strip(), strict=False)
             if isinstance(net, ipaddress.IPv6Network):
                 self._trusted_v6.append(net)
-        self._scanner = rules.ScannerMatcher(sec.scanner_user_agents)
+        self._modes = Modes(sec.rules)
+        on = self._modes.active
+        self._scanner = rules.ScannerMatcher(sec.scanner_user_agents)  # gated by mode in _ban
+        # in ban mode a scanner's registration never gets past _instant: no second match
+        self._scanner_not_ban = self._modes[rules.SCANNER_UA] != BAN
         self._untrusted = rules.UntrustedMatcher(sec.untrusted_networks)
         self._toll = rules.TollFraudMatcher(sec.toll_fraud)
+        self._toll.enabled = self._toll.enabled and on(rules.TOLL_FRAUD)
+        self._bare = rules.BareIpMatcher(sec.bare_ip.allowed_hosts)
+        self._bare_on = on(rules.BARE_IP)
+        self._ext = sec.extension_scan
+        self._ext_cause = rules.CauseMatcher(self._ext.hangup_causes)
+        self._ext_on = on(rules.EXTENSION_SCAN)
 
         self._prefix = min(128, max(48, sec.ipv6_ban_prefix))
         self._v6_mask = _ALL128 ^ ((1 << (128 - self._prefix)) - 1)
@@ -269,6 +183,7 @@ class DetectionEngine:
             self._enum.window if self._enum.enabled else 0.0,
             self._rl.registration_window,
             self._rl.call_rate_interval,
+            self._ext.window if self._ext_on else 0.0,
         )
 
         self._tracks: dict[int, Track] = {}
@@ -280,6 +195,8 @@ class DetectionEngine:
         self._bans: OrderedDict[int, BanRecord] = OrderedDict()
         self._learned: OrderedDict[int, WhitelistEntry] = OrderedDict()
         self._manual: dict[int, float] = {}  # whitelist entries from the firewall
+        self._protection = Protection(self._cap)
+        self._sims = Simulations(self._cap)
         self._wl_nets = NetworkWhitelist(wallclock)  # whitelisted networks (netlist.py)
         self._out: list[Output] = []
         self._seq = 0
@@ -304,9 +221,15 @@ class DetectionEngine:
                 "registrations",
                 "failed_registrations",
                 "wrong_call_states",
+                # issue 12
+                "spoofing_suspected",
+                "simulated",
+                "extension_scan_calls",
             ),
             0,
         )
+        self._spoofing_by_rule: dict[str, int] = {}
+        self._spoof_log = LogRateLimiter(10.0)
         self._untrusted_entries: list[str] = list(sec.untrusted_networks)
 
     # --- public interface ----------------------------------------------------------
@@ -416,6 +339,12 @@ class DetectionEngine:
     def untrusted_patterns(self) -> list[str]:
         return list(self._untrusted_entries)
 
+    def set_gateways(self, addresses: list[str]) -> int:
+        """The FreeSWITCH gateways' addresses (protected sources); returns how many parsed."""
+        keys = [k for k in map(self._key_of_text, addresses) if k is not None]
+        self._protection.set_gateways(keys, addresses)
+        return len(keys)
+
     def tick(self) -> None:
         """Expire a bounded number of idle entries (no full sweep)."""
         now = self._clock()
@@ -447,6 +376,7 @@ class DetectionEngine:
                 del bans[key]
             else:
                 bans.move_to_end(key)
+        self._protection.sweep(now, SWEEP_BUDGET)
         learned = self._learned
         for _ in range(min(SWEEP_BUDGET, len(learned))):
             key, entry = next(iter(learned.items()))
@@ -469,97 +399,15 @@ class DetectionEngine:
         data["whitelist_networks"] = len(self._wl_nets)
         data["whitelist_network_skipped"] = self._wl_nets.skipped
         data["bad_config_entries"] = self._bad_config
+        data.update({f"protected_{k}": v for k, v in self._protection.counts().items()})
         return data
 
-    def _snapshot(
-        self,
-        pick: Callable[[Track], Any],
-        window: float,
-        render: Callable[[Any, int, float, Callable[[float], str]], dict[str, Any]],
-    ) -> dict[str, dict[str, Any]]:
-        """ip -> render(win, live count, now, wall-clock formatter) for every source whose
-        picked window still holds events (the Go snapshot endpoints)."""
-        now = self._clock()
-        wall = self._wall_of(now)
-        out: dict[str, dict[str, Any]] = {}
-        for key, tr in self._tracks.items():
-            win = pick(tr)
-            if win is None:
-                continue
-            count = win.trim(now, window)
-            if count:
-                out[self._key_text(key)] = render(win, count, now, wall)
-        return out
-
-    def failed_snapshot(self) -> dict[str, dict[str, Any]]:
-        """GET /security/failed: ip -> {count, firstAttempt, lastAttempt, userIds, domains}."""
-        window = self._sec.failed_attempts_window
-        return self._snapshot(
-            lambda tr: tr.more.fail if tr.more else None,
-            window,
-            lambda win, count, now, wall: {
-                "count": count,
-                "firstAttempt": wall(win.oldest()),
-                "lastAttempt": wall(win.newest()),
-                "userIds": win.seen.items_since(now - window) if win.seen else [],
-                "domains": win.domain_list(),
-            },
-        )
-
-    def wrong_call_state_snapshot(self) -> dict[str, dict[str, Any]]:
-        """GET /security/wrong-call-states: ip -> {count, firstAttempt, lastAttempt, userIds}."""
-        return self._snapshot(
-            lambda tr: tr.more.wcs if tr.more else None,
-            self._sec.wrong_call_state_window,
-            lambda win, count, now, wall: {
-                "count": count,
-                "firstAttempt": wall(win.oldest()),
-                "lastAttempt": wall(win.newest()),
-                "userIds": win.user_list(),
-            },
-        )
-
-    def rate_snapshot(self, kind: str) -> dict[str, dict[str, Any]]:
-        """kind: "calls" or "registrations"."""
-        if kind == "calls":
-            window = self._rl.call_rate_interval
-            pick: Callable[[Track], Any] = lambda tr: tr.more.call if tr.more else None  # noqa: E731
-        elif kind == "registrations":
-            window = self._rl.registration_window
-            pick = lambda tr: tr  # noqa: E731  (the registration window lives in the Track)
-        else:
-            raise ValueError(f"unknown rate kind: {kind!r}")
-        return self._snapshot(
-            pick,
-            window,
-            lambda win, count, now, wall: {
-                "count": count,
-                "firstRequest": wall(win.oldest()),
-                "lastRequest": wall(win.newest()),
-                "userIds": win.user_list(),
-                "domains": win.domain_list(),
-            },
-        )
-
-    def whitelist_snapshot(self) -> dict[str, dict[str, Any]]:
-        """Learned whitelist: ip -> {ip, addedAt, expiresAt, lastSeen, userId, domain, ...}."""
-        now = self._clock()
-        wall = self._wall_of(now)
-        out: dict[str, dict[str, Any]] = {}
-        for key, entry in self._learned.items():
-            if entry.expires <= now:
-                continue
-            ip = self._key_text(key)
-            out[ip] = {
-                "ip": ip,
-                "addedAt": _rfc3339(entry.added),
-                "expiresAt": wall(entry.expires),
-                "lastSeen": wall(entry.last_seen),
-                "userId": entry.user,
-                "domain": entry.domain,
-                "permanent": False,
-            }
-        return out
+    def rule_stats(self) -> dict[str, dict[str, int]]:
+        """Per-rule counters that are not decisions sent to the firewall."""
+        return {
+            "simulated_by_rule": dict(self._sims.by_rule),
+            "spoofing_by_rule": dict(self._spoofing_by_rule),
+        }
 
     # --- dispatch ----------------------------------------------------------------------
 
@@ -573,64 +421,90 @@ class DetectionEngine:
             self._on_failure(ev, addr, key, now, read_ts)
         elif kind is _WRONG_CALL_STATE:
             self._on_wrong_call_state(ev, addr, key, now, read_ts)
+        elif kind is _HANGUP:
+            self._on_hangup(ev, addr, key, now, read_ts)
+        elif kind is _UNREGISTER:
+            self._protection.unregistered(key, text(ev.username) or text(ev.to_user))
         else:
             self._on_attempt(kind, ev, addr, key, now, read_ts)
 
     def _instant(
         self, kind: Kind, ev: Event, ua: str, addr: IPAddress, key: int, now: float, read_ts: float
     ) -> str:
-        """Rules that ban on a single event: untrusted source network, scanner UA.
+        """Rules that ban on a single event: untrusted source network, scanner UA, bare IP.
 
-        Returns the kill reason when one matched ("" otherwise), whether or not a
-        decision was emitted (auto-block off, already banned).
+        Returns the kill reason when one acted ("" otherwise), whether or not a
+        decision was emitted (auto-block off, already banned, protected source).
         """
         untrusted = self._untrusted
         if untrusted.has_networks:
             net = untrusted.network(addr)
-            if net:
-                self._ban(
-                    key,
-                    addr,
-                    rules.UNTRUSTED_NETWORK,
-                    rules.reason_untrusted_network(net),
-                    self._sec.block_duration,
-                    now,
-                    read_ts,
-                    ev,
-                    kind,
-                    ua=ua,
-                    evidence={"network": net},
-                )
+            if net and self._ban(
+                key,
+                addr,
+                rules.UNTRUSTED_NETWORK,
+                rules.reason_untrusted_network(net),
+                self._sec.block_duration,
+                now,
+                read_ts,
+                ev,
+                kind,
+                ua=ua,
+                evidence={"network": net},
+            ):
                 return "untrusted-network"
         if ua:
             pattern = self._scanner.match(ua)
-            if pattern:
-                self._ban(
-                    key,
-                    addr,
-                    rules.SCANNER_UA,
-                    rules.reason_scanner(ua),
-                    self._sec.block_duration,
-                    now,
-                    read_ts,
-                    ev,
-                    kind,
-                    ua=ua,
-                    user=_user_of(kind, ev),
-                    evidence={"pattern": pattern},
-                )
+            if pattern and self._ban(
+                key,
+                addr,
+                rules.SCANNER_UA,
+                rules.reason_scanner(ua),
+                self._sec.block_duration,
+                now,
+                read_ts,
+                ev,
+                kind,
+                ua=ua,
+                user=_user_of(kind, ev),
+                evidence={"pattern": pattern},
+            ):
                 return "scanner"
+        if self._bare_on:
+            host = _request_host(kind, ev)
+            literal = self._bare.match(host) if host else ""
+            if literal and self._ban(
+                key,
+                addr,
+                rules.BARE_IP,
+                rules.reason_bare_ip(literal),
+                self._sec.block_duration,
+                now,
+                read_ts,
+                ev,
+                kind,
+                ua=ua,
+                user=_user_of(kind, ev),
+                evidence={"host": literal},
+            ):
+                return "bare-ip"
         return ""
 
     def _on_attempt(
         self, kind: Kind, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float
     ) -> None:
-        """sofia::pre_register / register_attempt: scanners and the registration rate."""
+        """sofia::pre_register / register_attempt: scanners and the registration rate.
+
+        One REGISTER exchange is one registration: the challenge (pre_register) counts,
+        the register_attempt answering it does not; an attempt with no challenge
+        outstanding (a reused nonce) counts. An unanswered challenge counts once.
+        """
         ua = text(ev.user_agent)
         if self._instant(kind, ev, ua, addr, key, now, read_ts):
             return
         tr: Track | None = None
-        if kind is _REGISTER_ATTEMPT and ev.auth_result == "FORBIDDEN":
+        attempt = kind is _REGISTER_ATTEMPT
+        if attempt and ev.auth_result == "FORBIDDEN":
             # counted once, on the register_failure that follows; remember the account
             tr = self._track(key, now)
             fail = self._more(tr).fail_window()
@@ -638,12 +512,24 @@ class DetectionEngine:
         rl = self._rl
         if not self._rate_on or rl.registration_limit <= 0:
             return
-        if rl.whitelist_bypass and self._whitelisted(key, now):
+        if rl.whitelist_bypass and (
+            self._whitelisted(key, now) or self._protection.why(key, now)
+        ):
             return
         if tr is None:
             tr = self._track(key, now)
         win = tr  # the registration window is the track itself
-        n = win.hit(now, rl.registration_window, rl.registration_limit + 1)
+        if attempt:
+            if tr.challenges:
+                if win.trim(now, rl.registration_window):
+                    tr.challenges -= 1  # the answer to a counted challenge
+                    return
+                tr.challenges = 0  # challenges older than the window: forget them
+            n = win.hit(now, rl.registration_window, rl.registration_limit + 1)
+        else:
+            n = win.hit(now, rl.registration_window, rl.registration_limit + 1)
+            if tr.challenges < MAX_CHALLENGES:
+                tr.challenges += 1
         win.note(self._intern(_user_of(kind, ev)), self._intern(text(ev.from_host)))
         if n > rl.registration_limit and rl.auto_block_on_exceed:
             self._ban(
@@ -670,15 +556,21 @@ class DetectionEngine:
     def _on_register(
         self, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float
     ) -> None:
-        """sofia::register (success): whitelist the source, unless it is a scanner."""
+        """sofia::register (success): protect and whitelist the source, unless a scanner."""
         self._c["registrations"] += 1
         ua = text(ev.user_agent)
-        if self._instant(_REGISTER, ev, ua, addr, key, now, read_ts):
-            return  # a scanner that cracked a password: banned, never whitelisted
-        if not self._sec.auto_whitelist_on_success or self._banned(key, now):
+        if self._instant(_REGISTER, ev, ua, addr, key, now, read_ts) or (
+            self._scanner_not_ban and self._scanner.match(ua)
+        ):
+            return  # a scanner that cracked a password: never protected nor whitelisted
+        if self._banned(key, now):
+            return
+        user = text(ev.username) or text(ev.to_user)
+        # held until sofia::unregister / sofia::expire, or REGISTRATION_HOLD without news
+        self._protection.registered(key, user, now + REGISTRATION_HOLD)
+        if not self._sec.auto_whitelist_on_success:
             return
         entry = self._learned.get(key)
-        user = text(ev.username) or text(ev.to_user)
         domain = text(ev.from_host) or self._default_domain
         if entry is None:
             self._learned[key] = WhitelistEntry(
@@ -694,6 +586,39 @@ class DetectionEngine:
             entry.domain = domain
             self._learned.move_to_end(key)
 
+    def _on_hangup(self, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float) -> None:
+        """CHANNEL_HANGUP_COMPLETE of a sofia leg: extension scanning."""
+        if not self._ext_on or not ev.sip_network_ip or not self._ext_cause(ev.hangup_cause):
+            return
+        self._c["extension_scan_calls"] += 1
+        ext = self._ext
+        tr = self._track(key, now)
+        win = self._more(tr).ext_window()
+        n = win.hit(now, ext.window, ext.max_failed_calls)
+        destination = self._intern(text(ev.destination))
+        win.note(destination, "")
+        if n < ext.max_failed_calls:
+            return
+        self._ban(
+            key,
+            addr,
+            rules.EXTENSION_SCAN,
+            rules.reason_extension_scan(n, ext.window),
+            self._sec.block_duration,
+            now,
+            read_ts,
+            ev,
+            _HANGUP,
+            ua=text(ev.sip_user_agent),
+            user=_user_of(_HANGUP, ev),
+            count=n,
+            evidence={
+                "destinations": win.user_list(),
+                "hangup_cause": ev.hangup_cause,
+                "window": ext.window,
+            },
+        )
+
     def _on_failure(self, ev: Event, addr: IPAddress, key: int, now: float, read_ts: float) -> None:
         """sofia::register_failure (REGISTER and INVITE): untrusted domain,
         enumeration, failed-auth window."""
@@ -705,21 +630,20 @@ class DetectionEngine:
         sec = self._sec
         host = text(ev.to_host) or text(ev.from_host) or self._default_domain
         bad = self._untrusted.domain(host)
-        if bad:
-            self._ban(
-                key,
-                addr,
-                rules.UNTRUSTED_DOMAIN,
-                rules.reason_failed_untrusted(bad),
-                sec.block_duration,
-                now,
-                read_ts,
-                ev,
-                kind,
-                ua=ua,
-                user=text(ev.to_user),
-                evidence={"domain": bad},
-            )
+        if bad and self._ban(
+            key,
+            addr,
+            rules.UNTRUSTED_DOMAIN,
+            rules.reason_failed_untrusted(bad),
+            sec.block_duration,
+            now,
+            read_ts,
+            ev,
+            kind,
+            ua=ua,
+            user=text(ev.to_user),
+            evidence={"domain": bad},
+        ):
             return
         tr = self._track(key, now)
         win = self._more(tr).fail_window()
@@ -735,7 +659,7 @@ class DetectionEngine:
             distinct = users.count_since(now - enum.window)
             if distinct >= enum.max_distinct_users:
                 names = users.items_since(now - enum.window)
-                self._ban(
+                if self._ban(
                     key,
                     addr,
                     rules.ENUMERATION,
@@ -749,8 +673,8 @@ class DetectionEngine:
                     user=user,
                     count=distinct,
                     evidence={"users": names, "window": enum.window},
-                )
-                return
+                ):
+                    return
         limit = sec.max_failed_attempts
         if limit <= 0:
             return
@@ -830,25 +754,26 @@ class DetectionEngine:
         destination = text(ev.destination)
         user = _user_of(kind, ev)
         sec = self._sec
-        if self._toll.match(ev.sofia_profile, ev.caller_context, destination, ev.sip_authorized):
-            self._ban(
-                key,
-                addr,
-                rules.TOLL_FRAUD,
-                rules.reason_toll_fraud(destination, ev.sofia_profile, ev.caller_context),
-                sec.block_duration,
-                now,
-                read_ts,
-                ev,
-                kind,
-                ua=ua,
-                user=user,
-                evidence={
-                    "destination": destination,
-                    "profile": ev.sofia_profile,
-                    "context": ev.caller_context,
-                },
-            )
+        if self._toll.match(
+            ev.sofia_profile, ev.caller_context, destination, ev.sip_authorized
+        ) and self._ban(
+            key,
+            addr,
+            rules.TOLL_FRAUD,
+            rules.reason_toll_fraud(destination, ev.sofia_profile, ev.caller_context),
+            sec.block_duration,
+            now,
+            read_ts,
+            ev,
+            kind,
+            ua=ua,
+            user=user,
+            evidence={
+                "destination": destination,
+                "profile": ev.sofia_profile,
+                "context": ev.caller_context,
+            },
+        ):
             self._kill(uuid, "toll-fraud")
             return
         why = self._instant(kind, ev, ua, addr, key, now, read_ts)
@@ -857,27 +782,28 @@ class DetectionEngine:
             return
         from_host = text(ev.sip_from_host)
         bad = self._untrusted.domain(from_host)
-        if bad:
-            self._ban(
-                key,
-                addr,
-                rules.UNTRUSTED_DOMAIN,
-                rules.reason_call_untrusted(bad),
-                sec.block_duration,
-                now,
-                read_ts,
-                ev,
-                kind,
-                ua=ua,
-                user=user,
-                evidence={"domain": bad},
-            )
+        if bad and self._ban(
+            key,
+            addr,
+            rules.UNTRUSTED_DOMAIN,
+            rules.reason_call_untrusted(bad),
+            sec.block_duration,
+            now,
+            read_ts,
+            ev,
+            kind,
+            ua=ua,
+            user=user,
+            evidence={"domain": bad},
+        ):
             self._kill(uuid, "untrusted-domain")
             return
         rl = self._rl
         if not self._rate_on or rl.call_rate_limit <= 0:
             return
-        if rl.whitelist_bypass and self._whitelisted(key, now):
+        if rl.whitelist_bypass and (
+            self._whitelisted(key, now) or self._protection.why(key, now)
+        ):
             return
         tr = self._track(key, now)
         win = self._more(tr).call_window()
@@ -885,27 +811,30 @@ class DetectionEngine:
         win.note(self._intern(user), self._intern(from_host))
         if n <= rl.call_rate_limit:
             return
-        self._kill(uuid, "rate-limited")
-        if rl.auto_block_on_exceed:
-            self._ban(
-                key,
-                addr,
-                rules.CALL_RATE,
-                rules.reason_rate("call", n, rl.call_rate_interval),
-                rl.block_duration,
-                now,
-                read_ts,
-                ev,
-                kind,
-                ua=ua,
-                user=user,
-                count=n,
-                evidence={
-                    "users": win.user_list(),
-                    "domains": win.domain_list(),
-                    "window": rl.call_rate_interval,
-                },
-            )
+        if not rl.auto_block_on_exceed:
+            if self._modes[rules.CALL_RATE] == BAN:
+                self._kill(uuid, "rate-limited")
+            return
+        if self._ban(
+            key,
+            addr,
+            rules.CALL_RATE,
+            rules.reason_rate("call", n, rl.call_rate_interval),
+            rl.block_duration,
+            now,
+            read_ts,
+            ev,
+            kind,
+            ua=ua,
+            user=user,
+            count=n,
+            evidence={
+                "users": win.user_list(),
+                "domains": win.domain_list(),
+                "window": rl.call_rate_interval,
+            },
+        ):
+            self._kill(uuid, "rate-limited")
 
     # --- state helpers -------------------------------------------------------------------
 
@@ -1010,14 +939,30 @@ class DetectionEngine:
         user: str = "",
         count: int = 1,
         evidence: dict[str, Any] | None = None,
-    ) -> None:
-        """Emit one decision per crossing: nothing while a ban of the key is active."""
+    ) -> bool:
+        """Emit one decision per crossing: nothing while a ban of the key is active.
+
+        Returns whether the rule acts (the caller kills the call): False when the rule
+        is off or simulated; True otherwise, even when no decision is emitted (auto-block
+        off, already banned, a protected source behind a spoofable event).
+        """
+        mode = self._modes[rule]
+        if mode == OFF:
+            return False
+        if spoofable(kind, ev):
+            why = self._protected(key, now)
+            if why:
+                self._suspect_spoofing(rule, key, why, kind, ua)
+                return True
+        if mode != BAN:
+            self._simulate(key, rule, reason, base_duration, now, read_ts, kind, ua, user, count)
+            return False
         if not self._sec.auto_block_enabled:
             self._c["suppressed"] += 1
-            return
+            return True
         rec = self._bans.get(key)
         if rec is not None and rec.until > now:
-            return
+            return True
         prior = 0
         if rec is None:
             rec = self._new_ban_record(key)
@@ -1062,6 +1007,68 @@ class DetectionEngine:
             )
         )
         self._c["decisions"] += 1
+        return True
+
+    def _protected(self, key: int, now: float) -> str:
+        why = self._protection.why(key, now)
+        if why:
+            return why
+        until = self._manual.get(key)
+        return "whitelist" if until is not None and until > now else ""
+
+    def _suspect_spoofing(self, rule: str, key: int, why: str, kind: Kind, ua: str) -> None:
+        """A single unauthenticated event against a protected source: counted and logged."""
+        self._c["spoofing_suspected"] += 1
+        by_rule = self._spoofing_by_rule
+        by_rule[rule] = by_rule.get(rule, 0) + 1
+        if self._spoof_log.allow(rule):
+            log.warning(
+                "suspected spoofing: %s on %s from protected source %s (%s): not banned",
+                rule, _EVENT_NAMES.get(kind, ""), self._key_text(key), why,
+            )  # fmt: skip
+
+    def _simulate(
+        self,
+        key: int,
+        rule: str,
+        reason: str,
+        duration: float,
+        now: float,
+        read_ts: float,
+        kind: Kind,
+        ua: str,
+        user: str,
+        count: int,
+    ) -> None:
+        """A simulated rule's decision: recorded and emitted as source="simulated" (the
+        worker logs and audits it, never sends it to the firewall)."""
+        sims = self._sims
+        if sims.active(key, rule, now):
+            return
+        until = _INF if duration <= 0 else now + duration
+        ip = self._key_text(key)
+        self._seq += 1
+        decision = BanDecision(
+            id=f"{self._id_prefix}{self._seq}",
+            ip=ip,
+            rule=rule,
+            reason=reason,
+            duration=duration,
+            user=user if user not in _IGNORED_USERS else "",
+            user_agent=ua,
+            evidence_count=count,
+            evidence={"events": [_EVENT_NAMES.get(kind, "")], "simulated": True},
+            source="simulated",
+            event_ts=read_ts,
+            worker=self._worker,
+        )
+        sims.record(key, rule, until, {
+            "ip": ip, "rule": rule, "reason": reason, "duration": duration,
+            "user": decision.user, "userAgent": ua, "count": count,
+            "time": _rfc3339(self._wallclock()), "simulated": True,
+        })  # fmt: skip
+        self._c["simulated"] += 1
+        self._out.append(decision)
 
     def _kill(self, uuid: str, reason: str) -> None:
         if uuid:
@@ -1075,69 +1082,26 @@ class DetectionEngine:
             return value
         return shared
 
-    # --- keys ----------------------------------------------------------------------------
-
-    def _key(self, addr: IPAddress) -> int:
-        if addr.version == 4:
-            return int(addr)
-        full = int(addr)
-        key = _V6 | (full & self._v6_mask)
-        if self._prefix < 128 and self._trusted_v6 and not self._prefix_is_safe(key):
-            return _V6 | full  # never aggregate over a trusted network
-        return key
-
-    def _prefix_is_safe(self, key: int) -> bool:
-        """True when the aggregated IPv6 prefix of `key` overlaps no trusted network."""
-        safe = self._prefix_safe.get(key)
-        if safe is None:
-            net = ipaddress.IPv6Network((key & _ALL128 & self._v6_mask, self._prefix))
-            safe = not any(net.overlaps(t) for t in self._trusted_v6)
-            self._prefix_safe.put(key, safe)
-        return safe
-
-    def _key_text(self, key: int) -> str:
-        if key < _V6:
-            return str(ipaddress.IPv4Address(key))
-        value = key & _ALL128
-        if self._prefix < 128 and value == value & self._v6_mask and self._prefix_is_safe(key):
-            return f"{ipaddress.IPv6Address(value)}/{self._prefix}"
-        return str(ipaddress.IPv6Address(value))
-
-    def _key_of_text(self, value: str) -> int | None:
-        """Key of an address or of a prefix as the firewall reports it."""
-        value = value.strip()
-        try:
-            if "/" not in value:
-                return self._key(parse_ip(value))
-            net = ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            return None
-        if net.prefixlen == net.max_prefixlen:
-            return self._key(parse_ip(str(net.network_address)))
-        if isinstance(net, ipaddress.IPv6Network) and net.prefixlen == self._prefix:
-            return _V6 | int(net.network_address)
-        return None
-
-    def _wall_of(self, now: float) -> Callable[[float], str]:
-        offset = self._wallclock() - now
-        return lambda t: _rfc3339(t + offset)
-
 
 def normalize_host(host: str) -> str:
     return rules.normalize_domain(host)
 
 
+def _request_host(kind: Kind, ev: Event) -> str:
+    """The To / Request-URI host (sofia's pre_register/register_attempt swap the names)."""
+    if kind is _CHANNEL_CREATE:
+        return text(ev.sip_req_host) if isinstance(ev, HostEvent) else ""
+    if kind is _REGISTER_FAILURE:
+        return text(ev.to_host)
+    if kind is _PRE_REGISTER or kind is _REGISTER_ATTEMPT:
+        return text(ev.from_host)
+    return ""
+
+
 def _user_of(kind: Kind, ev: Event) -> str:
     """The account an event is about (headers are swapped in sofia events)."""
-    if kind is _CHANNEL_CREATE:
+    if kind is _CHANNEL_CREATE or kind is _HANGUP:
         return text(ev.caller_username) or text(ev.sip_from_user)
     if kind is _WRONG_CALL_STATE:
         return text(ev.from_user_us)
     return text(ev.username) or text(ev.to_user)
-
-
-def _rfc3339(wall: float) -> str:
-    if not math.isfinite(wall):
-        return ""
-    stamp = datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="microseconds")
-    return stamp.replace("+00:00", "Z")

@@ -70,6 +70,7 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     caller_context: str = msgspec.field(name="Caller-Context", default="")
     sofia_profile: str = msgspec.field(name="variable_sofia_profile_name", default="")
     sip_authorized: str = msgspec.field(name="variable_sip_authorized", default="")
+    hangup_cause: str = msgspec.field(name="Hangup-Cause", default="")
     calling_file: str = msgspec.field(name="Event-Calling-File", default="")
     calling_function: str = msgspec.field(name="Event-Calling-Function", default="")
     # present only on events injected with `sendevent`
@@ -86,6 +87,13 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
         )
 
 
+class HostEvent(Event, kw_only=True, gc=False):
+    """`Event` plus the CHANNEL_CREATE request host, decoded only when the bare_ip rule
+    runs (every decoded field costs on every event)."""
+
+    sip_req_host: Text = msgspec.field(name="variable_sip_req_host", default="")
+
+
 class Kind(enum.IntEnum):
     """Event types the rules act on."""
 
@@ -96,6 +104,8 @@ class Kind(enum.IntEnum):
     REGISTER_FAILURE = 4
     WRONG_CALL_STATE = 5
     CHANNEL_CREATE = 6
+    UNREGISTER = 7
+    HANGUP = 8  # CHANNEL_HANGUP_COMPLETE
 
 
 _SUBCLASS_KIND: dict[str, Kind] = {
@@ -104,12 +114,15 @@ _SUBCLASS_KIND: dict[str, Kind] = {
     "sofia::register": Kind.REGISTER,
     "sofia::register_failure": Kind.REGISTER_FAILURE,
     "sofia::wrong_call_state": Kind.WRONG_CALL_STATE,
+    "sofia::unregister": Kind.UNREGISTER,
+    "sofia::expire": Kind.UNREGISTER,  # the registration ran out: same as unregistering
 }
 
 
 # Module constants: `Kind.X` goes through EnumType.__getattr__ (~75 ns on 3.11) on every event.
 _OTHER = Kind.OTHER
 _CHANNEL_CREATE = Kind.CHANNEL_CREATE
+_HANGUP = Kind.HANGUP
 
 
 def kind_of(ev: Event) -> Kind:
@@ -118,6 +131,8 @@ def kind_of(ev: Event) -> Kind:
         return _SUBCLASS_KIND.get(ev.event_subclass, _OTHER)
     if name == "CHANNEL_CREATE":
         return _CHANNEL_CREATE
+    if name == "CHANNEL_HANGUP_COMPLETE":
+        return _HANGUP
     return _OTHER
 
 
@@ -127,7 +142,7 @@ def maybe_relevant(body: bytes) -> bool:
     No false negatives for FreeSWITCH output (cJSON never escapes ASCII
     letters or ':'); false positives are resolved by the full decode.
     """
-    return b"sofia::" in body or b"CHANNEL_CREATE" in body
+    return b"sofia::" in body or b"CHANNEL_CREATE" in body or b"CHANNEL_HANGUP_COMPLETE" in body
 
 
 _FORGED_FILE = "mod_event_socket.c"
@@ -162,8 +177,9 @@ class EventDecoder:
     `fsguard_workers.repair` and counts what each body needed.
     """
 
-    def __init__(self) -> None:
-        self._decoder = msgspec.json.Decoder(Event)
+    def __init__(self, event_type: type[Event] = Event) -> None:
+        self._type = event_type
+        self._decoder = msgspec.json.Decoder(event_type)
         self.decode_fast = self._decoder.decode
         self.invalid_utf8 = 0  # repaired by sanitizing (invalid UTF-8, controls, surrogates)
         self.salvaged = 0  # structure broken: members picked out one by one
@@ -194,7 +210,7 @@ class EventDecoder:
         reason = "not a JSON event object, and no Event-Name could be salvaged"
         if "Event-Name" in members:
             try:
-                ev = msgspec.convert(members, Event)
+                ev = msgspec.convert(members, self._type)
             except msgspec.ValidationError as exc:
                 reason = f"salvaged members do not form an event: {exc}"
             else:
