@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 
 from shared import addresses
 from shared.control import PeerUnavailable, request
-from shared.esl_simulator import register_failure
+from shared.esl_simulator import Headers, register_failure
 from shared.iputil import shard_of
 from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
 from tests.system_helpers import fsguard_config, running_fsguard, wait_for
@@ -43,14 +43,14 @@ def _in_set(ns: str, ip: str) -> bool:
     return run_in(ns, ["ipset", "test", SET_NAME, ip], check=False).returncode == 0
 
 
-def _wait(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
+def _wait(predicate: Callable[[], object], timeout: float, interval: float = 0.01) -> bool:
     return wait_for(predicate, timeout, interval)
 
 
 PHONE_UA = "Yealink SIP-T46S 66.86.0.15"
 
 
-def _failures(ip: str, count: int) -> list[Any]:
+def _failures(ip: str, count: int) -> list[Headers]:
     """Failed registrations for one account from an ordinary phone's User-Agent."""
     return [register_failure(ip, user="1000", user_agent=PHONE_UA) for _ in range(count)]
 

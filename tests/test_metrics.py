@@ -24,7 +24,7 @@ from prometheus_client.samples import Sample
 
 from shared import addresses
 from shared.control import PeerUnavailable, request
-from shared.esl_simulator import register_failure
+from shared.esl_simulator import Headers, register_failure
 from shared.iputil import shard_of
 from tests.netns_helpers import requires_netns, socket_in
 from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard_as, wait_for
@@ -38,7 +38,7 @@ SET_NAME = "fsg-metrics"
 API_PORT = 18097
 
 
-def failures(ip: str, count: int, user_agent: str = PHONE_UA) -> list[Any]:
+def failures(ip: str, count: int, user_agent: str = PHONE_UA) -> list[Headers]:
     return [register_failure(ip, user="1000", user_agent=user_agent) for _ in range(count)]
 
 
