@@ -140,6 +140,8 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     )
     ipv6_ban_prefix: int = 128
     keep_foreign_entries: bool = False  # reconcile keeps kernel entries with no record
+    firewall_backend: str = "ipset"  # "ipset" (ipset + iptables, as Go) or "nftables"
+    nftables_table: str = "fsguard"  # the nftables backend's own `inet` table
     chandaemon: ChanDaemonConfig = msgspec.field(default_factory=ChanDaemonConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)
@@ -271,6 +273,13 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("SECURITY_RATE_LIMIT_BLOCK_DURATION", "security.rate_limit.block_duration", "duration"),
     ("SECURITY_RATE_LIMIT_WHITELIST_BYPASS", "security.rate_limit.whitelist_bypass", "bool"),
     ("SECURITY_RATE_LIMIT_CLEANUP_INTERVAL", "security.rate_limit.cleanup_interval", "duration"),
+)
+
+
+# fsguard-only keys (no Go equivalent), same rules as ENV_OVERRIDES.
+FSGUARD_ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
+    ("SECURITY_FIREWALL_BACKEND", "security.firewall_backend", "str"),
+    ("SECURITY_NFTABLES_TABLE", "security.nftables_table", "str"),
 )
 
 
@@ -483,7 +492,7 @@ def _parse_env(var: str, key: str, kind: str, text: str) -> Any:
 def _apply_env(config: Config, env: Mapping[str, str]) -> dict[str, str]:
     """Apply Go-named overrides; returns {dotted key: variable} for error messages."""
     origins: dict[str, str] = {}
-    for var, key, kind in ENV_OVERRIDES:
+    for var, key, kind in (*ENV_OVERRIDES, *FSGUARD_ENV_OVERRIDES):
         text = env.get(var, "")
         if text == "":
             continue  # Go: an empty variable counts as unset
@@ -498,6 +507,7 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> dict[str, str]:
 
 # ---- semantic validation -------------------------------------------------
 
+FIREWALL_BACKENDS = ("ipset", "nftables")
 _IPSET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,28}")
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,28}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -596,6 +606,8 @@ class _Validator:
             "1-28 characters of A-Z a-z 0-9 _ . - (room for the -v6 suffix)",
         )
         self.pattern("security.iptables_chain", _CHAIN_NAME, "1-28 characters of A-Z a-z 0-9 _ -")
+        self.choice("security.firewall_backend", FIREWALL_BACKENDS)
+        self.pattern("security.nftables_table", _CHAIN_NAME, "1-28 characters of A-Z a-z 0-9 _ -")
         self.choice("security.esl_log_level", LOG_LEVELS)
         self.choice("logging.level", LOG_LEVELS)
         self.choice("logging.format", LOG_FORMATS)

@@ -1,0 +1,383 @@
+"""nftables backend: fsguard's own `inet` table, two timeout sets, one input chain.
+
+Only nft_exec.py and this module run `nft`. Every batch of bans/unbans is one
+`nft -f -` transaction (atomic: all of it reaches the kernel or none), run without a
+shell and with a timeout. When nft refuses, its stderr names input lines; each line maps back to the
+element(s) it carries (nft_ruleset.Batch), those are reported failed and the batch is
+retried without them, so FirewallError.failed lists exactly what the kernel lacks.
+Sets are never flushed: changing their parameters rebuilds the table in one
+transaction that carries every element over (no instant without the drop rules).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from . import nft_ruleset as nr
+from .elements import to_element
+from .kernel import Element, FirewallError, Target, clamp_timeout
+from .nft_exec import INSTALL_HINT, MISSING, NftRunner
+
+if TYPE_CHECKING:
+    from .kernel import KernelFirewall
+    from .reconcile import ReconcileResult, _Bans
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8  # nft runs per batch: each retry drops at least one refused element
+
+
+class NftBackend(NftRunner):
+    """Single writer of fsguard's nftables table (same surface as KernelFirewall)."""
+
+    name = "nftables"
+
+    def __init__(
+        self,
+        table: str,
+        set_name: str,
+        *,
+        default_timeout: int,
+        dry_run: bool = False,
+        ipv6_prefix: int = 128,
+        command_timeout: float = 5.0,
+        list_timeout: float = 60.0,
+        command_prefix: Sequence[str] = (),
+    ) -> None:
+        if not 1 <= ipv6_prefix <= 128:
+            raise ValueError(f"ipv6_prefix must be 1..128, got {ipv6_prefix}")
+        super().__init__(
+            table,
+            dry_run=dry_run,
+            command_timeout=command_timeout,
+            list_timeout=list_timeout,
+            command_prefix=command_prefix,
+        )
+        self.spec = nr.table_spec(table, set_name, ipv6_prefix)
+        self.set_v4 = self.spec.v4.name
+        self.set_v6 = self.spec.v6.name
+        self.chain = nr.CHAIN
+        self.default_timeout = clamp_timeout(int(default_timeout))
+        self.ipv6_prefix = ipv6_prefix
+        self.updates_timeouts: bool | None = None  # probed by ensure (kernel >= 6.10)
+        self._dry: dict[str, float] = {}  # dry run: element -> expiry (0 = never)
+
+    def element(self, target: Target) -> Element:
+        return to_element(target, self.ipv6_prefix)
+
+    def _set_for(self, elem: Element) -> str:
+        return self.set_v4 if elem.version == 4 else self.set_v6
+
+    # --- setup -------------------------------------------------------------------------
+
+    def ensure(self) -> list[str]:
+        """Create the table if missing; rebuild it (keeping its elements) if it differs.
+
+        Returns the names of the sets whose parameters were migrated. Never flushes.
+        """
+        if self.dry_run:
+            self._transaction(self.spec.render(), "create table (if missing)")
+            return []
+        found = self._table_json(self.table, terse=True)
+        migrated: list[str] = []
+        if found is None:
+            self._transaction(self.spec.render(), "create table")
+            log.info(
+                "created nftables table inet %s (sets %s, %s; chain %s priority %d)",
+                self.table, self.set_v4, self.set_v6, nr.CHAIN, self.spec.priority,
+            )  # fmt: skip
+        else:
+            state = nr.parse_table(found)
+            diffs = nr.differences(self.spec, state)
+            if diffs:
+                migrated = self._migrate(state, diffs)
+        if self.updates_timeouts is None:
+            self.updates_timeouts = self._probe_timeout_update()
+        return migrated
+
+    def ensure_setup(self) -> None:
+        self.ensure()
+
+    def _migrate(self, state: nr.TableState, diffs: list[str]) -> list[str]:
+        """Replace the table by the wanted one in one transaction, elements carried over."""
+        keep: dict[str, tuple[Element, int]] = {}
+        dropped = 0
+        for name in (n for n in (self.set_v4, self.set_v6) if n in state.sets):
+            for text, remaining in self._list_set(name):
+                parsed = _parse(text)
+                try:
+                    if parsed is None or isinstance(parsed, ipaddress.IPv4Network):
+                        raise ValueError(text)
+                    elem = self.element(parsed)
+                except ValueError:
+                    dropped += 1
+                    continue
+                key = str(elem)
+                prev = keep.get(key)
+                if prev is None or (prev[1] != 0 and (remaining == 0 or remaining > prev[1])):
+                    keep[key] = (elem, remaining)
+        batch = nr.Batch()
+        self._blocks(batch, "add", [(i, e, t) for i, (e, t) in enumerate(keep.values())])
+        lines = [f"delete table inet {self.table}", *self.spec.render(), *batch.lines]
+        self._transaction(lines, "rebuild table")
+        changed = [s.name for s in (self.spec.v4, self.spec.v6) if state.sets.get(s.name) != s]
+        log.warning(
+            "rebuilt nftables table inet %s (%s); %d elements kept, %d not representable",
+            self.table, "; ".join(diffs), len(keep), dropped,
+        )  # fmt: skip
+        return changed
+
+    def _probe_timeout_update(self) -> bool:
+        """Whether `add element` re-arms an existing element's timeout (Linux >= 6.10).
+
+        Probed in a throwaway table; when it does not, bans are written as
+        add/delete/add so an extended ban is extended in the kernel too.
+        """
+        probe = f"{self.table}-probe"
+        with contextlib.suppress(FirewallError):
+            self._transaction([f"delete table inet {probe}"], "drop probe table")
+        try:
+            self._transaction(
+                [
+                    f"table inet {probe} {{ set p {{ type ipv4_addr; flags timeout; }}; }}",
+                    f"add element inet {probe} p {{ 192.0.2.0 timeout 60s }}",
+                ],
+                "probe",
+            )
+            self._transaction(
+                [f"add element inet {probe} p {{ 192.0.2.0 timeout 7200s }}"], "probe"
+            )
+            proc = self._run(["-j", "list", "set", "inet", probe, "p"])
+            members = nr.parse_set_elements(proc.stdout) if proc.returncode == 0 else []
+        finally:
+            with contextlib.suppress(FirewallError):
+                self._transaction([f"delete table inet {probe}"], "drop probe table")
+        updates = bool(members) and members[0][1] > 60
+        log.info(
+            "nft add element %s timeouts in place", "updates" if updates else "does not update"
+        )
+        return updates
+
+    def teardown(self) -> bool:
+        """Delete fsguard's table (sets, chain, rules) and nothing else; False if absent."""
+        existed = False
+        for table in (self.table, f"{self.table}-probe"):
+            if self.dry_run or self._table_json(table, terse=True) is not None:
+                self._transaction([f"delete table inet {table}"], "teardown")
+                existed = existed or table == self.table
+        return existed
+
+    # --- bans --------------------------------------------------------------------------
+
+    def _blocks(
+        self, batch: nr.Batch, verb: str, items: Sequence[tuple[int, Element, int | None]]
+    ) -> None:
+        """One `<verb> element` block per set, elements rendered from ipaddress objects."""
+        for name in (self.set_v4, self.set_v6):
+            rows = [(i, nr.render_element(e, t)) for i, e, t in items if self._set_for(e) == name]
+            batch.block(verb, self.table, name, rows)
+
+    def _render(self, items: list[tuple[Element, int | None]], subset: Sequence[int]) -> nr.Batch:
+        """The transaction for items[i] (timeout None = unban) over the indices `subset`."""
+        batch = nr.Batch()
+        bans = [(i, items[i][0], items[i][1]) for i in subset if items[i][1] is not None]
+        unbans = [(i, items[i][0], None) for i in subset if items[i][1] is None]
+        if not self.updates_timeouts and bans:
+            # Make the final add create the element afresh (old kernels keep the old timeout).
+            self._blocks(batch, "add", [(i, e, None) for i, e, _ in bans])
+            self._blocks(batch, "delete", [(i, e, None) for i, e, _ in bans])
+        self._blocks(batch, "add", bans)
+        # add-then-delete: deleting an element that is not there is not an error.
+        self._blocks(batch, "add", unbans)
+        self._blocks(batch, "delete", unbans)
+        return batch
+
+    def apply(self, bans: Sequence[tuple[Target, int]], unbans: Sequence[Target] = ()) -> int:
+        """Add `bans` (target, seconds; 0 = permanent), delete `unbans`, in one transaction.
+
+        Every element is validated first (ValueError/TypeError, nothing run). Returns
+        the number of elements applied; FirewallError lists those the kernel refused.
+        """
+        return self.apply_async(bans, unbans).wait()
+
+    def apply_async(
+        self, bans: Sequence[tuple[Target, int]], unbans: Sequence[Target] = ()
+    ) -> NftPending:
+        """Like `apply`, but returns once nft has its input; `wait()` gives the result."""
+        latest: dict[str, tuple[Element, int | None]] = {}
+        for target, timeout in bans:
+            elem = self.element(target)
+            latest[str(elem)] = (elem, clamp_timeout(int(timeout)))
+        unban_items: dict[str, tuple[Element, int | None]] = {}
+        for target in unbans:
+            elem = self.element(target)
+            unban_items[str(elem)] = (elem, None)
+        items = [*latest.values(), *unban_items.values()]
+        if not items:
+            return NftPending(self, items, None)
+        if self.dry_run:
+            self._dry_apply(items)
+            return NftPending(self, items, None)
+        if self.updates_timeouts is None:
+            self.updates_timeouts = False  # not probed (ensure not run): the safe form
+        batch = self._render(items, range(len(items)))
+        try:
+            proc = subprocess.Popen(
+                [*self.command_prefix, "nft", "-f", "-"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except FileNotFoundError as exc:
+            raise FirewallError(f"{exc.filename or 'nft'} not found: {INSTALL_HINT}") from exc
+        return NftPending(self, items, proc, batch)
+
+    def _dry_apply(self, items: list[tuple[Element, int | None]]) -> None:
+        batch = self._render(items, range(len(items)))
+        log.info("DRY RUN: would run nft -f - with %d elements:\n%s", len(items), batch.text())
+        now = time.time()
+        for elem, timeout in items:
+            if timeout is None:
+                self._dry.pop(str(elem), None)
+            else:
+                self._dry[str(elem)] = now + timeout if timeout else 0.0
+
+    def _finish(self, items: list[tuple[Element, int | None]], first: tuple[int, str]) -> int:
+        """Given the first run's (returncode, stderr), retry without refused elements."""
+        pending = list(range(len(items)))
+        failed: list[tuple[str, str]] = []
+        result: tuple[int, str] | None = first
+        last_error = ""
+        for _attempt in range(MAX_ATTEMPTS):
+            if result is None:
+                proc = self._run(["-f", "-"], stdin=self._render(items, pending).text())
+                result = (proc.returncode, proc.stderr)
+            returncode, stderr = result
+            result = None
+            if returncode == 0:
+                applied = len(pending)
+                break
+            last_error = stderr.strip()
+            batch = self._render(items, pending)
+            refused: dict[int, str] = {}
+            for line, message in nr.parse_errors(stderr):
+                for index in batch.owners_of(line):
+                    refused.setdefault(index, message)
+            if not refused:  # nothing located: the whole transaction failed as one
+                failed.extend((str(items[i][0]), last_error) for i in pending)
+                pending, applied = [], 0
+                break
+            failed.extend((str(items[i][0]), msg) for i, msg in sorted(refused.items()))
+            pending = [i for i in pending if i not in refused]
+            if not pending:
+                applied = 0
+                break
+        else:
+            note = f"not applied: nft refused {MAX_ATTEMPTS} retries; last: {last_error}"
+            failed.extend((str(items[i][0]), note) for i in pending)
+            applied = 0
+        if failed:
+            raise FirewallError(
+                f"nft: {len(failed)} of {len(items)} elements failed: {failed[0][1]}",
+                failed=failed,
+                applied=applied,
+            )
+        return applied
+
+    # --- reads -------------------------------------------------------------------------
+
+    def list_members(self) -> list[tuple[str, int]]:
+        """(element, remaining timeout seconds; 0 = permanent) for both sets."""
+        if self.dry_run:
+            now = time.time()
+            for elem, expires in list(self._dry.items()):
+                if expires and expires <= now:
+                    del self._dry[elem]
+            return [(e, max(1, int(x - now)) if x else 0) for e, x in self._dry.items()]
+        return [*self._list_set(self.set_v4), *self._list_set(self.set_v6)]
+
+    def contains(self, target: Target) -> bool:
+        """Whether the kernel set holds (or, for a prefix set, covers) this address."""
+        elem = self.element(target)
+        if self.dry_run:
+            expires = self._dry.get(str(elem))
+            return expires is not None and (expires == 0 or expires > time.time())
+        addr = elem.network_address if isinstance(elem, ipaddress.IPv6Network) else elem
+        name = self._set_for(elem)
+        proc = self._run(["get", "element", "inet", self.table, name, "{", str(addr), "}"])
+        if proc.returncode == 0:
+            return True
+        if f"Could not process rule: {MISSING}" in proc.stderr:
+            return False
+        raise FirewallError(f"nft get element {name} failed: {proc.stderr.strip()}")
+
+    # --- reconcile ---------------------------------------------------------------------
+
+    def reconcile(
+        self, bans: _Bans, *, keep_foreign: bool, refuse: Any, now: float | None = None
+    ) -> ReconcileResult:
+        """Ensure (migrating if needed), then the shared store <-> kernel repair."""
+        from .reconcile import reconcile
+
+        migrated = self.ensure()
+        # reconcile() uses only element/list_members/apply, which this class provides.
+        result = reconcile(
+            cast("KernelFirewall", self), bans, keep_foreign=keep_foreign, refuse=refuse, now=now
+        )
+        result.migrated = migrated
+        return result
+
+
+def _parse(text: str) -> Element | ipaddress.IPv4Network | None:
+    try:
+        if "/" in text:
+            net = ipaddress.ip_network(text, strict=False)
+            return net.network_address if net.prefixlen == net.max_prefixlen else net
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+class NftPending:
+    """An `nft -f -` under way (see NftBackend.apply_async)."""
+
+    def __init__(
+        self,
+        backend: NftBackend,
+        items: list[tuple[Element, int | None]],
+        proc: subprocess.Popen[str] | None,
+        batch: nr.Batch | None = None,
+    ) -> None:
+        self._backend = backend
+        self._items = items
+        self._proc = proc
+        if proc is not None and proc.stdin is not None and batch is not None:
+            stdin, proc.stdin = proc.stdin, None  # communicate() must not touch it again
+            with contextlib.suppress(BrokenPipeError):  # nft died: its stderr says why
+                stdin.write(batch.text())
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+
+    def wait(self) -> int:
+        """Elements applied; FirewallError (with .failed/.applied) as `apply` raises."""
+        proc = self._proc
+        if proc is None:
+            return len(self._items) if self._backend.dry_run else 0
+        try:
+            _, stderr = proc.communicate(timeout=self._backend.command_timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise FirewallError(
+                f"nft -f timed out after {self._backend.command_timeout}s",
+                failed=[(str(e), "timeout") for e, _ in self._items],
+                applied=0,
+            ) from exc
+        return self._backend._finish(self._items, (proc.returncode, stderr))

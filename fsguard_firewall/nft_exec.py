@@ -1,0 +1,132 @@
+"""Running `nft` for the nftables backend, and reading fsguard's table back.
+
+No shell, a timeout on every run, and one `nft -f -` transaction per write (atomic:
+all of it or none reaches the kernel).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import nft_ruleset as nr
+from .kernel import FirewallError
+
+log = logging.getLogger("fsguard_firewall.nft_backend")
+
+INSTALL_HINT = "install it (apt-get install nftables / dnf install nftables)"
+MISSING = "No such file or directory"
+LIST_READS = 6  # dumps of one set before giving up on a consistent one (see _list_set)
+
+
+class NftRunner:
+    """Runs nft (optionally under `command_prefix`, e.g. `ip netns exec NS`)."""
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        dry_run: bool = False,
+        command_timeout: float = 5.0,
+        list_timeout: float = 60.0,
+        command_prefix: Sequence[str] = (),
+    ) -> None:
+        self.table = table
+        self.dry_run = dry_run
+        self.command_timeout = command_timeout
+        self.list_timeout = max(list_timeout, command_timeout)
+        self.command_prefix = list(command_prefix)
+
+    def _run(
+        self, args: Sequence[str], *, stdin: str | None = None, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [*self.command_prefix, "nft", *args]
+        limit = timeout or self.command_timeout
+        try:
+            proc = subprocess.run(
+                argv, input=stdin, capture_output=True, text=True, timeout=limit, check=False
+            )
+        except FileNotFoundError as exc:
+            raise FirewallError(f"{exc.filename or 'nft'} not found: {INSTALL_HINT}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise FirewallError(f"nft {' '.join(args[:3])} timed out after {limit}s") from exc
+        if self.command_prefix and proc.returncode != 0 and "exec of" in proc.stderr:
+            raise FirewallError(f"nft not found: {INSTALL_HINT}: {proc.stderr.strip()}")
+        return proc
+
+    def _transaction(self, lines: Sequence[str], what: str) -> None:
+        """Run `lines` as one `nft -f -` transaction; FirewallError when refused."""
+        text = "\n".join(lines) + "\n"
+        if self.dry_run:
+            log.info("DRY RUN: would run nft -f - (%s):\n%s", what, text.rstrip())
+            return
+        proc = self._run(["-f", "-"], stdin=text)
+        if proc.returncode != 0:
+            raise FirewallError(
+                f"nft {what} failed (exit {proc.returncode}): {proc.stderr.strip()}"
+            )
+
+    def _table_json(self, table: str, *, terse: bool) -> str | None:
+        """`nft -j [-t] list table inet <table>`, or None when the table does not exist."""
+        proc = self._run(
+            ["-j", *(["-t"] if terse else []), "list", "table", "inet", table],
+            timeout=self.list_timeout,
+        )
+        if proc.returncode == 0:
+            return proc.stdout
+        if MISSING in proc.stderr:
+            return None
+        raise FirewallError(f"nft list table inet {table} failed: {proc.stderr.strip()}")
+
+    def _list_set(self, name: str) -> list[tuple[str, int]]:
+        """The elements of one set, from a consistent dump.
+
+        The kernel dumps a hash set in chunks, resuming by count; when it resizes the
+        hash table between chunks (it does so for a while after a bulk insert) the dump
+        repeats some elements and skips as many. A repeat is therefore the sign of an
+        inconsistent read: read again until a dump has none.
+        """
+        for attempt in range(LIST_READS):
+            proc = self._run(
+                ["-j", "list", "set", "inet", self.table, name], timeout=self.list_timeout
+            )
+            if proc.returncode != 0:
+                raise FirewallError(
+                    f"nft list set inet {self.table} {name} failed: {proc.stderr.strip()}"
+                )
+            members = nr.parse_set_elements(proc.stdout)
+            unique = dict(members)
+            if len(unique) == len(members):
+                return members
+            log.debug("nft list set %s: %d repeated elements, reading again",
+                      name, len(members) - len(unique))  # fmt: skip
+            time.sleep(0.2 * (attempt + 1))
+        log.warning("nft list set %s stayed inconsistent after %d reads", name, LIST_READS)
+        return list(unique.items())
+
+    def ruleset(self) -> dict[str, Any]:
+        """The table as the kernel has it, without elements (for status and the API)."""
+        text = None if self.dry_run else self._table_json(self.table, terse=True)
+        if text is None:
+            return {"table": f"inet {self.table}", "present": False, "rules": []}
+        state = nr.parse_table(text)
+        counters = []
+        for obj in json.loads(text).get("nftables", []):
+            rule = obj.get("rule") if isinstance(obj, dict) else None
+            if isinstance(rule, dict):
+                for stmt in rule.get("expr", []):
+                    if isinstance(stmt, dict) and isinstance(stmt.get("counter"), dict):
+                        counters.append(stmt["counter"])
+        rules = [" ".join(shape) for _, shape in state.rules]
+        return {
+            "table": f"inet {self.table}",
+            "present": True,
+            "chain": {k: state.chains.get(nr.CHAIN, {}).get(k) for k in ("hook", "prio", "policy")},
+            "sets": {n: {"type": s.type, "flags": list(s.flags)} for n, s in state.sets.items()},
+            "rules": rules,
+            "counters": counters,
+        }

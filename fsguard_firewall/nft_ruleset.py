@@ -1,0 +1,274 @@
+"""nftables text for fsguard's table, and parsers for what `nft` prints back.
+
+Pure functions: no process runs here (nft_backend.py runs them). Every element is
+rendered from an `ipaddress` object with `str()`, never from caller text: nft resolves
+anything that is not an address literal as a host name, so raw text could make it do
+DNS lookups or worse. Table, set and chain names are checked against NAME_RE.
+
+The ruleset (see docs/nftables.md for the priority choice):
+
+    table inet <table> {
+        set <name>    { type ipv4_addr; flags timeout; size 1000000; }
+        set <name>-v6 { type ipv6_addr; flags [interval,]timeout; size 1000000; }
+        chain input {
+            type filter hook input priority filter - 10; policy accept;
+            ip saddr @<name> counter drop
+            ip6 saddr @<name>-v6 counter drop
+        }
+    }
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .kernel import Element
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,28}$")
+CHAIN = "input"
+PRIORITY = -10  # `filter - 10`: before iptables-nft, ufw and firewalld filter chains
+SET_SIZE = 1_000_000  # as the ipset backend's maxelem
+# "/dev/stdin:12:1-9: Error: ..." (nft -f -); a file name when nft reads a file.
+_ERROR_RE = re.compile(r"^(?:[^:\n]*):(\d+):\d+(?:-\d+)?: Error: (.*)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """What fsguard wants (or found) for one set: nft type and sorted flags."""
+
+    name: str
+    type: str
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """The wanted ruleset of fsguard's table."""
+
+    table: str
+    v4: SetSpec
+    v6: SetSpec
+    priority: int = PRIORITY
+
+    def render(self) -> list[str]:
+        """`nft -f` lines that create the whole table (no elements)."""
+        sets = []
+        for spec in (self.v4, self.v6):
+            flags = ",".join(spec.flags)
+            sets.append(
+                f"  set {spec.name} {{ type {spec.type}; flags {flags}; size {SET_SIZE}; }}"
+            )
+        return [
+            f"table inet {self.table} {{",
+            *sets,
+            f"  chain {CHAIN} {{",
+            f"    type filter hook input priority {self.priority}; policy accept;",
+            f"    ip saddr @{self.v4.name} counter drop",
+            f"    ip6 saddr @{self.v6.name} counter drop",
+            "  }",
+            "}",
+        ]
+
+
+def table_spec(table: str, set_name: str, ipv6_prefix: int) -> TableSpec:
+    """The ruleset for these settings; ValueError for an unusable name."""
+    for what, name in (("nftables table", table), ("set", set_name)):
+        if not NAME_RE.match(name):
+            raise ValueError(f"invalid {what} name {name!r} (1-28 chars of A-Za-z0-9_.:-)")
+    v6_flags = ("interval", "timeout") if ipv6_prefix < 128 else ("timeout",)
+    return TableSpec(
+        table,
+        SetSpec(set_name, "ipv4_addr", ("timeout",)),
+        SetSpec(set_name + "-v6", "ipv6_addr", v6_flags),
+    )
+
+
+# --- element batches -----------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """An `nft -f` transaction and, per input line, the elements that line concerns.
+
+    A header line (`add element ... {`) concerns every element of its block, so an
+    error reported there (a missing set) fails the whole block, and nothing else.
+    """
+
+    lines: list[str] = field(default_factory=list)
+    owners: list[tuple[int, ...]] = field(default_factory=list)  # per line: element indices
+
+    def block(self, verb: str, table: str, set_name: str, items: Sequence[tuple[int, str]]) -> None:
+        """Append `<verb> element inet table set { ... }`, one element per line."""
+        if not items:
+            return
+        indices = tuple(i for i, _ in items)
+        self.lines.append(f"{verb} element inet {table} {set_name} {{")
+        self.owners.append(indices)
+        for pos, (index, text) in enumerate(items):
+            comma = "," if pos < len(items) - 1 else ""
+            self.lines.append(text + comma)
+            self.owners.append((index,))
+        self.lines.append("}")
+        self.owners.append(indices)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+    def owners_of(self, line: int) -> tuple[int, ...]:
+        """Element indices a 1-based line number concerns (() when out of range)."""
+        if 1 <= line <= len(self.owners):
+            return self.owners[line - 1]
+        return ()
+
+
+def render_element(elem: Element, timeout: int | None) -> str:
+    """One element: an address or prefix literal, plus `timeout Ns` unless permanent."""
+    if not isinstance(elem, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv6Network)):
+        raise TypeError(f"not an ipaddress element: {type(elem).__name__}")
+    text = str(elem)
+    if timeout:
+        return f"{text} timeout {int(timeout)}s"
+    return text
+
+
+def parse_errors(stderr: str) -> list[tuple[int, str]]:
+    """(1-based input line, message) for every located error nft printed."""
+    return [(int(m.group(1)), m.group(2).strip()) for m in _ERROR_RE.finditer(stderr)]
+
+
+# --- reading `nft -j` output ---------------------------------------------------------
+
+
+def _objects(text: str) -> list[dict[str, Any]]:
+    data = json.loads(text)
+    items = data.get("nftables", []) if isinstance(data, dict) else []
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _value_text(val: Any) -> str | None:
+    if isinstance(val, str):
+        return val
+    if isinstance(val, dict):
+        prefix = val.get("prefix")
+        if isinstance(prefix, dict):
+            return f"{prefix.get('addr')}/{prefix.get('len')}"
+        rng = val.get("range")
+        if isinstance(rng, list) and len(rng) == 2:
+            return f"{rng[0]}-{rng[1]}"  # not an fsguard element: reconcile reports it
+    return None
+
+
+def parse_set_elements(text: str) -> list[tuple[str, int]]:
+    """(element text, remaining seconds; 0 = permanent) from `nft -j list set`."""
+    out: list[tuple[str, int]] = []
+    for obj in _objects(text):
+        nft_set = obj.get("set")
+        if not isinstance(nft_set, dict):
+            continue
+        for item in nft_set.get("elem", []) or []:
+            remaining = 0
+            if isinstance(item, dict) and isinstance(item.get("elem"), dict):
+                inner = item["elem"]
+                val = _value_text(inner.get("val"))
+                if "timeout" in inner or "expires" in inner:
+                    remaining = max(1, int(inner.get("expires", inner.get("timeout", 1))))
+            else:
+                val = _value_text(item)
+            if val is not None:
+                out.append((val, remaining))
+    return out
+
+
+@dataclass
+class TableState:
+    """What `nft -j -t list table` shows of fsguard's table."""
+
+    sets: dict[str, SetSpec] = field(default_factory=dict)
+    chains: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rules: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (chain, shape)
+
+
+def _rule_shape(expr: list[Any]) -> tuple[str, ...]:
+    """A rule reduced to what matters: `ip saddr @set counter drop` -> (ip, saddr, @set,
+    counter, drop); counter values are ignored."""
+    shape: list[str] = []
+    for stmt in expr:
+        if not isinstance(stmt, dict) or len(stmt) != 1:
+            shape.append("?")
+            continue
+        ((key, body),) = stmt.items()
+        if key == "match" and isinstance(body, dict):
+            left = body.get("left", {})
+            payload = left.get("payload", {}) if isinstance(left, dict) else {}
+            shape += [
+                str(payload.get("protocol")), str(payload.get("field")),
+                str(body.get("op")), str(body.get("right")),
+            ]  # fmt: skip
+        else:
+            shape.append(key)
+    return tuple(shape)
+
+
+def wanted_rules(spec: TableSpec) -> list[tuple[str, tuple[str, ...]]]:
+    return [
+        (CHAIN, ("ip", "saddr", "==", f"@{spec.v4.name}", "counter", "drop")),
+        (CHAIN, ("ip6", "saddr", "==", f"@{spec.v6.name}", "counter", "drop")),
+    ]
+
+
+def parse_table(text: str) -> TableState:
+    state = TableState()
+    for obj in _objects(text):
+        if isinstance(obj.get("set"), dict):
+            s = obj["set"]
+            flags = s.get("flags", [])
+            flags = [flags] if isinstance(flags, str) else list(flags)
+            stype = s.get("type")
+            state.sets[str(s.get("name"))] = SetSpec(
+                str(s.get("name")),
+                stype if isinstance(stype, str) else json.dumps(stype),
+                tuple(sorted(str(f) for f in flags)),
+            )
+        elif isinstance(obj.get("chain"), dict):
+            state.chains[str(obj["chain"].get("name"))] = obj["chain"]
+        elif isinstance(obj.get("rule"), dict):
+            rule = obj["rule"]
+            expr = rule.get("expr", [])
+            state.rules.append(
+                (str(rule.get("chain")), _rule_shape(expr if isinstance(expr, list) else []))
+            )
+    return state
+
+
+def differences(spec: TableSpec, state: TableState) -> list[str]:
+    """Why the existing table is not the wanted one ([] when it is)."""
+    diffs: list[str] = []
+    for want in (spec.v4, spec.v6):
+        have = state.sets.get(want.name)
+        if have is None:
+            diffs.append(f"set {want.name} missing")
+        elif (have.type, have.flags) != (want.type, tuple(sorted(want.flags))):
+            diffs.append(
+                f"set {want.name} is {have.type} flags {','.join(have.flags) or '-'}, "
+                f"wanted {want.type} flags {','.join(sorted(want.flags))}"
+            )
+    chain = state.chains.get(CHAIN)
+    wanted_chain = {"type": "filter", "hook": "input", "prio": spec.priority, "policy": "accept"}
+    if chain is None:
+        diffs.append(f"chain {CHAIN} missing")
+    else:
+        found = {key: chain.get(key) for key in wanted_chain}
+        if found != wanted_chain:
+            diffs.append(f"chain {CHAIN} is {found}, wanted {wanted_chain}")
+    if state.rules != wanted_rules(spec):
+        diffs.append(f"rules are {state.rules}, wanted {wanted_rules(spec)}")
+    extra = sorted(set(state.sets) - {spec.v4.name, spec.v6.name})
+    extra_chains = sorted(set(state.chains) - {CHAIN})
+    if extra or extra_chains:
+        diffs.append(f"foreign objects in the table: sets {extra}, chains {extra_chains}")
+    return diffs
