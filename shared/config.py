@@ -129,6 +129,8 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     untrusted_networks: list[str] = msgspec.field(default_factory=list)
     iptables_chain: str = "INPUT"
     ipset_name: str = "freeswitch-security"
+    firewall_backend: str = "ipset"  # "ipset" (ipset + iptables, as Go) or "nftables"
+    nftables_table: str = "fsguard"  # the nftables backend's own `inet` table
     dry_run: bool = False
     auto_whitelist_on_success: bool = True
     esl_log_level: str = "info"
@@ -140,8 +142,6 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     )
     ipv6_ban_prefix: int = 128
     keep_foreign_entries: bool = False  # reconcile keeps kernel entries with no record
-    firewall_backend: str = "ipset"  # "ipset" (ipset + iptables, as Go) or "nftables"
-    nftables_table: str = "fsguard"  # the nftables backend's own `inet` table
     chandaemon: ChanDaemonConfig = msgspec.field(default_factory=ChanDaemonConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)
