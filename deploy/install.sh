@@ -9,7 +9,7 @@
 #   - venv /opt/fsguard/venv with this checkout pip-installed, /usr/local/bin/fsguard -> venv
 #   - /etc/fsguard/config.json from config.example.json, only when absent (0640 root:fsguard)
 #   - the systemd units in /etc/systemd/system, the README in /usr/share/doc/fsguard
-#   - /etc/modules-load.d/fsguard.conf (ipset kernel modules; the firewall unit cannot load them)
+#   - /etc/modules-load.d/fsguard.conf (ipset and nf_tables kernel modules; the firewall unit cannot load them)
 #   - `systemctl daemon-reload` when systemd is running. It never enables or starts anything.
 #
 # Environment: PYTHON (default python3, must be >= 3.11).
@@ -26,7 +26,7 @@ readonly UNIT_DIR=/etc/systemd/system
 readonly DOC_DIR=/usr/share/doc/fsguard
 readonly MODULES_CONF=/etc/modules-load.d/fsguard.conf
 readonly UNITS=(fsguard.target fsguard-firewall.service fsguard-supervisor.service fsguard-api.service)
-readonly MODULES=(ip_set ip_set_hash_ip ip_set_hash_net xt_set)
+readonly MODULES=(ip_set ip_set_hash_ip ip_set_hash_net xt_set nf_tables)
 
 PYTHON="${PYTHON:-python3}"
 DRY_RUN=0
@@ -133,7 +133,7 @@ if ((DRY_RUN)); then
     printf '+ printf %%s\\n %s > %s\n' "${MODULES[*]}" "$MODULES_CONF"
 else
     install -d -m 0755 "$(dirname "$MODULES_CONF")"
-    printf '%s\n' "# fsguard: ipset and the iptables set match" "${MODULES[@]}" >"$MODULES_CONF.tmp"
+    printf '%s\n' "# fsguard: ipset, the iptables set match, nf_tables" "${MODULES[@]}" >"$MODULES_CONF.tmp"
     chmod 0644 "$MODULES_CONF.tmp"
     mv -f "$MODULES_CONF.tmp" "$MODULES_CONF"
 fi
