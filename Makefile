@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.json
 
-.PHONY: install system-deps run test lint bench clean lock
+.PHONY: install system-deps run test lint bench clean lock openapi
 
 # Every runtime, test and dev dependency comes from requirements.lock (exact versions and
 # hashes); fsguard itself is installed editable on top, without resolving anything.
@@ -42,6 +42,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# openapi.yaml is generated from the typed models with the locked FastAPI (a test checks it).
+openapi: install
+	$(BIN)/python -m fsguard_api.openapi > openapi.yaml
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from fsguard_api import access, metrics, openapi, routes
+from fsguard_api import access, docs, metrics, openapi, routes
 from fsguard_api.cache import ResponseCache
 from fsguard_api.esl_commands import CommandRefused, check_command
 from fsguard_api.models import (
@@ -70,6 +70,14 @@ def version() -> str:
 def configured_token(config: Config) -> str:
     """The API token ("" = none): server.api_token or the contents of api_token_file."""
     return api_token(config)
+
+
+def utf8_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def audit(request: Request, action: str, command: str, outcome: str) -> None:
@@ -194,17 +202,22 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
             StatusMessage(status="success", message="ESL reconnection initiated")
         )
 
-    @app.post("/security/esl/command", responses=doc(CommandResult, 504, body=True))
+    @app.post("/security/esl/command", responses=doc(CommandResult, 500, 504, body=True))
     async def security_esl_command(request: Request, body: CommandBody) -> Response:
         command = body.command
         if not command:
             audit(request, "esl_command", command, "refused: empty")
             return error_response(400, "command is required")
+        if not utf8_text(command):  # lone surrogates (JSON "\ud800"): a bad body
+            shown = command.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            audit(request, "esl_command", shown, "refused: not valid UTF-8")
+            return error_response(400, "command is not valid UTF-8")
         try:
             normalized = check_command(command, sec.esl_allowed_commands)
         except CommandRefused as exc:
             audit(request, "esl_command", command, f"refused: {exc}")
-            return error_response(403, f"command not allowed: {command}")
+            # As the Go program: 500 with this message (403 means "source IP not permitted").
+            return error_response(500, f"command not allowed: {command}")
         try:
             data = await peers.supervisor("esl_command", {"command": normalized})
             result = convert(data, CommandResult, "supervisor")
@@ -234,7 +247,7 @@ def create_app(config: Config, *, peer_timeout: float = DEFAULT_TIMEOUT) -> Fast
         version=version(),
         lifespan=lifespan,
         description=API_DESCRIPTION,
-        docs_url="/docs",
+        docs_url=None,  # docs.install serves /docs and /redoc with vendored assets
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -247,6 +260,7 @@ def create_app(config: Config, *, peer_timeout: float = DEFAULT_TIMEOUT) -> Fast
         add_security_routes(app, config, peers)
         routes.add_list_routes(app, config, peers, version())
     openapi.install(app)
+    docs.install(app)
     # Added last = outermost: access control runs first, before routing and body reads.
     app.add_middleware(access.BodyLimitMiddleware)
     app.add_middleware(

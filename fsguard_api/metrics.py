@@ -54,6 +54,12 @@ from shared.control import PeerUnavailable, arequest
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 UNMATCHED = "<unmatched>"
+DECODE_OUTCOMES = {
+    "repaired": "invalid_utf8",
+    "salvaged": "decode_salvaged",
+    "refused": "decode_refused",
+    "failed": "decode_errors",
+}
 REPORT_RESULTS = {"reportsSent": "sent", "reportsFailed": "failed", "reportsDropped": "dropped"}
 
 
@@ -223,7 +229,22 @@ class FsguardCollector(Collector):
             CounterMetricFamily(
                 "fsguard_esl_events_received", "Events read from the ESL socket by the supervisor"
             ),
+            CounterMetricFamily(
+                "fsguard_esl_malformed_frames",
+                "ESL frames that broke the framing (desync: the connection is dropped)",
+            ),
+            CounterMetricFamily(
+                "fsguard_esl_unexpected_replies", "ESL replies that arrived with no command pending"
+            ),
+            CounterMetricFamily(
+                "fsguard_kills_dropped", "uuid_kill requests dropped: the kill queue was full"
+            ),
         ]
+        task_failures = CounterMetricFamily(
+            "fsguard_supervisor_task_failures",
+            "Failures of the supervisor's background loops (each logged and restarted)",
+            labels=["task"],
+        )
         restarts = CounterMetricFamily(
             "fsguard_process_restarts",
             "Restarts of the supervisor's children, by role",
@@ -238,6 +259,14 @@ class FsguardCollector(Collector):
             families[0].add_metric([], _num(esl.get("reconnects")))
             families[1].add_metric([], _num(esl.get("connection_errors")))
             families[2].add_metric([], _num(esl.get("events_received")))
+            families[3].add_metric([], _num(esl.get("malformed_frames")))
+            families[4].add_metric([], _num(esl.get("unexpected_replies")))
+            families[5].add_metric([], _num(sup.get("kills_dropped")))
+            tasks = sup.get("tasks")
+            failures = tasks.get("failures") if isinstance(tasks, Mapping) else None
+            if isinstance(failures, Mapping):
+                for task, count in sorted(failures.items()):
+                    task_failures.add_metric([str(task)], _num(count))
             per_role: dict[str, float] = {}
             for child in sup.get("children") or []:
                 if isinstance(child, Mapping):
@@ -248,6 +277,7 @@ class FsguardCollector(Collector):
             for index, count in enumerate(sup.get("dropped_per_worker") or []):
                 dropped.add_metric([str(index)], _num(count))
         yield from families
+        yield task_failures
         yield restarts
         yield dropped
 
@@ -277,6 +307,12 @@ class FsguardCollector(Collector):
         tracked = GaugeMetricFamily(
             "fsguard_tracked_ips", "Sources tracked by each worker", labels=["worker"]
         )
+        decode = CounterMetricFamily(
+            "fsguard_worker_event_decode",
+            "Event bodies the fast decoder refused, by outcome: repaired (invalid UTF-8 and "
+            "the like), salvaged (broken structure), refused (size/depth limit), failed",
+            labels=["outcome", "worker", "pid"],
+        )
         depth = GaugeMetricFamily(
             "fsguard_queue_depth",
             "Events sent to a worker and not yet processed",
@@ -297,9 +333,11 @@ class FsguardCollector(Collector):
             evictions.add_metric([worker, pid], _num(w.get("evictions")))
             processed.add_metric([worker, pid], _num(w.get("processed")))
             tracked.add_metric([worker], _num(w.get("tracked_ips")))
+            for outcome, key in DECODE_OUTCOMES.items():
+                decode.add_metric([outcome, worker, pid], _num(w.get(key)))
             if index < len(sent):
                 depth.add_metric([worker], max(0.0, _num(sent[index]) - _num(w.get("processed"))))
-        yield from (events, decisions, evictions, processed, tracked, depth)
+        yield from (events, decisions, evictions, processed, tracked, decode, depth)
 
     def _firewall(self) -> Iterator[Metric]:
         fw = self.scrape.firewall

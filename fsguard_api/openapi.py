@@ -25,10 +25,11 @@ MARK = "x-fsguard-type"
 ERRORS: dict[int, str] = {
     400: "Invalid request (bad JSON, missing field, invalid IP address ...)",
     401: "Missing or invalid bearer token (when server.api_token is set)",
-    403: "Source IP not in security.chandaemon.allowed_api_ips, or command refused",
+    403: "Source IP not in security.chandaemon.allowed_api_ips",
     404: "Unknown entry or path",
     413: "Request body larger than 1 MiB",
-    500: "Internal error",
+    500: "Internal error; for POST /security/esl/command also `command not allowed: <cmd>` "
+    "(as the Go program answers a command outside the allow-list)",
     502: "A peer process answered with an invalid reply",
     503: "A peer process (supervisor, worker, firewall) is unavailable",
     504: "FreeSWITCH did not answer in time",

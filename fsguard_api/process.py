@@ -81,15 +81,24 @@ async def serve(server: uvicorn.Server, sockets: list[socket.socket] | None = No
     """Run until SIGTERM/SIGINT (main thread) or until server.should_exit is set."""
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
+    first: list[signal.Signals] = []
 
-    def stop() -> None:
-        if server.should_exit:
+    def stop(sig: signal.Signals) -> None:
+        """The first signal stops gracefully; the same signal again forces the exit.
+
+        Ctrl-C on `fsguard run` sends SIGINT to the whole tree and the supervisor then
+        sends SIGTERM: that pair is one stop, not an impatient operator, so the lifespan
+        still shuts down (a forced exit cancels it, which uvicorn logs as an ERROR).
+        """
+        if server.should_exit and first and first[0] == sig:
             server.force_exit = True
+        if not first:
+            first.append(sig)
         server.should_exit = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-            loop.add_signal_handler(sig, stop)
+            loop.add_signal_handler(sig, stop, sig)
             installed.append(sig)
     try:
         await server.serve(sockets)

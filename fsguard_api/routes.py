@@ -49,7 +49,14 @@ from fsguard_api.models import (
 from fsguard_api.openapi import doc
 from fsguard_api.peers import PeerError, Peers
 from fsguard_workers.windows import go_duration
-from shared.config import LOG_LEVELS, Config, ConfigError, parse_duration, worker_count
+from shared.config import (
+    LOG_LEVELS,
+    MAX_BAN_SECONDS,
+    Config,
+    ConfigError,
+    parse_duration,
+    worker_count,
+)
 from shared.iputil import parse_ip, shard_of
 from shared.logs import set_level
 
@@ -115,8 +122,12 @@ def seconds_of(value: str | float | None) -> float | None:
         seconds = parse_duration(value, "duration")
     except ConfigError:
         raise PeerError(f"invalid duration: {value!r}", 400) from None
-    if seconds <= 0:
-        raise PeerError(f"invalid duration: {value!r}: must be positive", 400)
+    if not 0 < seconds <= MAX_BAN_SECONDS:
+        raise PeerError(
+            f"invalid duration: {value!r}: must be positive and at most {MAX_BAN_SECONDS} "
+            "seconds (100 years); use permanent for longer",
+            400,
+        )
     return seconds
 
 

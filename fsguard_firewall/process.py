@@ -26,7 +26,7 @@ import zmq
 
 from shared import addresses, sdnotify
 from shared.audit import AuditLog
-from shared.config import Config
+from shared.config import MAX_BAN_SECONDS, Config
 from shared.control import ControlError, Handler, PeerUnavailable, dispatch, request
 from shared.iputil import NetworkSet, parse_ip
 from shared.logs import LogRateLimiter, escape
@@ -168,6 +168,7 @@ class Stats:
         self.last_batch_seconds = 0.0
         self.kernel_errors = 0
         self.recidive_escalations = 0
+        self.bad_rows = 0  # stored bans skipped by the ban list (cannot be shown)
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.ban_latency = Histogram(LATENCY_BUCKETS)
         self.batch_seconds = Histogram(BATCH_BUCKETS)
@@ -250,7 +251,7 @@ class Firewall:
                 continue
             try:
                 elem = self.parse_target(d.ip)
-                if not math.isfinite(d.duration) or d.duration < 0:
+                if not 0 <= d.duration <= MAX_BAN_SECONDS:  # also refuses NaN
                     raise ValueError(f"invalid duration {d.duration!r}")
             except ValueError:
                 self.stats.invalid += 1
@@ -490,7 +491,16 @@ class Firewall:
         }
 
     def op_blacklist(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {e.ip: e.go_shape() for e in self.store.active(time.time())}
+        """Every active ban in the Go shape; a row that cannot be shown is reported, skipped."""
+        out: dict[str, Any] = {}
+        for e in self.store.active(time.time()):
+            try:
+                out[e.ip] = e.go_shape()
+            except (ValueError, OverflowError, OSError) as exc:
+                self.stats.bad_rows += 1
+                if self.log_limiter.allow("bad ban row"):
+                    log.error("ban list: skipped unreadable ban ip=%s: %s", escape(e.ip, 64), exc)
+        return out
 
     def op_blacklist_get(self, args: dict[str, Any]) -> dict[str, Any]:
         raw = args.get("ip")
@@ -530,8 +540,12 @@ class Firewall:
                 seconds = float(duration)
             except (TypeError, ValueError):
                 raise ControlError(f"invalid duration: {duration!r}", 400) from None
-            if not math.isfinite(seconds) or seconds <= 0:
-                raise ControlError(f"invalid duration: {duration!r}", 400)
+            if not 0 < seconds <= MAX_BAN_SECONDS:  # also refuses NaN and infinities
+                raise ControlError(
+                    f"invalid duration: {duration!r}: must be positive and at most "
+                    f"{MAX_BAN_SECONDS} seconds (100 years); use permanent for longer",
+                    400,
+                )
         timeout = 0 if seconds == 0 else min(MAX_TIMEOUT, max(1, math.ceil(seconds)))
         now = time.time()
         entry = BanEntry(
@@ -609,6 +623,7 @@ class Firewall:
             "last_batch_seconds": s.last_batch_seconds,
             "kernel_errors": s.kernel_errors,
             "recidive_escalations": s.recidive_escalations,
+            "bad_ban_rows": s.bad_rows,
             "ban_latency_p50": s.percentile(0.50),
             "ban_latency_p99": s.percentile(0.99),
             "ban_latency_histogram": s.ban_latency.snapshot(),

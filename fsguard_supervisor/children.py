@@ -63,6 +63,7 @@ class ChildSet:
         self.children = children
         self.stopping = False
         self.fatal: Child | None = None  # a child that exited with EXIT_FATAL
+        self.start_failures = 0
 
     def by_name(self, name: str) -> Child:
         for child in self.children:
@@ -71,8 +72,25 @@ class ChildSet:
         raise KeyError(name)
 
     def start_all(self) -> None:
+        now = time.monotonic()
         for child in self.children:
+            self._start(child, now)
+
+    def _start(self, child: Child, now: float) -> bool:
+        """Start `child`; a failure (OSError from Popen: a missing or unexecutable
+        interpreter, EMFILE, ENOMEM) is logged, counted and retried after the backoff."""
+        try:
             child.start()
+        except OSError as exc:
+            self.start_failures += 1
+            child.restart_at = now + child.backoff
+            log.error(
+                "cannot start %s: %s; retrying in %.1fs", child.name, exc, child.backoff,
+                extra={"child": child.name},
+            )  # fmt: skip
+            child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX)
+            return False
+        return True
 
     def reap(self) -> list[Child]:
         """Notice dead children and (re)start due ones. Returns the children restarted now."""
@@ -105,9 +123,9 @@ class ChildSet:
                     extra={"child": child.name, "exit_code": code},
                 )
                 child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX)
-            elif not self.stopping and child is not self.fatal and now >= child.restart_at:
+            elif (not self.stopping and child is not self.fatal and now >= child.restart_at
+                  and self._start(child, now)):
                 child.restarts += 1
-                child.start()
                 restarted.append(child)
         return restarted
 

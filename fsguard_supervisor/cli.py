@@ -5,7 +5,7 @@ Operating (through the REST API): status, bans, ban, unban, whitelist, top.
 Offline and tooling: replay, capture, demo.
 
 Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error;
-3 the REST API is unreachable.
+3 the REST API is unreachable; 141 stdout closed early (`| head`), as SIGPIPE would.
 """
 
 from __future__ import annotations
@@ -19,6 +19,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fsguard_supervisor.cli_util import (
+    EXIT_BROKEN_PIPE,
+    UsageError,
+    finish_parsers,
+    flag_duration,
+    quiet_broken_pipe,
+    version,
+)
 from fsguard_supervisor.ops_client import (
     DEFAULT_API,
     ApiError,
@@ -34,7 +42,6 @@ from shared.config import (
     effective_config_json,
     find_config_path,
     load_config,
-    parse_duration,
 )
 
 EXIT_OK = 0
@@ -68,6 +75,8 @@ cmd_api = _role("api")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.path and args.config and args.path != args.config:
+        raise UsageError(f"two config files given ({args.config} and {args.path}): give one")
     path = find_config_path(args.path or args.config)
     config = load_config(path)
     print(f"# {path}: OK", file=sys.stderr)
@@ -76,14 +85,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 EXIT_CODES = ("Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error, "
-              "3 REST API unreachable.")
+              f"3 REST API unreachable, {EXIT_BROKEN_PIPE} output pipe closed early.")
 
 
 # --- operating verbs (REST API) -------------------------------------------------------------
-
-
-class UsageError(Exception):
-    """A bad argument value (exit 2)."""
 
 
 def _client(args: argparse.Namespace) -> OpsClient:
@@ -195,10 +200,7 @@ def cmd_ban(args: argparse.Namespace) -> int:
     ip = _ip_arg(args.ip)
     duration = None
     if args.duration is not None:
-        try:
-            duration = parse_duration(args.duration, "--duration")
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
+        duration = flag_duration(args.duration, "--duration")
         if duration <= 0:
             raise UsageError("--duration must be greater than 0 (use --permanent)")
     reply = _client(args).ban(ip, reason=args.reason, duration=duration,
@@ -287,10 +289,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     config, _ = _load(args)
     duration = None
     if args.duration is not None:
-        try:
-            duration = parse_duration(args.duration, "--duration")
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
+        duration = flag_duration(args.duration, "--duration")
     return capture.main(config, args.out, fmt=args.format, duration=duration)
 
 
@@ -333,7 +332,8 @@ def add_operating_verbs(verb: VerbFactory) -> None:
     _api_options(p)
     p.add_argument("--duration", metavar="D",
                    help="ban length, e.g. 30m, 2h, 3600 (default: security.block_duration)")
-    p.add_argument("--reason", default="manual ban (fsguard ban)", metavar="TEXT")
+    p.add_argument("--reason", default="manual ban (fsguard ban)", metavar="TEXT",
+                   help="reason stored with the ban")
     p.add_argument("--permanent", action="store_true", help="never expires")
     p.set_defaults(func=cmd_ban)
 
@@ -416,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
         "in the kernel (ipset + iptables DROP). New here? Run `fsguard demo`.",
         epilog=EXIT_CODES,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -442,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
     add_operating_verbs(verb)
     __import__("fsguard_supervisor.state_cli").state_cli.register(sub)  # reconcile, bans I/O
+    finish_parsers(parser, EXIT_CODES)
     return parser
 
 
@@ -465,6 +467,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+    try:
+        sys.stdout.flush()  # buffered output meets a closed pipe here, not at exit
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     return code
 
 

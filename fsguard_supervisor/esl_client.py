@@ -26,6 +26,7 @@ from shared.esl_protocol import (
     ProtocolError,
     plain_to_json,
 )
+from shared.logs import LogRateLimiter
 
 log = logging.getLogger("fsguard.esl")
 
@@ -44,6 +45,10 @@ DEFAULT_EVENTS = [
 ]
 
 READ_SIZE = 256 * 1024
+# Replies still owed by FreeSWITCH on one connection (a timed-out command keeps its slot
+# until its reply arrives). Over this, a command fails at once instead of queueing.
+MAX_PENDING = 64
+UNEXPECTED_LOG_INTERVAL = 10.0
 ACL_MESSAGE = (
     "FreeSWITCH rejected this address: check apply-inbound-acl in event_socket.conf.xml"
 )
@@ -81,6 +86,8 @@ class EslStats:
     auth_failures: int = 0
     acl_rejections: int = 0
     malformed_frames: int = 0
+    unexpected_replies: int = 0
+    commands_refused: int = 0  # MAX_PENDING replies already owed
     frames_received: int = 0
     events_received: int = 0
     bytes_received: int = 0
@@ -184,7 +191,10 @@ class _Conn(asyncio.Protocol):
         ct = frame.content_type
         if ct in ("command/reply", "api/response"):
             if not self.pending:
-                log.warning("unexpected %s with no command pending", ct)
+                self.client.stats.unexpected_replies += 1
+                if self.client.log_limiter.allow("unexpected reply"):
+                    log.warning("unexpected %s with no command pending (%d so far)",
+                                ct, self.client.stats.unexpected_replies)
                 return
             fut = self.pending.popleft()
             if not fut.done():  # a timed-out command keeps its slot: its reply is dropped
@@ -212,6 +222,9 @@ class _Conn(asyncio.Protocol):
         """Queue a reply slot and write `command` (already validated)."""
         if self.transport is None or self.transport.is_closing() or self.closed.done():
             raise EslNotConnected("ESL connection is not open")
+        if len(self.pending) >= MAX_PENDING:
+            self.client.stats.commands_refused += 1
+            raise EslError(f"{MAX_PENDING} ESL replies already pending; command refused")
         fut: asyncio.Future[Frame] = self._loop.create_future()
         self.pending.append(fut)
         self.transport.write(command.encode("utf-8") + b"\n\n")
@@ -258,6 +271,7 @@ class EslClient:
         self.liveness_intervals = max(1, liveness_intervals)
         self.command_timeout = command_timeout
         self.stats = EslStats()
+        self.log_limiter = LogRateLimiter(UNEXPECTED_LOG_INTERVAL)
         self._conn: _Conn | None = None
         self._ready = False  # authenticated and subscribed
         self._stopping = False

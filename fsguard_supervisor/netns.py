@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -140,12 +141,13 @@ def socket_in(ns: str, family: int, type: int) -> socket.socket:
 
 
 def udp_reaches(
-    ns_src: str, src_ip: str, ns_dst: str, dst_ip: str, port: int, timeout: float = 0.5
+    ns_src: str, src_ip: str, ns_dst: str, dst_ip: str, port: int, timeout: float = 2.0
 ) -> bool:
     """Send UDP from `src_ip` (bound, in ns_src) to `dst_ip:port` (in ns_dst).
 
-    True when a datagram with our token from src_ip arrived within `timeout`.
-    Three datagrams are sent so neighbour resolution cannot cause a false negative.
+    True when a datagram with our token from src_ip arrived within `timeout`. The token is
+    re-sent every 0.1 s for the whole wait, so neighbour resolution or a busy machine
+    cannot cause a false negative; a positive answer returns at the first arrival.
     """
     family = socket.AF_INET6 if ":" in dst_ip else socket.AF_INET
     token = secrets.token_bytes(8)
@@ -153,17 +155,18 @@ def udp_reaches(
     tx = socket_in(ns_src, family, socket.SOCK_DGRAM)
     try:
         rx.bind((dst_ip, port))
-        rx.settimeout(timeout)
+        rx.settimeout(0.1)
         tx.bind((src_ip, 0))
-        for _ in range(3):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             tx.sendto(token, (dst_ip, port))
-        while True:
             try:
                 data, peer = rx.recvfrom(64)
             except TimeoutError:
-                return False
+                continue
             if data == token and peer[0] == src_ip:
                 return True
+        return False
     finally:
         rx.close()
         tx.close()

@@ -23,17 +23,17 @@ import zmq.asyncio
 from fsguard_supervisor.children import EXIT_FATAL, Child, ChildSet, child_argv
 from fsguard_supervisor.dispatcher import EventDispatcher
 from fsguard_supervisor.esl_client import EslClient, EslNotConnected
+from fsguard_supervisor.kills import KillQueue
+from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses, sdnotify
 from shared.audit import AuditLog
 from shared.config import Config, worker_count
 from shared.control import ControlError, PeerUnavailable, arequest
-from shared.logs import LogRateLimiter, escape, set_level
+from shared.logs import LogRateLimiter, set_level
 from shared.messages import ControlReply, ControlRequest, KillCall, decode, encode
 
 log = logging.getLogger(__name__)
 
-# Channel UUIDs are FreeSWITCH-generated; anything else never reaches the ESL socket.
-_UUID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 STOP_TIMEOUT = 8.0
 READY_TIMEOUT = 15.0
@@ -80,12 +80,11 @@ class Supervisor:
         self.children = ChildSet(children)
         self.worker_processed = [0] * self.workers
         self.started = time.time()
-        self.kills_sent = 0
-        self.kills_failed = 0
         self.audit = AuditLog.null("supervisor")  # opened by run()
         self.log_limiter = LogRateLimiter(LOG_SUMMARY_SECONDS)
+        self.kills = KillQueue(self.esl.api, lambda: self.audit, self.log_limiter)
+        self.tasks = TaskSupervisor()
         self._stop = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- hot path ---------------------------------------------------------------
     def _on_events(self, bodies: list[bytes], read_ts: float) -> None:
@@ -132,6 +131,8 @@ class Supervisor:
                 "connection_errors": st.connection_errors,
                 "auth_failures": st.auth_failures,
                 "malformed_frames": st.malformed_frames,
+                "unexpected_replies": st.unexpected_replies,
+                "commands_refused": st.commands_refused,
                 "frames_received": st.frames_received,
                 "events_received": st.events_received,
                 "reconnects": st.reconnects,
@@ -141,8 +142,12 @@ class Supervisor:
             "events_without_ip": d.events_without_ip,
             "dropped_per_worker": list(d.dropped),
             "sent_per_worker": list(d.sent),
-            "kills_sent": self.kills_sent,
-            "kills_failed": self.kills_failed,
+            "kills_sent": self.kills.sent,
+            "kills_failed": self.kills.failed,
+            "kills_dropped": self.kills.dropped,
+            "kills_in_flight": self.kills.in_flight,
+            "tasks": self.tasks.snapshot(),
+            "child_start_failures": self.children.start_failures,
             "children": self.children.snapshot(),
             "uptime": time.time() - self.started,
             "pid": os.getpid(),
@@ -230,40 +235,9 @@ class Supervisor:
                         log.warning("undecodable action dropped")
                     continue
                 if isinstance(msg, KillCall):
-                    self._spawn(self._kill_call(msg))
+                    self.kills.submit(msg)
         finally:
             sock.close(linger=0)
-
-    async def _kill_call(self, msg: KillCall) -> None:
-        actor = f"rule:{msg.reason}"
-        if not _UUID_RE.match(msg.uuid):
-            if self.log_limiter.allow("malformed uuid_kill"):
-                log.warning("refusing uuid_kill for malformed uuid %s", escape(msg.uuid))
-            self.kills_failed += 1
-            self.audit.record("esl_command", actor=actor, target=f"uuid_kill {msg.uuid}",
-                              outcome="refused: malformed uuid")
-            return
-        command = f"uuid_kill {msg.uuid}"
-        try:
-            reply = await self.esl.api(command)
-        except Exception as exc:
-            self.kills_failed += 1
-            if self.log_limiter.allow("uuid_kill failed"):
-                log.warning("uuid_kill %s failed: %s", msg.uuid, exc)
-            self.audit.record("esl_command", actor=actor, target=command,
-                              outcome=f"failed: {exc}")
-            return
-        if reply.startswith("-ERR"):
-            self.kills_failed += 1
-            if self.log_limiter.allow("uuid_kill refused"):
-                log.warning("uuid_kill %s refused: %s", msg.uuid, escape(reply.strip()))
-            self.audit.record("esl_command", actor=actor, target=command,
-                              outcome=f"refused: {reply.strip()[:200]}")
-        else:
-            self.kills_sent += 1
-            if self.log_limiter.allow("terminated call"):
-                log.info("terminated %s call %s", escape(msg.reason), msg.uuid)
-            self.audit.record("esl_command", actor=actor, target=command, outcome="ok")
 
     def log_summaries(self) -> None:
         for key, count in self.log_limiter.take_suppressed().items():
@@ -272,24 +246,25 @@ class Supervisor:
 
     # --- children -------------------------------------------------------------------
     async def _reap_loop(self) -> None:
-        last_stats = 0.0
         last_summary = time.monotonic()
         while True:
             for child in self.children.reap():
                 if child.role == "worker" and self.dispatcher is not None:
                     index = int(child.name.split("-")[1])
-                    self.dispatcher.sent[index] = 0
+                    self.dispatcher.reset_worker(index)
                     self.worker_processed[index] = 0
             if self.children.fatal is not None:
                 self._stop.set()  # e.g. the firewall's state store is unusable (exit 78)
             now = time.monotonic()
-            if now - last_stats >= 1.0:
-                last_stats = now
-                await self._refresh_worker_counts()
             if now - last_summary >= LOG_SUMMARY_SECONDS:
                 last_summary = now
                 self.log_summaries()
             await asyncio.sleep(0.1)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await self._refresh_worker_counts()
+            await asyncio.sleep(1.0)
 
     async def _refresh_worker_counts(self) -> None:
         async def one(index: int) -> None:
@@ -302,6 +277,8 @@ class Supervisor:
                 return
             if reply.ok and isinstance(reply.data, dict):
                 self.worker_processed[index] = int(reply.data.get("processed", 0))
+                if self.dispatcher is not None:
+                    self.dispatcher.acknowledge(index, self.worker_processed[index])
 
         await asyncio.gather(*(one(i) for i in range(self.workers)))
 
@@ -327,11 +304,6 @@ class Supervisor:
             log.error("workers not ready after %.0fs: %s", READY_TIMEOUT, pending)
         return not pending
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def run(self) -> int:
         os.makedirs(self.runtime_dir, mode=0o750, exist_ok=True)
         self.audit = AuditLog(self.config, "supervisor")
@@ -339,22 +311,23 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         self.dispatcher = EventDispatcher(
-            self.ctx, self.runtime_dir, self.workers, self.config.workers.queue_size
+            self.ctx, self.runtime_dir, self.workers, self.config.workers.queue_size,
+            self.config.workers.queue_bytes,
         )
-        self._spawn(self._control_loop())
-        self._spawn(self._actions_loop())
+        self.tasks.start("control", self._control_loop)
+        self.tasks.start("actions", self._actions_loop)
+        self.kills.start(self.tasks)
         self.children.start_all()
         await self._wait_ready()
-        self._spawn(self._reap_loop())
-        self._spawn(self.esl.run())
+        self.tasks.start("reaper", self._reap_loop)
+        self.tasks.start("worker-stats", self._stats_loop)
+        self.tasks.start("esl", self.esl.run)
         _notify_ready()
         log.info("supervisor running with %d workers", self.workers)
         await self._stop.wait()
         log.info("stopping")
         await self.esl.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
         await asyncio.to_thread(
             self.children.stop, ["api", "worker", "firewall"], STOP_TIMEOUT
         )

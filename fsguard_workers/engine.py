@@ -58,6 +58,7 @@ from shared.recidive import recidive_duration
 from . import rules
 from .events import DecodeFailure, Event, EventDecoder, Kind, is_forged, kind_of, text
 from .events import maybe_relevant as _maybe_relevant
+from .repair import needs_checks
 from .windows import BoundedCache, BoundedDistinct, SlidingWindow
 
 log = logging.getLogger(__name__)
@@ -316,13 +317,15 @@ class DetectionEngine:
             c["irrelevant"] += 1
             return
         try:
+            if needs_checks(body):  # size or nesting near a limit: checked before decoding
+                raise DecodeFailure
+            ev = self._decode(body)
+        except Exception:  # any bad body takes the slow path: limits, then repairs
             try:
-                ev = self._decode(body)
-            except UnicodeDecodeError:  # raw bytes >= 0x80: the decoder's slow path retries
-                ev = self._decoder.decode(body)
-        except (DecodeFailure, ValueError, TypeError):  # msgspec.DecodeError is a ValueError
-            c["decode_errors"] += 1
-            return
+                ev = self._decoder.decode(body)  # counts and logs (rate-limited) a failure
+            except DecodeFailure:
+                c["decode_errors"] += 1
+                return
         kind = kind_of(ev)
         if kind is _OTHER:
             c["irrelevant"] += 1
@@ -449,6 +452,8 @@ class DetectionEngine:
         data = dict(self._c)
         now = self._clock()
         data["invalid_utf8"] = self._decoder.invalid_utf8
+        data["decode_salvaged"] = self._decoder.salvaged
+        data["decode_refused"] = self._decoder.refused
         data["tracked_ips"] = len(self._tracks)
         data["ban_records"] = len(self._bans)
         data["active_bans"] = sum(1 for rec in self._bans.values() if rec.until > now)

@@ -18,8 +18,15 @@ Wire facts this relies on (reference/esl-protocol.md 1.6):
 from __future__ import annotations
 
 import enum
+import logging
 
 import msgspec
+
+from shared.logs import LogRateLimiter, escape
+
+from . import repair
+
+log = logging.getLogger(__name__)
 
 Text = str | list[str]
 
@@ -144,30 +151,62 @@ def is_forged(ev: Event, body: bytes) -> bool:
 
 
 class DecodeFailure(Exception):
-    """The body is not a JSON object of the expected shape."""
+    """The body is not a JSON object of the expected shape, even after repair."""
 
 
 class EventDecoder:
-    """Decodes bodies; counts how many needed the invalid-UTF-8 fallback."""
+    """Decodes bodies, repairing what FreeSWITCH's JSON writer can leave invalid.
+
+    `decode_fast` is the bare msgspec decode for the hot path; on any exception the
+    caller hands the body to `decode`, which applies the limits and the repairs of
+    `fsguard_workers.repair` and counts what each body needed.
+    """
 
     def __init__(self) -> None:
         self._decoder = msgspec.json.Decoder(Event)
-        # the bare msgspec decode, for callers that handle its exceptions themselves
-        # (UnicodeDecodeError: call `decode`, which retries; msgspec.DecodeError)
         self.decode_fast = self._decoder.decode
-        self.invalid_utf8 = 0
+        self.invalid_utf8 = 0  # repaired by sanitizing (invalid UTF-8, controls, surrogates)
+        self.salvaged = 0  # structure broken: members picked out one by one
+        self.refused = 0  # over the size or depth limit
+        self._log_limiter = LogRateLimiter(60.0)
 
     def decode(self, body: bytes) -> Event:
-        """Decode one body. Raises DecodeFailure on anything unusable."""
+        """Decode one body. Raises DecodeFailure on anything unusable; never anything else."""
+        try:
+            repair.check_limits(body)
+        except repair.Refused as exc:
+            self.refused += 1
+            self._log_failure(str(exc), body)
+            raise DecodeFailure(str(exc)) from None
         try:
             return self._decoder.decode(body)
-        except UnicodeDecodeError:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             pass
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeFailure(str(exc)) from None
-        # cJSON passes raw bytes >= 0x80 through: retry with replacement characters.
-        self.invalid_utf8 += 1
+        text = repair.sanitize(body)
         try:
-            return self._decoder.decode(body.decode("utf-8", errors="replace"))
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise DecodeFailure(str(exc)) from None
+            ev = self._decoder.decode(text)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            pass
+        else:
+            self.invalid_utf8 += 1
+            return ev
+        members = repair.salvage(text)
+        reason = "not a JSON event object, and no Event-Name could be salvaged"
+        if "Event-Name" in members:
+            try:
+                ev = msgspec.convert(members, Event)
+            except msgspec.ValidationError as exc:
+                reason = f"salvaged members do not form an event: {exc}"
+            else:
+                self.salvaged += 1
+                return ev
+        self._log_failure(reason, body)
+        raise DecodeFailure(reason)
+
+    def _log_failure(self, reason: str, body: bytes) -> None:
+        if self._log_limiter.allow("undecodable"):
+            suppressed = sum(self._log_limiter.take_suppressed().values())
+            log.warning(
+                "undecodable event dropped (%s; %d more since the last such line): %s",
+                reason, suppressed, escape(body[:160], max_len=160),
+            )

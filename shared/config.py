@@ -158,10 +158,11 @@ class WorkersConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     count: int = 0  # 0 = CPU count clamped to 2..8
     max_tracked_ips: int = 200_000
     queue_size: int = 8192  # per-worker ZeroMQ high-water mark, in messages
+    queue_bytes: int = 64 * 1024 * 1024  # per-worker bound in bytes (a message: <= 256 KiB)
 
 
 class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    format: str = "json"  # "json" or "human"
+    format: str = "auto"  # "auto" (human on a terminal, else JSON), "json" or "human"
     level: str = "info"
     audit_file: str = ""  # "" = <state_dir>/audit.log
 
@@ -222,7 +223,7 @@ DEPRECATED_KEYS: frozenset[str] = frozenset(
     }
 )
 LOG_LEVELS: tuple[str, ...] = ("error", "warning", "info", "debug", "trace")
-LOG_FORMATS: tuple[str, ...] = ("json", "human")
+LOG_FORMATS: tuple[str, ...] = ("auto", "json", "human")
 MASK = "********"
 
 # Environment overrides: exactly the Go program's variable names (facts 6.2).
@@ -324,6 +325,11 @@ def _invalid(key: str, value: object, expected: str) -> ConfigError:
     err = ConfigError(f"config key {key}: invalid value {_show(key, value)}: expected {expected}")
     err.expected = expected
     return err
+
+
+# The longest timed ban (100 years): its expiry stays a valid calendar date everywhere it is
+# shown or stored. Longer means permanent, which has its own flag.
+MAX_BAN_SECONDS = 100 * 365 * 86400
 
 
 def parse_duration(value: str | int | float, key: str) -> float:
@@ -613,6 +619,7 @@ class _Validator:
         self.choice("logging.format", LOG_FORMATS)
         self.int_range("workers.count", 0, 64)
         self.int_range("workers.max_tracked_ips", 1000)
+        self.int_range("workers.queue_bytes", 1 << 20)  # one 256 KiB read must fit
         if not c.security.recidive.factor >= 1 or not math.isfinite(c.security.recidive.factor):
             raise self.fail("security.recidive.factor", c.security.recidive.factor, "a number >= 1")
         self.url("security.chandaemon.report_url")

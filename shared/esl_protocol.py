@@ -4,27 +4,35 @@ Pure and synchronous. `FrameParser` is the supervisor's hot path: it frames the
 byte stream by the outer Content-Length and does as little work per frame as
 possible (header blocks repeat, so their parse is cached).
 
-Event representation used by the (de)serializers: an ordered list of
-``(name, value)`` pairs, duplicates kept, array headers as the string
-``ARRAY::a|:b``, plus ``body: bytes | None`` (None = the event has no body).
-See reference/esl-protocol.md sections 1.2 and 1.6.
+The event body (de)serializers live in shared.esl_events and are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any
-from urllib.parse import unquote_to_bytes
+
+from shared.esl_events import (
+    event_from_json,
+    event_from_plain,
+    json_to_plain,
+    parse_plain_event,
+    plain_to_json,
+    serialize_json,
+    serialize_plain,
+    url_encode,
+)
 
 __all__ = [
     "CT_EVENT_JSON",
     "CT_EVENT_PLAIN",
     "EVENT_CONTENT_TYPES",
+    "MAX_BODY_BYTES",
+    "MAX_EVENT_BYTES",
     "Frame",
     "FrameParser",
     "ProtocolError",
+    "check_event_body",
     "encode_frame",
     "event_frame",
     "event_from_json",
@@ -38,18 +46,32 @@ __all__ = [
     "url_encode",
 ]
 
-Headers = list[tuple[str, str]]
-
 CT_EVENT_JSON = "text/event-json"
 CT_EVENT_PLAIN = "text/event-plain"
 EVENT_CONTENT_TYPES = frozenset({CT_EVENT_JSON, CT_EVENT_PLAIN, "text/event-xml"})
 
 _MAX_CL_DIGITS = 12
-_CACHE_MAX = 4096
+# Announced lengths above these caps are a desync, refused before a byte of the body is
+# waited for: a FreeSWITCH event is a few KiB (the largest in the captures: ~5 KiB), an
+# api/response (e.g. `show channels` on a busy switch) can be a few MiB.
+MAX_EVENT_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# Outer header names (Content-Type, Reply-Text, Job-UUID, ...). Anything else in a header
+# block means it did not start where a frame starts.
+_HEADER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_CONTENT_TYPE = re.compile(r"[a-z]+/[a-z0-9.+-]+")
+# Event header names inside a plain body: FreeSWITCH writes them raw (channel variables
+# can be named freely), so only what a header line cannot hold is refused.
+_PLAIN_HEADERS = re.compile(rb"(?:[^\x00-\x20:\x7f]+: [^\n]*\n)*[^\x00-\x20:\x7f]+: [^\n]*")
 
 
 class ProtocolError(Exception):
     """The byte stream is not valid ESL framing; the connection must be resynchronised.
+
+    Raised for a header line that is not `Name: value` with a header name, a frame
+    without a Content-Type, a bad or over-the-cap Content-Length, an event frame
+    without a body, and an event body that is not a complete event of its type
+    (`check_event_body`): the signs of a wrong Content-Length upstream.
 
     `offset` is the byte offset of the bad frame in the data given to the parser
     (for `iter_capture_frames`: in the whole capture); `frames` holds the good
@@ -131,6 +153,8 @@ def _parse_header_block(block: bytes, offset: int, max_body: int) -> _Parsed:
         if not sep:
             raise ProtocolError(f"header line without ':' ({raw[:40]!r})", offset)
         name = name_b.decode("utf-8", "surrogateescape").strip()
+        if not _HEADER_NAME.fullmatch(name):
+            raise ProtocolError(f"not a header name ({raw[:40]!r})", offset)
         value = value_b.lstrip(b" \t").decode("utf-8", "surrogateescape")
         headers.append((name, value))
         lname = name.lower()
@@ -143,7 +167,46 @@ def _parse_header_block(block: bytes, offset: int, max_body: int) -> _Parsed:
                 raise ProtocolError(f"Content-Length {clen} over the limit {max_body}", offset)
         elif lname == "content-type" and not ctype:
             ctype = value.strip()
+    if not _CONTENT_TYPE.fullmatch(ctype):
+        raise ProtocolError(f"frame without a valid Content-Type ({block[:40]!r})", offset)
+    if ctype in EVENT_CONTENT_TYPES:
+        if clen <= 0:
+            raise ProtocolError(f"{ctype} frame without a body", offset)
+        if clen > MAX_EVENT_BYTES:
+            raise ProtocolError(f"Content-Length {clen} over the event limit", offset)
     return ctype, tuple(headers), clen
+
+
+def check_event_body(ctype: str, body: bytes) -> str | None:
+    """Why `body` is not one whole event of type `ctype` (None: it is, as far as framing
+    can tell). Cheap enough for every frame; decoding is the workers' job.
+
+    text/event-json: cJSON's unformatted output, one object, `{...}` with no raw newline
+    (cJSON escapes control characters inside strings). text/event-plain: header lines
+    ending with a blank line, or with `Content-Length: N` and a blank line before exactly
+    N body bytes.
+    """
+    if ctype == CT_EVENT_JSON:
+        if body[:1] != b"{" or body[-1:] != b"}":
+            return "text/event-json body is not one JSON object"
+        if b"\n" in body:
+            return "raw newline in a text/event-json body"
+        return None
+    if ctype == CT_EVENT_PLAIN:
+        end = body.find(b"\n\n")
+        if end < 0:
+            return "text/event-plain body without its closing blank line"
+        block = body[:end]
+        if end + 2 != len(body):
+            last = block.rpartition(b"\n")[2]
+            if not last.startswith(b"Content-Length: ") or not last[16:].isdigit():
+                return "text/event-plain body continues after its blank line"
+            if int(last[16:]) != len(body) - end - 2:
+                return "text/event-plain inner Content-Length does not match"
+        if not _PLAIN_HEADERS.fullmatch(block):
+            return f"text/event-plain header lines are malformed ({block[:40]!r}...)"
+        return None
+    return None
 
 
 # Event frames ("Content-Length: N\nContent-Type: X") skip the generic header parse.
@@ -158,7 +221,7 @@ class FrameParser:
 
     __slots__ = ("_buf", "_consumed", "_need", "max_body_bytes", "max_header_bytes")
 
-    def __init__(self, max_header_bytes: int = 65536, max_body_bytes: int = 16 * 1024 * 1024):
+    def __init__(self, max_header_bytes: int = 65536, max_body_bytes: int = MAX_BODY_BYTES):
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
         self._buf = bytearray()
@@ -254,7 +317,7 @@ class FrameParser:
                     digits = block[16:nl]
                     if ctype is not None and digits.isdigit() and len(digits) <= _MAX_CL_DIGITS:
                         clen = int(digits)
-                        if clen > max_b:
+                        if clen > MAX_EVENT_BYTES or clen <= 0:
                             ctype = None  # the generic path raises
                     else:
                         ctype = None
@@ -272,10 +335,19 @@ class FrameParser:
             else:
                 body = b""
                 pos = bstart
-            if ev_append is not None and ctype == CT_EVENT_JSON:
-                ev_append(body)
-            else:
-                append(Frame(ctype, None, body, block))
+            if ctype == CT_EVENT_JSON:
+                if body[0] != 0x7B or body[-1] != 0x7D or b"\n" in body:  # {...}
+                    raise ProtocolError(
+                        check_event_body(ctype, body) or "bad event", self._consumed + bstart
+                    )
+                if ev_append is not None:
+                    ev_append(body)
+                    continue
+            elif ctype == CT_EVENT_PLAIN:
+                why = check_event_body(ctype, body)
+                if why is not None:
+                    raise ProtocolError(why, self._consumed + bstart)
+            append(Frame(ctype, None, body, block))
         return pos, 0
 
 
@@ -313,175 +385,6 @@ def encode_frame(
         lines.append(f"Content-Length: {len(body)}")
     lines.extend(f"{k}: {v}" for k, v in extra_headers)
     return ("\n".join(lines) + "\n\n").encode("utf-8", "surrogateescape") + body
-
-
-# --- plain events ----------------------------------------------------------------------
-
-_PCT = b"%"
-
-
-def _dec(value: bytes) -> str:
-    if _PCT in value:
-        value = unquote_to_bytes(value)
-    return value.decode("utf-8", "surrogateescape")
-
-
-def parse_plain_event(body: bytes) -> tuple[list[tuple[str, str]], bytes]:
-    """Split a text/event-plain body into (decoded header multimap, inner body).
-
-    Values are percent-decoded to bytes (``+`` stays ``+``), then decoded as UTF-8
-    with surrogateescape, so any byte survives and can be re-encoded exactly.
-    """
-    end = body.find(b"\n\n")
-    if end < 0:
-        block, inner = body, b""
-    else:
-        block, inner = body[:end], body[end + 2 :]
-    headers: list[tuple[str, str]] = []
-    for raw in block.split(b"\n"):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if not raw:
-            continue
-        name, sep, value = raw.partition(b":")
-        if not sep:
-            continue  # libesl skips such lines too
-        if value.startswith(b" "):
-            value = value[1:]
-        headers.append((name.decode("utf-8", "surrogateescape"), _dec(value)))
-    return headers, inner
-
-
-def event_from_plain(body: bytes) -> tuple[Headers, bytes | None]:
-    """Plain event body -> (headers without the serializer's Content-Length, body|None)."""
-    headers, inner = parse_plain_event(body)
-    if headers and headers[-1][0] == "Content-Length":
-        headers.pop()
-        return headers, inner
-    return headers, None
-
-
-# switch_url_encode (switch_utils.c): bytes < 0x20, > 0x7E and SWITCH_URL_UNSAFE become
-# %XX upper-case, except "%" followed by two upper-case hex digits (pass-through).
-_UNSAFE = b'\r\n #%&+:;<=>?@[\\]^`{|}"'
-_ENC_TABLE: list[bytes] = [
-    (b"%%%02X" % i) if (i < 0x20 or i > 0x7E or i in _UNSAFE) else bytes([i]) for i in range(256)
-]
-_NEEDS_ENC = re.compile(b"[^" + re.escape(bytes(
-    i for i in range(0x20, 0x7F) if i not in _UNSAFE)) + b"]")
-_HEX_UP = b"0123456789ABCDEF"
-
-
-def url_encode(value: bytes) -> bytes:
-    """FreeSWITCH's switch_url_encode (double_encode = FALSE)."""
-    if not _NEEDS_ENC.search(value):
-        return value
-    out: list[bytes] = []
-    n = len(value)
-    table = _ENC_TABLE
-    for i, b in enumerate(value):
-        if b == 0x25 and i + 2 < n and value[i + 1] in _HEX_UP and value[i + 2] in _HEX_UP:
-            out.append(b"%")
-        else:
-            out.append(table[b])
-    return b"".join(out)
-
-
-def _enc_str(value: str) -> bytes:
-    try:
-        return value.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogatepass")
-
-
-def serialize_plain(headers: Sequence[tuple[str, str]], body: bytes | None = None) -> bytes:
-    """Inner text/event-plain body, as switch_event_serialize() writes it."""
-    parts: list[bytes] = []
-    for name, value in headers:
-        enc = url_encode(_enc_str(value)) if value else b"_undef_"
-        parts.append(_enc_str(name) + b": " + enc + b"\n")
-    if body is not None:
-        parts.append(b"Content-Length: %d\n\n" % len(body))
-        parts.append(body)
-    else:
-        parts.append(b"\n")
-    return b"".join(parts)
-
-
-# --- JSON events -----------------------------------------------------------------------
-
-_JSON_ESC = re.compile(b'[\\x00-\\x1f"\\\\]')
-_JSON_SHORT = {0x22: b'\\"', 0x5C: b"\\\\", 0x08: b"\\b", 0x0C: b"\\f", 0x0A: b"\\n",
-               0x0D: b"\\r", 0x09: b"\\t"}
-
-
-def _json_esc_one(m: re.Match[bytes]) -> bytes:
-    c = m.group()[0]
-    return _JSON_SHORT.get(c) or b"\\u%04x" % c
-
-
-def _json_str(value: str) -> bytes:
-    raw = _enc_str(value)
-    if _JSON_ESC.search(raw):
-        raw = _JSON_ESC.sub(_json_esc_one, raw)
-    return b'"' + raw + b'"'
-
-
-def _json_value(value: str) -> bytes:
-    if value.startswith("ARRAY::"):
-        items = value[7:].split("|:")
-        return b"[" + b",".join(_json_str(v) for v in items) + b"]"
-    return _json_str(value)
-
-
-def serialize_json(headers: Sequence[tuple[str, str]], body: bytes | None = None) -> bytes:
-    """text/event-json body as cJSON_PrintUnformatted writes it (duplicate keys kept)."""
-    members = [_json_str(k) + b":" + _json_value(v) for k, v in headers]
-    if body is not None:
-        members.append(b'"Content-Length":"%d"' % len(body))
-        members.append(b'"_body":' + _json_str(body.decode("utf-8", "surrogateescape")))
-    return b"{" + b",".join(members) + b"}"
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    return pairs
-
-
-def event_from_json(body: bytes) -> tuple[Headers, bytes | None]:
-    """JSON event body -> (headers, body|None); arrays become ``ARRAY::a|:b`` strings.
-
-    Invalid UTF-8 (cJSON copies bytes >= 0x80 raw) survives via surrogateescape.
-    Raises ValueError for non-JSON or a non-object.
-    """
-    text = bytes(body).decode("utf-8", "surrogateescape")
-    obj = json.loads(text, object_pairs_hook=_pairs)
-    if not isinstance(obj, list):
-        raise ValueError("JSON event is not an object")
-    headers: Headers = []
-    ev_body: bytes | None = None
-    for key, value in obj:
-        if key == "_body":
-            ev_body = _enc_str(str(value))
-            if headers and headers[-1][0] == "Content-Length":
-                headers.pop()
-            continue
-        if isinstance(value, list):
-            headers.append((key, "ARRAY::" + "|:".join(str(v) for v in value)))
-        elif isinstance(value, str):
-            headers.append((key, value))
-        else:
-            headers.append((key, json.dumps(value)))
-    return headers, ev_body
-
-
-def plain_to_json(body: bytes) -> bytes:
-    """Convert a text/event-plain body into the text/event-json body FreeSWITCH sends."""
-    return serialize_json(*event_from_plain(body))
-
-
-def json_to_plain(body: bytes) -> bytes:
-    """Convert a text/event-json body into the text/event-plain body FreeSWITCH sends."""
-    return serialize_plain(*event_from_json(body))
 
 
 def event_frame(fmt: str, headers: Sequence[tuple[str, str]], body: bytes | None = None) -> bytes:

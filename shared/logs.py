@@ -31,11 +31,13 @@ LEVELS: dict[str, int] = {
     "trace": TRACE,
 }
 
-# Attributes every LogRecord has; anything else came from `extra={...}`.
+# Attributes every LogRecord has; anything else came from `extra={...}`. uvicorn's
+# `color_message` (the message again, with ANSI colours) is noise in both formats.
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",
 }
 
 
@@ -112,20 +114,30 @@ class _FsguardHandler(logging.StreamHandler[TextIO]):
 def setup_logging(
     role: str, fmt: str = "json", level: str = "info", stream: TextIO | None = None
 ) -> None:
-    """Install the fsguard handler on the root logger; calling again replaces it."""
+    """Install the fsguard handler on the root logger; calling again replaces it.
+
+    fmt "auto": the human format when the stream is a terminal, JSON lines otherwise
+    (journald, files, pipes).
+    """
     formatter: logging.Formatter
+    out = sys.stderr if stream is None else stream
+    if fmt == "auto":
+        try:
+            fmt = "human" if out.isatty() else "json"
+        except (AttributeError, ValueError):  # no isatty, or a closed stream
+            fmt = "json"
     if fmt == "json":
         formatter = JsonFormatter(role)
     elif fmt == "human":
         formatter = HumanFormatter(role)
     else:
-        raise ValueError(f"unknown log format {fmt!r}: expected json or human")
+        raise ValueError(f"unknown log format {fmt!r}: expected auto, json or human")
     levelno = _level_number(level)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _FsguardHandler)]:
         root.removeHandler(old)
         old.close()
-    handler = _FsguardHandler(sys.stderr if stream is None else stream)
+    handler = _FsguardHandler(out)
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(levelno)

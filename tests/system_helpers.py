@@ -154,10 +154,15 @@ def running_fsguard(
     prefix: str | None = None,
     ns: str | None = None,
     stop_timeout: float = 15.0,
+    command: list[str] | None = None,
 ) -> Iterator[RunningSystem]:
-    """Fake FreeSWITCH + `fsguard run` on config(esl_port), subscribed; all stopped after."""
+    """Fake FreeSWITCH + `fsguard run` on config(esl_port), subscribed; all stopped after.
+
+    `command` replaces `fsguard run` (e.g. another interpreter's `-m fsguard_supervisor.roles
+    run`); `--config PATH` is appended to it.
+    """
     with running_fsguard_as(RunningSystem, tmp, config, prefix=prefix, ns=ns,
-                            stop_timeout=stop_timeout) as system:  # fmt: skip
+                            stop_timeout=stop_timeout, command=command) as system:  # fmt: skip
         yield system
 
 
@@ -170,6 +175,7 @@ def running_fsguard_as(
     prefix: str | None = None,
     ns: str | None = None,
     stop_timeout: float = 15.0,
+    command: list[str] | None = None,
 ) -> Iterator[S]:
     """`running_fsguard`, yielding a `cls` (a RunningSystem subclass with more helpers)."""
     with ExitStack() as stack:
@@ -182,7 +188,7 @@ def running_fsguard_as(
         config_path = tmp / "config.json"
         config_path.write_text(json.dumps(cfg))
         log_path = tmp / "fsguard.log"
-        argv = [FSGUARD, "run", "--config", str(config_path)]
+        argv = [*(command or [FSGUARD, "run"]), "--config", str(config_path)]
         if ns is not None:
             argv = ["ip", "netns", "exec", ns, *argv]
         with open(log_path, "wb") as log_file:

@@ -169,7 +169,7 @@ def test_injection_never_reaches_supervisor(env: Env, caplog: pytest.LogCaptureF
     evil = "status \n\napi system id"
     with caplog.at_level("INFO", logger="fsguard.audit"):
         r = env.client.post("/security/esl/command", json={"command": evil})
-    assert r.status_code == 403
+    assert r.status_code == 500  # as Go: 403 only means "source IP not permitted"
     assert r.json()["error"].startswith("command not allowed: ")
     assert env.peers.supervisor.received == before
     line = caplog.records[-1].getMessage()
@@ -180,7 +180,7 @@ def test_injection_never_reaches_supervisor(env: Env, caplog: pytest.LogCaptureF
 def test_esl_command_refused(env: Env, command: str) -> None:
     before = list(env.peers.supervisor.received)
     r = env.client.post("/security/esl/command", json={"command": command})
-    assert r.status_code == 403
+    assert r.status_code == 500
     assert r.json() == {"error": f"command not allowed: {command}"}
     assert env.peers.supervisor.received == before
 

@@ -424,7 +424,7 @@ def test_security_stats_are_fresh_within_the_cache_ttl(sysm: System) -> None:
 
 def test_esl_command_injection_never_reaches_freeswitch(sysm: System) -> None:
     r = post(sysm, "/security/esl/command", {"command": "status \n\napi system id"})
-    assert r.status_code == 403
+    assert r.status_code == 500
     r = post(sysm, "/security/esl/command", {"command": "status"})
     assert r.status_code == 200 and r.json()["command"] == "status"
     assert not any("system" in cmd for cmd in sysm.fake.commands), sysm.fake.commands

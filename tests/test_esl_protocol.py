@@ -178,15 +178,15 @@ def test_malformed_frames_raise(bad: bytes) -> None:
 
 def test_header_and_body_limits() -> None:
     parser = FrameParser(max_header_bytes=1024)
-    parser.feed(b"Content-Type: x\n" + b"X-Pad: " + b"a" * 900)  # still below the limit
+    parser.feed(b"Content-Type: x/y\n" + b"X-Pad: " + b"a" * 900)  # still below the limit
     with pytest.raises(ProtocolError, match="without terminator"):
         parser.feed(b"a" * 200)
     with pytest.raises(ProtocolError, match="header block over"):
-        FrameParser(max_header_bytes=64).feed(b"Content-Type: x\nX: " + b"b" * 100 + b"\n\n")
+        FrameParser(max_header_bytes=64).feed(b"Content-Type: x/y\nX: " + b"b" * 100 + b"\n\n")
     with pytest.raises(ProtocolError, match="over the limit"):
-        FrameParser(max_body_bytes=100).feed(b"Content-Type: x\nContent-Length: 101\n\n")
+        FrameParser(max_body_bytes=100).feed(b"Content-Type: x/y\nContent-Length: 101\n\n")
     ok = FrameParser(max_body_bytes=100).feed(
-        b"Content-Type: x\nContent-Length: 100\n\n" + b"z" * 100)
+        b"Content-Type: x/y\nContent-Length: 100\n\n" + b"z" * 100)
     assert ok[0].body == b"z" * 100
 
 

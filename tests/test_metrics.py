@@ -289,3 +289,30 @@ def test_restarted_worker_never_decreases_a_series(system: FsguardSystem) -> Non
 def _new_pid_seen(system: FsguardSystem, old_pid: int) -> bool:
     children = {c["name"]: c["pid"] for c in system.children()}
     return children.get("worker-0") not in (None, old_pid)
+
+
+def test_bad_bytes_reach_the_rules_and_undecodable_events_are_counted(
+    system: FsguardSystem,
+) -> None:
+    """Through the real tree: a scanner whose User-Agent holds invalid UTF-8 is banned; an
+    event nested 1000 levels deep is refused before decoding and counted, no worker dies."""
+    scanner = "203.0.113.90"
+    good = (b'{"Event-Name":"CUSTOM","Event-Subclass":"sofia::pre_register",'
+            b'"network-ip":"' + scanner.encode() + b'","to-user":"1000",'
+            b'"user-agent":"friendly-scanner\xff\xfe"}')
+    deep = (b'{"Event-Name":"CUSTOM","Event-Subclass":"sofia::pre_register","x":'
+            + b"[" * 1000 + b"]" * 1000 + b',"network-ip":"203.0.113.91"}')
+    before = system.samples()
+    frames = b"".join(
+        b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(body) + body
+        for body in (deep, deep, good)
+    )
+    system.fake.send_raw(frames)
+    assert wait_for(lambda: system.in_set(scanner), 10), "the scanner was not banned"
+    assert wait_for(
+        lambda: total(system.samples(), "fsguard_worker_event_decode_total", outcome="refused")
+        - total(before, "fsguard_worker_event_decode_total", outcome="refused") == 2, 10)
+    samples = system.samples()
+    assert total(samples, "fsguard_worker_event_decode_total", outcome="repaired") >= 1
+    assert total(samples, "fsguard_process_restarts_total") == total(
+        before, "fsguard_process_restarts_total")

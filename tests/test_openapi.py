@@ -1,5 +1,5 @@
-"""openapi.yaml is the generated document, committed; regenerate with
-`python -m fsguard_api.openapi > openapi.yaml`."""
+"""openapi.yaml is the generated document, committed. It depends on the FastAPI and
+pydantic versions pinned in requirements.lock; regenerate with `make openapi`."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def generated() -> str:
 def test_committed_openapi_yaml_is_current() -> None:
     committed = (ROOT / "openapi.yaml").read_text()
     assert committed == generated(), (
-        "openapi.yaml is stale: run `python -m fsguard_api.openapi > openapi.yaml`"
+        "openapi.yaml is stale (the API or the locked FastAPI/pydantic changed): run "
+        "`make openapi` (= .venv/bin/python -m fsguard_api.openapi > openapi.yaml)"
     )
 
 
@@ -75,4 +76,6 @@ def test_spec_covers_every_go_route_with_typed_responses() -> None:
 
 def test_docs_page_is_served() -> None:
     app = create_app(Config())
-    assert app.docs_url == "/docs" and app.openapi_url == "/openapi.json"
+    assert app.openapi_url == "/openapi.json"
+    paths = {getattr(r, "path", "") for r in app.routes}
+    assert {"/docs", "/redoc", "/static/{name}"} <= paths
