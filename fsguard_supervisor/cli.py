@@ -443,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
     add_operating_verbs(verb)
     __import__("fsguard_supervisor.state_cli").state_cli.register(sub)  # reconcile, bans I/O
+    __import__("fsguard_supervisor.teardown_cli").teardown_cli.register(sub)
     finish_parsers(parser, EXIT_CODES)
     return parser
 
