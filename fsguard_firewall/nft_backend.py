@@ -71,6 +71,14 @@ class NftBackend(NftRunner):
     def element(self, target: Target) -> Element:
         return to_element(target, self.ipv6_prefix)
 
+    def _exact(self, target: Target) -> Element:
+        """The element an unban deletes. Callers pass elements (`element()` output); a
+        bare IPv6 address with prefix bans is an entry listed as such — a foreign one
+        that never matched — and is deleted exactly, never widened to its prefix."""
+        if isinstance(target, ipaddress.IPv6Address) and target.ipv4_mapped is None:
+            return target
+        return self.element(target)
+
     def _set_for(self, elem: Element) -> str:
         return self.set_v4 if elem.version == 4 else self.set_v6
 
@@ -109,11 +117,14 @@ class NftBackend(NftRunner):
         keep: dict[str, tuple[Element, int]] = {}
         dropped = 0
         for name in (n for n in (self.set_v4, self.set_v6) if n in state.sets):
-            for text, remaining in self._list_set(name):
+            old_prefix = nr.rule_prefix(state, name) if name == self.set_v6 else 128
+            for text, remaining in self._list_set(name, old_prefix):
                 parsed = _parse(text)
                 try:
                     if parsed is None or isinstance(parsed, ipaddress.IPv4Network):
                         raise ValueError(text)
+                    if old_prefix < 128 and "/" not in text:
+                        raise ValueError(text)  # never matched under the old mask: not a ban
                     elem = self.element(parsed)
                 except ValueError:
                     dropped += 1
@@ -126,7 +137,7 @@ class NftBackend(NftRunner):
         self._blocks(batch, "add", [(i, e, t) for i, (e, t) in enumerate(keep.values())])
         lines = [f"delete table inet {self.table}", *self.spec.render(), *batch.lines]
         self._transaction(lines, "rebuild table")
-        changed = [s.name for s in (self.spec.v4, self.spec.v6) if state.sets.get(s.name) != s]
+        changed = nr.changed_sets(self.spec, state)
         log.warning(
             "rebuilt nftables table inet %s (%s); %d elements kept, %d not representable",
             self.table, "; ".join(diffs), len(keep), dropped,
@@ -199,7 +210,8 @@ class NftBackend(NftRunner):
         return batch
 
     def apply(self, bans: Sequence[tuple[Target, int]], unbans: Sequence[Target] = ()) -> int:
-        """Add `bans` (target, seconds; 0 = permanent), delete `unbans`, in one transaction.
+        """Add `bans` (target, seconds; 0 = permanent), delete `unbans` (see `_exact`), in
+        one transaction.
 
         Every element is validated first (ValueError/TypeError, nothing run). Returns
         the number of elements applied; FirewallError lists those the kernel refused.
@@ -216,7 +228,7 @@ class NftBackend(NftRunner):
             latest[str(elem)] = (elem, clamp_timeout(int(timeout)))
         unban_items: dict[str, tuple[Element, int | None]] = {}
         for target in unbans:
-            elem = self.element(target)
+            elem = self._exact(target)
             unban_items[str(elem)] = (elem, None)
         items = [*latest.values(), *unban_items.values()]
         if not items:
@@ -301,10 +313,10 @@ class NftBackend(NftRunner):
                 if expires and expires <= now:
                     del self._dry[elem]
             return [(e, max(1, int(x - now)) if x else 0) for e, x in self._dry.items()]
-        return [*self._list_set(self.set_v4), *self._list_set(self.set_v6)]
+        return [*self._list_set(self.set_v4), *self._list_set(self.set_v6, self.ipv6_prefix)]
 
     def contains(self, target: Target) -> bool:
-        """Whether the kernel set holds (or, for a prefix set, covers) this address."""
+        """Whether the kernel set holds (or, with prefix bans, covers) this address."""
         elem = self.element(target)
         if self.dry_run:
             expires = self._dry.get(str(elem))

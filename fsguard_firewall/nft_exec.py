@@ -6,6 +6,7 @@ all of it or none reaches the kernel).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import subprocess
@@ -82,8 +83,12 @@ class NftRunner:
             return None
         raise FirewallError(f"nft list table inet {table} failed: {proc.stderr.strip()}")
 
-    def _list_set(self, name: str) -> list[tuple[str, int]]:
+    def _list_set(self, name: str, prefix: int = 128) -> list[tuple[str, int]]:
         """The elements of one set, from a consistent dump.
+
+        With `prefix` < 128 (the set holds prefix network addresses, matched with a
+        mask) an element aligned to the prefix is given as `addr/prefix`; one with host
+        bits set (no fsguard ban: it never matches) stays a bare address.
 
         The kernel dumps a hash set in chunks, resuming by count; when it resizes the
         hash table between chunks (it does so for a while after a bulk insert) the dump
@@ -101,12 +106,12 @@ class NftRunner:
             members = nr.parse_set_elements(proc.stdout)
             unique = dict(members)
             if len(unique) == len(members):
-                return members
+                return members if prefix == 128 else [(_prefixed(e, prefix), t) for e, t in members]
             log.debug("nft list set %s: %d repeated elements, reading again",
                       name, len(members) - len(unique))  # fmt: skip
             time.sleep(0.2 * (attempt + 1))
         log.warning("nft list set %s stayed inconsistent after %d reads", name, LIST_READS)
-        return list(unique.items())
+        return [(_prefixed(e, prefix) if prefix < 128 else e, t) for e, t in unique.items()]
 
     def ruleset(self) -> dict[str, Any]:
         """The table as the kernel has it, without elements (for status and the API)."""
@@ -130,3 +135,12 @@ class NftRunner:
             "rules": rules,
             "counters": counters,
         }
+
+
+def _prefixed(text: str, prefix: int) -> str:
+    try:
+        addr = ipaddress.IPv6Address(text)
+    except ValueError:
+        return text
+    net = ipaddress.IPv6Network((addr, prefix), strict=False)
+    return f"{addr}/{prefix}" if net.network_address == addr else text

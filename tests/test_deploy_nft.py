@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent(
     with_caps nft -f - <"$DIR/create.nft" || exit 1
     with_caps nft -f - <"$DIR/add.nft" || exit 1
     with_caps nft -j list set inet fsguard fsg | grep -q '"192.0.2.7"' || exit 1
-    with_caps nft get element inet fsguard fsg-v6 '{ 2001:db8::5 }' >/dev/null || exit 1
+    with_caps nft get element inet fsguard fsg-v6 '{ 2001:db8:: }' >/dev/null || exit 1
     with_caps nft -j -t list table inet fsguard >/dev/null || exit 1
     with_caps nft delete table inet fsguard || exit 1
     echo OK

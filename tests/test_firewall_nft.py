@@ -68,8 +68,7 @@ def test_ensure_builds_the_ruleset_once(ns: str) -> None:
     assert [o["rule"]["handle"] for o in items if "rule" in o] == handles
     sets = {o["set"]["name"]: o["set"] for o in items if "set" in o}
     assert sets[SET]["type"] == "ipv4_addr" and sets[SET]["flags"] == ["timeout"]
-    assert sets[SET + "-v6"]["type"] == "ipv6_addr"
-    assert sorted(sets[SET + "-v6"]["flags"]) == ["interval", "timeout"]
+    assert sets[SET + "-v6"]["type"] == "ipv6_addr" and sets[SET + "-v6"]["flags"] == ["timeout"]
     (chain,) = [o["chain"] for o in items if "chain" in o]
     assert (chain["hook"], chain["prio"], chain["policy"]) == ("input", -10, "accept")
     assert len(handles) == 2
@@ -107,17 +106,36 @@ def test_old_kernel_form_rearms_timeouts(ns: str) -> None:
     assert members["192.0.2.1"] > 7000 and 0 < members["192.0.2.2"] <= 50
 
 
-def test_ipv6_prefixes_interval_set(ns: str) -> None:
+def test_ipv6_prefixes(ns: str) -> None:
     fw = make_fw(ns, ipv6_prefix=64)
     fw.ensure()
     fw.apply([(ip("2001:db8:1:2::99"), 60), (ip("2001:db8:1:2::5"), 60)])
     assert [m for m, _ in fw.list_members()] == ["2001:db8:1:2::/64"]
+    raw = run_in(ns, ["nft", "list", "set", "inet", TABLE, SET + "-v6"], check=True).stdout
+    assert "2001:db8:1:2:: timeout" in raw  # the network address, looked up masked
     assert fw.contains(ip("2001:db8:1:2::1"))
     assert not fw.contains(ip("2001:db8:1:3::1"))
     with pytest.raises(ValueError):
         fw.apply([(ipaddress.ip_network("2001:db8::/48"), 60)])
-    fw.apply([], unbans=[ip("2001:db8:1:2::abcd")])
+    fw.apply([], unbans=[ip("2001:db8:1:2::abcd")])  # a bare address is deleted exactly:
+    assert [m for m, _ in fw.list_members()] == ["2001:db8:1:2::/64"]  # not the /64 ban
+    fw.apply([], unbans=[fw.element(ip("2001:db8:1:2::abcd"))])  # as callers do
     assert fw.list_members() == []
+
+
+def test_unaligned_foreign_v6_entry_is_reported_as_is(ns: str) -> None:
+    """A host address added by hand to the prefix set never matches (the lookup is
+    masked): it is listed bare, so reconcile removes exactly it, not the /64 ban."""
+    fw = make_fw(ns, ipv6_prefix=64)
+    fw.ensure()
+    fw.apply([(ip("2001:db8:7::1"), 600)])
+    run_in(ns, ["nft", "add", "element", "inet", TABLE, SET + "-v6", "{ 2001:db8:7::5 }"],
+           check=True)  # fmt: skip
+    assert sorted(m for m, _ in fw.list_members()) == ["2001:db8:7::/64", "2001:db8:7::5"]
+    store = store_of(["2001:db8:7::/64"], time.time(), 600)
+    result = fw.reconcile(store, keep_foreign=False, refuse=lambda e: False)
+    assert (result.removed_foreign, result.added, result.errors) == (1, 0, [])
+    assert [m for m, _ in fw.list_members()] == ["2001:db8:7::/64"]
 
 
 def test_kernel_expires_elements(ns: str) -> None:
@@ -203,6 +221,16 @@ def test_parameter_change_migrates_keeping_elements(ns: str) -> None:
     members = dict(fw128.list_members())
     assert 590 <= members["192.0.2.1"] <= 600  # carried over with its timeout
     assert "2001:db8:5::1" in members  # the /64 could not be kept: reconcile re-added it
+
+
+def test_prefix_change_converts_elements(ns: str) -> None:
+    fw64 = make_fw(ns, ipv6_prefix=64)
+    fw64.ensure()
+    fw64.apply([(ip("2001:db8:5:6::1"), 600), (ip("192.0.2.1"), 0)])
+    fw48 = make_fw(ns, ipv6_prefix=48)
+    assert fw48.ensure() == [SET + "-v6"]  # same set type, new mask: elements converted
+    assert dict(fw48.list_members()).keys() == {"2001:db8:5::/48", "192.0.2.1"}
+    assert fw48.contains(ip("2001:db8:5:ffff::9"))
 
 
 def test_set_at_its_size_limit_fails_per_element(ns: str) -> None:
@@ -312,6 +340,31 @@ def test_real_drop_v4_and_v6_over_veth() -> None:
         fw.apply([(ip("2001:db8::7"), 60)])
         assert udp_reaches(atk, "2001:db8::9", srv, "2001:db8::1", 5060)
         assert not udp_reaches(atk, "2001:db8::7", srv, "2001:db8::1", 5060)
+
+
+def test_real_drop_ipv6_prefix_over_veth() -> None:
+    """ipv6_ban_prefix 64: banning one address drops its whole /64 (masked lookup);
+    a source in the next /64 arrives."""
+    with netns("psrv") as srv, netns("patk") as atk:
+        veth_pair(srv, "2001:db8::1/64", atk,
+                  ["2001:db8::7/64", "2001:db8::9/64", "2001:db8:0:1::9/64"])  # fmt: skip
+        run_in(srv, ["ip", "addr", "add", "2001:db8:0:1::1/64", "dev", _ifname(srv), "nodad"],
+               check=True)  # fmt: skip
+        fw = NftBackend(
+            "fsguard", SET, default_timeout=60, ipv6_prefix=64,
+            command_prefix=["ip", "netns", "exec", srv],
+        )  # fmt: skip
+        fw.ensure()
+        assert udp_reaches(atk, "2001:db8::9", srv, "2001:db8::1", 5060)
+        fw.apply([(ip("2001:db8::7"), 60)])
+        assert not udp_reaches(atk, "2001:db8::7", srv, "2001:db8::1", 5060)
+        assert not udp_reaches(atk, "2001:db8::9", srv, "2001:db8::1", 5060)
+        assert udp_reaches(atk, "2001:db8:0:1::9", srv, "2001:db8:0:1::1", 5060)
+
+
+def _ifname(ns: str) -> str:
+    out = run_in(ns, ["ip", "-o", "link", "show", "type", "veth"], check=True).stdout
+    return out.split(":")[1].strip().split("@")[0]
 
 
 def test_coexistence_iptables_nft_and_higher_priority_accept() -> None:

@@ -15,14 +15,17 @@ from shared.config import ConfigError, config_from_dict
 def test_table_spec_flags_follow_ipv6_prefix() -> None:
     exact = nr.table_spec("fsguard", "bans", 128)
     assert (exact.v4.name, exact.v6.name) == ("bans", "bans-v6")
-    assert exact.v6.flags == ("timeout",)
+    assert exact.v6.flags == ("timeout",) and exact.v6_mask is None
+    assert "ip6 saddr @bans-v6 counter drop" in "\n".join(exact.render())
     prefixed = nr.table_spec("fsguard", "bans", 64)
-    assert prefixed.v6.flags == ("interval", "timeout")
+    assert prefixed.v6.flags == ("timeout",)  # a hash set looked up masked, no interval
     text = "\n".join(prefixed.render())
-    assert "set bans-v6 { type ipv6_addr; flags interval,timeout; size 1000000; }" in text
+    assert "set bans-v6 { type ipv6_addr; flags timeout; size 1000000; }" in text
     assert "type filter hook input priority -10; policy accept;" in text
-    assert "ip saddr @bans counter drop" in text and "ip6 saddr @bans-v6 counter drop" in text
+    assert "ip saddr @bans counter drop" in text
+    assert "ip6 saddr & ffff:ffff:ffff:ffff:: @bans-v6 counter drop" in text
     assert "flush" not in text
+    assert nr.table_spec("t", "b", 56).v6_mask == "ffff:ffff:ffff:ff00::"
 
 
 @pytest.mark.parametrize("name", ["", "a b", "x;flush ruleset", "t}", "a" * 29])
@@ -35,7 +38,7 @@ def test_bad_names_refused(name: str) -> None:
 
 def test_element_rendering_only_from_ipaddress_objects() -> None:
     assert nr.render_element(ipaddress.ip_address("192.0.2.1"), 60) == "192.0.2.1 timeout 60s"
-    assert nr.render_element(ipaddress.ip_network("2001:db8::/64"), 0) == "2001:db8::/64"
+    assert nr.render_element(ipaddress.ip_network("2001:db8:0:1::/64"), 0) == "2001:db8:0:1::"
     with pytest.raises(TypeError):
         nr.render_element("192.0.2.1 }\nflush ruleset", 60)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
@@ -106,7 +109,7 @@ def test_differences_name_what_changed() -> None:
     spec = nr.table_spec("fsguard", "bans", 64)
     good = json.dumps({"nftables": [
         {"set": {"name": "bans", "type": "ipv4_addr", "flags": ["timeout"]}},
-        {"set": {"name": "bans-v6", "type": "ipv6_addr", "flags": ["timeout", "interval"]}},
+        {"set": {"name": "bans-v6", "type": "ipv6_addr", "flags": ["timeout"]}},
         {"chain": {"name": "input", "type": "filter", "hook": "input", "prio": -10,
                    "policy": "accept"}},
         {"rule": {"chain": "input", "expr": [
@@ -114,14 +117,19 @@ def test_differences_name_what_changed() -> None:
                        "right": "@bans"}},
             {"counter": {"packets": 7, "bytes": 420}}, {"drop": None}]}},
         {"rule": {"chain": "input", "expr": [
-            {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "saddr"}},
+            {"match": {"op": "==", "left": {"&": [
+                {"payload": {"protocol": "ip6", "field": "saddr"}}, "ffff:ffff:ffff:ffff::"]},
                        "right": "@bans-v6"}},
             {"counter": {"packets": 0, "bytes": 0}}, {"drop": None}]}},
     ]})  # fmt: skip
     assert nr.differences(spec, nr.parse_table(good)) == []
     exact = nr.table_spec("fsguard", "bans", 128)
-    diffs = nr.differences(exact, nr.parse_table(good))
-    assert len(diffs) == 1 and "bans-v6" in diffs[0] and "interval" in diffs[0]
+    state = nr.parse_table(good)
+    assert nr.rule_prefix(state, "bans-v6") == 64 and nr.rule_prefix(state, "bans") == 128
+    assert nr.changed_sets(spec, state) == []
+    diffs = nr.differences(exact, state)
+    assert len(diffs) == 1 and "ffff:ffff:ffff:ffff::" in diffs[0]  # the v6 rule's mask
+    assert nr.changed_sets(exact, state) == ["bans-v6"]
 
 
 def test_config_backend_keys_defaults_env_and_errors() -> None:
