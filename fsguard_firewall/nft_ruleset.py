@@ -35,7 +35,7 @@ from typing import Any
 
 from .kernel import Element
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,28}$")
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,27}$")  # nft: no leading digit or -
 CHAIN = "input"
 PRIORITY = -10  # `filter - 10`: before iptables-nft, ufw and firewalld filter chains
 SET_SIZE = 1_000_000  # as the ipset backend's maxelem
@@ -90,7 +90,9 @@ def table_spec(table: str, set_name: str, ipv6_prefix: int) -> TableSpec:
     """The ruleset for these settings; ValueError for an unusable name."""
     for what, name in (("nftables table", table), ("set", set_name)):
         if not NAME_RE.match(name):
-            raise ValueError(f"invalid {what} name {name!r} (1-28 chars of A-Za-z0-9_.:-)")
+            raise ValueError(
+                f"invalid {what} name {name!r} (a letter or _, then up to 27 of A-Za-z0-9_.-)"
+            )
     if not 1 <= ipv6_prefix <= 128:
         raise ValueError(f"ipv6_prefix must be 1..128, got {ipv6_prefix}")
     mask = None

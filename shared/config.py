@@ -516,6 +516,7 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> dict[str, str]:
 FIREWALL_BACKENDS = ("ipset", "nftables")
 _IPSET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,28}")
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,28}")
+_NFT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,27}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _AT_LEAST_ONE = (
@@ -613,7 +614,10 @@ class _Validator:
         )
         self.pattern("security.iptables_chain", _CHAIN_NAME, "1-28 characters of A-Z a-z 0-9 _ -")
         self.choice("security.firewall_backend", FIREWALL_BACKENDS)
-        self.pattern("security.nftables_table", _CHAIN_NAME, "1-28 characters of A-Z a-z 0-9 _ -")
+        nft_name = "an nftables name: a letter or _, then up to 27 of A-Z a-z 0-9 _ . -"
+        self.pattern("security.nftables_table", _NFT_NAME, nft_name)
+        if c.security.firewall_backend.lower() == "nftables":
+            self.pattern("security.ipset_name", _NFT_NAME, nft_name)
         self.choice("security.esl_log_level", LOG_LEVELS)
         self.choice("logging.level", LOG_LEVELS)
         self.choice("logging.format", LOG_FORMATS)

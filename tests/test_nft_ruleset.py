@@ -28,7 +28,7 @@ def test_table_spec_flags_follow_ipv6_prefix() -> None:
     assert nr.table_spec("t", "b", 56).v6_mask == "ffff:ffff:ffff:ff00::"
 
 
-@pytest.mark.parametrize("name", ["", "a b", "x;flush ruleset", "t}", "a" * 29])
+@pytest.mark.parametrize("name", ["", "a b", "x;flush ruleset", "t}", "a" * 29, "1fsg", "-x"])
 def test_bad_names_refused(name: str) -> None:
     with pytest.raises(ValueError):
         nr.table_spec(name, "bans", 128)
@@ -145,3 +145,7 @@ def test_config_backend_keys_defaults_env_and_errors() -> None:
         config_from_dict({}, env={"SECURITY_FIREWALL_BACKEND": "iptables"})
     with pytest.raises(ConfigError, match=r"security\.nftables_table"):
         config_from_dict({"security": {"nftables_table": "a b"}})
+    # ipset accepts a leading digit, nft does not: checked when nftables is the backend.
+    assert config_from_dict({"security": {"ipset_name": "1bans"}}).security.ipset_name == "1bans"
+    with pytest.raises(ConfigError, match=r"security\.ipset_name"):
+        config_from_dict({"security": {"ipset_name": "1bans", "firewall_backend": "nftables"}})
