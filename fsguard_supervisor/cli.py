@@ -36,6 +36,7 @@ from fsguard_supervisor.ops_client import (
     rule_of,
 )
 from fsguard_supervisor.output import Style, table
+from fsguard_supervisor.status_firewall import firewall_line, firewall_summary
 from shared.config import (
     Config,
     ConfigError,
@@ -146,6 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "activeBans": len(bans),
         "bansByRule": dict(by_rule.most_common()),
         "whitelistCount": counts.get("whitelistCount"),
+        "firewall": firewall_summary(client),
     }
     if args.json:
         _print_json(summary)
@@ -163,6 +165,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     white = summary["whitelistCount"]
     extra = f", whitelist {white}" if white is not None else ""
     print(f"  bans       {len(bans)} active{extra}")
+    if summary["firewall"] is not None:
+        print(firewall_line(summary["firewall"]))
     if by_rule:
         print(table(("RULE", "ACTIVE BANS"), by_rule.most_common(), right=(1,), style=st,
                     indent="    "))
