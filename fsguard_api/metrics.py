@@ -355,6 +355,25 @@ class FsguardCollector(Collector):
         reports = CounterMetricFamily(
             "fsguard_reports", "chanDaemon ban reports, by result", labels=["result", "pid"]
         )
+        ledger: list[CounterMetricFamily | GaugeMetricFamily] = [
+            CounterMetricFamily("fsguard_firewall_kernel_full",
+                                "Kernel applies refused because a ban set is full",
+                                labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_pending_bans",
+                              "Bans the kernel refused, waiting for a retry", labels=["pid"]),
+            CounterMetricFamily("fsguard_firewall_drift_repaired",
+                                "Kernel entries added, re-timed or removed by drift checks",
+                                labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_last_drift",
+                              "Differences kernel vs store found by the last drift check",
+                              labels=["pid"]),
+            CounterMetricFamily("fsguard_firewall_store_errors",
+                                "Failed state store writes (bans kept in the kernel only)",
+                                labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_store_backlog",
+                              "Bans enforced in the kernel, not yet written to the store",
+                              labels=["pid"]),
+        ]  # fmt: skip
         histograms: list[Metric] = []
         if fw is not None:
             pid = str(fw.get("pid", ""))
@@ -364,6 +383,10 @@ class FsguardCollector(Collector):
                     active.add_metric([str(family)], _num(count))
             applied.add_metric([pid], _num(fw.get("bans_applied")))
             kernel_errors.add_metric([pid], _num(fw.get("kernel_errors")))
+            for family, key in zip(ledger, ("kernel_full", "pending_bans", "drift_repaired",
+                                            "last_drift", "store_errors", "store_backlog"),
+                                   strict=True):  # fmt: skip
+                family.add_metric([pid], _num(fw.get(key)))
             for key, result in REPORT_RESULTS.items():
                 reports.add_metric([result, pid], _num(fw.get(key)))
             for name, doc, key in (
@@ -382,6 +405,7 @@ class FsguardCollector(Collector):
                 if family is not None:
                     histograms.append(family)
         yield from (active, applied, kernel_errors, reports)
+        yield from ledger
         yield from histograms
 
     def _api(self) -> Iterator[Metric]:

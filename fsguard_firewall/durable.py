@@ -1,19 +1,11 @@
-"""The firewall's durable state: the SQLite Store (store.py) behind the Firewall's protocols.
+"""The firewall's durable state wired into a Firewall (the store adapters are persist.py).
 
 Only the firewall process opens the store (an exclusive lock refuses a second owner).
-In-memory mirrors of the active bans and whitelist answer the hot-path lookups; every
-change is committed to SQLite *before* it is acknowledged (control reply, "banned" log
-line, DecisionAck to the worker), so an acknowledged ban survives kill -9 and power loss
-(WAL + synchronous=FULL).
-
-- `SqliteBanStore` implements process.BanStore (get/put_many/remove/active/purge_expired).
-- `SqliteWhitelist` implements lists.Whitelist; `PersistentPatterns` persists run-time
-  untrusted patterns (config patterns come from the config at every start).
-- `Durable` wires it all into a Firewall: decision ids seen by the store (a worker
-  re-sending after a firewall restart) are acknowledged without being re-applied,
-  DecisionAcks go back to worker *i* over `worker-<i>.acks` (firewall PUSH ⇄ worker
-  PULL), the chanDaemon Reporter queues a report per committed new ban, and the control
-  ops `reconcile`, `lists_snapshot`, `bans_export`, `bans_import` are added.
+`Durable` gives the ledger its SQLite store and the store's processed decision ids (a
+worker re-sending after a firewall restart is acknowledged without a re-apply), the
+workers' acks, the chanDaemon Reporter (a report per committed new ban), the periodic
+work (prune, re-arm, drift check, backlog flush) and the control ops `reconcile`,
+`drift_check`, `lists_snapshot`, `bans_export`, `bans_import`.
 """
 
 from __future__ import annotations
@@ -21,44 +13,32 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import zmq
 
-from shared import addresses
 from shared.config import Config, worker_count
 from shared.control import ControlError, Handler
-from shared.messages import BanDecision, DecisionAck, ListChange, encode
+from shared.iputil import shard_of
+from shared.messages import ListChange
 
 from . import reconcile as rec
-from .kernel import Element, FirewallError, KernelFirewall
-from .lists import UntrustedPatterns, WhitelistEntry
+from . import sync
+from .backend import FirewallError, KernelBackend
+from .persist import AckSender, PersistentPatterns, SqliteBanStore, SqliteWhitelist
 from .reporter import Reporter
-from .store import (
-    BAN_SOURCES,
-    BanRecord,
-    ImportDataError,
-    Store,
-    StoreError,
-    WhitelistRecord,
-    default_path,
-    normalize_key,
-)
+from .store import ImportDataError, Store, StoreError, default_path, normalize_key
 
 if TYPE_CHECKING:
-    from .process import BanEntry, Firewall
+    from .firewall import Firewall
 
 log = logging.getLogger("fsguard.firewall")
 
 EX_CONFIG = 78  # sysexits.h: the state store cannot be used; the supervisor does not retry
-EXPIRE_LIMIT = 1000  # rows per expire() transaction
-EXPIRE_ROUNDS = 10  # transactions per sweep at most (incremental)
 PRUNE_SECONDS = 60.0
 REARM_SECONDS = 3600.0  # long bans are re-armed well before MAX_TIMEOUT (~24.8 days)
 DECISIONS_KEEP = 7 * 86400.0
-ACK_HWM = 100_000
 
 
 def open_store(config: Config) -> Store:
@@ -69,231 +49,6 @@ def open_store(config: Config) -> Store:
     except OSError as exc:
         raise StoreError(f"cannot create state directory {state_dir}: {exc.strerror}") from exc
     return Store(default_path(state_dir))
-
-
-# --- bans --------------------------------------------------------------------------------
-
-
-def entry_from_record(r: BanRecord) -> BanEntry:
-    from .process import BanEntry
-
-    count = r.evidence.get("count", 0)
-    return BanEntry(
-        ip=r.key,
-        added_at=r.created,
-        expires_at=0.0 if r.expires is None else r.expires,
-        reason=r.reason,
-        rule=r.rule,
-        fail_count=count if isinstance(count, int) else 0,
-        decision_id=r.decision_id,
-        source=r.source,
-        user=r.user,
-    )
-
-
-def record_from_entry(e: BanEntry) -> BanRecord:
-    # Manual ids ("manual-<pid>-<n>") repeat across restarts: never dedupe on them.
-    decision_id = "" if e.decision_id.startswith("manual-") else e.decision_id
-    return BanRecord(
-        key=e.ip,
-        rule=e.rule,
-        reason=e.reason,
-        created=e.added_at,
-        expires=None if e.expires_at == 0 else e.expires_at,
-        source=e.source if e.source in BAN_SOURCES else "manual",
-        decision_id=decision_id,
-        user=e.user,
-        evidence={"count": e.fail_count} if e.fail_count else {},
-    )
-
-
-class SqliteBanStore:
-    """process.BanStore over the Store, with an in-memory mirror of the active bans."""
-
-    def __init__(self, store: Store, reporter: Reporter | None = None) -> None:
-        self.store = store
-        self.reporter = reporter
-        self._mirror: dict[str, BanEntry] = {}
-        self.reports_queued = 0
-        self.reload()
-
-    def reload(self) -> None:
-        self._mirror = {r.key: entry_from_record(r) for r in self.store.active_bans(time.time())}
-
-    def get(self, ip: str, now: float) -> BanEntry | None:
-        entry = self._mirror.get(ip)
-        return entry if entry is not None and entry.active(now) else None
-
-    def put_many(self, entries: Iterable[BanEntry]) -> None:
-        items = list(entries)
-        if not items:
-            return
-        reporter = self.reporter if self.reporter is not None and self.reporter.enabled else None
-        report = None
-        if reporter is not None:
-            def report(r: BanRecord) -> str:
-                return reporter.payload_for(
-                    r.key,
-                    r.reason,
-                    0.0 if r.expires is None else r.expires - r.created,
-                    "" if r.source == "manual" else r.user,
-                )
-        # Bans and their reports commit together: a crash cannot leave a ban unreported.
-        changed, queued = self.store.add_bans_reported(
-            [record_from_entry(e) for e in items], report
-        )
-        new = 0
-        for r in changed:
-            before = self._mirror.get(r.key)
-            if before is None or not before.active(r.created):
-                new += 1
-            self._mirror[r.key] = entry_from_record(r)
-        if reporter is not None:
-            self.reports_queued += queued
-            reporter.queued(queued, dropped=max(0, new - queued))
-
-    def remove(self, ip: str) -> BanEntry | None:
-        self.store.remove_ban(ip)
-        return self._mirror.pop(ip, None)
-
-    def recidive_counts(self, keys: Sequence[str], since: float) -> dict[str, int]:
-        return self.store.recidive_counts(keys, since)
-
-    def active(self, now: float) -> list[BanEntry]:
-        return [e for e in self._mirror.values() if e.active(now)]
-
-    def purge_expired(self, now: float) -> int:
-        """Incremental: at most EXPIRE_ROUNDS small transactions per call."""
-        total = 0
-        for _ in range(EXPIRE_ROUNDS):
-            keys = self.store.expire(now, EXPIRE_LIMIT)
-            for key in keys:
-                entry = self._mirror.get(key)
-                if entry is not None and not entry.active(now):
-                    del self._mirror[key]
-            total += len(keys)
-            if len(keys) < EXPIRE_LIMIT:
-                break
-        return total
-
-
-# --- whitelist and patterns ------------------------------------------------------------------
-
-
-def _wl_entry(r: WhitelistRecord) -> WhitelistEntry:
-    return WhitelistEntry(
-        ip=r.ip,
-        added_at=r.added,
-        expires_at=0.0 if r.expires is None else r.expires,
-        user_id=r.user_id,
-        domain=r.domain,
-        last_seen=r.last_seen,
-    )
-
-
-class SqliteWhitelist:
-    """lists.Whitelist over the Store (manual entries), mirrored in memory."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._mirror: dict[str, WhitelistEntry] = {}
-        self.reload()
-
-    def reload(self) -> None:
-        self._mirror = {r.ip: _wl_entry(r) for r in self.store.whitelist_active(time.time())}
-
-    def put(self, entry: WhitelistEntry) -> None:
-        self.store.whitelist_add(
-            WhitelistRecord(
-                ip=entry.ip,
-                added=entry.added_at,
-                expires=None if entry.expires_at == 0 else entry.expires_at,
-                user_id=entry.user_id,
-                domain=entry.domain,
-                last_seen=entry.last_seen or entry.added_at,
-                source="manual",
-            )
-        )
-        self._mirror[entry.ip] = entry
-
-    def remove(self, ip: str) -> bool:
-        gone = self.store.whitelist_remove(ip)
-        return self._mirror.pop(ip, None) is not None or gone
-
-    def get(self, ip: str, now: float) -> WhitelistEntry | None:
-        entry = self._mirror.get(ip)
-        return entry if entry is not None and entry.active(now) else None
-
-    def active(self, now: float) -> list[WhitelistEntry]:
-        dead = [ip for ip, e in self._mirror.items() if not e.active(now)]
-        for ip in dead:
-            del self._mirror[ip]  # the rows go with Store.prune
-        return list(self._mirror.values())
-
-
-class PersistentPatterns(UntrustedPatterns):
-    """Untrusted patterns: the config's, plus run-time additions committed to the store."""
-
-    def __init__(self, store: Store, initial: list[str]) -> None:
-        self.store = store
-        stored = [p for p, source in store.patterns() if source == "runtime"]
-        super().__init__([*initial, *stored])
-
-    def add(self, pattern: str) -> bool:
-        if pattern in self:
-            return False
-        self.store.pattern_add(pattern, time.time(), "runtime")
-        return super().add(pattern)
-
-    def remove(self, pattern: str) -> bool:
-        if pattern not in self:
-            return False
-        self.store.pattern_remove(pattern)
-        return super().remove(pattern)
-
-
-# --- acknowledgements to the workers ----------------------------------------------------------
-
-
-class AckSender:
-    """One PUSH per worker, connected to `worker-<i>.acks` (the worker binds a PULL)."""
-
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], runtime: str, workers: int) -> None:
-        self.ctx = ctx
-        self.runtime = runtime
-        self.workers = workers
-        self._socks: dict[int, zmq.Socket[bytes]] = {}
-        self.sent = 0
-        self.dropped = 0
-
-    def _sock(self, index: int) -> zmq.Socket[bytes]:
-        sock = self._socks.get(index)
-        if sock is None:
-            sock = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, ACK_HWM)
-            sock.connect(addresses.worker_acks(self.runtime, index))
-            self._socks[index] = sock
-        return sock
-
-    def send(self, index: int, ack: DecisionAck) -> None:
-        if not 0 <= index < self.workers:
-            return
-        try:
-            self._sock(index).send(encode(ack), zmq.NOBLOCK)
-            self.sent += 1
-        except zmq.Again:
-            self.dropped += 1  # the worker re-sends; the firewall answers again
-
-    def hello(self) -> None:
-        """Tell every worker the firewall (re)started: re-send unacked, resync lists."""
-        for index in range(self.workers):
-            self.send(index, DecisionAck(id="", ok=True, error=f"firewall-start {os.getpid()}"))
-
-    def close(self) -> None:
-        for sock in self._socks.values():
-            sock.close(0)
-        self._socks.clear()
 
 
 # --- wiring -----------------------------------------------------------------------------------
@@ -313,11 +68,12 @@ class Durable:
         self.fw: Firewall | None = None
         self.acks: AckSender | None = None
         self.last_reconcile: rec.ReconcileResult | None = None
-        self.store_duplicates = 0
+        self.last_drift: rec.ReconcileResult | None = None
         self.expired = 0
         self.rearmed = 0
         self._next_prune = time.monotonic() + PRUNE_SECONDS
         self._next_rearm = time.monotonic() + REARM_SECONDS
+        self._next_drift = time.monotonic() + max(1.0, sec.drift_check_interval)
 
     @classmethod
     def open(cls, config: Config) -> Durable:
@@ -329,14 +85,18 @@ class Durable:
             raise
 
     def attach(self, fw: Firewall, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
-        """Give the firewall's lists their persistence; start acks and the reporter."""
+        """Give the firewall's ledger and lists their persistence; start acks and the
+        reporter."""
         self.fw = fw
+        fw.ledger.store = self.bans
+        fw.ledger.processed = self.seen_ids
         fw.lists.whitelist = SqliteWhitelist(self.store)
         fw.lists.untrusted = PersistentPatterns(
             self.store, list(self.config.security.untrusted_networks)
         )
         if ctx is not None:
             self.acks = AckSender(ctx, self.config.paths.runtime_dir, worker_count(self.config))
+            fw.ledger.ack = self.acks.send
         if self.reporter is not None:
             self.reporter.start()
 
@@ -347,24 +107,17 @@ class Durable:
 
     # --- kernel ------------------------------------------------------------------------
 
-    def refuse(self, elem: Element) -> bool:
+    def reconcile(self, migrate: bool = True, from_empty: bool = False) -> rec.ReconcileResult:
+        """Kernel <-> ledger, both ways. `from_empty`: an empty store is deliberate (the
+        kernel entries are removed, not adopted)."""
         fw = self._firewall()
-        return fw.is_trusted(elem) or fw.lists.is_whitelisted(str(elem))
-
-    def reconcile(self, migrate: bool = True) -> rec.ReconcileResult:
-        fw = self._firewall()
-        kernel: KernelFirewall = fw.kernel
-        migrated: list[str] = []
-        if migrate and not kernel.dry_run:
-            migrated = rec.ensure_set_params(kernel)
-            kernel.ensure_setup()
-        result = rec.reconcile(
-            kernel,
-            self.bans,
+        result = sync.reconcile(
+            fw.ledger,
+            refuse=fw.refuse,
             keep_foreign=self.config.security.keep_foreign_entries,
-            refuse=self.refuse,
+            migrate=migrate,
+            adopt_if_empty=not from_empty,
         )
-        result.migrated = migrated
         self.last_reconcile = result
         level = logging.WARNING if result.changed() or result.errors else logging.INFO
         log.log(level, "reconcile: %s", result.summary())
@@ -372,22 +125,15 @@ class Durable:
             log.error("reconcile: %s", err)
         return result
 
-    # --- decisions ---------------------------------------------------------------------
-
-    def before_batch(self, batch: list[BanDecision]) -> list[BanDecision]:
-        """Drop decisions the store already processed (re-sent after a restart)."""
+    def drift_check(self) -> rec.ReconcileResult:
         fw = self._firewall()
-        seen_mem = fw._seen_ids
-        seen = self.seen_ids([d.id for d in batch if d.id and d.id not in seen_mem])
-        out: list[BanDecision] = []
-        for d in batch:
-            if d.id in seen and d.id not in seen_mem:
-                fw.stats.decisions_received += 1
-                fw.stats.duplicates += 1
-                self.store_duplicates += 1
-                continue
-            out.append(d)
-        return out
+        result = sync.drift_check(
+            fw.ledger, refuse=fw.refuse, keep_foreign=self.config.security.keep_foreign_entries
+        )
+        self.last_drift = result
+        for err in result.errors[:5]:
+            log.error("drift check: %s", err)
+        return result
 
     def seen_ids(self, ids: list[str]) -> set[str]:
         """The ids among `ids` the store already processed (one query per 500)."""
@@ -406,45 +152,43 @@ class Durable:
                 )
         return found
 
-    def after_batch(self, batch: list[BanDecision]) -> None:
-        """Acknowledge every decision of a batch handled (and committed) without error;
-        one whose kernel apply failed gets ok=False and is re-sent by its worker."""
-        if self.acks is None:
-            return
-        seen = self._firewall()._seen_ids
-        for d in batch:
-            if not d.id or d.worker < 0:
-                continue
-            if d.id in seen or self.store.seen_decision(d.id):
-                self.acks.send(d.worker, DecisionAck(id=d.id, ok=True))
-            else:
-                self.acks.send(d.worker, DecisionAck(id=d.id, ok=False, error="kernel error"))
-
     # --- periodic ----------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Prune old history and re-arm long bans (time-gated; call from the loop)."""
+        """Prune history, re-arm long bans, check drift, write the backlog (time-gated;
+        call from the loop)."""
+        fw = self._firewall()
         now_m = time.monotonic()
+        fw.ledger.flush_backlog()
         if now_m >= self._next_prune:
             self._next_prune = now_m + PRUNE_SECONDS
-            self.store.prune(
-                time.time(),
-                recidive_keep=max(self.config.security.recidive.window, 86400.0),
-                decisions_keep=DECISIONS_KEEP,
-            )
+            try:
+                self.store.prune(
+                    time.time(),
+                    recidive_keep=max(self.config.security.recidive.window, 86400.0),
+                    decisions_keep=DECISIONS_KEEP,
+                )
+            except StoreError as exc:
+                fw.ledger.loud("store", "state store cannot prune: %s", exc)
         if now_m >= self._next_rearm:
             self._next_rearm = now_m + REARM_SECONDS
             self.rearm()
+        if fw.kernel_enabled and now_m >= self._next_drift:
+            self._next_drift = now_m + max(1.0, self.config.security.drift_check_interval)
+            try:
+                self.drift_check()
+            except FirewallError as exc:
+                log.error("drift check failed: %s", exc)
 
     def rearm(self) -> int:
         fw = self._firewall()
         if not fw.kernel_enabled:
             return 0
         now = time.time()
-        count = rec.rearm(fw.kernel, self.bans.active(now), now)
+        count = rec.rearm(fw.kernel, fw.ledger.active(now), now)
         self.rearmed += count
         if count:
-            log.info("re-armed %d bans longer than ipset's largest timeout", count)
+            log.info("re-armed %d bans longer than the kernel's largest timeout", count)
         return count
 
     # --- control ops -------------------------------------------------------------------
@@ -462,6 +206,7 @@ class Durable:
             **handlers,
             "stats": stats,
             "reconcile": self.op_reconcile,
+            "drift_check": self.op_drift_check,
             "lists_snapshot": self.op_lists_snapshot,
             "bans_export": lambda args: self.store.export_json(),
             "bans_import": self.op_bans_import,
@@ -480,7 +225,7 @@ class Durable:
             "reports_sent": reports["reportsSent"],
             "reports_failed": reports["reportsFailed"],
             "reports_pending": reports["reportsPending"],
-            "store_duplicates": self.store_duplicates,
+            "store_duplicates": self._firewall().ledger.store_duplicates,
             "acks_sent": self.acks.sent if self.acks else 0,
             "acks_dropped": self.acks.dropped if self.acks else 0,
             "rearmed": self.rearmed,
@@ -494,19 +239,37 @@ class Durable:
         if not fw.kernel_enabled:
             raise ControlError("auto_block_enabled is false: the kernel is not managed", 409)
         try:
-            result = self.reconcile()
+            result = self.reconcile(from_empty=bool(args.get("from_empty", False)))
         except FirewallError as exc:
             raise ControlError(f"firewall error: {exc}", 500) from None
         data: dict[str, Any] = msgspec.to_builtins(result)
         return data
 
+    def op_drift_check(self, args: dict[str, Any]) -> dict[str, Any]:
+        fw = self._firewall()
+        if not fw.kernel_enabled:
+            raise ControlError("auto_block_enabled is false: the kernel is not managed", 409)
+        try:
+            data: dict[str, Any] = msgspec.to_builtins(self.drift_check())
+        except FirewallError as exc:
+            raise ControlError(f"firewall error: {exc}", 500) from None
+        return data
+
     def op_lists_snapshot(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Everything a worker mirrors: whitelist, untrusted patterns and the active bans
+        (so a worker that missed an unban on PUB/SUB stops treating it as banned)."""
         fw = self._firewall()
         now = time.time()
+        shard, shards = args.get("shard"), args.get("shards")
+        bans = fw.ledger.active(now)
+        if isinstance(shard, int) and isinstance(shards, int) and shards > 0:
+            # Prefix bans go to every worker; an address only to the worker owning it.
+            bans = [e for e in bans if "/" in e.ip or shard_of(e.ip, shards) in (shard, None)]
         return {
             "pid": os.getpid(),
             "whitelist": [[e.ip, e.expires_at] for e in fw.lists.whitelist.active(now)],
             "untrusted": fw.lists.untrusted.list(),
+            "blacklist": [[e.ip, e.expires_at] for e in bans],
         }
 
     def op_bans_import(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -541,7 +304,7 @@ class Durable:
         self.store.close()
 
 
-def check_import(kernel: KernelFirewall, is_trusted: Any, data: Any) -> None:
+def check_import(kernel: KernelBackend, is_trusted: Any, data: Any) -> None:
     """Refuse (ImportDataError, nothing written) bans on trusted networks."""
     if not isinstance(data, dict):
         return  # the store's own validation names the problem
@@ -553,7 +316,7 @@ def check_import(kernel: KernelFirewall, is_trusted: Any, data: Any) -> None:
         raw = entry.get("ip", label)
         try:
             key, _ = normalize_key(str(raw))
-            target = rec._parse_member(key)
+            target = rec.parse_member(key)
             if target is None:
                 continue
             elem = kernel.element(target)

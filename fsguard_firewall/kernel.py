@@ -11,38 +11,27 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import re
+import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff, Target
+from .ipset_sets import ensure_set_params, parse_save
+from .reconcile import reconcile_members
+
+__all__ = ["MAX_TIMEOUT", "Element", "FirewallError", "KernelFirewall", "Target"]
 
 log = logging.getLogger(__name__)
 
-Target = (
-    ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network
-)
-Element = ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv6Network
-
-MAX_TIMEOUT = 2147483  # ipset's largest timeout, seconds (0 = permanent)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,28}$")
 _ERROR_LINE_RE = re.compile(r"Error in line (\d+)")
+_FULL_RE = re.compile(r"is full|cannot add more elements")
 _INSTALL_HINT = "install it (apt-get install ipset iptables / dnf install ipset iptables)"
-
-
-class FirewallError(Exception):
-    """A kernel command failed, timed out, or its binary is missing.
-
-    After a failed `apply`, `failed` lists (element, error) for every element that
-    did not reach the kernel and `applied` counts the ones that did.
-    """
-
-    def __init__(
-        self, message: str, *, failed: Sequence[tuple[str, str]] = (), applied: int = 0
-    ) -> None:
-        super().__init__(message)
-        self.failed = list(failed)
-        self.applied = applied
 
 
 @dataclass
@@ -66,7 +55,9 @@ def clamp_timeout(seconds: int) -> int:
 
 
 class KernelFirewall:
-    """Single writer of the fsguard ipsets and their DROP rules."""
+    """Single writer of the fsguard ipsets and their DROP rules (a backend.KernelBackend)."""
+
+    kind = "ipset"
 
     def __init__(
         self,
@@ -135,20 +126,23 @@ class KernelFirewall:
     ) -> subprocess.CompletedProcess[str]:
         full = [*self.command_prefix, *argv]
         try:
-            proc = subprocess.run(
-                full,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=self.command_timeout,
-                check=False,
-            )
+            # Own process group: a hung command (and any child holding its pipes) is
+            # killed as a whole, so a timeout really ends the wait.
+            popen = subprocess.Popen(
+                full, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                start_new_session=True,
+            )  # fmt: skip
         except FileNotFoundError as exc:
             raise FirewallError(f"{exc.filename or argv[0]} not found: {_INSTALL_HINT}") from exc
+        try:
+            out, err = popen.communicate(stdin, timeout=self.command_timeout)
         except subprocess.TimeoutExpired as exc:
+            _kill_group(popen)
             raise FirewallError(
                 f"{' '.join(argv[:3])} timed out after {self.command_timeout}s"
             ) from exc
+        proc = subprocess.CompletedProcess(full, popen.returncode, out, err)
         if self.command_prefix and proc.returncode != 0 and "No such file" in proc.stderr:
             # A wrapper (`ip netns exec`) reports a missing inner binary this way.
             raise FirewallError(f"{argv[0]} not found: {_INSTALL_HINT}: {proc.stderr.strip()}")
@@ -187,6 +181,23 @@ class KernelFirewall:
                 continue
             self._run([binary, "-w", "5", "-I", self.chain, "1", *rule[1:]])
             log.info("inserted %s rule: -I %s 1 match-set %s src DROP", binary, self.chain, name)
+
+    def ensure(self) -> list[str]:
+        """KernelBackend.ensure: migrate sets whose parameters changed, then setup."""
+        migrated = [] if self.dry_run else ensure_set_params(self)
+        self.ensure_setup()
+        return migrated
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "chain": self.chain, "ipset": self.set_v4}
+
+    def remove(self, targets: Sequence[Target]) -> int:
+        return self.apply([], unbans=targets)
+
+    def reconcile(
+        self, want: Mapping[str, tuple[Element, int]], *, keep_foreign: bool
+    ) -> KernelDiff:
+        return reconcile_members(self, want, keep_foreign=keep_foreign)
 
     def _set_exists(self, name: str) -> bool:
         proc = self._run(["ipset", "list", "-name", name], check=False)
@@ -250,6 +261,7 @@ class KernelFirewall:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                start_new_session=True,
             )
         except FileNotFoundError as exc:
             raise FirewallError(f"{exc.filename or argv[0]} not found: {_INSTALL_HINT}") from exc
@@ -304,6 +316,7 @@ class KernelFirewall:
                 f"ipset restore: {len(failed)} of {len(lines)} lines failed: {failed[0][1]}",
                 failed=failed,
                 applied=applied,
+                full=any(_FULL_RE.search(err) for _, err in failed),
             )
         return applied
 
@@ -323,7 +336,7 @@ class KernelFirewall:
         members: list[tuple[str, int]] = []
         for name in (self.set_v4, self.set_v6):
             proc = self._run(["ipset", "list", "-output", "save", name])
-            members.extend(_parse_save(proc.stdout, name))
+            members.extend(parse_save(proc.stdout, name))
         return members
 
     def contains(self, target: Target) -> bool:
@@ -344,19 +357,13 @@ class KernelFirewall:
         )
 
 
-def _parse_save(text: str, set_name: str) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
-    for raw in text.splitlines():
-        parts = raw.split()
-        if len(parts) < 3 or parts[0] != "add" or parts[1] != set_name:
-            continue
-        timeout = 0
-        if "timeout" in parts[3:]:
-            idx = parts.index("timeout", 3)
-            if idx + 1 < len(parts) and parts[idx + 1].isdigit():
-                timeout = int(parts[idx + 1])
-        out.append((parts[2], timeout))
-    return out
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill a timed-out command and everything it started (its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=5)
 
 
 class PendingApply:
@@ -391,8 +398,7 @@ class PendingApply:
         try:
             _, stderr = proc.communicate(timeout=self._kernel.command_timeout)
         except subprocess.TimeoutExpired as exc:
-            proc.kill()
-            proc.communicate()
+            _kill_group(proc)
             raise FirewallError(
                 f"ipset restore timed out after {self._kernel.command_timeout}s",
                 failed=[(line.element, "timeout") for line in self._lines],

@@ -62,6 +62,7 @@ def print_reconcile(result: dict[str, Any], where: str) -> None:
         ("retimed", "re-armed with the stored timeout"),
         ("removed_foreign", "kernel entries without a record removed"),
         ("kept_foreign", "kernel entries without a record kept"),
+        ("adopted", "kernel entries adopted into an empty store"),
         ("dropped_rows", "stored bans dropped (trusted/whitelisted/invalid)"),
     ):
         print(f"  {label:<52} {result.get(key, 0)}")
@@ -73,7 +74,7 @@ def print_reconcile(result: dict[str, Any], where: str) -> None:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     config = _config(args)
-    reply = _firewall(config, "reconcile")
+    reply = _firewall(config, "reconcile", {"from_empty": bool(args.from_empty)})
     if reply is not None:
         if not reply.ok:
             _err("reconcile", reply.error)
@@ -97,7 +98,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             fw = Firewall(config, kernel, store=durable.bans)
             durable.attach(fw)
             kernel.ensure_setup()
-            result = msgspec.to_builtins(durable.reconcile())
+            result = msgspec.to_builtins(durable.reconcile(from_empty=args.from_empty))
         except FirewallError as exc:
             _err("reconcile", f"firewall error: {exc}")
             return EXIT_FAILURE
@@ -186,6 +187,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("reconcile", help=help_text, description=help_text)
     p.add_argument("--config", metavar="PATH", help="config file")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--from-empty",
+        action="store_true",
+        help="the state store is empty on purpose: remove the kernel entries it has no "
+        "record of (without this flag an empty store adopts them)",
+    )
     p.set_defaults(func=cmd_reconcile)
 
     bans: argparse.ArgumentParser | None = sub.choices.get("bans")

@@ -43,6 +43,7 @@ RESEND_PER_TICK = 5000  # re-sends per tick at most (the shard keeps running)
 MAX_UNACKED = 20_000
 SNAPSHOT_TIMEOUT = 2.0
 SNAPSHOT_RETRY = 1.0
+SNAPSHOT_PERIOD = 30.0  # PUB/SUB can drop a change: resynchronise this often anyway
 
 
 class FirewallLink:
@@ -54,8 +55,11 @@ class FirewallLink:
         on_list_change: Callable[[ListChange], None],
         poller: zmq.Poller,
         clock: Callable[[], float] = time.monotonic,
+        shards: int = 0,
     ) -> None:
         self.ctx = ctx
+        self.index = index
+        self.shards = shards  # the firewall sends only this shard's bans (0: all)
         self.runtime_dir = runtime_dir
         self.on_list_change = on_list_change
         self.poller = poller
@@ -66,7 +70,9 @@ class FirewallLink:
         self.acks.bind(self.acks_endpoint)
         poller.register(self.acks, zmq.POLLIN)
         self.unacked: OrderedDict[str, tuple[float, bytes]] = OrderedDict()  # id -> (sent, raw)
-        self.known: dict[str, set[str]] = {"whitelist": set(), "untrusted": set()}
+        self.known: dict[str, set[str]] = {
+            "whitelist": set(), "untrusted": set(), "blacklist": set(),
+        }  # fmt: skip
         self._req: zmq.Socket[Any] | None = None
         self._req_deadline = 0.0
         self._snapshot_due: float | None = clock()  # ask at start
@@ -110,7 +116,9 @@ class FirewallLink:
                 if self.unacked.pop(msg.id, None) is not None:
                     self.acked += 1
             else:
-                self.nacked += 1  # kept: re-sent on the timer
+                self.nacked += 1  # kept: re-sent on the timer, unless nothing more can come
+                if msg.final:
+                    self.unacked.pop(msg.id, None)
 
     def _resend(self, decisions: zmq.Socket[Any], now: float) -> None:
         for _ in range(min(RESEND_PER_TICK, len(self.unacked))):
@@ -138,7 +146,8 @@ class FirewallLink:
         req = self.ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.connect(addresses.firewall_control(self.runtime_dir))
-        req.send(encode(ControlRequest(op="lists_snapshot")))
+        args = {"shard": self.index, "shards": self.shards} if self.shards else {}
+        req.send(encode(ControlRequest(op="lists_snapshot", args=args)))
         self.poller.register(req, zmq.POLLIN)
         self._req = req
         self._req_deadline = now + SNAPSHOT_TIMEOUT
@@ -159,12 +168,32 @@ class FirewallLink:
             self._snapshot_due = self.clock() + SNAPSHOT_RETRY
             return
         self.apply_snapshot(reply.data)
+        self._snapshot_due = self.clock() + SNAPSHOT_PERIOD
+
+    @staticmethod
+    def _pairs(items: Any) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for item in items if isinstance(items, list) else []:
+            if (
+                isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], int | float)
+            ):  # fmt: skip
+                out[item[0]] = float(item[1])
+        return out
 
     def apply_snapshot(self, data: dict[str, Any]) -> None:
-        whitelist: dict[str, float] = {}
-        for item in data.get("whitelist", []):
-            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str):
-                whitelist[item[0]] = float(item[1])
+        whitelist = self._pairs(data.get("whitelist", []))
+        # Bans: an unban missed on PUB/SUB must not keep killing the customer's calls.
+        # Only bans this worker learned from the firewall are released (its own fresh
+        # decisions, not yet applied, are not in `known`).
+        blacklist = self._pairs(data.get("blacklist", []))
+        if "blacklist" in data:
+            for ip in self.known["blacklist"] - set(blacklist):
+                self.on_list_change(ListChange(list="blacklist", op="remove", ip=ip))
+            for ip, expires in blacklist.items():
+                self.on_list_change(
+                    ListChange(list="blacklist", op="add", ip=ip, expires=expires)
+                )
         untrusted = {p for p in data.get("untrusted", []) if isinstance(p, str)}
         for ip in self.known["whitelist"] - set(whitelist):
             self.on_list_change(ListChange(list="whitelist", op="remove", ip=ip))
@@ -174,11 +203,13 @@ class FirewallLink:
             self.on_list_change(ListChange(list="untrusted", op="remove", ip=pattern))
         for pattern in untrusted - self.known["untrusted"]:
             self.on_list_change(ListChange(list="untrusted", op="add", ip=pattern))
-        self.known = {"whitelist": set(whitelist), "untrusted": untrusted}
+        self.known = {
+            "whitelist": set(whitelist), "untrusted": untrusted, "blacklist": set(blacklist),
+        }  # fmt: skip
         self.snapshots += 1
-        log.info(
-            "lists resynchronised from the firewall: %d whitelisted, %d untrusted patterns",
-            len(whitelist), len(untrusted),
+        log.debug(
+            "lists resynchronised from the firewall: %d whitelisted, %d untrusted patterns, "
+            "%d bans", len(whitelist), len(untrusted), len(blacklist),
         )  # fmt: skip
 
     def observe(self, change: ListChange) -> None:

@@ -23,7 +23,7 @@ import zmq
 from fsguard_workers.engine import DetectionEngine
 from fsguard_workers.outbox import FirewallLink
 from shared import addresses
-from shared.config import Config
+from shared.config import Config, worker_count
 from shared.control import ControlError, dispatch
 from shared.logs import LogRateLimiter, set_level
 from shared.messages import BanDecision, ListChange, decode, encode, unpack_event_batch
@@ -142,7 +142,10 @@ class Worker:
         poller.register(events, zmq.POLLIN)
         poller.register(control, zmq.POLLIN)
         poller.register(lists, zmq.POLLIN)
-        self.link = link = FirewallLink(ctx, rd, self.index, self.engine.on_list_change, poller)
+        self.link = link = FirewallLink(
+            ctx, rd, self.index, self.engine.on_list_change, poller,
+            shards=worker_count(self.config),
+        )  # fmt: skip
         handlers = self.handlers()
         engine = self.engine
         next_tick = time.monotonic() + TICK_INTERVAL

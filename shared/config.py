@@ -142,6 +142,7 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     )
     ipv6_ban_prefix: int = 128
     keep_foreign_entries: bool = False  # reconcile keeps kernel entries with no record
+    drift_check_interval: float = 60.0  # seconds between kernel <-> store drift checks
     chandaemon: ChanDaemonConfig = msgspec.field(default_factory=ChanDaemonConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)
@@ -209,6 +210,7 @@ DURATION_KEYS: frozenset[str] = frozenset(
         "security.enumeration.window",
         "security.recidive.window",
         "security.recidive.max_duration",
+        "security.drift_check_interval",
     }
 )
 _ZERO_OK = frozenset({"security.recidive.max_duration"})  # 0 = permanent

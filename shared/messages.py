@@ -36,9 +36,14 @@ class BanDecision(msgspec.Struct, tag="ban", kw_only=True):
 
 
 class DecisionAck(msgspec.Struct, tag="ack", kw_only=True):
+    """Firewall -> worker: the outcome of a decision. ok=True only once the kernel holds
+    the ban. ok=False keeps it unacknowledged (the worker re-sends), unless `final`:
+    nothing more will happen to it (it expired before the kernel took it)."""
+
     id: str
     ok: bool
     error: str = ""
+    final: bool = False
 
 
 class KillCall(msgspec.Struct, tag="kill", kw_only=True):

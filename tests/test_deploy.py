@@ -47,6 +47,12 @@ METRICS = {
     "fsguard_ban_latency_seconds_sum",
     "fsguard_ban_latency_seconds_count",
     "fsguard_firewall_batch_seconds",
+    "fsguard_firewall_kernel_full_total",
+    "fsguard_firewall_pending_bans",
+    "fsguard_firewall_drift_repaired_total",
+    "fsguard_firewall_last_drift",
+    "fsguard_firewall_store_errors_total",
+    "fsguard_firewall_store_backlog",
     "fsguard_tracked_ips",
     "fsguard_evictions_total",
     "fsguard_process_restarts_total",
@@ -760,3 +766,10 @@ def test_promtool_alert_behaviour(tmp_path: Path) -> None:
     test_file.write_text(ALERT_TESTS.format(alerts=rules))
     result = _run(promtool, "test", "rules", str(test_file))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_ledger_alert_rules() -> None:
+    """The ban-set-full and pending-bans alerts fire (deploy/prometheus/alerts_test.yml)."""
+    promtool = _tool("promtool")
+    out = _run(promtool, "test", "rules", str(PROM / "alerts_test.yml"))
+    assert out.returncode == 0, out.stdout + out.stderr

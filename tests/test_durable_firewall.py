@@ -146,8 +146,10 @@ def test_foreign_entries_and_reconcile_verb(ns: str, tmp_path: Path, keep: bool)
     proc = launch(ns, config, runtime)
     try:
         rec = proc.ok("stats")["last_reconcile"]
-        assert (rec["removed_foreign"], rec["kept_foreign"]) == ((0, 1) if keep else (1, 0))
-        assert ("203.0.113.60" in timeouts(ns)) is keep
+        # The store is empty: its kernel entry is adopted (or kept unrecorded), never wiped.
+        assert (rec["adopted"], rec["kept_foreign"]) == ((0, 1) if keep else (1, 0))
+        assert rec["removed_foreign"] == 0 and "203.0.113.60" in timeouts(ns)
+        assert ("203.0.113.60" in proc.ok("blacklist")) is not keep
         # On demand, through the running firewall: a foreign entry added meanwhile, and a
         # stored ban deleted from the kernel behind our back.
         proc.ok("ban", {"ip": "192.0.2.61", "duration": 300})
@@ -172,7 +174,7 @@ def test_foreign_entries_and_reconcile_verb(ns: str, tmp_path: Path, keep: bool)
         out = run_in(ns, [FSGUARD, "reconcile", "--config", str(config), "--json"], timeout=30)
         assert out.returncode == 0, out.stderr
         result = json.loads(out.stdout)
-        assert result["added"] == 1 and "192.0.2.61" in timeouts(ns)
+        assert result["added"] == (1 if keep else 2) and "192.0.2.61" in timeouts(ns)
     finally:
         stop(proc.popen)
 

@@ -327,8 +327,8 @@ def test_aggregation_never_covers_a_trusted_address() -> None:
         ]
     )
     assert (fw.stats.refused_trusted, fw.stats.invalid, fw.stats.duplicates) == (1, 2, 1)
-    assert list(fw.op_blacklist({})) == ["2001:db8:2::/64"]
-    assert fw.op_blacklist_get({"ip": "2001:db8:2::abcd"})["blacklisted"] is True
+    assert list(fw.control.op_blacklist({})) == ["2001:db8:2::/64"]
+    assert fw.control.op_blacklist_get({"ip": "2001:db8:2::abcd"})["blacklisted"] is True
 
 
 def test_second_instance_refuses_to_start(fw_proc: Proc, tmp_path: Path) -> None:

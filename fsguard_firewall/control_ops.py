@@ -1,0 +1,248 @@
+"""The firewall's ban control ops (status, listings, manual ban/unban, stats): the API's
+and the CLI's view of the ban ledger. Lists (whitelist, patterns) are in lists.py."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from shared.config import MAX_BAN_SECONDS
+from shared.control import ControlError, Handler
+from shared.logs import escape
+from shared.messages import ListChange
+
+from .backend import Element, FirewallError
+from .entries import BanEntry
+from .ledger import Intent, kernel_timeout_for
+
+if TYPE_CHECKING:
+    from .firewall import Firewall
+
+log = logging.getLogger("fsguard.firewall")
+
+
+class ControlOps:
+    def __init__(self, fw: Firewall) -> None:
+        self.fw = fw
+        self._manual_seq = itertools.count(1)
+
+    def handlers(self) -> dict[str, Handler]:
+        ops: dict[str, Handler] = {
+            "ping": lambda args: {"role": "firewall", "pid": os.getpid()},
+            "status": self.op_status,
+            "blacklist": self.op_blacklist,
+            "blacklist_get": self.op_blacklist_get,
+            "iptables": self.op_iptables,
+            "ban": self.op_ban,
+            "unban": self.op_unban,
+            "stats": self.op_stats,
+            **self.fw.lists.handlers(),
+        }
+        for op in [o for o in ops if o in ("ban", "unban") or o.endswith(("_add", "_remove"))]:
+            ops[op] = self._audited(op, ops[op])
+        return ops
+
+    def _audited(self, op: str, handler: Handler) -> Handler:
+        """A control op recorded in the audit stream (manual bans and list changes)."""
+        audit = self.fw.audit
+
+        def run(args: dict[str, Any]) -> Any:
+            actor = str(args.get("actor") or "control")
+            target = str(args.get("ip", args.get("pattern", args.get("value", ""))))
+            details = {k: v for k, v in args.items() if k not in ("actor", "ip")}
+            try:
+                result = handler(args)
+            except ControlError as exc:
+                audit.record(op, actor=actor, target=target,
+                             outcome=f"refused: {exc.status} {exc}", details=details)  # fmt: skip
+                raise
+            except Exception as exc:
+                audit.record(op, actor=actor, target=target, outcome=f"failed: {exc}",
+                             details=details)  # fmt: skip
+                raise
+            audit.record(op, actor=actor, target=target, outcome="ok", details=details)
+            return result
+
+        return run
+
+    def _arg_ip(self, args: dict[str, Any]) -> tuple[str, Element]:
+        raw = args.get("ip")
+        text = raw if isinstance(raw, str) else str(raw)
+        try:
+            return text, self.fw.parse_target(text)
+        except ValueError:
+            raise ControlError(f"invalid IP address: {text}", 400) from None
+
+    def op_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "blacklistCount": len(self.fw.ledger.active(time.time())),
+            "whitelistCount": self.fw.lists.whitelist_count(),
+        }
+
+    def op_blacklist(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Every active ban in the Go shape; a row that cannot be shown is reported, skipped."""
+        out: dict[str, Any] = {}
+        for e in self.fw.ledger.active(time.time()):
+            try:
+                out[e.ip] = e.go_shape()
+            except (ValueError, OverflowError, OSError) as exc:
+                self.fw.stats.bad_rows += 1
+                if self.fw.log_limiter.allow("bad ban row"):
+                    log.error("ban list: skipped unreadable ban ip=%s: %s", escape(e.ip, 64), exc)
+        return out
+
+    def op_blacklist_get(self, args: dict[str, Any]) -> dict[str, Any]:
+        raw = args.get("ip")
+        text = raw if isinstance(raw, str) else str(raw)
+        try:
+            key = str(self.fw.parse_target(text))
+        except ValueError:
+            return {"ip": text, "blacklisted": False}
+        return {"ip": text, "blacklisted": self.fw.ledger.get(key, time.time()) is not None}
+
+    def op_iptables(self, args: dict[str, Any]) -> dict[str, Any]:
+        kernel = self.fw.kernel
+        try:
+            members = [m for m, _ in kernel.list_members()]
+        except FirewallError as exc:
+            raise ControlError(f"failed to list ipset: {exc}", 500) from None
+        info = kernel.describe()
+        return {
+            "chain": info.get("chain", ""),
+            "ipset": info.get("ipset", ""),
+            "blockedIps": members,
+            "count": len(members),
+        }
+
+    def _seconds(self, args: dict[str, Any]) -> float:
+        if bool(args.get("permanent", False)):
+            return 0.0
+        duration = args.get("duration")
+        if duration is None:
+            return self.fw.config.security.block_duration
+        try:
+            seconds = float(duration)
+        except (TypeError, ValueError):
+            raise ControlError(f"invalid duration: {duration!r}", 400) from None
+        if not 0 < seconds <= MAX_BAN_SECONDS:  # also refuses NaN and infinities
+            raise ControlError(
+                f"invalid duration: {duration!r}: must be positive and at most "
+                f"{MAX_BAN_SECONDS} seconds (100 years); use permanent for longer",
+                400,
+            )
+        return seconds
+
+    def op_ban(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A manual ban. Kernel and store change together or not at all, and a ban never
+        shortens an existing one: the longer of the two stays, in both (unban first to
+        shorten)."""
+        fw = self.fw
+        text, elem = self._arg_ip(args)
+        if fw.is_trusted(elem):
+            raise ControlError(f"cannot blacklist IP in trusted network: {text}", 400)
+        if fw.lists.is_whitelisted(str(elem)):
+            raise ControlError(f"cannot blacklist whitelisted IP: {text}", 400)
+        seconds = self._seconds(args)
+        timeout = kernel_timeout_for(seconds)
+        now = time.time()
+        expires = now + max(1, math.ceil(seconds)) if timeout else 0.0
+        existing = fw.ledger.get(str(elem), now)
+        if existing is not None and (
+            existing.permanent or (expires != 0 and existing.expires_at >= expires)
+        ):
+            return {
+                "status": "success",
+                "message": f"IP {text} already in blacklist (the longer ban stays)",
+                "entry": existing.go_shape(),
+            }
+        entry = BanEntry(
+            ip=str(elem), added_at=now, expires_at=expires,
+            reason=str(args.get("reason", "")), rule="manual",
+            decision_id=f"manual-{os.getpid()}-{next(self._manual_seq)}", source="manual",
+        )  # fmt: skip
+        try:
+            fw.ledger.ban_now(Intent(elem, timeout, entry))
+        except FirewallError as exc:
+            fw.stats.kernel_errors += 1
+            raise ControlError(f"firewall error: {exc}", 500) from None
+        fw.stats.bans_applied += 1
+        log.info(
+            "banned ip=%s rule=manual reason=%s duration=%s", elem, escape(entry.reason), timeout
+        )
+        fw.publish(ListChange(list="blacklist", op="add", ip=entry.ip, expires=entry.expires_at))
+        return {
+            "status": "success",
+            "message": f"IP {text} added to blacklist",
+            "entry": entry.go_shape(),
+        }
+
+    def op_unban(self, args: dict[str, Any]) -> dict[str, Any]:
+        fw = self.fw
+        text, elem = self._arg_ip(args)
+        key = str(elem)
+        known = fw.ledger.get(key, time.time()) is not None or fw.ledger.is_pending(key)
+        if not known and fw.kernel_enabled:
+            try:
+                known = fw.kernel.contains(elem)  # e.g. banned before a restart
+            except FirewallError as exc:
+                raise ControlError(f"firewall error: {exc}", 500) from None
+        if not known:
+            raise ControlError(f"IP {text} not in blacklist", 404)
+        try:
+            fw.ledger.unban_now(elem)
+        except FirewallError as exc:
+            fw.stats.kernel_errors += 1
+            raise ControlError(f"firewall error: {exc}", 500) from None
+        log.info("unbanned ip=%s", elem)
+        fw.publish(ListChange(list="blacklist", op="remove", ip=key))
+        return {"status": "success", "message": f"IP {text} removed from blacklist"}
+
+    def unban_covering(self, ip: str) -> str:
+        """Lift the ban covering address `ip` (whitelisting it); the element or ""."""
+        elem = self.fw.parse_target(ip)
+        try:
+            self.op_unban({"ip": str(elem)})
+        except ControlError as exc:
+            if exc.status == 404:
+                return ""
+            raise
+        return str(elem)
+
+    def op_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        fw = self.fw
+        s = fw.stats
+        active = fw.ledger.active(time.time())
+        v6 = sum(1 for e in active if ":" in e.ip)
+        return {
+            "decisions_received": s.decisions_received,
+            "bans_applied": s.bans_applied,
+            "duplicates": s.duplicates,
+            "refused_trusted": s.refused_trusted,
+            "refused_protected": s.refused_protected,
+            "invalid": s.invalid,
+            "decode_errors": s.decode_errors,
+            "batches": s.batches,
+            "last_batch_seconds": s.last_batch_seconds,
+            "kernel_errors": s.kernel_errors,
+            "kernel_full": s.kernel_full,
+            "pending_bans": len(fw.ledger.pending),
+            "retries": s.retries,
+            "expired_pending": s.expired_pending,
+            "drift_checks": s.drift_checks,
+            "drift_repaired": s.drift_repaired,
+            "last_drift": s.last_drift,
+            "store_errors": s.store_errors,
+            "store_backlog": len(fw.ledger.backlog),
+            "recidive_escalations": s.recidive_escalations,
+            "bad_ban_rows": s.bad_rows,
+            "ban_latency_p50": s.percentile(0.50),
+            "ban_latency_p99": s.percentile(0.99),
+            "ban_latency_histogram": s.ban_latency.snapshot(),
+            "batch_seconds_histogram": s.batch_seconds.snapshot(),
+            "pid": os.getpid(),
+            "active_bans": {"ipv4": len(active) - v6, "ipv6": v6},
+        }
