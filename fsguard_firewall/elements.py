@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .kernel import Element, Target
+from .backend import Element, Target
 
 
 def to_element(target: Target, ipv6_prefix: int) -> Element:

@@ -2,9 +2,10 @@
 
 Only nft_exec.py and this module run `nft`. Every batch of bans/unbans is one
 `nft -f -` transaction (atomic: all of it reaches the kernel or none), run without a
-shell and with a timeout. When nft refuses, its stderr names input lines; each line maps back to the
-element(s) it carries (nft_ruleset.Batch), those are reported failed and the batch is
-retried without them, so FirewallError.failed lists exactly what the kernel lacks.
+shell and with a timeout. When nft refuses, its stderr names input lines; each line maps
+back to the element(s) it carries (nft_ruleset.Batch), those are reported failed and the
+batch is retried without them, so FirewallError.failed lists exactly what the kernel
+lacks. Implements backend.KernelBackend; docs/nftables.md.
 Sets are never flushed: changing their parameters rebuilds the table in one
 transaction that carries every element over (no instant without the drop rules).
 """
@@ -16,27 +17,26 @@ import ipaddress
 import logging
 import subprocess
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import nft_ruleset as nr
+from .backend import Element, FirewallError, KernelDiff, Target
 from .elements import to_element
-from .kernel import Element, FirewallError, Target, clamp_timeout
-from .nft_exec import INSTALL_HINT, MISSING, NftRunner
-
-if TYPE_CHECKING:
-    from .kernel import KernelFirewall
-    from .reconcile import ReconcileResult, _Bans
+from .kernel import clamp_timeout
+from .nft_exec import INSTALL_HINT, MISSING, NftRunner, kill_group
+from .reconcile import reconcile_members
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8  # nft runs per batch: each retry drops at least one refused element
+SET_FULL = "Too many open files in system"  # ENFILE: the set holds `size` elements
 
 
 class NftBackend(NftRunner):
-    """Single writer of fsguard's nftables table (same surface as KernelFirewall)."""
+    """Single writer of fsguard's nftables table (a backend.KernelBackend)."""
 
-    name = "nftables"
+    kind = "nftables"
 
     def __init__(
         self,
@@ -106,7 +106,7 @@ class NftBackend(NftRunner):
             if diffs:
                 migrated = self._migrate(state, diffs)
         if self.updates_timeouts is None:
-            self.updates_timeouts = self._probe_timeout_update()
+            self.updates_timeouts = self.probe_timeout_update()
         return migrated
 
     def ensure_setup(self) -> None:
@@ -143,37 +143,6 @@ class NftBackend(NftRunner):
             self.table, "; ".join(diffs), len(keep), dropped,
         )  # fmt: skip
         return changed
-
-    def _probe_timeout_update(self) -> bool:
-        """Whether `add element` re-arms an existing element's timeout (Linux >= 6.10).
-
-        Probed in a throwaway table; when it does not, bans are written as
-        add/delete/add so an extended ban is extended in the kernel too.
-        """
-        probe = f"{self.table}-probe"
-        with contextlib.suppress(FirewallError):
-            self._transaction([f"delete table inet {probe}"], "drop probe table")
-        try:
-            self._transaction(
-                [
-                    f"table inet {probe} {{ set p {{ type ipv4_addr; flags timeout; }}; }}",
-                    f"add element inet {probe} p {{ 192.0.2.0 timeout 60s }}",
-                ],
-                "probe",
-            )
-            self._transaction(
-                [f"add element inet {probe} p {{ 192.0.2.0 timeout 7200s }}"], "probe"
-            )
-            proc = self._run(["-j", "list", "set", "inet", probe, "p"])
-            members = nr.parse_set_elements(proc.stdout) if proc.returncode == 0 else []
-        finally:
-            with contextlib.suppress(FirewallError):
-                self._transaction([f"delete table inet {probe}"], "drop probe table")
-        updates = bool(members) and members[0][1] > 60
-        log.info(
-            "nft add element %s timeouts in place", "updates" if updates else "does not update"
-        )
-        return updates
 
     def teardown(self) -> bool:
         """Delete fsguard's table (sets, chain, rules) and nothing else; False if absent."""
@@ -246,6 +215,7 @@ class NftBackend(NftRunner):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                start_new_session=True,  # a timeout kills nft and anything it started
             )
         except FileNotFoundError as exc:
             raise FirewallError(f"{exc.filename or 'nft'} not found: {INSTALL_HINT}") from exc
@@ -300,6 +270,7 @@ class NftBackend(NftRunner):
                 f"nft: {len(failed)} of {len(items)} elements failed: {failed[0][1]}",
                 failed=failed,
                 applied=applied,
+                full=any(SET_FULL in err for _, err in failed),
             )
         return applied
 
@@ -330,21 +301,29 @@ class NftBackend(NftRunner):
             return False
         raise FirewallError(f"nft get element {name} failed: {proc.stderr.strip()}")
 
+    def remove(self, targets: Sequence[Target]) -> int:
+        """Delete elements (absent ones are not an error), each exactly (see `_exact`)."""
+        return self.apply([], unbans=targets)
+
     # --- reconcile ---------------------------------------------------------------------
 
     def reconcile(
-        self, bans: _Bans, *, keep_foreign: bool, refuse: Any, now: float | None = None
-    ) -> ReconcileResult:
-        """Ensure (migrating if needed), then the shared store <-> kernel repair."""
-        from .reconcile import reconcile
+        self, want: Mapping[str, tuple[Element, int]], *, keep_foreign: bool
+    ) -> KernelDiff:
+        """Recreate the table if it went (a `flush ruleset`, a hand edit), then make the
+        sets hold exactly `want`. Run at start and by the periodic drift check."""
+        if not self.dry_run:
+            self.ensure()  # one terse listing when all is well
+        return reconcile_members(self, want, keep_foreign=keep_foreign)
 
-        migrated = self.ensure()
-        # reconcile() uses only element/list_members/apply, which this class provides.
-        result = reconcile(
-            cast("KernelFirewall", self), bans, keep_foreign=keep_foreign, refuse=refuse, now=now
-        )
-        result.migrated = migrated
-        return result
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "chain": self.chain,
+            "ipset": self.set_v4,
+            "table": f"inet {self.table}",
+            "ruleset": self.ruleset(),
+        }
 
 
 def _parse(text: str) -> Element | ipaddress.IPv4Network | None:
@@ -385,8 +364,7 @@ class NftPending:
         try:
             _, stderr = proc.communicate(timeout=self._backend.command_timeout)
         except subprocess.TimeoutExpired as exc:
-            proc.kill()
-            proc.communicate()
+            kill_group(proc)
             raise FirewallError(
                 f"nft -f timed out after {self._backend.command_timeout}s",
                 failed=[(str(e), "timeout") for e, _ in self._items],

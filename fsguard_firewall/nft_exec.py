@@ -6,16 +6,19 @@ all of it or none reaches the kernel).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from . import nft_ruleset as nr
-from .kernel import FirewallError
+from .backend import FirewallError
 
 log = logging.getLogger("fsguard_firewall.nft_backend")
 
@@ -48,13 +51,19 @@ class NftRunner:
         argv = [*self.command_prefix, "nft", *args]
         limit = timeout or self.command_timeout
         try:
-            proc = subprocess.run(
-                argv, input=stdin, capture_output=True, text=True, timeout=limit, check=False
-            )
+            popen = subprocess.Popen(
+                argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                start_new_session=True,  # a timeout kills nft and anything it started
+            )  # fmt: skip
         except FileNotFoundError as exc:
             raise FirewallError(f"{exc.filename or 'nft'} not found: {INSTALL_HINT}") from exc
+        try:
+            out, err = popen.communicate(stdin, timeout=limit)
         except subprocess.TimeoutExpired as exc:
+            kill_group(popen)
             raise FirewallError(f"nft {' '.join(args[:3])} timed out after {limit}s") from exc
+        proc = subprocess.CompletedProcess(argv, popen.returncode, out, err)
         if self.command_prefix and proc.returncode != 0 and "exec of" in proc.stderr:
             raise FirewallError(f"nft not found: {INSTALL_HINT}: {proc.stderr.strip()}")
         return proc
@@ -70,6 +79,37 @@ class NftRunner:
             raise FirewallError(
                 f"nft {what} failed (exit {proc.returncode}): {proc.stderr.strip()}"
             )
+
+    def probe_timeout_update(self) -> bool:
+        """Whether `add element` re-arms an existing element's timeout (Linux >= 6.10).
+
+        Probed in a throwaway table; when it does not, bans are written as
+        add/delete/add so an extended ban is extended in the kernel too.
+        """
+        probe = f"{self.table}-probe"
+        with contextlib.suppress(FirewallError):
+            self._transaction([f"delete table inet {probe}"], "drop probe table")
+        try:
+            self._transaction(
+                [
+                    f"table inet {probe} {{ set p {{ type ipv4_addr; flags timeout; }}; }}",
+                    f"add element inet {probe} p {{ 192.0.2.0 timeout 60s }}",
+                ],
+                "probe",
+            )
+            self._transaction(
+                [f"add element inet {probe} p {{ 192.0.2.0 timeout 7200s }}"], "probe"
+            )
+            proc = self._run(["-j", "list", "set", "inet", probe, "p"])
+            members = nr.parse_set_elements(proc.stdout) if proc.returncode == 0 else []
+        finally:
+            with contextlib.suppress(FirewallError):
+                self._transaction([f"delete table inet {probe}"], "drop probe table")
+        updates = bool(members) and members[0][1] > 60
+        log.info(
+            "nft add element %s timeouts in place", "updates" if updates else "does not update"
+        )
+        return updates
 
     def _table_json(self, table: str, *, terse: bool) -> str | None:
         """`nft -j [-t] list table inet <table>`, or None when the table does not exist."""
@@ -135,6 +175,15 @@ class NftRunner:
             "rules": rules,
             "counters": counters,
         }
+
+
+def kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill a timed-out nft and everything it started (its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=5)
 
 
 def _prefixed(text: str, prefix: int) -> str:

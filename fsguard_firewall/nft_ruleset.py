@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .kernel import Element
+from .backend import Element
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,27}$")  # nft: no leading digit or -
 CHAIN = "input"

@@ -17,7 +17,7 @@ import msgspec
 
 from shared.config import Config
 
-from .kernel import FirewallError
+from .backend import FirewallError
 from .nft_backend import NftBackend
 
 BACKENDS = ("ipset", "nftables")

@@ -15,7 +15,7 @@ import pytest
 from fsguard_firewall import nft_ruleset as nr
 from fsguard_firewall.kernel import FirewallError
 from fsguard_firewall.nft_backend import NftBackend
-from fsguard_firewall.process import BanEntry, MemoryBanStore
+from fsguard_firewall.reconcile import kernel_timeout, parse_member
 from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
 
 pytestmark = [
@@ -51,12 +51,16 @@ def table_json(ns: str) -> list[dict[str, Any]]:
     return items
 
 
-def store_of(ips: list[str], now: float, ttl: float = 3600) -> MemoryBanStore:
-    store = MemoryBanStore()
-    store.put_many(
-        BanEntry(ip=a, added_at=now, expires_at=now + ttl if ttl else 0, reason="t") for a in ips
-    )
-    return store
+def want_of(fw: NftBackend, ips: list[str], expires_at: float) -> dict[str, tuple[Any, int]]:
+    """What the ledger hands the backend: str(element) -> (element, remaining seconds)."""
+    now = time.time()
+    want: dict[str, tuple[Any, int]] = {}
+    for text in ips:
+        parsed = parse_member(text)
+        assert parsed is not None and not isinstance(parsed, ipaddress.IPv4Network)
+        elem = fw.element(parsed)
+        want[str(elem)] = (elem, kernel_timeout(expires_at, now))
+    return want
 
 
 def test_ensure_builds_the_ruleset_once(ns: str) -> None:
@@ -132,8 +136,7 @@ def test_unaligned_foreign_v6_entry_is_reported_as_is(ns: str) -> None:
     run_in(ns, ["nft", "add", "element", "inet", TABLE, SET + "-v6", "{ 2001:db8:7::5 }"],
            check=True)  # fmt: skip
     assert sorted(m for m, _ in fw.list_members()) == ["2001:db8:7::/64", "2001:db8:7::5"]
-    store = store_of(["2001:db8:7::/64"], time.time(), 600)
-    result = fw.reconcile(store, keep_foreign=False, refuse=lambda e: False)
+    result = fw.reconcile(want_of(fw, ["2001:db8:7::/64"], time.time() + 600), keep_foreign=False)
     assert (result.removed_foreign, result.added, result.errors) == (1, 0, [])
     assert [m for m, _ in fw.list_members()] == ["2001:db8:7::/64"]
 
@@ -191,19 +194,34 @@ def test_restart_reconcile_100k(ns: str) -> None:
     base = int(ipaddress.IPv4Address("10.64.0.0"))
     ips = [str(ipaddress.IPv4Address(base + i)) for i in range(99_990)]
     ips += [f"2001:db8:{i:x}::1" for i in range(10)]
-    store = store_of(ips, now - 600)  # banned 10 minutes ago for an hour
     fw = make_fw(ns)
-    result = fw.reconcile(store, keep_foreign=False, refuse=lambda e: False)
-    assert (result.stored, result.added, result.errors) == (100_000, 100_000, [])
+    want = want_of(fw, ips, now + 3000)  # banned 10 minutes ago for an hour
+    result = fw.reconcile(want, keep_foreign=False)  # no table yet: created first
+    assert (result.kernel_before, result.added, result.errors) == (0, 100_000, [])
     members = dict(fw.list_members())
     assert len(members) == 100_000
     assert all(2900 <= t <= 3000 for t in members.values())  # remaining, not the full hour
     run_in(ns, ["nft", "add", "element", "inet", TABLE, SET, "{ 198.51.100.77 }"], check=True)
-    kept = make_fw(ns).reconcile(store, keep_foreign=True, refuse=lambda e: False)
+    want = want_of(fw, ips, now + 3000)  # as the ledger does: remaining time, recomputed
+    kept = make_fw(ns).reconcile(want, keep_foreign=True)
     assert (kept.added, kept.retimed, kept.kept_foreign) == (0, 0, 1)
-    again = make_fw(ns).reconcile(store, keep_foreign=False, refuse=lambda e: False)
+    want = want_of(fw, ips, now + 3000)
+    again = make_fw(ns).reconcile(want, keep_foreign=False)
     assert (again.added, again.retimed, again.removed_foreign) == (0, 0, 1)
     assert not make_fw(ns).contains(ip("198.51.100.77"))
+
+
+def test_flushed_ruleset_is_rebuilt_by_reconcile(ns: str) -> None:
+    """The drift check's path: after `nft flush ruleset` (a distro's nftables reload)
+    reconcile recreates the table and re-adds what the ledger wants."""
+    fw = make_fw(ns)
+    fw.ensure()
+    fw.apply([(ip("192.0.2.8"), 600)])
+    run_in(ns, ["nft", "flush", "ruleset"], check=True)
+    result = fw.reconcile(want_of(fw, ["192.0.2.8"], time.time() + 600), keep_foreign=False)
+    assert (result.added, result.errors) == (1, [])
+    assert fw.contains(ip("192.0.2.8"))
+    assert nr.differences(fw.spec, nr.parse_table(json.dumps({"nftables": table_json(ns)}))) == []
 
 
 def test_parameter_change_migrates_keeping_elements(ns: str) -> None:
@@ -211,10 +229,12 @@ def test_parameter_change_migrates_keeping_elements(ns: str) -> None:
     fw64 = make_fw(ns, ipv6_prefix=64)
     fw64.ensure()
     fw64.apply([(ip("192.0.2.1"), 600), (ip("2001:db8:5::1"), 600)])
-    store = store_of(["192.0.2.1", "2001:db8:5::1"], now, 600)
     fw128 = make_fw(ns, ipv6_prefix=128)
-    result = fw128.reconcile(store, keep_foreign=False, refuse=lambda e: False)
-    assert result.migrated == [SET + "-v6"]
+    assert fw128.ensure() == [SET + "-v6"]
+    result = fw128.reconcile(
+        want_of(fw128, ["192.0.2.1", "2001:db8:5::1"], now + 600), keep_foreign=False
+    )
+    assert (result.added, result.removed_foreign) == (1, 0)
     assert (
         nr.differences(fw128.spec, nr.parse_table(json.dumps({"nftables": table_json(ns)}))) == []
     )
