@@ -149,3 +149,20 @@ def test_config_backend_keys_defaults_env_and_errors() -> None:
     assert config_from_dict({"security": {"ipset_name": "1bans"}}).security.ipset_name == "1bans"
     with pytest.raises(ConfigError, match=r"security\.ipset_name"):
         config_from_dict({"security": {"ipset_name": "1bans", "firewall_backend": "nftables"}})
+
+
+def test_status_line_names_the_backend_and_its_ruleset() -> None:
+    from fsguard_supervisor.status_firewall import firewall_line
+
+    nft = {"backend": "nftables", "chain": "input", "set": "bans", "kernelEntries": 3,
+           "ruleset": {"table": "inet fsguard", "present": True,
+                       "chain": {"hook": "input", "prio": -10, "policy": "accept"}}}  # fmt: skip
+    assert firewall_line(nft) == (
+        "  firewall   nftables: table inet fsguard, chain input (hook input, priority -10), "
+        "3 kernel entries"
+    )
+    nft["ruleset"] = {"table": "inet fsguard", "present": False}
+    assert "table inet fsguard MISSING" in firewall_line(nft)
+    ipset = {"backend": "ipset", "chain": "INPUT", "set": "bans", "kernelEntries": 0,
+             "ruleset": None}  # fmt: skip
+    assert firewall_line(ipset) == "  firewall   ipset: ipset bans, chain INPUT, 0 kernel entries"
