@@ -21,6 +21,7 @@ BENCHES: list[tuple[str, list[str], bool]] = [
     ("bench_store.py", [], False),
     ("bench_firewall.py", [], True),
     ("bench_reconcile.py", [], True),
+    ("bench_backends.py", [], True),  # ipset vs nftables, side by side
     ("bench_metrics.py", [], True),
     ("bench_pipeline.py", ["--events", "300000", "--bans", "200", "--compare-minimal"], True),
     ("bench_flood.py", [], True),

@@ -277,14 +277,21 @@ class NftBackend(NftRunner):
     # --- reads -------------------------------------------------------------------------
 
     def list_members(self) -> list[tuple[str, int]]:
-        """(element, remaining timeout seconds; 0 = permanent) for both sets."""
+        """(element, remaining timeout seconds; 0 = permanent) for both sets, as of the
+        start of the read: listing 100k elements takes seconds, so the second set's
+        remaining times are moved back by the time the first one took (else reconcile
+        sees them seconds short and re-arms them)."""
         if self.dry_run:
             now = time.time()
             for elem, expires in list(self._dry.items()):
                 if expires and expires <= now:
                     del self._dry[elem]
             return [(e, max(1, int(x - now)) if x else 0) for e, x in self._dry.items()]
-        return [*self._list_set(self.set_v4), *self._list_set(self.set_v6, self.ipv6_prefix)]
+        started = time.monotonic()
+        v4 = self._list_set(self.set_v4)
+        late = round(time.monotonic() - started)
+        v6 = self._list_set(self.set_v6, self.ipv6_prefix)
+        return [*v4, *((e, t + late if t else 0) for e, t in v6)]
 
     def contains(self, target: Target) -> bool:
         """Whether the kernel set holds (or, with prefix bans, covers) this address."""
@@ -312,9 +319,25 @@ class NftBackend(NftRunner):
     ) -> KernelDiff:
         """Recreate the table if it went (a `flush ruleset`, a hand edit), then make the
         sets hold exactly `want`. Run at start and by the periodic drift check."""
-        if not self.dry_run:
-            self.ensure()  # one terse listing when all is well
+        if not self.dry_run and not self._intact():
+            self.ensure()
         return reconcile_members(self, want, keep_foreign=keep_foreign)
+
+    def _intact(self) -> bool:
+        """Whether the chain and both sets exist: a `nft -c` (check-only) transaction
+        creating them must fail with "File exists" three times. Milliseconds, where any
+        `nft list table/chain` fetches every set element first (seconds at 100k); the
+        rules themselves are verified by `ensure()` at start and by `fsguard reconcile`."""
+        spec = self.spec
+        lines = [
+            f"create chain inet {self.table} {nr.CHAIN} {{ type filter hook input "
+            f"priority {spec.priority}; policy accept; }}",
+            *(f"create set inet {self.table} {s.name} {{ type {s.type}; flags "
+              f"{','.join(s.flags)}; size {nr.SET_SIZE}; }}" for s in (spec.v4, spec.v6)),
+        ]  # fmt: skip
+        proc = self._run(["-c", "-f", "-"], stdin="\n".join(lines) + "\n")
+        exists = {line for line, msg in nr.parse_errors(proc.stderr) if "File exists" in msg}
+        return proc.returncode != 0 and exists == {1, 2, 3}
 
     def describe(self) -> dict[str, Any]:
         return {

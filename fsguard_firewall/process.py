@@ -144,7 +144,9 @@ def main(config: Config) -> int:
     durable.attach(fw, ctx)
     if config.security.auto_block_enabled:
         try:
-            result = durable.reconcile()  # store -> kernel and back; never flushes
+            # store -> kernel and back; never flushes. The sets were ensured (and migrated)
+            # above: one structure check, which costs seconds with 100k nft elements.
+            result = durable.reconcile(migrate=False)
             result.migrated = sorted({*migrated, *result.migrated})
         except FirewallError as exc:
             log.error("firewall reconcile failed: %s", exc)

@@ -77,6 +77,7 @@ def test_ensure_builds_the_ruleset_once(ns: str) -> None:
     assert (chain["hook"], chain["prio"], chain["policy"]) == ("input", -10, "accept")
     assert len(handles) == 2
     assert fw.updates_timeouts is not None
+    assert fw._intact()  # the drift check's cheap test
     tables = run_in(ns, ["nft", "list", "tables"], check=True).stdout.split("\n")
     assert [t for t in tables if t] == [f"table inet {TABLE}"]  # the probe table is gone
 
@@ -218,9 +219,16 @@ def test_flushed_ruleset_is_rebuilt_by_reconcile(ns: str) -> None:
     fw.ensure()
     fw.apply([(ip("192.0.2.8"), 600)])
     run_in(ns, ["nft", "flush", "ruleset"], check=True)
+    assert not fw._intact()
     result = fw.reconcile(want_of(fw, ["192.0.2.8"], time.time() + 600), keep_foreign=False)
     assert (result.added, result.errors) == (1, [])
     assert fw.contains(ip("192.0.2.8"))
+    assert nr.differences(fw.spec, nr.parse_table(json.dumps({"nftables": table_json(ns)}))) == []
+    # Only the chain deleted (its sets and elements stay): rebuilt, elements kept.
+    run_in(ns, ["nft", "delete", "chain", "inet", TABLE, "input"], check=True)
+    assert not fw._intact()
+    result = fw.reconcile(want_of(fw, ["192.0.2.8"], time.time() + 600), keep_foreign=False)
+    assert (result.added, result.retimed, result.errors) == (0, 0, [])
     assert nr.differences(fw.spec, nr.parse_table(json.dumps({"nftables": table_json(ns)}))) == []
 
 
