@@ -4,7 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.json
 
-.PHONY: install system-deps run test lint bench clean lock openapi
+WHEELHOUSE ?= wheelhouse
+
+.PHONY: install system-deps run test lint bench clean lock openapi wheelhouse config-doc
 
 # Every runtime, test and dev dependency comes from requirements.lock (exact versions and
 # hashes); fsguard itself is installed editable on top, without resolving anything.
@@ -21,6 +23,29 @@ lock:
 	.lockenv/bin/uv pip compile pyproject.toml --extra test --extra dev --generate-hashes \
 		--python-version 3.11 --upgrade -o requirements.lock
 	rm -rf .lockenv
+
+# docs/config.md from the schema (tests/test_config_doc.py fails when it is stale).
+config-doc: $(BIN)/fsguard
+	$(BIN)/python -m shared.config_doc > docs/config.md
+
+# Offline install material for a PBX without PyPI access: fsguard's run-time dependencies
+# exactly as requirements.lock pins them (downloaded hash-checked; an sdist is built into a
+# wheel here), the fsguard wheel, and requirements.lock / fsguard.lock giving every file's
+# sha256. Build on the PBX's OS, architecture and Python minor version; copy the directory
+# over, then: sudo deploy/install.sh --wheelhouse DIR
+wheelhouse: $(BIN)/fsguard
+	rm -rf $(WHEELHOUSE) && mkdir -p $(WHEELHOUSE)/.src
+	$(BIN)/python deploy/runtime_lock.py subset requirements.lock pyproject.toml > $(WHEELHOUSE)/.src/runtime.lock
+	$(BIN)/pip download --quiet --no-deps --require-hashes -r $(WHEELHOUSE)/.src/runtime.lock -d $(WHEELHOUSE)/.src
+	cp $(WHEELHOUSE)/.src/*.whl $(WHEELHOUSE)/
+	for sdist in $(WHEELHOUSE)/.src/*.tar.gz; do \
+		[ -e "$$sdist" ] || continue; \
+		$(BIN)/pip wheel --quiet --no-deps -w $(WHEELHOUSE) "$$sdist" || exit 1; \
+	done
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w $(WHEELHOUSE) .
+	rm -rf $(WHEELHOUSE)/.src
+	$(BIN)/python deploy/runtime_lock.py wheelhouse $(WHEELHOUSE)
+	@echo "wheelhouse ready: $(WHEELHOUSE) (install: sudo deploy/install.sh --wheelhouse $(WHEELHOUSE))"
 
 # Kernel tools for the firewall role and the namespace tests (Debian/Ubuntu, as root).
 system-deps:
@@ -51,4 +76,4 @@ bench: install
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info $(WHEELHOUSE)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from fsguard_api import access, docs, metrics, openapi, routes
+from fsguard_api import access, docs, dropin, metrics, openapi, reload, routes
 from fsguard_api.cache import ResponseCache
 from fsguard_api.esl_commands import CommandRefused, check_command
 from fsguard_api.models import (
@@ -106,10 +106,13 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("%s", exc)
         return error_response(502, str(exc))
 
-    async def on_http(_: Request, exc: Exception) -> Response:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         message = {404: "not found", 405: "method not allowed"}.get(exc.status_code)
-        return error_response(exc.status_code, message or str(exc.detail), exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not the first route's
+            headers["Allow"] = ", ".join(dropin.allowed_methods(app, request.scope))
+        return error_response(exc.status_code, message or str(exc.detail), headers)
 
     async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -145,13 +148,15 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
 
     @app.get("/security/status", responses=doc(SecurityStatus))
     async def security_status() -> Response:
-        counts_raw, esl = await asyncio.gather(peers.firewall("status"), esl_stats())
+        counts_raw, esl, whitelisted = await asyncio.gather(
+            peers.firewall("status"), esl_stats(), dropin.whitelist_total(peers)
+        )
         counts = convert(counts_raw, FirewallStatus, "firewall")
         return MsgspecResponse(
             SecurityStatus(
                 enabled=sec.enabled,
                 autoBlock=sec.auto_block_enabled,
-                whitelistCount=counts.whitelistCount,
+                whitelistCount=whitelisted,  # manual and learned, as Go counts
                 blacklistCount=counts.blacklistCount,
                 eslConnected=esl.connected,
                 eslHost=esl.host,
@@ -259,6 +264,7 @@ def create_app(config: Config, *, peer_timeout: float = DEFAULT_TIMEOUT) -> Fast
     if config.security.enabled:  # like Go: the /security routes exist only when enabled
         add_security_routes(app, config, peers)
         routes.add_list_routes(app, config, peers, version())
+        reload.install(app, config)  # POST /security/reload, the api.control socket
     openapi.install(app)
     docs.install(app)
     # Added last = outermost: access control runs first, before routing and body reads.

@@ -373,6 +373,9 @@ class FsguardCollector(Collector):
             GaugeMetricFamily("fsguard_firewall_store_backlog",
                               "Bans enforced in the kernel, not yet written to the store",
                               labels=["pid"]),
+            GaugeMetricFamily("fsguard_firewall_store_degraded",
+                              "1 while the state directory is unusable (scratch store)",
+                              labels=["pid"]),
         ]  # fmt: skip
         histograms: list[Metric] = []
         if fw is not None:
@@ -384,7 +387,8 @@ class FsguardCollector(Collector):
             applied.add_metric([pid], _num(fw.get("bans_applied")))
             kernel_errors.add_metric([pid], _num(fw.get("kernel_errors")))
             for family, key in zip(ledger, ("kernel_full", "pending_bans", "drift_repaired",
-                                            "last_drift", "store_errors", "store_backlog"),
+                                            "last_drift", "store_errors", "store_backlog",
+                                            "store_degraded"),
                                    strict=True):  # fmt: skip
                 family.add_metric([pid], _num(fw.get(key)))
             for key, result in REPORT_RESULTS.items():

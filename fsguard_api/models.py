@@ -226,15 +226,22 @@ class ProcessStats(msgspec.Struct, kw_only=True):
 
 
 class SystemMemory(msgspec.Struct, kw_only=True):
+    """Go's keys with the nearest Python values (docs/api.md), then fsguard's rssMb."""
+
+    allocMb: int  # Go: live heap. Here: resident memory of the whole tree
+    totalAllocMb: int  # Go: bytes ever allocated. Here: sum of each process's peak RSS
+    sysMb: int  # Go: memory from the OS. Here: resident memory of the whole tree
+    gcRuns: int  # Go: GC cycles. Here: the API process's garbage-collector runs
+    heapObjects: int  # Go: live heap objects. Here: the API process's allocated blocks
     rssMb: int  # sum over the process tree
-    sysMb: int  # same value: the nearest honest equivalent of Go's sysMb
 
 
 class SystemStats(msgspec.Struct, kw_only=True):
-    """GET /system/stats. Go's goroutines and heap figures have no Python equivalent;
-    see docs/api.md for the mapping."""
+    """GET /system/stats: the Go program's keys (goroutines, memory.*) with the nearest
+    Python values, next to fsguard's own; see docs/api.md for the mapping."""
 
     version: str
+    goroutines: int  # Go: goroutines. Here: threads of every process in the tree
     pythonVersion: str
     uptimeSeconds: float
     workerCount: int

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
-import platform
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -20,7 +18,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
-from fsguard_api import access, system
+from fsguard_api import access, dropin, system, whitelist_net
 from fsguard_api.cache import ResponseCache
 from fsguard_api.models import (
     BatchItemResult,
@@ -31,14 +29,10 @@ from fsguard_api.models import (
     FailedEntry,
     FirewallStatus,
     MsgspecResponse,
-    ProcessStats,
     RateEntry,
     RateLimitSettings,
     SecurityStats,
     StatusMessage,
-    SupervisorStats,
-    SystemMemory,
-    SystemStats,
     Unblocked,
     UntrustedTest,
     WhitelistEntry,
@@ -48,6 +42,7 @@ from fsguard_api.models import (
 )
 from fsguard_api.openapi import doc
 from fsguard_api.peers import PeerError, Peers
+from fsguard_api.whitelist_net import WhitelistAdded
 from fsguard_workers.windows import go_duration
 from shared.config import (
     LOG_LEVELS,
@@ -74,10 +69,20 @@ assert set(LOG_LEVELS) == {"error", "warning", "info", "debug", "trace"}
 
 
 class WhitelistBody(BaseModel):
-    ip: str = Field(min_length=1, description="IPv4 or IPv6 address")
+    ip: str = Field(
+        min_length=1, description='IPv4 or IPv6 address, or network ("198.51.100.0/24")'
+    )
     userId: str = ""
     domain: str = Field("", description="empty: freeswitch.default_domain")
     permanent: bool = False
+    ttl: str | float | None = Field(
+        None, description='fsguard: entry lifetime ("8h", "7d" or seconds); default '
+        "security.whitelist_ttl; ignored when permanent",
+    )
+    lift_bans: bool = Field(
+        False, description="fsguard: for a network, lift the active bans inside it "
+        "(they are listed in bansInside otherwise)",
+    )
 
 
 class BlacklistBody(BaseModel):
@@ -102,6 +107,9 @@ class LogLevelBody(BaseModel):
 
 class PatternBody(BaseModel):
     pattern: str = Field(min_length=1, max_length=253)
+    force: bool = Field(
+        False, description="accept a very broad address prefix (shorter than /8 or /32)"
+    )
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -172,8 +180,8 @@ def stat_sum(stats: Sequence[dict[str, Any]], key: str) -> int:
 
 def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) -> None:
     sec = config.security
-    trusted = [ipaddress.ip_network(c.strip(), strict=False) for c in sec.trusted_networks]
     workers = worker_count(config)
+    whitelist_net.add_routes(app, peers)  # /security/whitelist/{address}/{prefix}
 
     def audit(request: Request, action: str, subject: str, outcome: str) -> None:
         access.audit(request.scope, action, subject, outcome)
@@ -195,17 +203,20 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
         out.update(convert(manual, dict[str, WhitelistEntry], "firewall"))
         return MsgspecResponse(out)
 
-    async def whitelist_add(body: WhitelistBody) -> StatusMessage:
-        ip = checked_ip(body.ip)
-        args = {"ip": ip, "userId": body.userId, "domain": body.domain, "permanent": body.permanent}
+    async def whitelist_add(body: WhitelistBody) -> WhitelistAdded:
+        ip = whitelist_net.checked_target(body.ip)
+        args = {"ip": ip, "userId": body.userId, "domain": body.domain, "permanent": body.permanent,
+                "ttl": seconds_of(body.ttl), "lift_bans": body.lift_bans}  # fmt: skip
         data = await peers.firewall("whitelist_add", args)
-        return convert(data, StatusMessage, "firewall")
+        return convert(data, WhitelistAdded, "firewall")
 
-    @app.post("/security/whitelist", responses=doc(StatusMessage, body=True))
+    @app.post("/security/whitelist", responses=doc(WhitelistAdded, body=True))
     async def whitelist_post(request: Request, body: WhitelistBody) -> Response:
         result = await whitelist_add(body)
         audit(request, "whitelist_add", body.ip, "ok")
-        return MsgspecResponse(StatusMessage(status=result.status, message=result.message))
+        if "/" not in whitelist_net.checked_target(body.ip):  # Go's shape for an address
+            result.bansInside = result.liftedBans = msgspec.UNSET
+        return MsgspecResponse(result)
 
     @app.post("/security/whitelist/batch", responses=doc(BatchResults, body=True))
     async def whitelist_batch(request: Request, body: list[WhitelistBody]) -> Response:
@@ -229,7 +240,8 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
             if entry is not None:
                 result.whitelisted, result.userId, result.domain = True, entry.userId, entry.domain
         parsed = parse_ip(addr)
-        for net in trusted:
+        trusted = [ipaddress.ip_network(c.strip(), strict=False) for c in sec.trusted_networks]
+        for net in trusted:  # read per request: a reload changes the list
             if parsed.version == net.version and parsed in net:
                 result.trustedNetwork = str(net)
                 if not result.whitelisted:
@@ -247,9 +259,12 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
 
     # --- blacklist --------------------------------------------------------------------
 
-    async def ban(body: BlacklistBody) -> StatusMessage:
+    async def ban(body: BlacklistBody, request: Request) -> StatusMessage:
         ip = checked_ip(body.ip)
         args: dict[str, Any] = {"ip": ip, "reason": body.reason, "permanent": body.permanent}
+        client = access.client_host(request.scope)
+        if client:
+            args["client"] = client  # the firewall never bans the caller's own address
         seconds = None if body.permanent else seconds_of(body.duration)
         if seconds is not None:
             args["duration"] = seconds
@@ -259,7 +274,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
     @app.post("/security/blacklist", responses=doc(StatusMessage, body=True))
     async def blacklist_post(request: Request, body: BlacklistBody) -> Response:
         try:
-            result = await ban(body)
+            result = await ban(body, request)
         except PeerError as exc:
             audit(request, "blacklist_add", body.ip, f"failed: {exc.status} {exc}")
             raise
@@ -269,7 +284,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
     @app.post("/security/blacklist/batch", responses=doc(BatchResults, body=True))
     async def blacklist_batch(request: Request, body: list[BlacklistBody]) -> Response:
         async def one(item: BlacklistBody) -> None:
-            await ban(item)
+            await ban(item, request)
 
         results = await run_batch(body, one, lambda item: item.ip)
         audit(request, "blacklist_batch", f"{len(body)} items", "ok")
@@ -352,11 +367,13 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
 
     @app.post("/security/untrusted-networks", responses=doc(StatusMessage, body=True))
     async def untrusted_add(request: Request, body: PatternBody) -> Response:
-        data = await peers.firewall("untrusted_add", {"pattern": body.pattern})
+        data = await peers.firewall(
+            "untrusted_add", {"pattern": body.pattern, "force": body.force}
+        )
         audit(request, "untrusted_add", body.pattern, "ok")
         return MsgspecResponse(convert(data, StatusMessage, "firewall"))
 
-    @app.delete("/security/untrusted-networks/{pattern:path}", responses=doc(StatusMessage, 404))
+    @app.delete("/security/untrusted-networks/{pattern:pattern}", responses=doc(StatusMessage, 404))
     async def untrusted_delete(request: Request, pattern: str) -> Response:
         data = await peers.firewall("untrusted_remove", {"pattern": pattern})
         audit(request, "untrusted_remove", pattern, "ok")
@@ -413,7 +430,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
         regs = merge(w_regs, RateEntry, "worker")
         stats = [s for s in w_stats if isinstance(s, dict)]
         fw = fw_stats if isinstance(fw_stats, dict) else {}
-        learned_count = stat_sum(stats, "whitelisted")
+        whitelisted = await dropin.whitelist_total(peers)
         result = SecurityStats(
             totalRegistrations=stat_sum(stats, "registrations")
             or sum(e.count for e in regs.values()),
@@ -425,7 +442,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
             lastRegistrationTime=_latest([e.lastRequest for e in regs.values()]),
             lastFailedTime=_latest([e.lastAttempt for e in fails.values()]),
             lastWrongCallStateTime=_latest([e.lastAttempt for e in wcs.values()]),
-            activeWhitelistEntries=status.whitelistCount + learned_count,
+            activeWhitelistEntries=whitelisted,
             activeBlacklistEntries=status.blacklistCount,
             reportsSent=int(fw.get("reports_sent", 0) or 0),
             reportsFailed=int(fw.get("reports_failed", 0) or 0),
@@ -434,46 +451,7 @@ def add_list_routes(app: FastAPI, config: Config, peers: Peers, version: str) ->
         cache.put(STATS_CACHE_KEY, encoded)
         return Response(encoded, media_type="application/json")
 
-    @app.get("/system/stats", responses=doc(SystemStats))
-    async def system_stats() -> Response:
-        sup = convert(await peers.supervisor("stats"), SupervisorStats, "supervisor")
-        members: list[tuple[str, str, int | None, int]] = [("supervisor", "supervisor", sup.pid, 0)]
-        members += [(c.name, c.role, c.pid, c.restarts) for c in sup.children]
-        if os.getpid() not in {pid for _, _, pid, _ in members}:
-            members.append(("api", "api", os.getpid(), 0))  # a separate unit (systemd)
-        processes: list[ProcessStats] = []
-        for name, role, pid, restarts in members:
-            s = system.sample(pid) if pid else None
-            processes.append(
-                ProcessStats(
-                    name=name,
-                    role=role,
-                    pid=pid,
-                    running=s is not None,
-                    rssMb=round(s.rss_bytes / 1048576, 1) if s else 0.0,
-                    cpuSeconds=round(s.cpu_seconds, 2) if s else 0.0,
-                    cpuPercent=round(100 * s.cpu_seconds / s.uptime_seconds, 2)
-                    if s and s.uptime_seconds > 0
-                    else 0.0,
-                    threads=s.threads if s else 0,
-                    uptimeSeconds=round(s.uptime_seconds, 1) if s else 0.0,
-                    restarts=restarts,
-                )
-            )
-        rss = sum(p.rssMb for p in processes)
-        return MsgspecResponse(
-            SystemStats(
-                version=version,
-                pythonVersion=platform.python_version(),
-                uptimeSeconds=round(sup.uptime, 1),
-                workerCount=workers,
-                cpuCores=os.cpu_count() or 1,
-                processCount=sum(1 for p in processes if p.running),
-                threads=sum(p.threads for p in processes),
-                memory=SystemMemory(rssMb=int(rss), sysMb=int(rss)),
-                processes=processes,
-            )
-        )
+    system.add_system_route(app, peers, version, workers)
 
 
 def add_cache_routes(app: FastAPI) -> None:

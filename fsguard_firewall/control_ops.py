@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from shared.config import MAX_BAN_SECONDS
 from shared.control import ControlError, Handler
+from shared.iputil import parse_ip
 from shared.logs import escape
 from shared.messages import ListChange
+from shared.protected import IPAddress
 
 from .backend import Element, FirewallError
 from .entries import BanEntry
@@ -23,6 +25,17 @@ if TYPE_CHECKING:
     from .firewall import Firewall
 
 log = logging.getLogger("fsguard.firewall")
+
+
+def _client(args: dict[str, Any]) -> list[IPAddress]:
+    """The API client's address passed with a manual ban (`client`), if any."""
+    raw = args.get("client")
+    if not isinstance(raw, str) or not raw:
+        return []
+    try:
+        return [parse_ip(raw)]
+    except ValueError:
+        raise ControlError(f"invalid client address: {raw!r}", 400) from None
 
 
 class ControlOps:
@@ -145,6 +158,10 @@ class ControlOps:
         shorten)."""
         fw = self.fw
         text, elem = self._arg_ip(args)
+        why = fw.protect.reason(elem, _client(args))
+        if why is not None:
+            fw.stats.refused_protected += 1
+            raise ControlError(f"cannot blacklist {text}: it is {why}", 400)
         if fw.is_trusted(elem):
             raise ControlError(f"cannot blacklist IP in trusted network: {text}", 400)
         if fw.lists.is_whitelisted(str(elem)):

@@ -23,8 +23,8 @@ from shared.control import ControlError, Handler
 from shared.iputil import shard_of
 from shared.messages import ListChange
 
+from . import degraded, sync
 from . import reconcile as rec
-from . import sync
 from .backend import FirewallError, KernelBackend
 from .persist import AckSender, PersistentPatterns, SqliteBanStore, SqliteWhitelist
 from .reporter import Reporter
@@ -74,6 +74,7 @@ class Durable:
         self._next_prune = time.monotonic() + PRUNE_SECONDS
         self._next_rearm = time.monotonic() + REARM_SECONDS
         self._next_drift = time.monotonic() + max(1.0, sec.drift_check_interval)
+        self.degraded = ""  # why the store is a scratch one (state directory unwritable)
 
     @classmethod
     def open(cls, config: Config) -> Durable:
@@ -83,6 +84,52 @@ class Durable:
         except BaseException:
             store.close()
             raise
+
+    @classmethod
+    def open_degraded(cls, config: Config, reason: str) -> Durable:
+        """On a scratch store (degraded.py): the state directory cannot be written."""
+        durable = cls(config, degraded.open_scratch(config))
+        durable.degraded = reason
+        durable._complain()
+        return durable
+
+    def _complain(self) -> None:
+        msg = ("STATE DIRECTORY %s UNUSABLE (%s): running DEGRADED on a scratch store in "
+               "the runtime directory; bans are enforced in the kernel but not durable "
+               "until the state directory is writable again")  # fmt: skip
+        if self.fw is not None:
+            self.fw.ledger.loud("degraded", msg, self.config.paths.state_dir, self.degraded)
+        else:
+            log.error(msg, self.config.paths.state_dir, self.degraded)
+
+    def _retry_real(self) -> None:
+        """Degraded: switch to the real store as soon as it opens for writing."""
+        real = degraded.try_real(self.config)
+        if real is None:
+            self._complain()
+            return
+        scratch = self.store
+        try:
+            copied = degraded.copy_state(scratch, real)
+        except StoreError as exc:
+            real.close()
+            log.error("state store reopened but the scratch state could not be written: %s", exc)
+            return
+        self.store = real
+        self.bans.store = real
+        self.bans.reload()
+        if self.reporter is not None:
+            self.reporter.store = real
+        fw = self._firewall()
+        if isinstance(fw.lists.whitelist, SqliteWhitelist):
+            fw.lists.whitelist.store = real
+            fw.lists.whitelist.reload()
+        if isinstance(fw.lists.untrusted, PersistentPatterns):
+            fw.lists.untrusted.store = real
+        scratch.close()
+        log.warning("state directory %s writable again: %d bans from the scratch store "
+                    "written, running normally", self.config.paths.state_dir, copied)  # fmt: skip
+        self.degraded = ""
 
     def attach(self, fw: Firewall, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
         """Give the firewall's ledger and lists their persistence; start acks and the
@@ -159,6 +206,8 @@ class Durable:
         call from the loop)."""
         fw = self._firewall()
         now_m = time.monotonic()
+        if self.degraded:
+            self._retry_real()
         fw.ledger.flush_backlog()
         if now_m >= self._next_prune:
             self._next_prune = now_m + PRUNE_SECONDS
@@ -229,6 +278,7 @@ class Durable:
             "acks_sent": self.acks.sent if self.acks else 0,
             "acks_dropped": self.acks.dropped if self.acks else 0,
             "rearmed": self.rearmed,
+            "store_degraded": 1 if self.degraded else 0,
             "last_reconcile": (
                 msgspec.to_builtins(self.last_reconcile) if self.last_reconcile else None
             ),
@@ -276,7 +326,7 @@ class Durable:
         fw = self._firewall()
         data = args.get("data")
         try:
-            check_import(fw.kernel, fw.is_trusted, data)
+            check_import(fw.kernel, fw.refuse, data)
             count = self.store.import_json(data, time.time())
         except ImportDataError as exc:
             raise ControlError(str(exc), 400) from None
@@ -325,5 +375,5 @@ def check_import(kernel: KernelBackend, is_trusted: Any, data: Any) -> None:
         if is_trusted(elem):
             raise ImportDataError(
                 f"import refused, nothing written: blacklist[{label!r}]: "
-                f"{key} is in a trusted network"
+                f"{key} is in a trusted network, protected or whitelisted"
             )

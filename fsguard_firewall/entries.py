@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -63,7 +63,12 @@ class BanStore(Protocol):
     """Where bans live. MemoryBanStore now; a SQLite store implements the same methods."""
 
     def get(self, ip: str, now: float) -> BanEntry | None: ...
-    def put_many(self, entries: Iterable[BanEntry]) -> None: ...
+    def put_many(
+        self, entries: Iterable[BanEntry], gate: Callable[[], Collection[str]] | None = None
+    ) -> None:
+        """Record entries; `gate()` (called once, before committing) names the keys
+        that must not be recorded after all."""
+        ...
     def remove(self, ip: str) -> BanEntry | None: ...
     def active(self, now: float) -> list[BanEntry]: ...
     def purge_expired(self, now: float) -> int: ...
@@ -81,9 +86,14 @@ class MemoryBanStore:
         entry = self._entries.get(ip)
         return entry if entry is not None and entry.active(now) else None
 
-    def put_many(self, entries: Iterable[BanEntry]) -> None:
-        for entry in entries:
-            self._entries[entry.ip] = entry
+    def put_many(
+        self, entries: Iterable[BanEntry], gate: Callable[[], Collection[str]] | None = None
+    ) -> None:
+        items = list(entries)
+        refused = set(gate()) if gate is not None else set()
+        for entry in items:
+            if entry.ip not in refused:
+                self._entries[entry.ip] = entry
 
     def remove(self, ip: str) -> BanEntry | None:
         return self._entries.pop(ip, None)

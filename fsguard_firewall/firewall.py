@@ -24,6 +24,7 @@ from .control_ops import ControlOps
 from .entries import BanEntry, BanStore, MemoryBanStore
 from .ledger import BanLedger, Intent, kernel_timeout_for
 from .lists import ListOps
+from .selfprotect import SelfProtection
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class Firewall:
             ipaddress.ip_network(c.strip(), strict=False) for c in config.security.trusted_networks
         ]
         self._trusted_set = NetworkSet(config.security.trusted_networks)
+        self.protect = SelfProtection(config.security.esl_host)
         self.lists = ListOps(self)  # whitelist and untrusted patterns (lists.py)
         self.control = ControlOps(self)
 
@@ -95,8 +97,12 @@ class Firewall:
         return self._trusted_set.contains(elem)
 
     def refuse(self, elem: Element) -> bool:
-        """Never in a ban set: trusted or whitelisted."""
-        return self.is_trusted(elem) or self.lists.is_whitelisted(str(elem))
+        """Never in a ban set: protected, trusted or whitelisted."""
+        return (
+            self.protect.reason(elem) is not None
+            or self.is_trusted(elem)
+            or self.lists.is_whitelisted(str(elem))
+        )
 
     # --- decisions ---------------------------------------------------------------
 
@@ -119,7 +125,18 @@ class Firewall:
                     )
                 ledger.ack_ok(d)  # final: nothing to retry
                 continue
-            if self.refuse(elem):
+            why = self.protect.reason(elem)
+            if why is not None:
+                self.stats.refused_protected += 1
+                if self.log_limiter.allow("refused protected"):
+                    log.warning(
+                        "refused to ban protected address ip=%s (%s) rule=%s id=%s",
+                        elem, why, escape(d.rule), escape(d.id),
+                    )  # fmt: skip
+                ledger.ack_ok(d)
+                continue
+            key = str(elem)
+            if self.is_trusted(elem) or self.lists.is_whitelisted(key):
                 self.stats.refused_trusted += 1
                 if self.log_limiter.allow("refused trusted"):
                     log.warning(
@@ -128,7 +145,6 @@ class Firewall:
                     )  # fmt: skip
                 ledger.ack_ok(d)
                 continue
-            key = str(elem)
             timeout = kernel_timeout_for(d.duration)
             # The stored expiry is the real one; bans longer than MAX_TIMEOUT are re-armed.
             expires = now + max(1, math.ceil(d.duration)) if timeout else 0.0
@@ -272,6 +288,7 @@ class Firewall:
 
     def sweep(self) -> None:
         self.ledger.expire()
+        self.protect.refresh(force=False)
 
     def handlers(self) -> dict[str, Handler]:
         return self.control.handlers()

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from shared.messages import BanDecision, DecisionAck
@@ -167,20 +168,39 @@ class BanLedger:
 
     def apply(self, intents: list[Intent]) -> list[Intent]:
         """Kernel, then store, for one batch; returns the intents the kernel holds now.
-        The others wait in `pending` (never recorded, never acknowledged ok)."""
+        The others wait in `pending` (never recorded, never acknowledged ok).
+
+        The kernel works in a thread while the store writes the rows; the store commits
+        only once the kernel answered, and only the rows the kernel took."""
         if not intents:
             return []
         failed: dict[str, str] = {}
+        gate: Callable[[], Collection[str]] | None = None
         if self.kernel_enabled:
-            try:
-                self.kernel.apply([(i.elem, i.timeout) for i in intents])
-            except FirewallError as exc:
-                failed = self._kernel_failed(exc, intents)
-        done = [i for i in intents if i.key not in failed] if failed else intents
+            outcome: list[BaseException] = []
+            bans = [(i.elem, i.timeout) for i in intents]
+
+            def run() -> None:
+                try:
+                    self.kernel.apply(bans)
+                except BaseException as exc:  # handed to the loop's thread below
+                    outcome.append(exc)
+
+            worker = threading.Thread(target=run, name="kernel-apply", daemon=True)
+            worker.start()
+
+            def gate() -> Collection[str]:
+                worker.join()
+                if outcome:
+                    if not isinstance(outcome[0], FirewallError):
+                        raise outcome[0]
+                    failed.update(self._kernel_failed(outcome[0], intents))
+                return failed.keys()
+
+        done = self._record(intents, gate)
         for intent in intents if failed else ():
             if intent.key in failed:
                 self._defer(intent, failed[intent.key])
-        self._record(done)
         return done
 
     def _kernel_failed(self, exc: FirewallError, intents: list[Intent]) -> dict[str, str]:
@@ -205,16 +225,39 @@ class BanLedger:
             self._loud_at[what] = now + LOUD_EVERY
             log.error(msg, *args)
 
-    def _record(self, done: list[Intent]) -> None:
-        """Store what the kernel holds, then acknowledge; a store failure keeps the
-        entries in the backlog (enforced, unacknowledged) until `flush_backlog`."""
-        if done and self.record([i.entry for i in done]):
-            for intent in done:
+    def _record(
+        self, intents: list[Intent], gate: Callable[[], Collection[str]] | None = None
+    ) -> list[Intent]:
+        """Store what the kernel holds (`gate`: the keys it refused, asked once, before
+        the commit), then acknowledge. A store failure keeps the entries in the backlog
+        (enforced, unacknowledged) until `flush_backlog`. Returns the intents kept."""
+        refused: set[str] | None = None
+
+        def once() -> Collection[str]:
+            nonlocal refused
+            if refused is None:
+                refused = set(gate()) if gate is not None else set()
+            return refused
+
+        stored = False
+        if not self.backlog:
+            try:
+                self.store.put_many([i.entry for i in intents], once)
+                stored = True
+            except StoreError as exc:
+                self.stats.store_errors += 1
+                self.loud("store", "state store cannot write, bans enforced in the kernel "
+                          "only (written when it works again): %s", exc)  # fmt: skip
+        skip = once()
+        done = [i for i in intents if i.key not in skip] if skip else intents
+        for intent in done:
+            if stored:
                 for d in intent.decisions:
                     self.ack_ok(d)
-        elif done:
-            for intent in done:
+            else:
+                self.backlog[intent.key] = intent.entry
                 self._backlog_acks.extend(intent.decisions)
+        return done
 
     def record(self, entries: list[BanEntry]) -> bool:
         """Write entries the kernel holds to the store; False: kept in the backlog."""

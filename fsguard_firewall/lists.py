@@ -31,6 +31,9 @@ from shared.control import ControlError, Handler
 from shared.iputil import parse_ip
 from shared.logs import escape, set_level
 from shared.messages import ListChange
+from shared.protected import pattern_problem
+
+from . import netwhitelist
 
 if TYPE_CHECKING:
     from .process import Firewall
@@ -187,7 +190,10 @@ class ListOps:
     # --- queries used by the Firewall --------------------------------------------------
 
     def is_whitelisted(self, ip: str) -> bool:
-        return self.whitelist.get(ip, self.clock()) is not None
+        now = self.clock()
+        if self.whitelist.get(ip, now) is not None:
+            return True
+        return netwhitelist.covering(self.whitelist.active(now), ip) is not None
 
     def whitelist_count(self) -> int:
         return len(self.whitelist.active(self.clock()))
@@ -196,12 +202,8 @@ class ListOps:
 
     @staticmethod
     def _address(args: dict[str, Any]) -> str:
-        raw = args.get("ip")
-        text = raw if isinstance(raw, str) else str(raw)
-        try:
-            return str(parse_ip(text))
-        except ValueError:
-            raise ControlError(f"invalid IP address: {text}", 400) from None
+        """The canonical address, or network (netwhitelist.py), of args["ip"]."""
+        return netwhitelist.whitelist_key(args.get("ip"))
 
     def op_whitelist(self, args: dict[str, Any]) -> dict[str, Any]:
         return {e.ip: e.go_shape() for e in self.whitelist.active(self.clock())}
@@ -209,17 +211,22 @@ class ListOps:
     def op_whitelist_get(self, args: dict[str, Any]) -> dict[str, Any]:
         ip = self._address(args)
         entry = self.whitelist.get(ip, self.clock())
+        if entry is None:  # inside a whitelisted network?
+            entry = netwhitelist.covering(self.whitelist.active(self.clock()), ip)
         if entry is None:
             return {"ip": ip, "whitelisted": False}
         return {"ip": ip, "whitelisted": True, "userId": entry.user_id, "domain": entry.domain}
 
     def op_whitelist_add(self, args: dict[str, Any]) -> dict[str, Any]:
         ip = self._address(args)
+        if "/" in ip:
+            return netwhitelist.add_network(self, ip, args)
         user = str(args.get("userId") or "")
         domain = str(args.get("domain") or "") or self.config.freeswitch.default_domain
         permanent = bool(args.get("permanent", False))
         now = self.clock()
-        expires = 0.0 if permanent else now + self.config.security.whitelist_ttl
+        ttl = netwhitelist.ttl_of(args)
+        expires = 0.0 if permanent else now + (ttl or self.config.security.whitelist_ttl)
         entry = WhitelistEntry(
             ip=ip, added_at=now, expires_at=expires, user_id=user, domain=domain, last_seen=now
         )
@@ -258,6 +265,11 @@ class ListOps:
 
     def op_untrusted_add(self, args: dict[str, Any]) -> dict[str, Any]:
         pattern = check_pattern(str(args.get("pattern", "")))
+        problem = pattern_problem(
+            pattern, self.config.security.trusted_networks, force=bool(args.get("force"))
+        )
+        if problem is not None:
+            raise ControlError(f"untrusted pattern refused: {problem}", 400)
         if not self.untrusted.add(pattern):
             raise ControlError(f'untrusted pattern already exists: "{pattern}"', 400)
         log.info("untrusted pattern added: %s", escape(pattern))

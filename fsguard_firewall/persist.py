@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import zmq
 
@@ -47,9 +47,13 @@ class SqliteBanStore:
         entry = self._mirror.get(ip)
         return entry if entry is not None and entry.active(now) else None
 
-    def put_many(self, entries: Iterable[BanEntry]) -> None:
+    def put_many(
+        self, entries: Iterable[BanEntry], gate: Callable[[], Collection[str]] | None = None
+    ) -> None:
         items = list(entries)
         if not items:
+            if gate is not None:
+                gate()
             return
         reporter = self.reporter if self.reporter is not None and self.reporter.enabled else None
         report = None
@@ -63,7 +67,7 @@ class SqliteBanStore:
                 )
         # Bans and their reports commit together: a crash cannot leave a ban unreported.
         changed, queued = self.store.add_bans_reported(
-            [record_from_entry(e) for e in items], report
+            [record_from_entry(e) for e in items], report, gate
         )
         new = 0
         for r in changed:

@@ -25,9 +25,11 @@ from shared.messages import BanDecision, decode, encode
 
 from .backend import FirewallError, KernelBackend
 from .backends import make_backend
+from .degraded import unwritable
 from .durable import EX_CONFIG, Durable
 from .entries import BanEntry, MemoryBanStore
 from .firewall import LOG_SUMMARY_SECONDS, Firewall
+from .reconfigure import handler as reconfigure_handler
 from .store import StoreError
 
 __all__ = ["BanEntry", "Firewall", "MemoryBanStore", "main", "make_kernel"]
@@ -116,8 +118,15 @@ def main(config: Config) -> int:
     try:
         durable = Durable.open(config)
     except StoreError as exc:  # never a silent fresh start
-        log.error("state store unusable: %s", exc)
-        return 1 if "in use by another process" in str(exc) else EX_CONFIG
+        if not unwritable(exc, config.paths.state_dir):
+            log.error("state store unusable: %s", exc)
+            return 1 if "in use by another process" in str(exc) else EX_CONFIG
+        try:
+            durable = Durable.open_degraded(config, str(exc))  # detection goes on
+        except (OSError, StoreError) as scratch_exc:
+            log.error("state store unusable (%s), no scratch store either: %s", exc,
+                      scratch_exc)  # fmt: skip
+            return EX_CONFIG
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pub = ctx.socket(zmq.PUB)
@@ -163,6 +172,7 @@ def main(config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     handlers = durable.extend(fw.handlers())
+    handlers["reload"] = reconfigure_handler(fw, durable)  # reconfigure.py
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(rep, zmq.POLLIN)
@@ -176,26 +186,27 @@ def main(config: Config) -> int:
     status = 0
     try:
         while not stopping:
-            events = dict(poller.poll(POLL_MS))
-            if rep in events:
-                rep.send(dispatch(handlers, rep.recv()))
-            if pull in events:
-                batch = _receive_batch(pull, fw)
-                if batch:
-                    fw.handle_batch(batch)  # acks go out from the ledger
-            if time.monotonic() >= next_retry:
-                fw.retry_pending()
-                next_retry = time.monotonic() + RETRY_TICK_SECONDS
-            if time.monotonic() >= next_sweep:
-                fw.sweep()
-                durable.tick()
-                next_sweep = time.monotonic() + SWEEP_SECONDS
-            if time.monotonic() >= next_summary:
-                fw.log_summaries()
-                next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
-    except StoreError as exc:
-        log.error("state store failed, stopping (nothing unacknowledged is lost): %s", exc)
-        status = 1
+            try:
+                events = dict(poller.poll(POLL_MS))
+                if rep in events:
+                    rep.send(dispatch(handlers, rep.recv()))
+                if pull in events:
+                    batch = _receive_batch(pull, fw)
+                    if batch:
+                        fw.handle_batch(batch)  # acks go out from the ledger
+                now = time.monotonic()
+                if now >= next_retry:
+                    fw.retry_pending()
+                    next_retry = time.monotonic() + RETRY_TICK_SECONDS
+                if now >= next_sweep:
+                    next_sweep = now + SWEEP_SECONDS
+                    fw.sweep()
+                    durable.tick()
+                if now >= next_summary:
+                    next_summary = now + LOG_SUMMARY_SECONDS
+                    fw.log_summaries()
+            except StoreError as exc:  # writes go to the backlog; this was a read
+                fw.ledger.loud("store-loop", "state store error, running on: %s", exc)
     finally:
         fw.log_summaries()
         audit.close()

@@ -25,7 +25,7 @@ import re
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +51,12 @@ class StoreError(Exception):
 
 class ImportDataError(StoreError, ValueError):
     """Import data refused; nothing was written. The message names the bad entry."""
+
+
+class _Refused(Exception):
+    def __init__(self, keys: set[str]) -> None:
+        super().__init__(f"{len(keys)} keys refused")
+        self.keys = keys
 
 
 class BanRecord(msgspec.Struct, kw_only=True):
@@ -432,11 +438,31 @@ class Store:
         return self.add_bans_reported(bans, None)[0]
 
     def add_bans_reported(
-        self, bans: Sequence[BanRecord], report: Callable[[BanRecord], str] | None
+        self,
+        bans: Sequence[BanRecord],
+        report: Callable[[BanRecord], str] | None,
+        gate: Callable[[], Collection[str]] | None = None,
     ) -> tuple[list[BanRecord], int]:
         """`add_bans`, plus an outbox entry (payload `report(record)`) for every new
         insertion in the same transaction, so a committed ban is never left unreported.
-        Returns (changed records, reports queued); the outbox bound still applies."""
+        Returns (changed records, reports queued); the outbox bound still applies.
+
+        `gate`, called inside the transaction just before COMMIT, returns the keys that
+        must not be committed (the kernel refused them while the rows were written): the
+        transaction is rolled back and redone without them. Lets the caller overlap its
+        kernel work with the SQL work while committing only what the kernel holds."""
+        try:
+            return self._add_bans(bans, report, gate)
+        except _Refused as refused:
+            keep = [b for b in bans if b.key not in refused.keys]
+            return self._add_bans(keep, report, None)
+
+    def _add_bans(
+        self,
+        bans: Sequence[BanRecord],
+        report: Callable[[BanRecord], str] | None,
+        gate: Callable[[], Collection[str]] | None,
+    ) -> tuple[list[BanRecord], int]:
         checked: list[BanRecord] = []
         for rec in bans:
             key, family = _fast_key(rec.key)
@@ -452,6 +478,8 @@ class Store:
                 rec if rec.family == family else msgspec.structs.replace(rec, family=family)
             )
         if not checked:
+            if gate is not None:
+                gate()
             return [], 0
         keys = list(dict.fromkeys(r.key for r in checked))
         ids = list(dict.fromkeys(r.decision_id for r in checked if r.decision_id))
@@ -512,6 +540,10 @@ class Store:
                     ).rowcount
                     pending += added
                     queued += added
+            if gate is not None:
+                refused = set(gate())
+                if refused:
+                    raise _Refused(refused)
         return list(changed.values()), queued
 
     def seen_decision(self, decision_id: str) -> bool:
@@ -635,8 +667,8 @@ class Store:
     # --- whitelist ----------------------------------------------------------------
 
     def whitelist_add(self, rec: WhitelistRecord) -> None:
-        """Insert or replace the entry for `rec.ip` (a normalized address)."""
-        ip = str(parse_ip(rec.ip))
+        """Insert or replace the entry for `rec.ip` (a normalized address or network)."""
+        ip = normalize_key(rec.ip)[0]
         if ip != rec.ip:
             raise ValueError(f"whitelist ip {rec.ip!r} is not normalized (expected {ip!r})")
         if rec.source not in WHITELIST_SOURCES:
@@ -988,7 +1020,7 @@ def _parse_import(
         try:
             if not isinstance(raw_ip, str):
                 raise ValueError
-            ip = str(parse_ip(raw_ip))
+            ip = normalize_key(raw_ip)[0]  # an address or a network
         except ValueError:
             raise _bad(where, f"invalid IP address: {raw_ip!r}") from None
         source = _text(e, "source", where, "manual")

@@ -16,6 +16,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from fsguard_supervisor.takeover import PARENT_ENV
+
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MIN = 0.2
@@ -47,6 +49,10 @@ class Child:
     def start(self) -> None:
         env = dict(os.environ)
         env.update(self.env)
+        # The child arms PR_SET_PDEATHSIG and checks it is still ours (takeover.py). Only
+        # the event-loop thread starts children: the signal fires when the forking
+        # *thread* exits.
+        env[PARENT_ENV] = str(os.getpid())
         self.proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL)
         self.started_at = time.monotonic()
         log.info("started %s", self.name, extra={"child": self.name, "child_pid": self.proc.pid})
@@ -150,6 +156,10 @@ class ChildSet:
                     child.proc.wait()
                 child.last_exit = child.proc.returncode
                 child.proc = None
+
+    def running(self) -> list[tuple[str, int]]:
+        """(name, pid) of every running child."""
+        return [(c.name, c.proc.pid) for c in self.children if c.proc is not None]
 
     def snapshot(self) -> list[dict[str, object]]:
         return [

@@ -185,13 +185,20 @@ class OpsClient:
         return self.request("DELETE", f"/security/blacklist/{quote(ip, safe='')}")
 
     def whitelist_add(
-        self, ip: str, *, user: str = "", domain: str = "", permanent: bool = False
+        self, ip: str, *, user: str = "", domain: str = "", permanent: bool = False,
+        ttl: str | None = None, lift_bans: bool = False,
     ) -> Any:
-        body = {"ip": ip, "userId": user, "domain": domain, "permanent": permanent}
+        body: dict[str, Any] = {"ip": ip, "userId": user, "domain": domain,
+                                "permanent": permanent}
+        if ttl is not None:
+            body["ttl"] = ttl
+        if lift_bans:
+            body["lift_bans"] = True
         return self.request("POST", "/security/whitelist", body)
 
     def whitelist_remove(self, ip: str) -> Any:
-        return self.request("DELETE", f"/security/whitelist/{quote(ip, safe='')}")
+        # a network's "/" stays a path separator: /security/whitelist/{address}/{prefix}
+        return self.request("DELETE", f"/security/whitelist/{quote(ip, safe='/')}")
 
 
 # Reasons the rules write (fsguard_workers/rules.py) -> rule names, for entries without "rule".

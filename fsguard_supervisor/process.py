@@ -20,10 +20,12 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from fsguard_supervisor import takeover
 from fsguard_supervisor.children import EXIT_FATAL, Child, ChildSet, child_argv
 from fsguard_supervisor.dispatcher import EventDispatcher
 from fsguard_supervisor.esl_client import EslClient, EslNotConnected
 from fsguard_supervisor.kills import KillQueue
+from fsguard_supervisor.reload import Reloader
 from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses, sdnotify
 from shared.audit import AuditLog
@@ -78,6 +80,7 @@ class Supervisor:
         if manage_all:
             children.append(Child("api", "api", child_argv("api", config_path)))
         self.children = ChildSet(children)
+        self.manage_all = manage_all
         self.worker_processed = [0] * self.workers
         self.started = time.time()
         self.audit = AuditLog.null("supervisor")  # opened by run()
@@ -85,6 +88,7 @@ class Supervisor:
         self.kills = KillQueue(self.esl.api, lambda: self.audit, self.log_limiter)
         self.tasks = TaskSupervisor()
         self._stop = asyncio.Event()
+        self.reloader = Reloader(self, config_path)  # SIGHUP and the `reload` op (reload.py)
 
     # --- hot path ---------------------------------------------------------------
     def _on_events(self, bodies: list[bytes], read_ts: float) -> None:
@@ -163,6 +167,8 @@ class Supervisor:
             return ControlReply(ok=True, data=self.supervisor_stats())
         if op == "processes":
             return ControlReply(ok=True, data=self.children.snapshot())
+        if op == "reload":
+            return await self.reloader.reload(str(args.get("actor") or "control"))
         if op == "reconnect":
             self.esl.request_reconnect()
             return ControlReply(ok=True, data={})
@@ -248,7 +254,10 @@ class Supervisor:
     async def _reap_loop(self) -> None:
         last_summary = time.monotonic()
         while True:
-            for child in self.children.reap():
+            restarted = self.children.reap()
+            if restarted:
+                self._write_pidfile()
+            for child in restarted:
                 if child.role == "worker" and self.dispatcher is not None:
                     index = int(child.name.split("-")[1])
                     self.dispatcher.reset_worker(index)
@@ -297,19 +306,44 @@ class Supervisor:
                 except PeerUnavailable:
                     still.append(endpoint)
             pending = still
-            self.children.reap()
+            if self.children.reap():
+                self._write_pidfile()
             if pending:
                 await asyncio.sleep(0.1)
         if pending:
             log.error("workers not ready after %.0fs: %s", READY_TIMEOUT, pending)
         return not pending
 
+    def _write_pidfile(self) -> None:
+        try:
+            takeover.write_pidfile(self.runtime_dir, self.children.running())
+        except OSError as exc:
+            if self.log_limiter.allow("pidfile"):
+                log.error("cannot write %s: %s", takeover.PIDFILE, exc)
+
+    def _take_over(self) -> bool:
+        """Clear what a dead tree left behind; False if a live tree owns the runtime dir."""
+        mine = [(f"worker-{i}", addresses.worker_control(self.runtime_dir, i))
+                for i in range(self.workers)]
+        if self.manage_all:
+            mine.append(("firewall", addresses.firewall_control(self.runtime_dir)))
+        try:
+            takeover.clear_leftovers(self.runtime_dir)
+            takeover.clear_orphans(mine)
+        except takeover.AnotherSupervisor as exc:
+            log.error("not starting: %s", exc)
+            return False
+        return True
+
     async def run(self) -> int:
         os.makedirs(self.runtime_dir, mode=0o750, exist_ok=True)
+        if not await asyncio.to_thread(self._take_over):
+            return 1
         self.audit = AuditLog(self.config, "supervisor")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reloader.on_sighup)
         self.dispatcher = EventDispatcher(
             self.ctx, self.runtime_dir, self.workers, self.config.workers.queue_size,
             self.config.workers.queue_bytes,
@@ -318,6 +352,7 @@ class Supervisor:
         self.tasks.start("actions", self._actions_loop)
         self.kills.start(self.tasks)
         self.children.start_all()
+        self._write_pidfile()
         await self._wait_ready()
         self.tasks.start("reaper", self._reap_loop)
         self.tasks.start("worker-stats", self._stats_loop)
@@ -336,6 +371,7 @@ class Supervisor:
         self.log_summaries()
         self.audit.close()
         self._cleanup_sockets()
+        takeover.remove_pidfile(self.runtime_dir)
         log.info("stopped")
         return EXIT_FATAL if self.children.fatal is not None else 0
 

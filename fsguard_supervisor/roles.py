@@ -9,9 +9,11 @@ email: several MB per process, which matters when N workers hold 200,000 sources
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
+from fsguard_supervisor.takeover import arm_parent_death_signal
 from shared.config import Config, ConfigError, find_config_path, load_config
 from shared.logs import setup_logging
 
@@ -27,6 +29,10 @@ def load(config_arg: str | None) -> tuple[Config, str]:
 def run_role(role: str, config: Config, config_path: str, index: int | None = None) -> int:
     """Set up the role's logging and run its main loop; returns the exit code."""
     name = f"worker-{index}" if role == "worker" else ("supervisor" if role == "run" else role)
+    if role not in ("run", "supervisor"):
+        # SIGHUP means reload, coordinated by the supervisor (fsguard_supervisor/reload.py);
+        # a child hit by a terminal's hangup keeps running instead of dying.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     setup_logging(name, config.logging.format, config.logging.level)
     if role in ("run", "supervisor"):
         from fsguard_supervisor.process import main as supervisor_main
@@ -50,6 +56,7 @@ def run_role(role: str, config: Config, config_path: str, index: int | None = No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arm_parent_death_signal()  # a child of the supervisor dies with it (kill -9 included)
     parser = argparse.ArgumentParser(prog="python -m fsguard_supervisor.roles")
     parser.add_argument("role", choices=ROLES)
     parser.add_argument("--config", metavar="PATH")

@@ -1,8 +1,9 @@
-"""`fsguard teardown --backend ipset|nftables`: remove one backend's kernel objects.
+"""`fsguard teardown [--backend ipset|nftables]`: remove fsguard's kernel objects.
 
-Only what fsguard created goes (fsguard_firewall/teardown.py). Needs CAP_NET_ADMIN.
-Tearing down the backend the running firewall uses would lift every ban until its
-next drift check, so that is refused unless `--force`.
+Only what fsguard created goes (fsguard_firewall/teardown.py): one backend's with
+`--backend` (after switching `security.firewall_backend`), both without (uninstall).
+Needs CAP_NET_ADMIN. Tearing down the backend the running firewall uses would lift
+every ban until its next drift check, so that is refused unless `--force`.
 """
 
 from __future__ import annotations
@@ -37,40 +38,44 @@ def cmd_teardown(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
     active = config.security.firewall_backend.lower()
-    if args.backend == active and not args.force:
+    backends = [args.backend] if args.backend else ["ipset", "nftables"]
+    if active in backends and not args.force:
         try:
             running = _firewall(config, "ping") is not None
         except PeerUnavailable:
             running = False
         if running:
             _err(
-                f"{args.backend} is the running firewall's backend: its bans would be lifted. "
-                "Switch security.firewall_backend and restart the firewall first, or --force."
+                f"{active} is the running firewall's backend: its bans would be lifted. "
+                "Stop the firewall (or switch security.firewall_backend and restart it) "
+                "first, or --force."
             )
             return EXIT_USAGE
-    result = teardown(config, args.backend)
+    results = [teardown(config, backend) for backend in backends]
     if args.json:
-        json.dump(msgspec.to_builtins(result), sys.stdout, indent=2, sort_keys=True)
+        data = [msgspec.to_builtins(r) for r in results]
+        json.dump(data[0] if args.backend else data, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        for item in result.removed:
-            print(f"removed  {item}")
-        for item in result.absent:
-            print(f"absent   {item}")
-        for err in result.errors:
-            _err(err)
-    return EXIT_FAILURE if result.errors else EXIT_OK
+        for result in results:
+            for item in result.removed:
+                print(f"removed  {item}")
+            for item in result.absent:
+                print(f"absent   {item}")
+            for err in result.errors:
+                _err(err)
+    return EXIT_FAILURE if any(r.errors for r in results) else EXIT_OK
 
 
 def register(sub: Any) -> None:
     help_text = (
-        "remove one firewall backend's sets and rules (only those fsguard created), "
-        "e.g. the old one after switching security.firewall_backend"
+        "remove what fsguard created in the kernel — its sets, its rules, its nftables "
+        "table — for one backend (e.g. the old one after switching "
+        "security.firewall_backend) or, without --backend, both"
     )
     p = sub.add_parser("teardown", help=help_text, description=help_text)
     p.add_argument(
         "--backend",
-        required=True,
         choices=["ipset", "nftables"],
         help="ipset: the DROP rules and the two ipsets; nftables: the table inet "
         "<security.nftables_table>",

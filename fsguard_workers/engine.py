@@ -58,6 +58,7 @@ from shared.recidive import recidive_duration
 from . import rules
 from .events import DecodeFailure, Event, EventDecoder, Kind, is_forged, kind_of, text
 from .events import maybe_relevant as _maybe_relevant
+from .netlist import NetworkWhitelist
 from .repair import needs_checks
 from .windows import BoundedCache, BoundedDistinct, SlidingWindow
 
@@ -279,6 +280,7 @@ class DetectionEngine:
         self._bans: OrderedDict[int, BanRecord] = OrderedDict()
         self._learned: OrderedDict[int, WhitelistEntry] = OrderedDict()
         self._manual: dict[int, float] = {}  # whitelist entries from the firewall
+        self._wl_nets = NetworkWhitelist(wallclock)  # whitelisted networks (netlist.py)
         self._out: list[Output] = []
         self._seq = 0
         self._c: dict[str, int] = dict.fromkeys(
@@ -347,6 +349,8 @@ class DetectionEngine:
         if trusted:
             c["trusted_skipped"] += 1
             return
+        if self._wl_nets.entries and self._wl_nets.skip(addr):
+            return
         try:
             self._dispatch(kind, ev, addr, key, read_ts)
         except Exception:  # pragma: no cover - a bug, not bad input: count, log, go on
@@ -361,6 +365,9 @@ class DetectionEngine:
     def on_list_change(self, change: ListChange) -> None:
         if change.list == "untrusted":  # the pattern travels in `ip`
             self._on_untrusted_change(change)
+            return
+        if change.list == "whitelist" and self._wl_nets.on_change(change):
+            self._c["list_changes"] += 1
             return
         key = self._key_of_text(change.ip)
         if key is None:
@@ -459,6 +466,8 @@ class DetectionEngine:
         data["active_bans"] = sum(1 for rec in self._bans.values() if rec.until > now)
         data["whitelisted"] = len(self._learned)
         data["manual_whitelist"] = len(self._manual)
+        data["whitelist_networks"] = len(self._wl_nets)
+        data["whitelist_network_skipped"] = self._wl_nets.skipped
         data["bad_config_entries"] = self._bad_config
         return data
 

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import zmq
 
+from fsguard_workers import reconfigure
 from fsguard_workers.engine import DetectionEngine
 from fsguard_workers.outbox import FirewallLink
 from shared import addresses
@@ -88,6 +89,7 @@ class Worker:
             "rate_registrations": lambda a: eng.rate_snapshot("registrations"),
             "whitelist": lambda a: eng.whitelist_snapshot(),
             "log_level": self._log_level,
+            "reload": lambda a: reconfigure.apply(self.config, eng, a),
         }
 
     def _log_level(self, args: dict[str, Any]) -> dict[str, str]:

@@ -5,7 +5,8 @@ Who binds what (the binder is the side that outlives the other):
 - each worker connects PULL events / PUSH actions / PUSH decisions / SUB lists, binds REP control
   and PULL acks (the firewall's DecisionAck).
 - firewall binds PULL decisions, PUB lists, REP control.
-- api binds nothing on ZeroMQ; it connects REQ to every control socket.
+- api connects REQ to every control socket, and binds REP control (api.control) for the
+  supervisor's `reload` (fsguard_api/reload.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ def firewall_lists(runtime_dir: str) -> str:
 
 def firewall_control(runtime_dir: str) -> str:
     return _ipc(runtime_dir, "firewall.control")
+
+
+def api_control(runtime_dir: str) -> str:
+    return _ipc(runtime_dir, "api.control")
 
 
 def ipc_path(endpoint: str) -> str:

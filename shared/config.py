@@ -28,7 +28,11 @@ from urllib.parse import urlsplit
 import msgspec
 import msgspec.inspect
 
-DEFAULT_TRUSTED_NETWORKS = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+from shared.protected import pattern_problem
+
+DEFAULT_TRUSTED_NETWORKS = [
+    "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+]  # fmt: skip
 
 DEFAULT_SCANNER_USER_AGENTS = [
     "friendly-scanner",
@@ -600,6 +604,13 @@ class _Validator:
                     f"security.untrusted_networks[{index}]",
                     pattern,
                     "a non-empty domain pattern without control characters",
+                )
+            problem = pattern_problem(pattern, c.security.trusted_networks, force=True)
+            if problem is not None:
+                raise self.fail(
+                    f"security.untrusted_networks[{index}]",
+                    pattern,
+                    f"a pattern that bans neither everyone nor a trusted network ({problem})",
                 )
         for index, command in enumerate(c.security.esl_allowed_commands):
             if not command or command != command.strip() or _CONTROL.search(command):

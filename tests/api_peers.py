@@ -82,15 +82,33 @@ def supervisor_handlers(esl_response: str = "UP 0 years, 0 days") -> dict[str, H
     }
 
 
+def whitelist_entry(ip: str, permanent: bool = False) -> dict[str, Any]:
+    return {"ip": ip, "addedAt": "2025-01-02T03:04:05Z",
+            "expiresAt": "0001-01-01T00:00:00Z" if permanent else "2025-01-03T03:04:05Z",
+            "lastSeen": "2025-01-02T03:04:05Z", "userId": "1001", "domain": "example.com",
+            "permanent": permanent}  # fmt: skip
+
+
+# Manual entries (the firewall's) and each worker's learned ones; 192.0.2.1 is in both.
+MANUAL_WHITELIST = [f"192.0.2.{i}" for i in range(1, 5)]
+LEARNED_WHITELIST = ["192.0.2.1", "198.51.100.7"]
+WHITELIST_TOTAL = len(set(MANUAL_WHITELIST) | set(LEARNED_WHITELIST))  # 5, as Go counts
+
+
 def worker_handlers(processed: int) -> dict[str, Handler]:
-    return {"stats": lambda args: {"processed": processed, "shard": 0, "tracked_ips": 3}}
+    return {
+        "stats": lambda args: {"processed": processed, "shard": 0, "tracked_ips": 3},
+        "whitelist": lambda args: {ip: whitelist_entry(ip) for ip in LEARNED_WHITELIST},
+    }
 
 
 def firewall_handlers() -> dict[str, Handler]:
     return {
         "status": lambda args: dict(FIREWALL_STATUS),
+        "whitelist": lambda args: {ip: whitelist_entry(ip, True) for ip in MANUAL_WHITELIST},
         "blacklist": lambda args: BLACKLIST,
         "iptables": lambda args: dict(IPTABLES),
+        "ban": lambda args: {"status": "success", "message": f"IP {args['ip']} added"},
     }
 
 

@@ -25,6 +25,7 @@ from tests.api_peers import (
     ESL_STATS,
     FIREWALL_STATUS,
     IPTABLES,
+    WHITELIST_TOTAL,
     ApiServer,
     Peers,
     StandIn,
@@ -100,7 +101,7 @@ def test_security_status(env: Env) -> None:
     assert body == {
         "enabled": True,
         "autoBlock": True,
-        "whitelistCount": FIREWALL_STATUS["whitelistCount"],
+        "whitelistCount": WHITELIST_TOTAL,  # manual + learned, each address once
         "blacklistCount": FIREWALL_STATUS["blacklistCount"],
         "eslConnected": True,
         "eslHost": "127.0.0.1",
@@ -321,7 +322,7 @@ def test_slow_and_dead_worker_503() -> None:
                 elapsed = time.monotonic() - started
                 assert r.status_code == 503
                 assert "worker" in r.json()["error"]
-                assert elapsed < 2.0
+                assert elapsed < slow.delay - 0.5  # cut by the 1 s peer timeout, not the 5 s peer
                 # the healthy peers still answer
                 assert client.get("/security/blacklist").status_code == 200
         finally:
@@ -406,3 +407,12 @@ def test_warns_when_exposed_without_token(caplog: pytest.LogCaptureFixture) -> N
         warn_if_exposed(Config(server=ServerConfig(host="0.0.0.0")))
     assert len(caplog.records) == 1
     assert "without an API token" in caplog.records[0].getMessage()
+
+
+def test_manual_ban_passes_the_api_client_address_to_the_firewall(env: Env) -> None:
+    """The firewall refuses a ban covering the caller (issue 11 §2): it needs its address."""
+    r = env.client.post("/security/blacklist", json={"ip": "203.0.113.201"})
+    assert r.status_code == 200, r.text
+    bans = [args for op, args in env.peers.firewall.received if op == "ban"]
+    assert bans and bans[-1]["ip"] == "203.0.113.201"
+    assert bans[-1]["client"] == "127.0.0.1"

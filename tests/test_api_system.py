@@ -227,7 +227,7 @@ def test_system_stats_covers_the_process_tree(sysm: System) -> None:
     assert all(p["running"] and p["rssMb"] > 1 and p["threads"] >= 1 for p in data["processes"])
     assert data["memory"]["rssMb"] >= sum(int(p["rssMb"]) for p in data["processes"]) - 5
     assert data["processCount"] == 5 and data["uptimeSeconds"] > 0
-    assert "goroutines" not in data
+    assert data["goroutines"] == data["threads"]  # Go key kept, nearest Python value
 
 
 # --- access control ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from fsguard_firewall.durable import Durable
 from fsguard_firewall.firewall import Firewall
 from fsguard_firewall.kernel import KernelFirewall
 from fsguard_firewall.ledger import BanLedger
+from fsguard_firewall.selfprotect import SelfProtection
 from fsguard_workers.engine import DetectionEngine
 from fsguard_workers.outbox import FirewallLink
 from shared.config import Config, PathsConfig, SecurityConfig
@@ -86,6 +87,9 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
                                 command_prefix=["ip", "netns", "exec", ns])  # fmt: skip
         durable = Durable.open(config)
         fw = Firewall(config, kernel, store=durable.bans)
+        # In-process: the host's own addresses are not the namespace's (the firewall
+        # process reads its own namespace's; see test_self_protection).
+        fw.protect = SelfProtection(config.security.esl_host, read_host=False)
         durable.attach(fw)
         durable.reconcile()
         try:
@@ -113,27 +117,30 @@ def test_a_full_set_refuses_for_real_never_acked_retried_until_room(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
     fw, store = rig.fw, rig.durable.store
+    ips = {f"d{i}": f"192.0.2.{i}" for i in range(1, 5)}
     with caplog.at_level(logging.ERROR, logger="fsguard.firewall"):
-        fw.handle_batch([decision(f"d{i}", f"192.0.2.{i}") for i in range(1, 5)])
-    assert set(rig.members()) == {"192.0.2.1", "192.0.2.2", "192.0.2.3"}
-    refused = rig.ack_of("d4")
-    assert refused is not None and not refused.ok and not refused.final
-    assert all(a.ok for a in rig.acks if a.id != "d4")
+        fw.handle_batch([decision(did, ip) for did, ip in ips.items()])
+    nacked = [a for a in rig.acks if not a.ok]
+    assert len(nacked) == 1 and not nacked[0].final  # the set holds 3: one is refused
+    did = nacked[0].id
+    ip = ips[did]
+    assert set(rig.members()) == set(ips.values()) - {ip}
+    assert all(a.ok for a in rig.acks if a.id != did)
     # Never remembered as processed, never recorded: a re-send is not dropped as done.
-    assert not store.seen_decision("d4") and store.get_ban("192.0.2.4") is None
-    assert fw.ledger.is_pending("192.0.2.4") and fw.stats.kernel_full == 1
+    assert not store.seen_decision(did) and store.get_ban(ip) is None
+    assert fw.ledger.is_pending(ip) and fw.stats.kernel_full == 1
     assert any("full" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
-    fw.handle_batch([decision("d4", "192.0.2.4")])  # the worker re-sends
-    last = rig.ack_of("d4")
+    fw.handle_batch([decision(did, ip)])  # the worker re-sends
+    last = rig.ack_of(did)
     assert last is not None and not last.ok
     stats = fw.control.op_stats({})
     assert stats["pending_bans"] == 1 and stats["kernel_full"] == 1
     # Room again (an unban): the retry lands it, records it, acknowledges it.
-    fw.control.op_unban({"ip": "192.0.2.1"})
+    fw.control.op_unban({"ip": next(v for v in ips.values() if v != ip)})
     wait_retry(rig)
-    assert "192.0.2.4" in rig.members()
-    assert store.seen_decision("d4") and store.get_ban("192.0.2.4") is not None
-    acked = rig.ack_of("d4")
+    assert ip in rig.members()
+    assert store.seen_decision(did) and store.get_ban(ip) is not None
+    acked = rig.ack_of(did)
     assert acked is not None and acked.ok and not fw.ledger.pending
 
 

@@ -53,6 +53,7 @@ METRICS = {
     "fsguard_firewall_last_drift",
     "fsguard_firewall_store_errors_total",
     "fsguard_firewall_store_backlog",
+    "fsguard_firewall_store_degraded",
     "fsguard_tracked_ips",
     "fsguard_evictions_total",
     "fsguard_process_restarts_total",
@@ -121,6 +122,17 @@ def test_target_groups_the_three_roles() -> None:
     assert words(target["Install"], "WantedBy") == {"multi-user.target"}
 
 
+KILL = "/bin/kill"
+
+
+def test_reload_goes_to_the_supervisor_only() -> None:
+    """`systemctl reload fsguard-supervisor` = SIGHUP to the supervisor, which reloads every
+    process over the control sockets; the firewall and API ignore SIGHUP (issue 14 §3)."""
+    assert unit("supervisor")["Service"]["ExecReload"] == [f"{KILL} -HUP $MAINPID"]
+    for role in ("firewall", "api"):
+        assert "ExecReload" not in unit(role)["Service"]
+
+
 @pytest.mark.parametrize("role", ROLES)
 def test_service_basics(role: str) -> None:
     u = unit(role)
@@ -141,8 +153,12 @@ def test_service_basics(role: str) -> None:
 
 def test_install_paths_match_units() -> None:
     text = INSTALL_SH.read_text()
-    assert re.search(rf"^readonly BIN_LINK={re.escape(BIN)}$", text, re.M)
-    assert re.search(r"^readonly CONFIG_DIR=/etc/fsguard$", text, re.M)
+    # the defaults (FSGUARD_* overrides exist for the install tests only)
+    bin_link = rf'^readonly BIN_LINK="\$\{{FSGUARD_BIN_LINK:-{re.escape(BIN)}\}}"$'
+    assert re.search(bin_link, text, re.M)
+    config_dir = r'^readonly CONFIG_DIR="\$\{FSGUARD_CONFIG_DIR:-/etc/fsguard\}"$'
+    assert re.search(config_dir, text, re.M)
+    assert re.search(r'^readonly PREFIX="\$\{FSGUARD_PREFIX:-/opt/fsguard\}"$', text, re.M)
     assert 'CONFIG="$CONFIG_DIR/config.json"' in text
     for name in UNIT_FILES:
         assert name in text, f"install.sh does not install {name}"
@@ -232,6 +248,12 @@ def _verify_root(tmp_path: Path) -> Path:
     fake.parent.mkdir(parents=True)
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
+    # ExecReload's /bin/kill: on the host (Debian: procps, or util-linux), stand-in here
+    assert Path(KILL).exists(), f"{KILL} missing: ExecReload would fail"
+    stand_in = root / KILL.lstrip("/")
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
     return root
 
 
@@ -452,7 +474,10 @@ def test_install_sh_shellcheck() -> None:
 def test_install_sh_dry_run_changes_nothing_and_lists_the_actions() -> None:
     bash = _tool("bash")
     existed = {p: Path(p).exists() for p in ("/opt/fsguard", BIN, CONFIG)}
-    result = _run(bash, str(INSTALL_SH), "--dry-run")
+    # A Python every user can run (the service user must run the venv's interpreter).
+    python = next((p for p in ("/usr/bin/python3", "/usr/bin/python3.11") if Path(p).exists()),
+                  "python3")  # fmt: skip
+    result = _run(bash, str(INSTALL_SH), "--dry-run", env={**os.environ, "PYTHON": python})
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert {p: Path(p).exists() for p in existed} == existed, "--dry-run changed the system"
@@ -460,7 +485,7 @@ def test_install_sh_dry_run_changes_nothing_and_lists_the_actions() -> None:
         re.search(r"^\+ (groupadd --system fsguard)$", out, re.M) or "group fsguard exists" in out
     )
     assert re.search(r"^\+ useradd --system .* fsguard$", out, re.M) or "user fsguard exists" in out
-    assert re.search(rf"pip install .*--upgrade {re.escape(str(ROOT))}$", out, re.M)
+    assert re.search(rf"pip .*install .*--no-deps .*--upgrade {re.escape(str(ROOT))}$", out, re.M)
     assert f"+ ln -sfn /opt/fsguard/venv/bin/fsguard {BIN}" in out
     for name in UNIT_FILES:
         assert f"/etc/systemd/system/{name}" in out
@@ -548,7 +573,10 @@ def test_dockerfile_structure() -> None:
     assert re.search(r"apt-get install [^\n]*\bipset\b[^\n]*\biptables\b", runtime)
     assert re.search(r"^USER fsguard$", runtime, re.M)
     assert re.search(r'^ENTRYPOINT \["fsguard"\]$', runtime, re.M)
-    assert "pip wheel" in text
+    # Dependencies exactly as locked: the run-time subset of requirements.lock, hash-checked.
+    assert "requirements.lock" in text and "runtime_lock.py subset" in text
+    assert re.search(r"pip install [^\n]*--require-hashes --no-deps", text)
+    assert re.search(r"pip install [^\n]*--no-deps --no-build-isolation \.", text)
     # Every local COPY source exists, and every package of pyproject.toml is copied.
     copied: set[str] = set()
     for ln in lines:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,11 +75,10 @@ def test_threshold_ban_reaches_kernel_and_drops_packets(system: dict[str, Any]) 
     assert udp_reaches(ns2, BANNED, ns1, "203.0.113.1", 5060), "path broken before any ban"
 
     fake.send_events(_failures(TRUSTED, 8) + _failures(BELOW_THRESHOLD, 4))
-    sent = time.monotonic()
     fake.send_events(_failures(BANNED, 6))
-    assert _wait(lambda: _in_set(ns1, BANNED), timeout=1.0), "banned address not in set in 1 s"
-    elapsed = time.monotonic() - sent
-    assert elapsed < 1.0
+    # Behaviour, not timing (time to ban is measured by make bench): a generous bound only
+    # so that a lost ban fails instead of hanging.
+    assert _wait(lambda: _in_set(ns1, BANNED), timeout=30.0), "banned address never in set"
     # Everything sent before the ban was processed before it: the others had their chance.
     assert not _in_set(ns1, BELOW_THRESHOLD)
     assert not _in_set(ns1, TRUSTED)

@@ -348,8 +348,12 @@ def test_whitelist_ttl(st: Store) -> None:
     assert perm == (1,)
     assert st.prune(NOW + 86400, recidive_keep=1, decisions_keep=1)["whitelist"] == 1
     assert st.whitelist_remove("2001:db8::5") and not st.whitelist_remove("2001:db8::5")
-    with pytest.raises(ValueError):
-        st.whitelist_add(WhitelistRecord(ip="192.0.2.0/24", added=NOW, expires=None))
+    # a network is stored under its canonical text (issue 14 §2); anything else is refused
+    st.whitelist_add(WhitelistRecord(ip="192.0.2.0/24", added=NOW, expires=None))
+    assert st.whitelist_get("192.0.2.0/24", NOW) is not None
+    for bad in ("192.0.2.7/24", "192.0.2.5/32", "2001:DB8::/48", "nonsense"):
+        with pytest.raises(ValueError):
+            st.whitelist_add(WhitelistRecord(ip=bad, added=NOW, expires=None))
 
 
 def test_untrusted_patterns(st: Store) -> None:
@@ -477,7 +481,7 @@ def test_import_accepts_go_blacklist_shape_with_nanoseconds(st: Store) -> None:
         (lambda d: d.update(extra=1), "unknown keys"),
         (lambda d: d["blacklist"]["203.0.113.9"].update(ip="203.0.113.999"), "invalid IP"),
         (lambda d: d["blacklist"]["203.0.113.9"].update(ip="::ffff:1.2.3.4/130"), "invalid IP"),
-        (lambda d: d["whitelist"]["192.0.2.5"].update(ip="10.0.0.0/8"), "invalid IP"),
+        (lambda d: d["whitelist"]["192.0.2.5"].update(ip="10.0.0.0/33"), "invalid IP"),
         (lambda d: d["blacklist"]["203.0.113.9"].update(source="x"), "source"),
         (lambda d: d["blacklist"]["203.0.113.9"].update(expiresAt="soon"), "invalid time"),
         (lambda d: d["whitelist"]["192.0.2.5"].update(permanent="yes"), "true or false"),

@@ -66,3 +66,13 @@ def test_teardown_each_backend_removes_only_its_own(tmp_path: Path) -> None:
         again = fsguard(ns, config, "teardown", "--backend", "ipset")
         assert again.returncode == 0 and "removed" not in again.stdout
         assert f"absent   ipset {SET}" in again.stdout
+
+        # Without --backend (uninstall): both backends' objects go.
+        KernelFirewall(SET, "INPUT", default_timeout=60, command_prefix=prefix).ensure_setup()
+        NftBackend("fsgtd", SET, default_timeout=60, command_prefix=prefix).ensure()
+        both = fsguard(ns, config, "teardown")
+        assert both.returncode == 0, both.stderr
+        assert f"removed  ipset {SET}-v6" in both.stdout
+        assert "removed  nft table inet fsgtd" in both.stdout
+        assert run_in(ns, ["ipset", "list", "-n"], check=True).stdout.split() == ["other"]
+        assert "inet fsgtd" not in run_in(ns, ["nft", "list", "tables"], check=True).stdout

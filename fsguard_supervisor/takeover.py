@@ -1,0 +1,177 @@
+"""A supervisor's children die with it, and a new supervisor clears what a dead tree left.
+
+Children: `arm_parent_death_signal()` runs first thing in every child
+(`python -m fsguard_supervisor.roles`): PR_SET_PDEATHSIG makes the kernel SIGKILL the
+child when its parent dies (kill -9 included), and the check of `getppid()` against
+FSGUARD_PARENT_PID closes the race of a parent dying before the prctl. The signal fires
+when the *thread* that forked the child exits, so the supervisor starts children only
+from its event-loop (main) thread.
+
+Supervisor: `supervisor.pids` in the runtime dir records the supervisor and its
+children (pid + kernel start time, so a reused pid is never mistaken for ours). A new
+supervisor reads it first: a live recorded supervisor means another tree is running (it
+refuses to start); otherwise every recorded child still alive is a leftover of a dead
+tree (e.g. from a version without the death signal) and is stopped (SIGTERM, then
+SIGKILL) before the new children start, freeing the ipc sockets, the firewall's store
+lock and the API port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "FSGUARD_PARENT_PID"
+PIDFILE = "supervisor.pids"
+PR_SET_PDEATHSIG = 1
+LEFTOVER_TERM_WAIT = 3.0
+
+
+class AnotherSupervisor(Exception):
+    """A live supervisor already owns this runtime dir."""
+
+
+def arm_parent_death_signal() -> None:
+    """In a child started by the supervisor: die (SIGKILL) when the supervisor dies."""
+    expected = os.environ.get(PARENT_ENV, "")
+    if not expected.isdigit() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != int(expected):  # the parent died before the prctl: too late for it
+        os._exit(1)
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """Fields 3.. of /proc/PID/stat (state, ppid, ...); None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2:].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (None if gone or a zombie)."""
+    fields = _stat(pid)
+    if fields is None or fields[0] == b"Z":
+        return None
+    return int(fields[19])  # field 22 of stat(5); fields[0] is field 3
+
+
+def _is_supervisor(pid: int) -> bool:
+    """Whether `pid` is a live `fsguard run|supervisor` (by its command line)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return any(b"fsguard" in a for a in argv) and (b"run" in argv or b"supervisor" in argv)
+
+
+def _alive(entry: dict[str, int]) -> bool:
+    pid, started = entry.get("pid"), entry.get("start")
+    return isinstance(pid, int) and pid > 0 and started is not None and start_time(pid) == started
+
+
+def _stop(entries: list[dict[str, int]]) -> None:
+    """SIGTERM, wait, SIGKILL, wait: each (pid, start time) that is still that process."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for entry in entries:
+            if _alive(entry):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(entry["pid"], sig)
+        deadline = time.monotonic() + LEFTOVER_TERM_WAIT
+        while time.monotonic() < deadline and any(_alive(e) for e in entries):
+            time.sleep(0.05)
+
+
+def write_pidfile(runtime_dir: str, children: Iterable[tuple[str, int]]) -> None:
+    """Record this supervisor and its running children (atomic replace)."""
+    me = os.getpid()
+    doc = {"supervisor": {"pid": me, "start": start_time(me)},
+           "children": [{"name": name, "pid": pid, "start": start_time(pid)}
+                        for name, pid in children]}
+    path = os.path.join(runtime_dir, PIDFILE)
+    tmp = f"{path}.{me}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh)
+    os.replace(tmp, path)
+
+
+def remove_pidfile(runtime_dir: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(runtime_dir, PIDFILE))
+
+
+def clear_leftovers(runtime_dir: str) -> list[str]:
+    """Stop what a dead supervisor left behind; returns the names of the children stopped.
+
+    Raises AnotherSupervisor when the recorded supervisor is still alive.
+    """
+    path = os.path.join(runtime_dir, PIDFILE)
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return []
+    if not isinstance(doc, dict):
+        return []
+    sup = doc.get("supervisor")
+    if isinstance(sup, dict) and sup.get("pid") != os.getpid() and _alive(sup):
+        raise AnotherSupervisor(
+            f"another fsguard supervisor (pid {sup['pid']}) runs with {runtime_dir}")
+    children = doc.get("children")
+    live = [c for c in children if isinstance(c, dict) and _alive(c)] if isinstance(
+        children, list) else []
+    _stop(live)
+    names = [str(c.get("name", "?")) for c in live]
+    if names:
+        log.warning("a dead supervisor (pid %s) left %d children running: stopped %s",
+                    sup.get("pid") if isinstance(sup, dict) else "?", len(names),
+                    ", ".join(names))
+    remove_pidfile(runtime_dir)
+    return names
+
+
+def clear_orphans(endpoints: Iterable[tuple[str, str]]) -> list[str]:
+    """Stop role processes answering on our control endpoints whose supervisor is dead.
+
+    The fallback for a tree that left no pidfile (an older version): such a process is
+    an orphan when its parent is not a live fsguard supervisor. Raises AnotherSupervisor
+    when its parent is one (another tree owns the runtime dir).
+    """
+    from shared.control import PeerUnavailable, request
+
+    stopped: list[str] = []
+    for name, endpoint in endpoints:
+        try:
+            reply = request(endpoint, "ping", timeout=0.3)
+        except PeerUnavailable:
+            continue
+        pid = reply.data.get("pid") if reply.ok and isinstance(reply.data, dict) else None
+        if not isinstance(pid, int) or pid <= 0 or (fields := _stat(pid)) is None:
+            continue
+        ppid = int(fields[1])
+        if ppid == os.getpid():
+            continue
+        if _is_supervisor(ppid):
+            raise AnotherSupervisor(f"{name} (pid {pid}) belongs to supervisor pid {ppid}")
+        _stop([{"pid": pid, "start": int(fields[19])}])
+        log.warning("stopped an orphaned %s (pid %s) left by a dead supervisor", name, pid)
+        stopped.append(name)
+    return stopped

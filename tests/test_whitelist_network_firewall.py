@@ -1,0 +1,61 @@
+"""Whitelisted networks in the firewall process, for real: its SQLite store in a tmp state
+dir, the kernel sets in a network namespace, decisions over the real PUSH socket, and a
+restart of the process (issue 14 §2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import zmq
+
+from shared import addresses
+from shared.messages import encode
+from tests.netns_helpers import requires_netns
+from tests.test_durable_firewall import launch, ns, terminate, timeouts  # noqa: F401
+from tests.test_firewall_process import decision, stop, wait_for, write_config
+
+pytestmark = [pytest.mark.netns, requires_netns]
+
+
+def test_network_survives_restart_and_refuses_bans_inside(ns: str, tmp_path: Path) -> None:  # noqa: F811
+    config, runtime = write_config(tmp_path)
+    proc = launch(ns, config, runtime)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(addresses.firewall_decisions(runtime))
+    try:
+        proc.ok("ban", {"ip": "203.0.113.70", "reason": "manual"})
+        proc.ok("ban", {"ip": "2001:db8:5::9", "reason": "manual"})
+        added = proc.ok("whitelist_add", {"ip": "203.0.113.64/26", "permanent": True})
+        assert added["bansInside"] == ["203.0.113.70"] and added["liftedBans"] == []
+        added = proc.ok("whitelist_add",
+                        {"ip": "2001:db8:5::/48", "ttl": 3600, "lift_bans": True})  # fmt: skip
+        assert added["liftedBans"] == ["2001:db8:5::9"]
+        assert set(timeouts(ns)) == {"203.0.113.70"}
+        refused = proc.ctl("ban", {"ip": "2001:db8:5::1"})
+        assert not refused.ok and refused.status == 400 and "whitelisted" in refused.error
+        bad = proc.ctl("whitelist_add", {"ip": "0.0.0.0/0"})
+        assert not bad.ok and bad.status == 400
+        snapshot = proc.ok("lists_snapshot")["whitelist"]
+        assert sorted(ip for ip, _ in snapshot) == ["2001:db8:5::/48", "203.0.113.64/26"]
+        terminate(proc)
+
+        proc = launch(ns, config, runtime)  # restart: the networks come back from the store
+        listed = proc.ok("whitelist")
+        assert listed["203.0.113.64/26"]["permanent"] is True
+        assert listed["2001:db8:5::/48"]["permanent"] is False
+        before = proc.ok("stats")["refused_trusted"]
+        push.send(encode(decision("w0-9-1", "203.0.113.77", duration=600, worker=0)))
+        push.send(encode(decision("w0-9-2", "203.0.113.200", duration=600, worker=0)))
+        wait_for(lambda: "203.0.113.200" in timeouts(ns))
+        assert proc.ok("stats")["refused_trusted"] == before + 1
+        assert "203.0.113.77" not in timeouts(ns)
+        assert proc.ok("whitelist_get", {"ip": "203.0.113.77"})["whitelisted"] is True
+        proc.ok("whitelist_remove", {"ip": "203.0.113.64/26"})
+        push.send(encode(decision("w0-9-3", "203.0.113.77", duration=600, worker=0)))
+        wait_for(lambda: "203.0.113.77" in timeouts(ns))
+        terminate(proc)
+    finally:
+        push.close(0)
+        stop(proc.popen)
