@@ -24,12 +24,13 @@ from . import nft_ruleset as nr
 from .backend import Element, FirewallError, KernelDiff, Target
 from .elements import to_element
 from .kernel import clamp_timeout
-from .nft_exec import INSTALL_HINT, MISSING, NftRunner, kill_group
+from .nft_exec import INSTALL_HINT, MISSING, NftRunner, kill_group, prefixed
 from .reconcile import reconcile_members
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8  # nft runs per batch: each retry drops at least one refused element
+READ_REUSE = 10.0  # seconds a table read (ensure's) may stand in for list_members
 SET_FULL = "Too many open files in system"  # ENFILE: the set holds `size` elements
 
 
@@ -66,6 +67,7 @@ class NftBackend(NftRunner):
         self.default_timeout = clamp_timeout(int(default_timeout))
         self.ipv6_prefix = ipv6_prefix
         self.updates_timeouts: bool | None = None  # probed by ensure (kernel >= 6.10)
+        self._reuse_read = False  # list_members may use ensure's read (see READ_REUSE)
         self._dry: dict[str, float] = {}  # dry run: element -> expiry (0 = never)
 
     def element(self, target: Target) -> Element:
@@ -92,21 +94,23 @@ class NftBackend(NftRunner):
         if self.dry_run:
             self._transaction(self.spec.render(), "create table (if missing)")
             return []
-        found = self._table_json(self.table, terse=True)
+        if self.updates_timeouts is None:
+            self.updates_timeouts = self.probe_timeout_update()
+        # One full read: the structure now, the elements for the reconcile that follows
+        # (list_members reuses it when nothing was written in between).
+        state = self.read_table()
+        self._reuse_read = True
         migrated: list[str] = []
-        if found is None:
+        if state is None:
             self._transaction(self.spec.render(), "create table")
             log.info(
                 "created nftables table inet %s (sets %s, %s; chain %s priority %d)",
                 self.table, self.set_v4, self.set_v6, nr.CHAIN, self.spec.priority,
             )  # fmt: skip
         else:
-            state = nr.parse_table(found)
             diffs = nr.differences(self.spec, state)
             if diffs:
                 migrated = self._migrate(state, diffs)
-        if self.updates_timeouts is None:
-            self.updates_timeouts = self.probe_timeout_update()
         return migrated
 
     def ensure_setup(self) -> None:
@@ -118,7 +122,8 @@ class NftBackend(NftRunner):
         dropped = 0
         for name in (n for n in (self.set_v4, self.set_v6) if n in state.sets):
             old_prefix = nr.rule_prefix(state, name) if name == self.set_v6 else 128
-            for text, remaining in self._list_set(name, old_prefix):
+            for raw, remaining in state.elements.get(name, []):
+                text = prefixed(raw, old_prefix) if old_prefix < 128 else raw
                 parsed = _parse(text)
                 try:
                     if parsed is None or isinstance(parsed, ipaddress.IPv4Network):
@@ -207,6 +212,7 @@ class NftBackend(NftRunner):
             return NftPending(self, items, None)
         if self.updates_timeouts is None:
             self.updates_timeouts = False  # not probed (ensure not run): the safe form
+        self._read = None  # a write: the last read no longer stands for the kernel
         batch = self._render(items, range(len(items)))
         try:
             proc = subprocess.Popen(
@@ -277,21 +283,30 @@ class NftBackend(NftRunner):
     # --- reads -------------------------------------------------------------------------
 
     def list_members(self) -> list[tuple[str, int]]:
-        """(element, remaining timeout seconds; 0 = permanent) for both sets, as of the
-        start of the read: listing 100k elements takes seconds, so the second set's
-        remaining times are moved back by the time the first one took (else reconcile
-        sees them seconds short and re-arms them)."""
+        """(element, remaining timeout seconds; 0 = permanent) for both sets, from one
+        consistent dump (or the one `ensure` just made, aged, when nothing was written
+        since: at 100k elements each read costs seconds)."""
         if self.dry_run:
             now = time.time()
             for elem, expires in list(self._dry.items()):
                 if expires and expires <= now:
                     del self._dry[elem]
             return [(e, max(1, int(x - now)) if x else 0) for e, x in self._dry.items()]
-        started = time.monotonic()
-        v4 = self._list_set(self.set_v4)
-        late = round(time.monotonic() - started)
-        v6 = self._list_set(self.set_v6, self.ipv6_prefix)
-        return [*v4, *((e, t + late if t else 0) for e, t in v6)]
+        recent = self.recent_read(READ_REUSE) if self._reuse_read else None
+        self._reuse_read = False  # ensure's read stands in once, never a read of ours
+        state, age = recent if recent else (self.read_table(), 0.0)
+        if state is None:
+            raise FirewallError(f"nft table inet {self.table} does not exist")
+        out: list[tuple[str, int]] = []
+        for name in (self.set_v4, self.set_v6):
+            if name not in state.elements:
+                raise FirewallError(f"nft set {name} does not exist in inet {self.table}")
+            for raw, remaining in state.elements[name]:
+                if remaining and remaining - age < 1:
+                    continue  # expired since the read
+                text = prefixed(raw, self.ipv6_prefix) if name == self.set_v6 else raw
+                out.append((text, int(remaining - age) if remaining else 0))
+        return out
 
     def contains(self, target: Target) -> bool:
         """Whether the kernel set holds (or, with prefix bans, covers) this address."""

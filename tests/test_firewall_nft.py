@@ -427,3 +427,31 @@ def test_coexistence_iptables_nft_and_higher_priority_accept() -> None:
         assert "table ip filter" in tables and "table inet early" in tables
         assert udp_reaches(atk, "203.0.113.7", srv, "203.0.113.1", 5060)
         assert fw.teardown() is False
+
+
+def test_start_reads_the_table_once(ns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nft fetches every element before any list (seconds at 100k): the start-up
+    ensure's read serves the reconcile right after it, once, and only without a write."""
+    first = make_fw(ns)
+    first.ensure()
+    first.apply([(ip("192.0.2.1"), 600)])
+    fw = make_fw(ns)
+    lists: list[list[str]] = []
+    real = fw._run
+
+    def counting(args: Any, **kw: Any) -> Any:
+        if "list" in args and TABLE in args:  # not the throwaway probe table
+            lists.append(list(args))
+        return real(args, **kw)
+
+    monkeypatch.setattr(fw, "_run", counting)
+    fw.ensure()
+    assert len(lists) == 1
+    assert [m for m, _ in fw.list_members()] == ["192.0.2.1"]  # ensure's read, reused
+    assert len(lists) == 1
+    fw.list_members()
+    assert len(lists) == 2  # never a second time
+    fw.ensure()
+    fw.apply([(ip("192.0.2.2"), 600)])  # a write in between: read again
+    assert sorted(m for m, _ in fw.list_members()) == ["192.0.2.1", "192.0.2.2"]
+    assert len(lists) == 4
