@@ -262,11 +262,13 @@ class FsguardCollector(Collector):
             families[3].add_metric([], _num(esl.get("malformed_frames")))
             families[4].add_metric([], _num(esl.get("unexpected_replies")))
             families[5].add_metric([], _num(sup.get("kills_dropped")))
-            tasks = sup.get("tasks")
-            failures = tasks.get("failures") if isinstance(tasks, Mapping) else None
-            if isinstance(failures, Mapping):
-                for task, count in sorted(failures.items()):
-                    task_failures.add_metric([str(task)], _num(count))
+            tasks = sup.get("tasks") if isinstance(sup.get("tasks"), Mapping) else {}
+            assert isinstance(tasks, Mapping)
+            failures = tasks.get("failures") if isinstance(tasks.get("failures"), Mapping) else {}
+            assert isinstance(failures, Mapping)
+            names = {str(t) for t in tasks.get("running") or []} | {str(t) for t in failures}
+            for task in sorted(names):  # every loop has a series, 0 until it fails
+                task_failures.add_metric([task], _num(failures.get(task, 0)))
             per_role: dict[str, float] = {}
             for child in sup.get("children") or []:
                 if isinstance(child, Mapping):

@@ -162,7 +162,7 @@ class Firewall:
                 elif queued is not None and (existing is None or not existing.covers(expires)):
                     queued.decisions.append(d)
                 else:
-                    ledger.ack_ok(d)
+                    ledger.ack_covered(d, key)
                 continue
             entry = BanEntry(
                 ip=key, added_at=now, expires_at=expires, reason=d.reason, rule=d.rule,

@@ -94,6 +94,7 @@ class BanLedger:
         self._pending_ids: dict[str, str] = {}  # decision id -> key
         self.backlog: dict[str, BanEntry | None] = {}  # key -> entry (None: removed)
         self._backlog_acks: list[BanDecision] = []
+        self._backlog_ids: set[str] = set()  # ids in _backlog_acks (re-sends stay unacked)
         self._loud_at: dict[str, float] = {}
         self.store_duplicates = 0  # re-sent decisions the store had processed (restart)
 
@@ -154,11 +155,21 @@ class BanLedger:
         return fresh
 
     def _in_backlog(self, decision_id: str) -> bool:
-        return any(d.id == decision_id for d in self._backlog_acks)
+        return decision_id in self._backlog_ids
 
     def ack_ok(self, d: BanDecision) -> None:
         if d.id and d.worker >= 0:
             self.ack(d.worker, DecisionAck(id=d.id, ok=True))
+
+    def ack_covered(self, d: BanDecision, key: str) -> None:
+        """A decision an existing ban covers: ok now, or once the backlog holding that
+        ban is written (an acknowledged ban is in the store)."""
+        if key in self.backlog:
+            self._backlog_acks.append(d)
+            if d.id:
+                self._backlog_ids.add(d.id)
+        else:
+            self.ack_ok(d)
 
     def nack(self, d: BanDecision, error: str, final: bool = False) -> None:
         if d.id and d.worker >= 0:
@@ -257,6 +268,7 @@ class BanLedger:
             else:
                 self.backlog[intent.key] = intent.entry
                 self._backlog_acks.extend(intent.decisions)
+                self._backlog_ids.update(d.id for d in intent.decisions if d.id)
         return done
 
     def record(self, entries: list[BanEntry]) -> bool:
@@ -293,6 +305,7 @@ class BanLedger:
         log.warning("state store writable again: %d backlog entries written", len(self.backlog))
         self.backlog.clear()
         acks, self._backlog_acks = self._backlog_acks, []
+        self._backlog_ids.clear()
         for d in acks:
             self.ack_ok(d)
         return True

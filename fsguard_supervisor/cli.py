@@ -382,6 +382,10 @@ def add_operating_verbs(verb: VerbFactory) -> None:
         _api_options(w)
     p.set_defaults(func=cmd_whitelist)
 
+    from fsguard_supervisor.untrusted_cli import register as add_untrusted_verb
+
+    add_untrusted_verb(verb, _api_options)
+
     p = verb("top", "live view refreshed every second: events/s, bans/min, top offending "
              "addresses and user agents (q or Ctrl-C quits)")
     _api_options(p)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import resource
 import signal
 import time
 from typing import Any
@@ -271,9 +272,13 @@ class Supervisor:
             await asyncio.sleep(0.1)
 
     async def _stats_loop(self) -> None:
+        """Refresh the workers' processed counts: every second, or every 100 ms while a
+        worker holds over a quarter of its byte bound (the acks release that bound)."""
         while True:
             await self._refresh_worker_counts()
-            await asyncio.sleep(1.0)
+            d = self.dispatcher
+            busy = d is not None and max(d.in_flight_bytes, default=0) > d.queue_bytes // 4
+            await asyncio.sleep(0.1 if busy else 1.0)
 
     async def _refresh_worker_counts(self) -> None:
         async def one(index: int) -> None:
@@ -329,13 +334,15 @@ class Supervisor:
             mine.append(("firewall", addresses.firewall_control(self.runtime_dir)))
         try:
             takeover.clear_leftovers(self.runtime_dir)
-            takeover.clear_orphans(mine)
+            api_port = self.config.server.port if self.manage_all else None
+            takeover.clear_orphans(mine, api_port)
         except takeover.AnotherSupervisor as exc:
             log.error("not starting: %s", exc)
             return False
         return True
 
     async def run(self) -> int:
+        _raise_fd_limit()
         os.makedirs(self.runtime_dir, mode=0o750, exist_ok=True)
         if not await asyncio.to_thread(self._take_over):
             return 1
@@ -382,6 +389,16 @@ class Supervisor:
         for endpoint in paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(addresses.ipc_path(endpoint))
+
+
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (at most 65536): EMFILE ends loops (logged and
+    restarted) but in libzmq's accept() it aborts the process (libzmq 4.3.5 ipc_listener)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _notify_ready() -> None:

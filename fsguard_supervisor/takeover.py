@@ -148,30 +148,72 @@ def clear_leftovers(runtime_dir: str) -> list[str]:
     return names
 
 
-def clear_orphans(endpoints: Iterable[tuple[str, str]]) -> list[str]:
-    """Stop role processes answering on our control endpoints whose supervisor is dead.
+def clear_orphans(endpoints: Iterable[tuple[str, str]], api_port: int | None = None) -> list[str]:
+    """Stop role processes of a dead tree: those answering on our control endpoints, and
+    an `fsguard api` listening on our API port, whose parent is not a live supervisor.
 
-    The fallback for a tree that left no pidfile (an older version): such a process is
-    an orphan when its parent is not a live fsguard supervisor. Raises AnotherSupervisor
-    when its parent is one (another tree owns the runtime dir).
+    The fallback for a tree that left no pidfile (an older version). Raises
+    AnotherSupervisor when such a process's parent is a live fsguard supervisor.
     """
     from shared.control import PeerUnavailable, request
 
-    stopped: list[str] = []
+    found: list[tuple[str, int]] = []
     for name, endpoint in endpoints:
         try:
             reply = request(endpoint, "ping", timeout=0.3)
         except PeerUnavailable:
             continue
         pid = reply.data.get("pid") if reply.ok and isinstance(reply.data, dict) else None
-        if not isinstance(pid, int) or pid <= 0 or (fields := _stat(pid)) is None:
+        if isinstance(pid, int) and pid > 0:
+            found.append((name, pid))
+    if api_port is not None:
+        found += [("api", pid) for pid in _port_owners(api_port) if _is_role(pid, b"api")]
+    stopped: list[str] = []
+    for name, pid in found:
+        fields = _stat(pid)
+        if fields is None or int(fields[1]) == os.getpid():
             continue
         ppid = int(fields[1])
-        if ppid == os.getpid():
-            continue
         if _is_supervisor(ppid):
             raise AnotherSupervisor(f"{name} (pid {pid}) belongs to supervisor pid {ppid}")
         _stop([{"pid": pid, "start": int(fields[19])}])
         log.warning("stopped an orphaned %s (pid %s) left by a dead supervisor", name, pid)
         stopped.append(name)
     return stopped
+
+
+def _is_role(pid: int, role: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return role in argv and any(b"fsguard" in a for a in argv)
+
+
+def _port_owners(port: int) -> list[int]:
+    """Pids holding a TCP socket listening on `port` in this network namespace."""
+    sockets: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                sockets.add(f"socket:[{f[9]}]")
+    if not sockets:
+        return []
+    owners: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{entry.name}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{entry.name}/fd/{fd}") in sockets:
+                        owners.append(int(entry.name))
+                        break
+    return owners

@@ -9,15 +9,21 @@ twice by the process that performed it:
 - one row of the `audit` table of `<paths.state_dir>/audit.db` (SQLite, WAL, a busy
   timeout so the firewall, the supervisor and the API can all write to it).
 
+`record()` only builds the record and queues it (bounded, drops counted): a writer thread
+does the disk work (shared/audit_writer.py, which also applies the retention settings
+`logging.audit_max_bytes` and `logging.audit_max_age`), so an event loop never waits on
+SQLite's busy timeout or a slow disk.
+
 Record fields: ts (unix seconds), time (RFC 3339), role, pid, action, actor (who or which
 rule did it), target (address, command, request line), outcome, details (a JSON object).
 Every string (keys and values, nested too) goes through `shared.logs.escape`, so
 attacker-controlled text (user agents, commands) can never carry CR/LF/NUL or terminal
 controls into the file or into a later `sqlite3` dump.
 
-The files are opened at the first record (a process that never audits creates nothing).
-Auditing never stops the process: a state dir that cannot be written (e.g. the API unit,
-whose state dir is read-only) turns the sink off with one error line.
+The files are opened (by the writer thread) at the first record: a process that never
+audits creates nothing. Auditing never stops the process: a state dir that cannot be
+written (e.g. the API unit, whose state dir is read-only) turns the sink off with one
+error line.
 
 The API logs its audit lines through `logging.getLogger("fsguard.audit")`;
 `install_handler` attaches an `AuditHandler` so those records reach an AuditLog as well.
@@ -25,11 +31,12 @@ The API logs its audit lines through `logging.getLogger("fsguard.audit")`;
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
 import os
-import sqlite3
+import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -39,8 +46,9 @@ from typing import Any
 
 import msgspec
 
+from shared.audit_writer import AuditWriter, Row
 from shared.config import Config
-from shared.logs import escape
+from shared.logs import LogRateLimiter, escape
 
 log = logging.getLogger("fsguard.auditlog")  # never "fsguard.audit": no loop via the handler
 
@@ -49,29 +57,9 @@ DB_NAME = "audit.db"
 LOG_NAME = "audit.log"
 MAX_TEXT = 1100  # longer than any allowed ESL command (1024 bytes)
 MAX_DEPTH = 4
+QUEUE_MAX = 10_000  # queue items (a record, or one firewall batch of records)
+_drop_limiter = LogRateLimiter(10.0)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts      REAL    NOT NULL,
-    time    TEXT    NOT NULL,
-    role    TEXT    NOT NULL,
-    pid     INTEGER NOT NULL,
-    action  TEXT    NOT NULL,
-    actor   TEXT    NOT NULL,
-    target  TEXT    NOT NULL,
-    outcome TEXT    NOT NULL,
-    details TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
-CREATE INDEX IF NOT EXISTS audit_target ON audit (target);
-"""
-
-
-_INSERT = (
-    "INSERT INTO audit (ts, time, role, pid, action, actor, target, outcome, details)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -137,24 +125,39 @@ def _rfc3339(ts: float) -> str:
 
 
 class AuditLog:
-    """One process's writer of the audit stream. Thread-safe; cheap enough per record."""
+    """One process's producer of the audit stream. Thread-safe; `record()` never blocks.
 
-    def __init__(self, config: Config | None, role: str, *, enabled: bool = True) -> None:
+    Records go to a bounded queue drained by an `AuditWriter` thread (started at the first
+    record); a full queue drops the record and counts it in `dropped`.
+    """
+
+    def __init__(
+        self,
+        config: Config | None,
+        role: str,
+        *,
+        enabled: bool = True,
+        queue_max: int = QUEUE_MAX,
+    ) -> None:
         self.role = role
         self.pid = os.getpid()
         self._lock = threading.RLock()
-        self._fd: int | None = None
-        self._db: sqlite3.Connection | None = None
         self._depth = 0
-        self._lines: list[bytes] = []
-        self._rows: list[tuple[Any, ...]] = []
+        self._batch: list[tuple[Row, bytes]] = []
         self.records = 0
         self.errors = 0
+        self.dropped = 0
         self.log_path = ""
         self.db_path = ""
-        self._pending_open = config is not None and enabled
+        self.max_bytes = 0
+        self.max_age = 0.0
+        self.queue_max = queue_max
+        self._writer: AuditWriter | None = None
+        self._disabled = config is None or not enabled
         if config is not None:
             self.log_path, self.db_path = audit_paths(config)
+            self.max_bytes = config.logging.audit_max_bytes
+            self.max_age = config.logging.audit_max_age
 
     @classmethod
     def null(cls, role: str = "none") -> AuditLog:
@@ -163,37 +166,17 @@ class AuditLog:
 
     @property
     def enabled(self) -> bool:
-        return self._pending_open or self._fd is not None
+        return not self._disabled
 
-    def _ensure_open(self) -> bool:
-        with self._lock:
-            if self._pending_open:
-                self._pending_open = False
-                try:
-                    self._open()
-                except (OSError, sqlite3.Error) as exc:
-                    log.error("audit stream disabled for %s: %s", self.role, exc)
-                    self.close()
-            return self._fd is not None
+    def disable(self) -> None:
+        """The writer could not open the files: drop every later record."""
+        self._disabled = True
 
-    def _open(self) -> None:
-        for path in {os.path.dirname(self.log_path), os.path.dirname(self.db_path)}:
-            if path:
-                os.makedirs(path, mode=0o750, exist_ok=True)
-        self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        db = sqlite3.connect(self.db_path, timeout=5.0, check_same_thread=False,
-                             isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout = 5000")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.executescript(_SCHEMA)
-        except sqlite3.Error:
-            db.close()
-            raise
-        with contextlib.suppress(OSError):
-            os.chmod(self.db_path, 0o640)
-        self._db = db
+    def failed(self, exc: Exception) -> None:
+        """A write error in the writer thread (counted, logged now and then)."""
+        self.errors += 1
+        if self.errors == 1 or self.errors % 1000 == 0:
+            log.error("audit write failed (%d so far): %s", self.errors, exc)
 
     def record(
         self,
@@ -204,8 +187,8 @@ class AuditLog:
         outcome: str = "ok",
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append one record (both sinks). Never raises."""
-        if self._fd is None and not self._ensure_open():
+        """Queue one record for both sinks. Never raises, never waits on disk."""
+        if self._disabled:
             return
         ts = time.time()
         doc = {
@@ -227,70 +210,87 @@ class AuditLog:
                doc["target"], doc["outcome"], details_json)
         with self._lock:
             self.records += 1
-            if self._depth:  # inside batch(): one executemany and one write() at the end
-                self._rows.append(row)
-                self._lines.append(line)
+            if self._depth:  # inside batch(): one queue item, one write(), one transaction
+                self._batch.append((row, line))
                 return
-            try:
-                if self._db is not None:
-                    self._db.execute(_INSERT, row)
-            except sqlite3.Error as exc:
-                self._failed(exc)
-            self._write(line)
+        self._put([(row, line)])
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Group the records of one firewall batch: one transaction, one write()."""
         with self._lock:
             self._depth += 1
-            try:
-                yield
-            finally:
+        try:
+            yield
+        finally:
+            with self._lock:
                 self._depth -= 1
-                if self._depth == 0:
-                    self._flush()
+                items, self._batch = (self._batch, []) if self._depth == 0 else ([], self._batch)
+            if items:
+                self._put(items)
 
-    def _flush(self) -> None:
-        if self._rows:
-            rows, self._rows = self._rows, []
-            if self._db is not None:
-                try:  # one transaction for the batch (the connection is in autocommit mode)
-                    self._db.execute("BEGIN")
-                    self._db.executemany(_INSERT, rows)
-                    self._db.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    self._failed(exc)
-        if self._lines:
-            data, self._lines = b"".join(self._lines), []
-            self._write(data)
-
-    def _write(self, data: bytes) -> None:
-        if self._fd is None:
+    def _put(self, items: list[tuple[Row, bytes]]) -> None:
+        writer = self._writer or self._start()
+        if writer is None:
             return
         try:
-            os.write(self._fd, data)
-        except OSError as exc:
-            self._failed(exc)
+            writer.queue.put_nowait(items)
+        except queue.Full:
+            with self._lock:
+                self.dropped += len(items)
+                dropped = self.dropped
+            if _drop_limiter.allow(f"audit dropped {self.role}"):
+                log.error("audit queue full (%d records): %d records dropped so far",
+                          self.queue_max, dropped)
 
-    def _failed(self, exc: Exception) -> None:
-        self.errors += 1
-        if self.errors == 1 or self.errors % 1000 == 0:
-            log.error("audit write failed (%d so far): %s", self.errors, exc)
-
-    def close(self) -> None:
+    def _start(self) -> AuditWriter | None:
         with self._lock:
-            self._pending_open = False
-            self._flush()
-            if self._db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.close()
-                self._db = None
-            if self._fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(self._fd)
-                self._fd = None
+            if self._writer is None and not self._disabled:
+                writer = AuditWriter(self, self.log_path, self.db_path, self.max_bytes,
+                                     self.max_age, self.queue_max)  # fmt: skip
+                try:
+                    writer.start()
+                except RuntimeError as exc:  # no thread left: never raise into the caller
+                    log.error("audit stream disabled for %s: %s", self.role, exc)
+                    self._disabled = True
+                    return None
+                self._writer = writer
+                atexit.register(self.close)
+            return self._writer
+
+    @property
+    def pending(self) -> int:
+        """Queue items not yet taken by the writer."""
+        return self._writer.queue.qsize() if self._writer is not None else 0
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every record queued so far is written (tests, shutdown)."""
+        writer = self._writer
+        if writer is None or not writer.is_alive():
+            return True
+        done = threading.Event()
+        try:
+            writer.queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued, close the files, stop the thread. Idempotent."""
+        with self._lock:
+            items, self._batch = self._batch, []
+            writer, self._writer = self._writer, None
+            self._disabled = True
+        if writer is None:
+            return
+        with contextlib.suppress(ValueError):
+            atexit.unregister(self.close)
+        if items:
+            with contextlib.suppress(queue.Full):
+                writer.queue.put(items, timeout=timeout)
+        with contextlib.suppress(queue.Full):
+            writer.queue.put(None, timeout=timeout)
+        writer.join(timeout)
 
 
 # --- the API's logger -> AuditLog ----------------------------------------------------

@@ -170,6 +170,8 @@ class LoggingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     format: str = "auto"  # "auto" (human on a terminal, else JSON), "json" or "human"
     level: str = "info"
     audit_file: str = ""  # "" = <state_dir>/audit.log
+    audit_max_bytes: int = 100 * 1024 * 1024  # audit.log(+.1) and audit.db each; 0 = no limit
+    audit_max_age: float = 90 * 86400.0  # seconds ("90d"); 0 = no limit
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -214,10 +216,12 @@ DURATION_KEYS: frozenset[str] = frozenset(
         "security.enumeration.window",
         "security.recidive.window",
         "security.recidive.max_duration",
+        "logging.audit_max_age",
         "security.drift_check_interval",
     }
 )
-_ZERO_OK = frozenset({"security.recidive.max_duration"})  # 0 = permanent
+# 0 = permanent / no limit
+_ZERO_OK = frozenset({"security.recidive.max_duration", "logging.audit_max_age"})
 PORT_KEYS: frozenset[str] = frozenset({"server.port", "security.esl_port"})
 SECRET_FIELDS: frozenset[str] = frozenset({"esl_password", "api_token"})
 DEPRECATED_KEYS: frozenset[str] = frozenset(
@@ -637,6 +641,9 @@ class _Validator:
         self.int_range("workers.count", 0, 64)
         self.int_range("workers.max_tracked_ips", 1000)
         self.int_range("workers.queue_bytes", 1 << 20)  # one 256 KiB read must fit
+        if 0 < c.logging.audit_max_bytes < 1 << 16 or c.logging.audit_max_bytes < 0:
+            raise self.fail("logging.audit_max_bytes", c.logging.audit_max_bytes,
+                            "0 (no limit) or at least 65536")
         if not c.security.recidive.factor >= 1 or not math.isfinite(c.security.recidive.factor):
             raise self.fail("security.recidive.factor", c.security.recidive.factor, "a number >= 1")
         self.url("security.chandaemon.report_url")

@@ -105,6 +105,8 @@ DESCRIPTIONS: dict[str, str] = {
     "logging.format": "auto: human on a terminal, else JSON lines; json; human",
     "logging.level": "log level of every process",
     "logging.audit_file": "audit log file (empty: <state_dir>/audit.log)",
+    "logging.audit_max_bytes": "audit.log (+ .1) and audit.db size bound each (0: none)",
+    "logging.audit_max_age": "audit records older than this are removed (0: never)",
 }
 
 HEADER = """# Configuration reference

@@ -258,3 +258,19 @@ def test_top_in_a_pty(system: dict[str, Any], quit_key: bytes) -> None:
             proc.wait()
         os.close(master)
         os.close(slave)
+
+
+def test_untrusted_patterns_refuse_ban_everyone_and_broad_needs_force(
+    system: dict[str, Any],
+) -> None:
+    """Issue 11 §2 through the CLI, the API and the real firewall."""
+    api = system["api"]
+    everyone = cli("untrusted", "add", "0.0.0.0/0", "--force", "--api", api)
+    assert everyone.returncode != 0 and "covers every address" in everyone.stderr
+    broad = cli("untrusted", "add", "64.0.0.0/4", "--api", api)
+    assert broad.returncode != 0 and "force" in broad.stderr
+    forced = cli("untrusted", "add", "64.0.0.0/4", "--force", "--api", api)
+    assert forced.returncode == 0, forced.stderr
+    listed = cli("untrusted", "list", "--api", api, "--json")
+    assert "64.0.0.0/4" in json.loads(listed.stdout) and "0.0.0.0/0" not in listed.stdout
+    assert cli("untrusted", "remove", "64.0.0.0/4", "--api", api).returncode == 0

@@ -128,15 +128,20 @@ def test_a_new_tree_stops_the_leftovers_its_dead_predecessor_recorded(tmp_path: 
             _assert_bans(system, "203.0.113.62")
 
 
-def test_an_orphaned_firewall_without_a_pidfile_is_taken_over(tmp_path: Path) -> None:
+def test_orphans_of_a_tree_without_a_pidfile_are_taken_over(tmp_path: Path) -> None:
+    """An older tree left no pidfile: the firewall and worker are found by their control
+    sockets, the API by the port it holds."""
     cfg = _config(tmp_path, 18143)
     with netns("fsgdo") as ns:
         orphans = _start_orphans(ns, tmp_path, cfg(1))
-        os.kill(orphans.pop("api"), signal.SIGKILL)  # no fallback finds an API by its port
+        api_port = 18143
+        assert wait_for(lambda: run_in(ns, ["ss", "-Hltn", f"sport = :{api_port}"]).stdout, 20)
         with running_fsguard_as(FsguardSystem, tmp_path, cfg, ns=ns) as system:
             assert wait_for(lambda: _ready(system), 30)
             assert all(_gone(p) for p in orphans.values())
-            assert "stopped an orphaned firewall" in system.log_path.read_text()
+            log = system.log_path.read_text()
+            for name in ("firewall", "worker-0", "api"):
+                assert f"stopped an orphaned {name}" in log
 
 
 def test_a_live_tree_is_not_taken_over(tmp_path: Path) -> None:

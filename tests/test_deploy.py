@@ -38,6 +38,8 @@ MAX_EXPOSURE = 3.0
 METRICS = {
     "fsguard_esl_connected",
     "fsguard_esl_reconnects_total",
+    "fsguard_esl_malformed_frames_total",
+    "fsguard_supervisor_task_failures_total",
     "fsguard_events_total",
     "fsguard_events_dropped_total",
     "fsguard_queue_depth",
