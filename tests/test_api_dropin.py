@@ -70,6 +70,8 @@ EXTRAS: dict[str, set[str]] = {
                       "threads", "processes", "memory.rssMb"},
     # inside a trusted network: whitelisted with Go's userId/domain ("") plus trustedNetwork
     "/security/whitelist/198.51.100.99": {"trustedNetwork", "userId", "domain"},
+    # issue 15: the active firewall backend and its ruleset as read from the kernel
+    "/security/iptables": {"backend", "ruleset"},
 }  # fmt: skip
 # path -> the Go shape of each map value
 GO_MAPS: dict[str, dict[str, Any]] = {
