@@ -48,6 +48,7 @@ MINIMAL_RULES: dict[str, Any] = {
     "enumeration": {"enabled": False},
     "toll_fraud": {"enabled": False},
     "recidive": {"enabled": False},
+    "rules": {"extension_scan": {"mode": "off"}},
 }
 
 

@@ -33,6 +33,7 @@ from fsguard_api.models import (
     MsgspecResponse,
     PeerReplyInvalid,
     SecurityStatus,
+    SimulatedDecision,
     StatusMessage,
     SupervisorEslStats,
     WorkerStats,
@@ -43,6 +44,7 @@ from fsguard_api.openapi import doc
 from fsguard_api.peers import DEFAULT_TIMEOUT, PeerError, Peers
 from shared.audit import AuditLog, install_handler
 from shared.config import Config, api_token, worker_count
+from shared.esl_hardening import esl_warnings
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +163,17 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
                 eslConnected=esl.connected,
                 eslHost=esl.host,
                 eslPort=str(esl.port),
+                eslWarnings=esl_warnings(config),
             )
         )
+
+    @app.get("/security/simulated", responses=doc(list[SimulatedDecision]))
+    async def security_simulated() -> Response:
+        """Decisions of rules in simulate mode (security.rules.<rule>.mode), newest last."""
+        per_worker = await peers.all_workers("simulated")
+        items = [convert(d, SimulatedDecision, "worker") for w in per_worker for d in w or []]
+        items.sort(key=lambda d: d.time)
+        return MsgspecResponse(items)
 
     @app.get("/security/esl", responses=doc(EslStats))
     async def security_esl() -> Response:

@@ -48,9 +48,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fsguard_api.metrics_rules import rule_families
 from shared import addresses
 from shared.config import Config, worker_count
 from shared.control import PeerUnavailable, arequest
+from shared.esl_hardening import esl_warnings
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 UNMATCHED = "<unmatched>"
@@ -131,6 +133,7 @@ class Scrape:
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     api_pid: int = 0
     seconds: float = 0.0
+    hardening: dict[str, str] = field(default_factory=dict)  # failed ESL hardening checks
 
 
 async def _stats(endpoint: str, ctx: zmq.asyncio.Context, timeout: float) -> dict[str, Any] | None:
@@ -184,6 +187,24 @@ def _histogram(name: str, doc: str, snapshot: Any, pid: str) -> HistogramMetricF
     return family
 
 
+def _stage_histogram(snapshots: Any, pid: str) -> HistogramMetricFamily | None:
+    """fsguard_ban_stage_seconds{stage}: where each rule ban's time went."""
+    if not isinstance(snapshots, Mapping):
+        return None
+    family = HistogramMetricFamily(
+        "fsguard_ban_stage_seconds",
+        "Per rule ban: FreeSWITCH event created -> read off ESL -> decided -> in the kernel",
+        labels=["stage", "pid"],
+    )
+    for stage, snap in sorted(snapshots.items()):
+        if not isinstance(snap, Mapping) or not isinstance(snap.get("buckets"), list):
+            continue
+        buckets = [(repr(_num(le)), _num(n)) for le, n in snap["buckets"]]
+        buckets.append(("+Inf", _num(snap.get("count"))))
+        family.add_metric([str(stage), pid], buckets, sum_value=_num(snap.get("sum")))
+    return family
+
+
 class FsguardCollector(Collector):
     """Metric families for one Scrape (a fresh collector per scrape)."""
 
@@ -195,6 +216,7 @@ class FsguardCollector(Collector):
         yield from self._supervisor()
         yield from self._workers()
         yield from self._firewall()
+        yield from rule_families(self.scrape.workers, self.scrape.firewall, self.scrape.hardening)
         yield from self._api()
 
     def _meta(self) -> Iterator[Metric]:
@@ -410,6 +432,9 @@ class FsguardCollector(Collector):
                 family = _histogram(name, doc, fw.get(key), pid)
                 if family is not None:
                     histograms.append(family)
+            stages = _stage_histogram(fw.get("ban_stage_histograms"), pid)
+            if stages is not None:
+                histograms.append(stages)
         yield from (active, applied, kernel_errors, reports)
         yield from ledger
         yield from histograms
@@ -442,9 +467,11 @@ def install(app: FastAPI, config: Config) -> None:
     counter = RequestCounter()
     runtime_dir, workers = config.paths.runtime_dir, worker_count(config)
     app.state.request_counter = counter
+    hardening = esl_warnings(config)
 
     async def metrics(_: Request) -> Response:
         scrape = await gather(runtime_dir, workers, requests=counter)
+        scrape.hardening = hardening
         return Response(render(scrape), media_type=CONTENT_TYPE_LATEST)
 
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -31,6 +31,22 @@ class SecurityStatus(msgspec.Struct, kw_only=True):
     eslConnected: bool
     eslHost: str
     eslPort: str  # a string in Go (config.Security.ESLPort)
+    # fsguard addition (issue 12): failed ESL hardening checks, check -> message
+    eslWarnings: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class SimulatedDecision(msgspec.Struct, kw_only=True):
+    """A decision of a rule in simulate mode (never applied): GET /security/simulated."""
+
+    ip: str
+    rule: str
+    reason: str
+    duration: float
+    user: str = ""
+    userAgent: str = ""
+    count: int = 0
+    time: str = ""
+    simulated: bool = True
 
 
 class EslStats(msgspec.Struct, kw_only=True):

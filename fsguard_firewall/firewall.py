@@ -20,6 +20,7 @@ from shared.messages import BanDecision, ListChange
 from shared.recidive import recidive_duration
 
 from .backend import Element, KernelBackend
+from .budget import BanBudget
 from .control_ops import ControlOps
 from .entries import BanEntry, BanStore, MemoryBanStore
 from .ledger import BanLedger, Intent, kernel_timeout_for
@@ -57,6 +58,7 @@ class Firewall:
         self.kernel = kernel
         self.publish = publish
         self.stats = Stats()
+        self.budget = BanBudget(config.security.max_bans_per_minute)
         self.kernel_enabled = config.security.auto_block_enabled
         self.ledger = BanLedger(
             store if store is not None else MemoryBanStore(),
@@ -113,6 +115,10 @@ class Firewall:
         pending: dict[str, Intent] = {}
         for d in ledger.triage(decisions):
             self.stats.decisions_received += 1
+            if d.source == "simulated":  # a simulated rule's decision never reaches the kernel
+                self.stats.invalid += 1
+                ledger.ack_ok(d)
+                continue
             try:
                 elem = self.parse_target(d.ip)
                 if not 0 <= d.duration <= MAX_BAN_SECONDS:  # also refuses NaN
@@ -218,6 +224,9 @@ class Firewall:
         self.announce(done)
 
     def announce(self, done: list[Intent]) -> None:
+        automatic = sum(1 for intent in done if intent.decisions[-1].source == "rule")
+        if automatic:
+            self.budget.note(automatic)  # over budget: alert, never stop banning
         now = time.time()
         for intent in done:
             d = intent.decisions[-1]
@@ -225,6 +234,7 @@ class Firewall:
             if d.event_ts > 0:
                 self.stats.latencies.append(now - d.event_ts)
                 self.stats.ban_latency.observe(max(0.0, now - d.event_ts))
+            self._observe_stages(d, self.ledger.kernel_ts)
             outcome = "ok" if self.kernel_enabled else "recorded (auto_block disabled)"
             self._audit_ban(intent, d, outcome)
             if self._ban_line_allowed():
@@ -239,6 +249,18 @@ class Firewall:
                 ListChange(list="blacklist", op="add", ip=intent.key,
                            expires=intent.entry.expires_at)
             )  # fmt: skip
+
+    def _observe_stages(self, d: BanDecision, kernel_ts: float) -> None:
+        """One rule ban's stage latencies; stages with an unknown start are skipped."""
+        stages = self.stats.ban_stages
+        for stage, start, end in (
+            ("freeswitch_to_read", d.fs_ts, d.event_ts),
+            ("read_to_decision", d.event_ts, d.decided_ts),
+            ("decision_to_kernel", d.decided_ts, kernel_ts),
+            ("freeswitch_to_kernel", d.fs_ts, kernel_ts),
+        ):
+            if start > 0 and end > 0:
+                stages[stage].observe(max(0.0, end - start))
 
     def retry_pending(self) -> None:
         """Re-apply refused bans whose backoff elapsed (called from the loop)."""

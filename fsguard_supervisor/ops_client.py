@@ -201,7 +201,7 @@ class OpsClient:
         return self.request("DELETE", f"/security/whitelist/{quote(ip, safe='/')}")
 
 
-# Reasons the rules write (fsguard_workers/rules.py) -> rule names, for entries without "rule".
+# Reasons the rules write (fsguard_workers/rules/) -> rule names, for entries without "rule".
 _REASON_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^Exceeded max failed registrations"), "failed_auth"),
     (re.compile(r"^Exceeded max wrong call states"), "wrong_call_state"),
@@ -212,6 +212,8 @@ _REASON_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^Source address in untrusted network"), "untrusted_network"),
     (re.compile(r"^Scanner User-Agent"), "scanner_user_agent"),
     (re.compile(r"^Unauthenticated call to"), "toll_fraud"),
+    (re.compile(r"^Extension scanning"), "extension_scan"),
+    (re.compile(r"^Request to the bare IP"), "bare_ip"),
 )
 _SCANNER_UA = re.compile(r'^Scanner User-Agent "(.*)"$')
 

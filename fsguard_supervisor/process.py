@@ -25,6 +25,7 @@ from fsguard_supervisor import takeover
 from fsguard_supervisor.children import EXIT_FATAL, Child, ChildSet, child_argv
 from fsguard_supervisor.dispatcher import EventDispatcher
 from fsguard_supervisor.esl_client import EslClient, EslNotConnected
+from fsguard_supervisor.gateways import GatewayWatch
 from fsguard_supervisor.kills import KillQueue
 from fsguard_supervisor.reload import Reloader
 from fsguard_supervisor.tasks import TaskSupervisor
@@ -32,6 +33,7 @@ from shared import addresses, sdnotify
 from shared.audit import AuditLog
 from shared.config import Config, worker_count
 from shared.control import ControlError, PeerUnavailable, arequest
+from shared.esl_hardening import log_esl_warnings
 from shared.logs import LogRateLimiter, set_level
 from shared.messages import ControlReply, ControlRequest, KillCall, decode, encode
 
@@ -70,6 +72,10 @@ class Supervisor:
             on_connection_change=self._on_connection_change,
             base_backoff=sec.reconnect_backoff,
         )
+        self.gateways = GatewayWatch(
+            self.esl.api, self._push_gateways, lambda: self.esl.stats.connected,
+            sec.gateway_refresh_interval,
+        )  # fmt: skip
         children: list[Child] = []
         if manage_all:
             children.append(Child("firewall", "firewall", child_argv("firewall", config_path)))
@@ -98,6 +104,7 @@ class Supervisor:
 
     def _on_connection_change(self, connected: bool) -> None:
         if connected:
+            self.gateways.trigger()  # protected sources: ask for the gateways at connect
             log.info("connected to FreeSWITCH ESL at %s:%s",
                      self.config.security.esl_host, self.config.security.esl_port)
         else:
@@ -153,6 +160,7 @@ class Supervisor:
             "kills_in_flight": self.kills.in_flight,
             "tasks": self.tasks.snapshot(),
             "child_start_failures": self.children.start_failures,
+            "gateways": list(self.gateways.addresses),
             "children": self.children.snapshot(),
             "uptime": time.time() - self.started,
             "pid": os.getpid(),
@@ -263,6 +271,7 @@ class Supervisor:
                     index = int(child.name.split("-")[1])
                     self.dispatcher.reset_worker(index)
                     self.worker_processed[index] = 0
+                    asyncio.get_running_loop().call_later(2.0, self.gateways.trigger)
             if self.children.fatal is not None:
                 self._stop.set()  # e.g. the firewall's state store is unusable (exit 78)
             now = time.monotonic()
@@ -270,6 +279,14 @@ class Supervisor:
                 last_summary = now
                 self.log_summaries()
             await asyncio.sleep(0.1)
+
+    async def _push_gateways(self, ips: list[str]) -> None:
+        async def one(index: int) -> None:
+            endpoint = addresses.worker_control(self.runtime_dir, index)
+            with contextlib.suppress(PeerUnavailable):  # a restarting worker: next refresh
+                await arequest(endpoint, "gateways", {"addresses": ips}, 1.0, ctx=self.actx)
+
+        await asyncio.gather(*(one(i) for i in range(self.workers)))
 
     async def _stats_loop(self) -> None:
         """Refresh the workers' processed counts: every second, or every 100 ms while a
@@ -363,7 +380,9 @@ class Supervisor:
         await self._wait_ready()
         self.tasks.start("reaper", self._reap_loop)
         self.tasks.start("worker-stats", self._stats_loop)
+        log_esl_warnings(self.config, log)
         self.tasks.start("esl", self.esl.run)
+        self.tasks.start("gateways", self.gateways.run)
         _notify_ready()
         log.info("supervisor running with %d workers", self.workers)
         await self._stop.wait()

@@ -106,7 +106,7 @@ def phase_at(phases: Sequence[Phase], ts: float, event: str) -> Phase | None:
 class Verdict:
     """One decision of the engine, with the event that triggered it."""
 
-    kind: str  # "ban" | "kill"
+    kind: str  # "ban" | "kill" | "simulated" (a rule in simulate mode: never applied)
     event_number: int  # 1-based position among the capture's events
     event_sequence: str  # the event's Event-Sequence header
     event: str  # Event-Name, or the subclass of a CUSTOM event
@@ -169,6 +169,7 @@ class ReplayResult:
             "addresses": self.addresses,
             "bans": [v.as_json() for v in self.bans],
             "kills": [v.as_json() for v in self.kills],
+            "simulated": [v.as_json() for v in self.verdicts if v.kind == "simulated"],
             "summary": {
                 "events_by_type": dict(self.by_type.most_common()),
                 "decisions_by_rule": dict(Counter(v.rule for v in self.bans).most_common()),
@@ -303,9 +304,10 @@ def _verdict(
         return Verdict(kind="kill", event_number=number, event_sequence=seq, event=name,
                        timestamp=ts, phase=phase_name, uuid=out.uuid, reason=out.reason)
     return Verdict(
-        kind="ban", event_number=number, event_sequence=seq, event=name, timestamp=ts,
-        phase=phase_name, ip=out.ip, rule=out.rule, reason=out.reason, duration=out.duration,
-        user=out.user, user_agent=out.user_agent, evidence_count=out.evidence_count,
+        kind="simulated" if out.source == "simulated" else "ban", event_number=number,
+        event_sequence=seq, event=name, timestamp=ts, phase=phase_name, ip=out.ip,
+        rule=out.rule, reason=out.reason, duration=out.duration, user=out.user,
+        user_agent=out.user_agent, evidence_count=out.evidence_count,
         evidence=dict(out.evidence),
     )
 
@@ -332,9 +334,9 @@ def render_text(result: ReplayResult, out: TextIO, *, speed: float | None) -> No
             where += f" (Event-Sequence {v.event_sequence})"
         if v.phase:
             where += f" [phase {v.phase}]"
-        if v.kind == "ban":
-            w(f"{st('BAN ', 'red', 'bold')} {st(v.ip, 'bold')}  rule {st(v.rule, 'yellow')}  "
-              f"{where}\n")
+        if v.kind in ("ban", "simulated"):
+            label = st("BAN ", "red", "bold") if v.kind == "ban" else st("SIM ", "cyan")
+            w(f"{label} {st(v.ip, 'bold')}  rule {st(v.rule, 'yellow')}  {where}\n")
             details = [f"reason: {v.reason}"]
             if v.user:
                 details.append(f"user {v.user}")

@@ -70,8 +70,11 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     caller_context: str = msgspec.field(name="Caller-Context", default="")
     sofia_profile: str = msgspec.field(name="variable_sofia_profile_name", default="")
     sip_authorized: str = msgspec.field(name="variable_sip_authorized", default="")
+    hangup_cause: str = msgspec.field(name="Hangup-Cause", default="")
     calling_file: str = msgspec.field(name="Event-Calling-File", default="")
     calling_function: str = msgspec.field(name="Event-Calling-Function", default="")
+    # microseconds since the epoch when FreeSWITCH created the event (ban stage metrics)
+    date_ts: str = msgspec.field(name="Event-Date-Timestamp", default="")
     # present only on events injected with `sendevent`
     command: str | list[str] | None = msgspec.field(name="Command", default=None)
     event_uuid: str | list[str] | None = msgspec.field(name="Event-UUID", default=None)
@@ -86,6 +89,21 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
         )
 
 
+def freeswitch_time(ev: Event) -> float:
+    """Event-Date-Timestamp in seconds since the epoch, or 0.0 when absent or not a number."""
+    value = ev.date_ts
+    if not value.isdigit() or len(value) > 20:
+        return 0.0
+    return int(value) / 1_000_000
+
+
+class HostEvent(Event, kw_only=True, gc=False):
+    """`Event` plus the CHANNEL_CREATE request host, decoded only when the bare_ip rule
+    runs (every decoded field costs on every event)."""
+
+    sip_req_host: Text = msgspec.field(name="variable_sip_req_host", default="")
+
+
 class Kind(enum.IntEnum):
     """Event types the rules act on."""
 
@@ -96,6 +114,8 @@ class Kind(enum.IntEnum):
     REGISTER_FAILURE = 4
     WRONG_CALL_STATE = 5
     CHANNEL_CREATE = 6
+    UNREGISTER = 7
+    HANGUP = 8  # CHANNEL_HANGUP_COMPLETE
 
 
 _SUBCLASS_KIND: dict[str, Kind] = {
@@ -104,30 +124,68 @@ _SUBCLASS_KIND: dict[str, Kind] = {
     "sofia::register": Kind.REGISTER,
     "sofia::register_failure": Kind.REGISTER_FAILURE,
     "sofia::wrong_call_state": Kind.WRONG_CALL_STATE,
+    "sofia::unregister": Kind.UNREGISTER,
+    "sofia::expire": Kind.UNREGISTER,  # the registration ran out: same as unregistering
 }
 
 
 # Module constants: `Kind.X` goes through EnumType.__getattr__ (~75 ns on 3.11) on every event.
 _OTHER = Kind.OTHER
 _CHANNEL_CREATE = Kind.CHANNEL_CREATE
+_HANGUP = Kind.HANGUP
+_WRONG_CALL_STATE = Kind.WRONG_CALL_STATE
 
 
-def kind_of(ev: Event) -> Kind:
+def kind_of(ev: Event) -> Kind:  # maybe_relevant mirrors this on the raw bytes
     name = ev.event_name
     if name == "CUSTOM":
         return _SUBCLASS_KIND.get(ev.event_subclass, _OTHER)
     if name == "CHANNEL_CREATE":
         return _CHANNEL_CREATE
+    if name == "CHANNEL_HANGUP_COMPLETE":
+        return _HANGUP
     return _OTHER
 
 
-def maybe_relevant(body: bytes) -> bool:
-    """Cheap byte pre-filter: can this body be an event the rules act on?
+def relevant_label(label: bytes) -> bool:
+    """maybe_relevant for a body whose label (the worker's event_label: Event-Name, or
+    the Event-Subclass of a CUSTOM event) is already known: no second scan."""
+    return label in _RELEVANT_LABELS
 
-    No false negatives for FreeSWITCH output (cJSON never escapes ASCII
-    letters or ':'); false positives are resolved by the full decode.
+
+_NAME_KEY = b'"Event-Name":"'
+_SUBCLASS_KEY = b'"Event-Subclass":"'
+# keep in step with kind_of (tests/test_hot_paths.py checks both on the real captures)
+_RELEVANT_SUBCLASSES = frozenset(name.encode() for name in _SUBCLASS_KIND)
+_RELEVANT_NAMES = frozenset((b"CHANNEL_CREATE", b"CHANNEL_HANGUP_COMPLETE"))
+_RELEVANT_LABELS = _RELEVANT_SUBCLASSES | _RELEVANT_NAMES
+
+
+def maybe_relevant(body: bytes) -> bool:
+    """Cheap byte pre-filter: can this body be an event the rules act on (kind_of)?
+
+    Reads the Event-Name key (FreeSWITCH writes it among the first headers, so the
+    search stops early instead of scanning a 4 KB CHANNEL_* body for "sofia::"), and for
+    CUSTOM the Event-Subclass. Inside a JSON string a quote is escaped, so the key can
+    only be a key. A body without the key goes to the full decode. The one event this
+    can call irrelevant while the decoder would not is one whose Event-Name key repeats
+    (msgspec keeps the last) - only a forged `sendevent` event does that, and those are
+    dropped anyway.
     """
-    return b"sofia::" in body or b"CHANNEL_CREATE" in body
+    i = body.find(_NAME_KEY)
+    if i < 0:
+        return True
+    start = i + len(_NAME_KEY)
+    name = body[start : body.find(b'"', start, start + 32)]
+    if name in _RELEVANT_NAMES:
+        return True
+    if name != b"CUSTOM":
+        return False
+    j = body.find(_SUBCLASS_KEY)
+    if j < 0:
+        return False
+    start = j + len(_SUBCLASS_KEY)
+    return body[start : body.find(b'"', start, start + 64)] in _RELEVANT_SUBCLASSES
 
 
 _FORGED_FILE = "mod_event_socket.c"
@@ -162,8 +220,9 @@ class EventDecoder:
     `fsguard_workers.repair` and counts what each body needed.
     """
 
-    def __init__(self) -> None:
-        self._decoder = msgspec.json.Decoder(Event)
+    def __init__(self, event_type: type[Event] = Event) -> None:
+        self._type = event_type
+        self._decoder = msgspec.json.Decoder(event_type)
         self.decode_fast = self._decoder.decode
         self.invalid_utf8 = 0  # repaired by sanitizing (invalid UTF-8, controls, surrogates)
         self.salvaged = 0  # structure broken: members picked out one by one
@@ -194,7 +253,7 @@ class EventDecoder:
         reason = "not a JSON event object, and no Event-Name could be salvaged"
         if "Event-Name" in members:
             try:
-                ev = msgspec.convert(members, Event)
+                ev = msgspec.convert(members, self._type)
             except msgspec.ValidationError as exc:
                 reason = f"salvaged members do not form an event: {exc}"
             else:
@@ -210,3 +269,12 @@ class EventDecoder:
                 "undecodable event dropped (%s; %d more since the last such line): %s",
                 reason, suppressed, escape(body[:160], max_len=160),
             )
+
+
+def user_of(kind: Kind, ev: Event) -> str:
+    """The account an event is about (headers are swapped in sofia events)."""
+    if kind is _CHANNEL_CREATE or kind is _HANGUP:
+        return text(ev.caller_username) or text(ev.sip_from_user)
+    if kind is _WRONG_CALL_STATE:
+        return text(ev.from_user_us)
+    return text(ev.username) or text(ev.to_user)

@@ -24,9 +24,10 @@ from fsguard_workers import reconfigure
 from fsguard_workers.engine import DetectionEngine
 from fsguard_workers.outbox import FirewallLink
 from shared import addresses
+from shared.audit import AuditLog
 from shared.config import Config, worker_count
 from shared.control import ControlError, dispatch
-from shared.logs import LogRateLimiter, set_level
+from shared.logs import LogRateLimiter, escape, set_level
 from shared.messages import BanDecision, ListChange, decode, encode, unpack_event_batch
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Worker:
         self.events_by_name: dict[bytes, int] = {}
         self.decisions_by_rule: dict[str, int] = {}
         self.log_limiter = LogRateLimiter(LOG_SUMMARY_SECONDS)
+        self.audit = AuditLog.null("worker")  # opened by run()
         self.link: FirewallLink | None = None  # acks, re-sends, list snapshots (outbox.py)
         self.running = True
 
@@ -88,9 +90,18 @@ class Worker:
             "rate_calls": lambda a: eng.rate_snapshot("calls"),
             "rate_registrations": lambda a: eng.rate_snapshot("registrations"),
             "whitelist": lambda a: eng.whitelist_snapshot(),
+            "simulated": lambda a: eng.simulated_snapshot(),
+            "gateways": self._gateways,
             "log_level": self._log_level,
             "reload": lambda a: reconfigure.apply(self.config, eng, a),
         }
+
+    def _gateways(self, args: dict[str, Any]) -> dict[str, int]:
+        """The supervisor's list of FreeSWITCH gateway addresses (protected sources)."""
+        addresses = args.get("addresses")
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            raise ControlError("addresses: expected a list of strings")
+        return {"protected": self.engine.set_gateways(addresses[:4096])}
 
     def _log_level(self, args: dict[str, Any]) -> dict[str, str]:
         level = str(args.get("level", ""))
@@ -102,6 +113,7 @@ class Worker:
 
     def stats(self) -> dict[str, Any]:
         data: dict[str, Any] = dict(self.engine.stats())
+        data.update(self.engine.rule_stats())
         data.update(
             index=self.index,
             pid=os.getpid(),
@@ -120,6 +132,7 @@ class Worker:
 
     def run(self) -> int:
         rd = self.config.paths.runtime_dir
+        self.audit = AuditLog(self.config, f"worker-{self.index}")
         ctx: zmq.Context[Any] = zmq.Context()
         events = ctx.socket(zmq.PULL)
         events.setsockopt(zmq.RCVHWM, self.config.workers.queue_size)
@@ -153,7 +166,7 @@ class Worker:
         next_tick = time.monotonic() + TICK_INTERVAL
         next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
         trim = malloc_trim()
-        trim_mark = -1  # self.processed at the last trim
+        trim_mark = (-1, -1)  # (events processed, sources expired) at the last trim
         next_trim = 0.0
         log.info("worker %d ready", self.index)
         try:
@@ -181,10 +194,13 @@ class Worker:
                     engine.tick()
                     self._flush(decisions, actions)
                     link.tick(decisions)
-                    if trim is not None and now >= next_trim and trim_mark != self.processed:
+                    mark = (self.processed, engine.expired)
+                    if trim is not None and now >= next_trim and trim_mark != mark:
                         next_trim = now + TRIM_INTERVAL
-                        trim_mark = self.processed
-                        trim()  # ~0.2 ms; batches and compacted tables go back to the kernel
+                        trim_mark = mark
+                        # ~0.2 ms; batches and compacted tables (also once a flood's
+                        # sources expire, with no event flowing) go back to the kernel
+                        trim()
                 if now >= next_summary:
                     next_summary = now + LOG_SUMMARY_SECONDS
                     self.log_summaries()
@@ -194,6 +210,7 @@ class Worker:
             for sock in (events, actions, lists, control, decisions):
                 sock.close()
             ctx.term()
+            self.audit.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(addresses.ipc_path(control_endpoint))
         log.info("worker %d stopped", self.index)
@@ -208,8 +225,8 @@ class Worker:
         handle = self.engine.handle
         counts = self.events_by_name
         for body in bodies:
-            handle(body, read_ts)
             label = event_label(body)
+            handle(body, read_ts, label)
             n = counts.get(label)
             if n is None:  # a new label: bounded and validated once
                 if len(counts) >= EVENT_LABELS_MAX or not _LABEL_RE.fullmatch(label):
@@ -240,7 +257,9 @@ class Worker:
         call kills never block the shard."""
         for out in self.engine.drain():
             try:
-                if isinstance(out, BanDecision):
+                if isinstance(out, BanDecision) and out.source == "simulated":
+                    self._simulated(out)  # never to the firewall, never a kill
+                elif isinstance(out, BanDecision):
                     rules = self.decisions_by_rule
                     rules[out.rule] = rules.get(out.rule, 0) + 1
                     raw = encode(out)
@@ -255,6 +274,21 @@ class Worker:
                 self.outbox_dropped += 1
                 if self.log_limiter.allow("outbox full"):
                     log.error("dropped %s: peer queue full", type(out).__name__)
+
+    def _simulated(self, d: BanDecision) -> None:
+        if self.log_limiter.allow(f"simulated {d.rule}"):
+            log.info(
+                "simulated ban (not applied) ip=%s rule=%s reason=%s duration=%ss",
+                d.ip, escape(d.rule), escape(d.reason), d.duration,
+            )  # fmt: skip
+        self.audit.record(
+            "simulated_ban",
+            actor=f"rule:{d.rule}",
+            target=d.ip,
+            outcome="simulated",
+            details={"reason": d.reason, "duration": d.duration, "decision_id": d.id,
+                     "user": d.user, "user_agent": d.user_agent},
+        )  # fmt: skip
 
     def log_summaries(self) -> None:
         for key, count in self.log_limiter.take_suppressed().items():

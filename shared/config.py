@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 import msgspec.inspect
+import msgspec.structs
 
 from shared.protected import pattern_problem
 
@@ -113,6 +114,57 @@ class RecidiveConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_duration: float = 7 * 86400.0  # 0 = permanent
 
 
+class ExtensionScanConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Calls from one source ending in "no such number" causes (issue 12)."""
+
+    max_failed_calls: int = 10
+    window: float = 60.0
+    hangup_causes: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "NO_ROUTE_DESTINATION",
+            "UNALLOCATED_NUMBER",
+            "USER_NOT_REGISTERED",
+        ]
+    )
+
+
+class BareIpConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Requests to an IP literal instead of a SIP domain (the rule is off by default)."""
+
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)  # IPs/CIDRs that are fine
+
+
+RULE_MODES: tuple[str, ...] = ("ban", "simulate", "off")
+
+
+class RuleMode(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    mode: str = "ban"  # ban | simulate | off
+
+
+def _off() -> RuleMode:
+    return RuleMode(mode="off")
+
+
+class RulesConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`security.rules.<rule>.mode`; the field names are the BanDecision.rule names."""
+
+    failed_auth: RuleMode = msgspec.field(default_factory=RuleMode)
+    user_enumeration: RuleMode = msgspec.field(default_factory=RuleMode)
+    registration_rate: RuleMode = msgspec.field(default_factory=RuleMode)
+    call_rate: RuleMode = msgspec.field(default_factory=RuleMode)
+    wrong_call_state: RuleMode = msgspec.field(default_factory=RuleMode)
+    untrusted_domain: RuleMode = msgspec.field(default_factory=RuleMode)
+    untrusted_network: RuleMode = msgspec.field(default_factory=RuleMode)
+    scanner_user_agent: RuleMode = msgspec.field(default_factory=RuleMode)
+    toll_fraud: RuleMode = msgspec.field(default_factory=RuleMode)
+    extension_scan: RuleMode = msgspec.field(default_factory=RuleMode)
+    bare_ip: RuleMode = msgspec.field(default_factory=_off)
+
+    def mode_of(self, rule: str) -> str:
+        entry = getattr(self, rule, None)
+        return entry.mode if isinstance(entry, RuleMode) else "ban"
+
+
 class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     esl_host: str = "127.0.0.1"
@@ -152,6 +204,12 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)
     toll_fraud: TollFraudConfig = msgspec.field(default_factory=TollFraudConfig)
     recidive: RecidiveConfig = msgspec.field(default_factory=RecidiveConfig)
+    # issue 12: protected sources, ban budget, new rules, rule modes
+    max_bans_per_minute: int = 60  # more automatic bans in a minute: alert metric + log
+    gateway_refresh_interval: float = 300.0  # `sofia xmlstatus gateway` period
+    extension_scan: ExtensionScanConfig = msgspec.field(default_factory=ExtensionScanConfig)
+    bare_ip: BareIpConfig = msgspec.field(default_factory=BareIpConfig)
+    rules: RulesConfig = msgspec.field(default_factory=RulesConfig)
 
 
 class PathsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -216,6 +274,8 @@ DURATION_KEYS: frozenset[str] = frozenset(
         "security.enumeration.window",
         "security.recidive.window",
         "security.recidive.max_duration",
+        "security.gateway_refresh_interval",
+        "security.extension_scan.window",
         "logging.audit_max_age",
         "security.drift_check_interval",
     }
@@ -535,6 +595,8 @@ _AT_LEAST_ONE = (
     "security.rate_limit.call_rate_limit",
     "security.rate_limit.registration_limit",
     "security.enumeration.max_distinct_users",
+    "security.extension_scan.max_failed_calls",
+    "security.max_bans_per_minute",
     "workers.queue_size",
 )
 
@@ -635,6 +697,9 @@ class _Validator:
         self.pattern("security.nftables_table", _NFT_NAME, nft_name)
         if c.security.firewall_backend.lower() == "nftables":
             self.pattern("security.ipset_name", _NFT_NAME, nft_name)
+        for rule in msgspec.structs.fields(RulesConfig):
+            self.choice(f"security.rules.{rule.name}.mode", RULE_MODES)
+        self.networks("security.bare_ip.allowed_hosts")
         self.choice("security.esl_log_level", LOG_LEVELS)
         self.choice("logging.level", LOG_LEVELS)
         self.choice("logging.format", LOG_FORMATS)

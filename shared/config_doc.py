@@ -70,6 +70,36 @@ DESCRIPTIONS: dict[str, str] = {
     "security.ipv6_ban_prefix": "IPv6 bans cover this prefix length (128: the address)",
     "security.keep_foreign_entries": "reconcile keeps kernel set entries fsguard has no record of",
     "security.drift_check_interval": "how often the kernel sets are compared with the store",
+    # issue 12 (docs/rules.md has what each rule reads and counts)
+    "security.max_bans_per_minute": (
+        "more automatic bans in a minute raise fsguard_ban_budget_exceeded_total and a log "
+        "line; banning continues"
+    ),
+    "security.gateway_refresh_interval": (
+        "how often FreeSWITCH's gateways (protected sources) are asked with "
+        "`sofia xmlstatus gateway` (also at every ESL connect)"
+    ),
+    "security.extension_scan.max_failed_calls": (
+        "calls ending with one of hangup_causes within the window that ban (extension scanning)"
+    ),
+    "security.extension_scan.window": "the extension-scanning window",
+    "security.extension_scan.hangup_causes": (
+        "Hangup-Cause values that count as a probe of an unknown extension"
+    ),
+    "security.bare_ip.allowed_hosts": (
+        "IP literals (or CIDRs) accepted as the To / Request-URI host by the bare_ip rule"
+    ),
+    "security.rules.failed_auth.mode": "ban, simulate or off (docs/rules.md)",
+    "security.rules.user_enumeration.mode": "ban, simulate or off (docs/rules.md)",
+    "security.rules.registration_rate.mode": "ban, simulate or off (docs/rules.md)",
+    "security.rules.call_rate.mode": "ban, simulate or off (docs/rules.md)",
+    "security.rules.wrong_call_state.mode": "ban, simulate or off (docs/rules.md)",
+    "security.rules.untrusted_domain.mode": "ban, simulate or off (docs/rules.md)",
+    "security.rules.untrusted_network.mode": "ban, simulate or off (docs/rules.md)",
+    "security.rules.scanner_user_agent.mode": "ban, simulate or off (docs/rules.md)",
+    "security.rules.toll_fraud.mode": "ban, simulate or off (docs/rules.md)",
+    "security.rules.extension_scan.mode": "ban, simulate or off (docs/rules.md)",
+    "security.rules.bare_ip.mode": "ban, simulate or off (docs/rules.md)",
     "security.chandaemon.enabled": "report bans to chanDaemon",
     "security.chandaemon.report_url": "chanDaemon report endpoint",
     "security.chandaemon.blocker_url": "chanDaemon blocker endpoint",

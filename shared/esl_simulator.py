@@ -38,6 +38,7 @@ from shared.esl_protocol import (
     event_from_plain,
     iter_capture_frames,
 )
+from shared.esl_sim_sofia import SimGateway, xmlstatus_gateways
 
 log = logging.getLogger("fsguard.esl_simulator")
 
@@ -443,8 +444,10 @@ class FakeFreeSwitch:
         acl_reject: bool = False,
         heartbeat_interval: float | None = None,
         api_responses: dict[str, str] | None = None,
+        gateways: list[SimGateway] | None = None,
     ) -> None:
         self.host = host
+        self.gateways: list[SimGateway] = list(gateways or [])  # `sofia xmlstatus gateway`
         self._port = port
         self._password = password
         self._sock = sock
@@ -775,6 +778,8 @@ class FakeFreeSwitch:
                 best = key
         if best:
             return self.api_responses[best]
+        if command.split() == ["sofia", "xmlstatus", "gateway"]:
+            return xmlstatus_gateways(self.gateways)
         if name == "uuid_kill":
             uid = arg.split(" ", 1)[0]
             if uid in self.channels:

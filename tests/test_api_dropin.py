@@ -72,6 +72,8 @@ EXTRAS: dict[str, set[str]] = {
     "/security/whitelist/198.51.100.99": {"trustedNetwork", "userId", "domain"},
     # issue 15: the active firewall backend and its ruleset as read from the kernel
     "/security/iptables": {"backend", "ruleset"},
+    # failed ESL hardening checks (default password, exposed esl_host)
+    "/security/status": {"eslWarnings"},
 }  # fmt: skip
 # path -> the Go shape of each map value
 GO_MAPS: dict[str, dict[str, Any]] = {

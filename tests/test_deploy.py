@@ -61,6 +61,8 @@ METRICS = {
     "fsguard_process_restarts_total",
     "fsguard_reports_total",
     "fsguard_api_requests_total",
+    "fsguard_ban_budget_exceeded_total",
+    "fsguard_esl_hardening_warning",
 }
 
 

@@ -52,7 +52,8 @@ def test_every_real_capture_event_decodes() -> None:
         if kind is not Kind.OTHER:
             assert maybe_relevant(body)
             assert not is_forged(ev, body)
-            assert ev.source_ip() == "127.0.0.1"
+            # half-born channels' hangups carry no address (freeswitch-real-events.md 2)
+            assert ev.source_ip() == "127.0.0.1" or kind is Kind.HANGUP
     assert decoder.invalid_utf8 == 0
     assert kinds[Kind.REGISTER_FAILURE] == 20
     assert kinds[Kind.CHANNEL_CREATE] >= 3
@@ -115,7 +116,7 @@ def test_decoder_raises_decode_failure_on_wrong_types() -> None:
 def test_irrelevant_events_skip_decoding() -> None:
     h = Harness()
     h.feed(b'{"Event-Name":"HEARTBEAT","Core-UUID":"x"}')
-    h.feed(b'{"Event-Name":"CHANNEL_HANGUP_COMPLETE","Caller-Network-Addr":"198.51.100.7"}')
+    h.feed(b'{"Event-Name":"CHANNEL_STATE","Caller-Network-Addr":"198.51.100.7"}')
     assert h.engine.stats()["irrelevant"] == 2
     assert h.engine.stats()["decode_errors"] == 0
 

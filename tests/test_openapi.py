@@ -47,9 +47,10 @@ GO_ROUTES = {
     ("delete", "/security/untrusted-networks/{pattern}"),
     ("get", "/security/untrusted-networks/test/{domain}"),
 }
-
-# fsguard's additions: reload, and a whitelisted network's own entry.
+# fsguard's additions: reload, a whitelisted network's own entry, and the decisions of
+# rules in simulate mode (issue 12).
 FSGUARD_ROUTES = {
+    ("get", "/security/simulated"),
     ("post", "/security/reload"),
     ("get", "/security/whitelist/{address}/{prefix}"),
     ("delete", "/security/whitelist/{address}/{prefix}"),

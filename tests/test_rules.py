@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fsguard_workers.engine import DetectionEngine
+from fsguard_workers.engine import TICK_BUDGET, DetectionEngine
 from shared.config import Config
 from shared.messages import BanDecision, KillCall
 
@@ -328,11 +328,13 @@ def test_enumeration_ignores_users_outside_its_window() -> None:
 # --- rule 3: registration flood ---------------------------------------------------------------
 
 
-def test_registration_rate_counts_attempts_and_uses_its_block_duration() -> None:
+def test_registration_rate_counts_exchanges_and_uses_its_block_duration() -> None:
     h = Harness()
-    for i in range(10):
-        msg = pre_register(ATTACKER) if i % 2 else attempt(ATTACKER, result="STALE")
+    for i in range(10):  # 5 challenged exchanges, then 5 attempts with a reused nonce
+        msg = pre_register(ATTACKER) if i < 5 else attempt(ATTACKER, result="STALE")
         assert h.feed(msg, advance=1) == []
+        if i < 5:  # the answer to the challenge is the same registration
+            assert h.feed(attempt(ATTACKER, result="RENEWED"), advance=0.1) == []
     (ban,) = h.feed(pre_register(ATTACKER), advance=1)
     assert ban.rule == "registration_rate"
     assert ban.reason == "registration rate limit exceeded (11 in 1m0s)"
@@ -353,7 +355,8 @@ def test_learned_whitelist_bypasses_rate_limits() -> None:
     h.config.security.rate_limit.whitelist_bypass = False
     h2 = Harness(h.config)
     h2.feed(register(ATTACKER))
-    assert any(h2.feed(pre_register(ATTACKER), advance=0.1) for _ in range(11))
+    # without the bypass, attempts (answers with a reused nonce: not forgeable) count
+    assert any(h2.feed(attempt(ATTACKER, result="STALE"), advance=0.1) for _ in range(11))
 
 
 # --- rule 4: call flood -----------------------------------------------------------------------
@@ -580,16 +583,13 @@ def test_attacker_behind_whitelisted_nat_trying_two_users_is_banned() -> None:
     assert ATTACKER not in h.engine.whitelist_snapshot()
 
 
-def test_whitelist_does_not_exempt_scanner_toll_fraud_or_enumeration() -> None:
-    for body, rule in [
-        (pre_register(ATTACKER, ua="sipvicious"), "scanner_user_agent"),
-        (channel_create(ATTACKER, context="public", destination="0099", authorized=None),
-         "toll_fraud"),
-    ]:  # fmt: skip
-        h = Harness()
-        h.feed(register(ATTACKER))
-        (ban,) = h.feed(body)
-        assert ban.rule == rule
+def test_whitelist_does_not_exempt_completed_exchanges() -> None:
+    # A registered source is protected from single unauthenticated events (issue 12,
+    # tests/test_rules_protection.py); evidence from completed exchanges still bans it.
+    h = Harness()
+    h.feed(register(ATTACKER))
+    (ban,) = h.feed(attempt(ATTACKER, ua="sipvicious"))
+    assert ban.rule == "scanner_user_agent"
     h = Harness()
     h.feed(register(ATTACKER))
     out = [h.feed(failure(ATTACKER, user=str(3000 + i)), advance=1) for i in range(5)]
@@ -816,15 +816,41 @@ def test_tracked_sources_are_capped_lru() -> None:
 
 def test_tick_expires_idle_sources_incrementally() -> None:
     h = Harness()
-    for i in range(600):
-        h.feed(pre_register(f"198.51.{i // 256}.{i % 256}"))
+    n = 2 * TICK_BUDGET + 100
+    for i in range(n):
+        h.feed(pre_register(f"198.{51 + i // 65536}.{i // 256 % 256}.{i % 256}"))
     h.advance(601)
     h.feed(pre_register(ATTACKER))
     h.engine.tick()
-    assert h.engine.stats()["tracked_ips"] == 601 - 256
+    assert h.engine.stats()["tracked_ips"] == n + 1 - TICK_BUDGET
     h.engine.tick()
     h.engine.tick()
     assert h.engine.stats()["tracked_ips"] == 1
+
+
+def test_flood_sources_expire_after_the_registration_window_failures_after_theirs() -> None:
+    """A source that only registered is forgotten once registration_window has passed;
+    one with failed attempts is kept for failed_attempts_window (and still counted)."""
+    h = Harness()
+    sec = h.config.security
+    assert sec.rate_limit.registration_window < sec.failed_attempts_window
+    for i in range(500):
+        h.feed(pre_register(f"198.51.{i // 256}.{i % 256}"))
+    for _ in range(3):
+        h.feed(failure(ATTACKER))
+    h.advance(sec.rate_limit.registration_window + 1)
+    for _ in range(5):
+        h.engine.tick()
+    assert h.engine.stats()["tracked_ips"] == 1
+    assert h.engine.stats()["expired"] == 500
+    assert ATTACKER in h.engine.failed_snapshot()
+    h.feed(failure(ATTACKER))
+    (ban,) = h.feed(failure(ATTACKER))  # the 5th failure within the window still bans
+    assert ban.ip == ATTACKER
+    h.advance(sec.failed_attempts_window + 1)
+    for _ in range(5):
+        h.engine.tick()
+    assert h.engine.stats()["tracked_ips"] == 0
 
 
 def test_users_per_source_are_capped() -> None:
