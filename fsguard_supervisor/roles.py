@@ -17,7 +17,7 @@ from fsguard_supervisor.takeover import arm_parent_death_signal
 from shared.config import Config, ConfigError, find_config_path, load_config
 from shared.logs import setup_logging
 
-ROLES = ("run", "supervisor", "worker", "firewall", "api")
+ROLES = ("run", "supervisor", "worker", "firewall", "api", "fleet")
 EXIT_USAGE = 2
 
 
@@ -52,6 +52,10 @@ def run_role(role: str, config: Config, config_path: str, index: int | None = No
         from fsguard_api.process import main as api_main
 
         return api_main(config)
+    if role == "fleet":
+        from fsguard_fleet.process import main as fleet_main
+
+        return fleet_main(config)
     raise ValueError(f"unknown role {role!r}")
 
 
