@@ -46,7 +46,7 @@ def _transactions(tmp: Path) -> None:
     (tmp / "create.nft").write_text("\n".join(spec.render()) + "\n")
     batch = nr.Batch()
     v4 = nr.render_element(ipaddress.ip_address("192.0.2.7"), 60)
-    v6 = nr.render_element(ipaddress.ip_network("2001:db8::/64"), 0)
+    v6 = nr.render_element(ipaddress.IPv6Network("2001:db8::/64"), 0)
     batch.block("add", "fsguard", "fsg", [(0, v4)])
     batch.block("add", "fsguard", "fsg-v6", [(1, v6)])
     (tmp / "add.nft").write_text(batch.text())

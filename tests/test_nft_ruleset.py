@@ -38,7 +38,7 @@ def test_bad_names_refused(name: str) -> None:
 
 def test_element_rendering_only_from_ipaddress_objects() -> None:
     assert nr.render_element(ipaddress.ip_address("192.0.2.1"), 60) == "192.0.2.1 timeout 60s"
-    assert nr.render_element(ipaddress.ip_network("2001:db8:0:1::/64"), 0) == "2001:db8:0:1::"
+    assert nr.render_element(ipaddress.IPv6Network("2001:db8:0:1::/64"), 0) == "2001:db8:0:1::"
     with pytest.raises(TypeError):
         nr.render_element("192.0.2.1 }\nflush ruleset", 60)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
