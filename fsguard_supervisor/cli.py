@@ -36,6 +36,7 @@ from fsguard_supervisor.ops_client import (
     rule_of,
 )
 from fsguard_supervisor.output import Style, table
+from fsguard_supervisor.status_firewall import firewall_line, firewall_summary
 from shared.config import (
     Config,
     ConfigError,
@@ -148,6 +149,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "activeBans": len(bans),
         "bansByRule": dict(by_rule.most_common()),
         "whitelistCount": counts.get("whitelistCount"),
+        "firewall": firewall_summary(client),
     }
     if args.json:
         _print_json(summary)
@@ -165,6 +167,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     white = summary["whitelistCount"]
     extra = f", whitelist {white}" if white is not None else ""
     print(f"  bans       {len(bans)} active{extra}")
+    if summary["firewall"] is not None:
+        print(firewall_line(summary["firewall"]))
     if by_rule:
         print(table(("RULE", "ACTIVE BANS"), by_rule.most_common(), right=(1,), style=st,
                     indent="    "))
@@ -466,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
     add_operating_verbs(verb)
     __import__("fsguard_supervisor.state_cli").state_cli.register(sub)  # reconcile, bans I/O
+    __import__("fsguard_supervisor.teardown_cli").teardown_cli.register(sub)
     __import__("fsguard_supervisor.reload_cli").reload_cli.register(sub)  # reload
     finish_parsers(parser, EXIT_CODES)
     return parser

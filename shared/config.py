@@ -67,7 +67,7 @@ from shared.config_schema import (
     WorkersConfig,
     worker_count,
 )
-from shared.config_validate import api_token, validate
+from shared.config_validate import FIREWALL_BACKENDS, api_token, validate
 from shared.config_values import MAX_BAN_SECONDS, format_duration, parse_duration, parse_port
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "DEPRECATED_KEYS",
     "DURATION_KEYS",
     "ENV_OVERRIDES",
+    "FIREWALL_BACKENDS",
     "FSGUARD_ENV_OVERRIDES",
     "LOG_FORMATS",
     "LOG_LEVELS",

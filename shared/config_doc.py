@@ -58,6 +58,8 @@ DESCRIPTIONS: dict[str, str] = {
     "security.untrusted_networks": "SIP domains, *.suffix or CIDRs banned on sight",
     "security.iptables_chain": "chain holding the DROP rules",
     "security.ipset_name": "kernel set name (IPv6: <name>-v6)",
+    "security.firewall_backend": "`ipset` (+ iptables, as Go) or `nftables` (docs/nftables.md)",
+    "security.nftables_table": "the nftables backend's own `inet` table",
     "security.dry_run": "never touch the kernel; log what would be done",
     "security.auto_whitelist_on_success": "a successful registration whitelists its address",
     "security.esl_log_level": "level of the ESL client's log lines",
@@ -67,6 +69,8 @@ DESCRIPTIONS: dict[str, str] = {
     "security.scanner_user_agents": "User-Agent substrings banned on sight",
     "security.ipv6_ban_prefix": "IPv6 bans cover this prefix length (128: the address)",
     "security.keep_foreign_entries": "reconcile keeps kernel set entries fsguard has no record of",
+    "security.remove_rules_on_stop": "a clean stop removes fsguard's sets, rules and table "
+    "(default: kept, so bans stay enforced across a restart)",
     "security.drift_check_interval": "how often the kernel sets are compared with the store",
     # issue 12 (docs/rules.md has what each rule reads and counts)
     "security.max_bans_per_minute": (

@@ -92,6 +92,9 @@ FSGUARD_ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ),
     ("SECURITY_CROWDSEC_PUSH_SIMULATED", "security.crowdsec.push_simulated", "bool"),
     ("SECURITY_CROWDSEC_TIMEOUT", "security.crowdsec.timeout", "duration"),
+    ("SECURITY_FIREWALL_BACKEND", "security.firewall_backend", "str"),
+    ("SECURITY_NFTABLES_TABLE", "security.nftables_table", "str"),
+    ("SECURITY_REMOVE_RULES_ON_STOP", "security.remove_rules_on_stop", "bool"),
 )
 
 

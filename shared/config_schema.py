@@ -191,6 +191,8 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     untrusted_networks: list[str] = msgspec.field(default_factory=list)
     iptables_chain: str = "INPUT"
     ipset_name: str = "freeswitch-security"
+    firewall_backend: str = "ipset"  # "ipset" (ipset + iptables, as Go) or "nftables"
+    nftables_table: str = "fsguard"  # the nftables backend's own `inet` table
     dry_run: bool = False
     auto_whitelist_on_success: bool = True
     esl_log_level: str = "info"
@@ -203,6 +205,9 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ipv6_ban_prefix: int = 128
     keep_foreign_entries: bool = False  # reconcile keeps kernel entries with no record
     drift_check_interval: float = 60.0  # seconds between kernel <-> store drift checks
+    # A clean stop keeps the sets and DROP rules (bans stay enforced while fsguard restarts);
+    # true removes exactly what fsguard created, as `fsguard teardown` does.
+    remove_rules_on_stop: bool = False
     chandaemon: ChanDaemonConfig = msgspec.field(default_factory=ChanDaemonConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)

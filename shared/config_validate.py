@@ -28,8 +28,10 @@ from shared.config_schema import RULE_MODES, Config, RulesConfig
 from shared.config_values import format_duration
 from shared.protected import pattern_problem
 
+FIREWALL_BACKENDS = ("ipset", "nftables")
 _IPSET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,28}")
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,28}")
+_NFT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,27}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _STREAM_WORD = re.compile(r"[A-Za-z0-9_./:-]{1,128}")
 
@@ -178,6 +180,11 @@ class _Validator:
             "1-28 characters of A-Z a-z 0-9 _ . - (room for the -v6 suffix)",
         )
         self.pattern("security.iptables_chain", _CHAIN_NAME, "1-28 characters of A-Z a-z 0-9 _ -")
+        self.choice("security.firewall_backend", FIREWALL_BACKENDS)
+        nft_name = "an nftables name: a letter or _, then up to 27 of A-Z a-z 0-9 _ . -"
+        self.pattern("security.nftables_table", _NFT_NAME, nft_name)
+        if c.security.firewall_backend.lower() == "nftables":
+            self.pattern("security.ipset_name", _NFT_NAME, nft_name)
         for rule in msgspec.structs.fields(RulesConfig):
             self.choice(f"security.rules.{rule.name}.mode", RULE_MODES)
         self.networks("security.bare_ip.allowed_hosts")
