@@ -12,7 +12,6 @@ transaction that carries every element over (no instant without the drop rules).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import subprocess
@@ -24,7 +23,8 @@ from . import nft_ruleset as nr
 from .backend import Element, FirewallError, KernelDiff, Target
 from .elements import to_element
 from .kernel import clamp_timeout
-from .nft_exec import INSTALL_HINT, MISSING, NftRunner, kill_group, prefixed
+from .nft_exec import INSTALL_HINT, MISSING, NftRunner, prefixed
+from .nft_pending import NftPending
 from .reconcile import reconcile_members
 
 log = logging.getLogger(__name__)
@@ -374,40 +374,3 @@ def _parse(text: str) -> Element | ipaddress.IPv4Network | None:
         return ipaddress.ip_address(text)
     except ValueError:
         return None
-
-
-class NftPending:
-    """An `nft -f -` under way (see NftBackend.apply_async)."""
-
-    def __init__(
-        self,
-        backend: NftBackend,
-        items: list[tuple[Element, int | None]],
-        proc: subprocess.Popen[str] | None,
-        batch: nr.Batch | None = None,
-    ) -> None:
-        self._backend = backend
-        self._items = items
-        self._proc = proc
-        if proc is not None and proc.stdin is not None and batch is not None:
-            stdin, proc.stdin = proc.stdin, None  # communicate() must not touch it again
-            with contextlib.suppress(BrokenPipeError):  # nft died: its stderr says why
-                stdin.write(batch.text())
-            with contextlib.suppress(BrokenPipeError):
-                stdin.close()
-
-    def wait(self) -> int:
-        """Elements applied; FirewallError (with .failed/.applied) as `apply` raises."""
-        proc = self._proc
-        if proc is None:
-            return len(self._items) if self._backend.dry_run else 0
-        try:
-            _, stderr = proc.communicate(timeout=self._backend.command_timeout)
-        except subprocess.TimeoutExpired as exc:
-            kill_group(proc)
-            raise FirewallError(
-                f"nft -f timed out after {self._backend.command_timeout}s",
-                failed=[(str(e), "timeout") for e, _ in self._items],
-                applied=0,
-            ) from exc
-        return self._backend._finish(self._items, (proc.returncode, stderr))
