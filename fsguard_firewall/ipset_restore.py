@@ -6,15 +6,14 @@ that did not reach the kernel. Commands run in their own session, killed whole o
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .backend import Element, FirewallError
+from .process_group import kill_group
 
 if TYPE_CHECKING:
     from .kernel import KernelFirewall
@@ -80,15 +79,6 @@ def restore(
             full=any(_FULL_RE.search(err) for _, err in failed),
         )
     return applied
-
-
-def kill_group(proc: subprocess.Popen[str]) -> None:
-    """Kill a timed-out command and everything it started (its own session)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.communicate(timeout=5)
 
 
 class PendingApply:

@@ -20,9 +20,10 @@ from typing import Any
 from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff, Target
 from .elements import to_element
 from .ipset_netlink import IpsetNetlink, NetlinkPath
-from .ipset_restore import IpsetLine, PendingApply, kill_group
+from .ipset_restore import IpsetLine, PendingApply
 from .ipset_sets import ensure_set_params, parse_save
 from .ipset_sets import ruleset as ipset_ruleset
+from .process_group import kill_group
 from .reconcile import reconcile_members
 
 __all__ = ["MAX_TIMEOUT", "Element", "FirewallError", "KernelFirewall", "Target"]

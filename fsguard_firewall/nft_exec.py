@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -18,6 +16,7 @@ from typing import Any
 
 from . import nft_ruleset as nr
 from .backend import FirewallError
+from .process_group import kill_group
 
 log = logging.getLogger("fsguard_firewall.nft_backend")
 
@@ -177,15 +176,6 @@ class NftRunner:
             "rules": rules,
             "counters": counters,
         }
-
-
-def kill_group(proc: subprocess.Popen[str]) -> None:
-    """Kill a timed-out nft and everything it started (its own session)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.communicate(timeout=5)
 
 
 def prefixed(text: str, prefix: int) -> str:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import nft_ruleset as nr
 from .backend import Element, FirewallError
-from .nft_exec import kill_group
+from .process_group import kill_group
 
 if TYPE_CHECKING:
     from .nft_backend import NftBackend
