@@ -43,7 +43,6 @@ from fsguard_api.models import (
 from fsguard_api.openapi import doc
 from fsguard_api.peers import PeerError, Peers
 from fsguard_api.whitelist_net import WhitelistAdded
-from fsguard_workers.windows import go_duration
 from shared.config import (
     LOG_LEVELS,
     MAX_BAN_SECONDS,
@@ -52,6 +51,7 @@ from shared.config import (
     parse_duration,
     worker_count,
 )
+from shared.durations import go_duration
 from shared.iputil import parse_ip, shard_of
 from shared.logs import set_level
 

@@ -30,7 +30,7 @@ from fsguard_supervisor.esl_commands import (
     check_command,
     subscribe_command,
 )
-from shared.esl_protocol import (
+from fsguard_supervisor.esl_protocol import (
     CT_EVENT_PLAIN,
     Frame,
     FrameParser,

@@ -29,6 +29,7 @@ import msgspec
 import msgspec.inspect
 import msgspec.structs
 
+from shared.durations import format_duration
 from shared.protected import pattern_problem
 
 DEFAULT_TRUSTED_NETWORKS = [
@@ -419,26 +420,6 @@ def parse_duration(value: str | int | float, key: str) -> float:
     if seconds < 0:
         raise _invalid(key, value, "a duration that is not negative")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Human duration that parse_duration reads back: 300 → "5m", 5400 → "1h30m"."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    parts: list[str] = []
-    for unit, size in (("h", 3600 * 10**9), ("m", 60 * 10**9), ("s", 10**9)):
-        count, ns = divmod(ns, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    if ns:
-        for unit, size in (("ms", 10**6), ("us", 10**3), ("ns", 1)):
-            if ns % size == 0:
-                parts.append(f"{ns // size}{unit}")
-                break
-    return sign + "".join(parts)
 
 
 def parse_port(value: str | int, key: str) -> int:

@@ -12,6 +12,13 @@ from typing import Any
 
 import pytest
 
+from fsguard_cli.simulator import (
+    FakeFreeSwitch,
+    heartbeat,
+    load_capture,
+    pre_register,
+    register_failure,
+)
 from fsguard_supervisor.esl_client import (
     DEFAULT_EVENTS,
     EslClient,
@@ -19,14 +26,7 @@ from fsguard_supervisor.esl_client import (
     EslNotConnected,
     subscribe_command,
 )
-from shared.esl_protocol import iter_capture_frames
-from shared.esl_simulator import (
-    FakeFreeSwitch,
-    heartbeat,
-    load_capture,
-    pre_register,
-    register_failure,
-)
+from fsguard_supervisor.esl_protocol import iter_capture_frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SUBSCRIBE = (

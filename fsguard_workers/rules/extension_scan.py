@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..windows import go_duration
+from shared.durations import go_duration
 
 EXTENSION_SCAN = "extension_scan"
 

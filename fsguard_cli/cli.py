@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fsguard_supervisor.cli_util import (
+from fsguard_cli.cli_util import (
     EXIT_BROKEN_PIPE,
     UsageError,
     finish_parsers,
@@ -27,7 +27,7 @@ from fsguard_supervisor.cli_util import (
     quiet_broken_pipe,
     version,
 )
-from fsguard_supervisor.ops_client import (
+from fsguard_cli.ops_client import (
     DEFAULT_API,
     ApiError,
     ApiUnreachable,
@@ -35,7 +35,7 @@ from fsguard_supervisor.ops_client import (
     resolve_endpoint,
     rule_of,
 )
-from fsguard_supervisor.output import Style, table
+from fsguard_cli.output import Style, table
 from shared.config import (
     Config,
     ConfigError,
@@ -60,7 +60,7 @@ def _role(role: str) -> Callable[[argparse.Namespace], int]:
     """The `fsguard <role>` verbs: the same code path as the supervisor's children."""
 
     def command(args: argparse.Namespace) -> int:
-        from fsguard_supervisor.roles import run_role
+        from shared.roles import run_role
 
         config, path = _load(args)
         return run_role(role, config, path, getattr(args, "index", None))
@@ -257,7 +257,7 @@ def cmd_whitelist(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from fsguard_supervisor.top import main as top_main
+    from fsguard_cli.top import main as top_main
 
     return top_main(_client(args), interval=args.interval, iterations=args.iterations)
 
@@ -276,7 +276,7 @@ def _speed(text: str) -> float:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from fsguard_supervisor import replay
+    from fsguard_cli import replay
 
     config = load_config(find_config_path(args.config)) if args.config else Config()
     if args.rewrite_ip is not None:
@@ -290,7 +290,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from fsguard_supervisor import capture
+    from fsguard_cli import capture
 
     config, _ = _load(args)
     duration = None
@@ -300,7 +300,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fsguard_supervisor.demo import main as demo_main
+    from fsguard_cli.demo import main as demo_main
 
     return demo_main(force_dry_run=args.dry_run)
 
@@ -378,7 +378,7 @@ def add_operating_verbs(verb: VerbFactory) -> None:
         _api_options(w)
     p.set_defaults(func=cmd_whitelist)
 
-    from fsguard_supervisor.untrusted_cli import register as add_untrusted_verb
+    from fsguard_cli.untrusted_cli import register as add_untrusted_verb
 
     add_untrusted_verb(verb, _api_options)
 
@@ -458,8 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="config file to check")
     p.set_defaults(func=cmd_check_config)
     add_operating_verbs(verb)
-    __import__("fsguard_supervisor.state_cli").state_cli.register(sub)  # reconcile, bans I/O
-    __import__("fsguard_supervisor.reload_cli").reload_cli.register(sub)  # reload
+    __import__("fsguard_cli.state_cli").state_cli.register(sub)  # reconcile, bans I/O
+    __import__("fsguard_cli.reload_cli").reload_cli.register(sub)  # reload
     finish_parsers(parser, EXIT_CODES)
     return parser
 

@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from fsguard_workers.engine import DetectionEngine
-from shared.config import Config
-from shared.esl_protocol import (
+from fsguard_cli.simulator import rewrite_source_ip
+from fsguard_supervisor.esl_protocol import (
     CT_EVENT_JSON,
     CT_EVENT_PLAIN,
     ProtocolError,
@@ -38,7 +37,8 @@ from shared.esl_protocol import (
     iter_capture_frames,
     serialize_json,
 )
-from shared.esl_simulator import rewrite_source_ip
+from fsguard_workers.engine import DetectionEngine
+from shared.config import Config
 from shared.messages import BanDecision, KillCall
 
 from .output import Progress, Style, human_duration, table

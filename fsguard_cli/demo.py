@@ -1,6 +1,6 @@
 """`fsguard demo`: the whole system against a simulated FreeSWITCH under a real attack.
 
-The built-in fake FreeSWITCH (shared/esl_simulator.py) replays the real capture's phases
+The built-in fake FreeSWITCH (fsguard_cli/simulator/) replays the real capture's phases
 (SIPVicious scan and crack, a password brute force, toll-fraud and scanner calls on the
 external profile, legitimate registration and call), each phase from its own documentation
 address, then generated traffic: a registration flood, a toll-fraud probe, and legitimate
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared import esl_simulator as sim
-from shared.esl_simulator import ThreadedFakeFreeSwitch, load_capture, rewrite_source_ip
+from fsguard_cli import simulator as sim
+from fsguard_cli.simulator import ThreadedFakeFreeSwitch, load_capture, rewrite_source_ip
 
 from .netns import netns, netns_unavailable_reason, run_in, socket_in
 from .ops_client import ApiError, ApiUnreachable, OpsClient, SocketFactory, rule_of
@@ -201,7 +201,7 @@ class Demo:
             fake.start()
             stack.callback(fake.stop)
             cfg = _write_config(tmp, esl_port, api_port, dry_run=not self.enforce)
-            cmd = [sys.executable, "-m", "fsguard_supervisor.cli", "run", "--config", str(cfg)]
+            cmd = [sys.executable, "-m", "fsguard_cli.cli", "run", "--config", str(cfg)]
             if self.enforce:
                 cmd = ["ip", "netns", "exec", self.ns, *cmd]
             log_path = tmp / "fsguard.log"
