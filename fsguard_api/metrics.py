@@ -187,6 +187,24 @@ def _histogram(name: str, doc: str, snapshot: Any, pid: str) -> HistogramMetricF
     return family
 
 
+def _stage_histogram(snapshots: Any, pid: str) -> HistogramMetricFamily | None:
+    """fsguard_ban_stage_seconds{stage}: where each rule ban's time went."""
+    if not isinstance(snapshots, Mapping):
+        return None
+    family = HistogramMetricFamily(
+        "fsguard_ban_stage_seconds",
+        "Per rule ban: FreeSWITCH event created -> read off ESL -> decided -> in the kernel",
+        labels=["stage", "pid"],
+    )
+    for stage, snap in sorted(snapshots.items()):
+        if not isinstance(snap, Mapping) or not isinstance(snap.get("buckets"), list):
+            continue
+        buckets = [(repr(_num(le)), _num(n)) for le, n in snap["buckets"]]
+        buckets.append(("+Inf", _num(snap.get("count"))))
+        family.add_metric([str(stage), pid], buckets, sum_value=_num(snap.get("sum")))
+    return family
+
+
 class FsguardCollector(Collector):
     """Metric families for one Scrape (a fresh collector per scrape)."""
 
@@ -414,6 +432,9 @@ class FsguardCollector(Collector):
                 family = _histogram(name, doc, fw.get(key), pid)
                 if family is not None:
                     histograms.append(family)
+            stages = _stage_histogram(fw.get("ban_stage_histograms"), pid)
+            if stages is not None:
+                histograms.append(stages)
         yield from (active, applied, kernel_errors, reports)
         yield from ledger
         yield from histograms

@@ -110,7 +110,7 @@ def veth_pair(
     return if_a, if_b
 
 
-def socket_in(ns: str, family: int, type: int) -> socket.socket:
+def socket_in(ns: str, family: int, type: int, proto: int = 0) -> socket.socket:
     """A socket created inside namespace `ns` (it stays there for its whole life).
 
     setns() changes only the calling thread's namespace, so a throwaway thread
@@ -127,7 +127,7 @@ def socket_in(ns: str, family: int, type: int) -> socket.socket:
                     raise OSError(err, f"setns({ns}): {os.strerror(err)}")
             finally:
                 os.close(fd)
-            box["sock"] = socket.socket(family, type)
+            box["sock"] = socket.socket(family, type, proto)
         except BaseException as exc:
             box["error"] = exc
 

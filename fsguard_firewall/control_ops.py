@@ -263,6 +263,7 @@ class ControlOps:
             "ban_latency_p50": s.percentile(0.50),
             "ban_latency_p99": s.percentile(0.99),
             "ban_latency_histogram": s.ban_latency.snapshot(),
+            "ban_stage_histograms": {k: h.snapshot() for k, h in s.ban_stages.items()},
             "batch_seconds_histogram": s.batch_seconds.snapshot(),
             "pid": os.getpid(),
             "active_bans": {"ipv4": len(active) - v6, "ipv6": v6},

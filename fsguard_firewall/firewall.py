@@ -234,6 +234,7 @@ class Firewall:
             if d.event_ts > 0:
                 self.stats.latencies.append(now - d.event_ts)
                 self.stats.ban_latency.observe(max(0.0, now - d.event_ts))
+            self._observe_stages(d, self.ledger.kernel_ts)
             outcome = "ok" if self.kernel_enabled else "recorded (auto_block disabled)"
             self._audit_ban(intent, d, outcome)
             if self._ban_line_allowed():
@@ -248,6 +249,18 @@ class Firewall:
                 ListChange(list="blacklist", op="add", ip=intent.key,
                            expires=intent.entry.expires_at)
             )  # fmt: skip
+
+    def _observe_stages(self, d: BanDecision, kernel_ts: float) -> None:
+        """One rule ban's stage latencies; stages with an unknown start are skipped."""
+        stages = self.stats.ban_stages
+        for stage, start, end in (
+            ("freeswitch_to_read", d.fs_ts, d.event_ts),
+            ("read_to_decision", d.event_ts, d.decided_ts),
+            ("decision_to_kernel", d.decided_ts, kernel_ts),
+            ("freeswitch_to_kernel", d.fs_ts, kernel_ts),
+        ):
+            if start > 0 and end > 0:
+                stages[stage].observe(max(0.0, end - start))
 
     def retry_pending(self) -> None:
         """Re-apply refused bans whose backoff elapsed (called from the loop)."""

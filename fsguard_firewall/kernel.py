@@ -16,11 +16,12 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff, Target
+from .ipset_netlink import IpsetNetlink, NetlinkPath
 from .ipset_sets import ensure_set_params, parse_save
 from .reconcile import reconcile_members
 
@@ -39,6 +40,10 @@ class _Line:
     text: str
     element: str
     set_name: str
+    # the same line for the netlink path (op "add"/"del", parsed element, timeout)
+    op: str = ""
+    elem: Element | None = None
+    timeout: int | None = None
 
 
 @dataclass
@@ -69,6 +74,7 @@ class KernelFirewall:
         ipv6_prefix: int = 128,
         command_timeout: float = 5.0,
         command_prefix: Sequence[str] = (),
+        netlink: Callable[[], IpsetNetlink] | None = None,
     ) -> None:
         if not _NAME_RE.match(set_name):
             raise ValueError(f"invalid ipset name {set_name!r} (1-28 chars of A-Za-z0-9_.:-)")
@@ -84,6 +90,9 @@ class KernelFirewall:
         self.ipv6_prefix = ipv6_prefix
         self.command_timeout = command_timeout
         self.command_prefix = list(command_prefix)
+        # ipset add/del over netlink when ipset would run right here (no command prefix)
+        # or through the given factory (a socket opened in the target namespace)
+        self._netlink = NetlinkPath(netlink or (None if command_prefix else IpsetNetlink))
         self._dry = _DryState()
 
     # --- element rendering -------------------------------------------------------
@@ -237,11 +246,12 @@ class KernelFirewall:
             elem = self.element(target)
             name = self._set_for(elem)
             secs = clamp_timeout(int(timeout))
-            lines.append(_Line(f"add {name} {elem} timeout {secs}", str(elem), name))
+            lines.append(_Line(f"add {name} {elem} timeout {secs}", str(elem), name,
+                               "add", elem, secs))
         for target in unbans:
             elem = self.element(target)
             name = self._set_for(elem)
-            lines.append(_Line(f"del {name} {elem}", str(elem), name))
+            lines.append(_Line(f"del {name} {elem}", str(elem), name, "del", elem, None))
         return self._start(lines)
 
     def _start(self, lines: list[_Line]) -> PendingApply:
@@ -250,7 +260,13 @@ class KernelFirewall:
         if self.dry_run:
             self._dry_apply(lines)
             return PendingApply(self, lines, None, dry=True)
-        return PendingApply(self, lines, self._popen(["ipset", "restore", "-exist"]))
+        applied = 0
+        if self._netlink.available():  # restore only for what the kernel refused
+            lines, applied = self._netlink.apply_lines(lines)
+            if not lines:
+                return PendingApply(self, [], None, applied=applied)
+        return PendingApply(self, lines, self._popen(["ipset", "restore", "-exist"]),
+                            applied=applied)
 
     def _popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         """Start a command with piped stdio (its timeout is applied by the waiter)."""
@@ -376,11 +392,13 @@ class PendingApply:
         proc: subprocess.Popen[str] | None,
         *,
         dry: bool = False,
+        applied: int = 0,
     ) -> None:
         self._kernel = kernel
         self._lines = lines
         self._proc = proc
         self._dry = dry
+        self._applied = applied  # lines already applied over netlink
         if proc is not None and proc.stdin is not None:
             # Feed ipset now so it works while the caller commits; a pipe holds 64 KiB,
             # beyond that this write paces itself on ipset's reading.
@@ -390,11 +408,16 @@ class PendingApply:
             with contextlib.suppress(BrokenPipeError):
                 stdin.close()
 
+    @property
+    def running(self) -> bool:
+        """True while an `ipset restore` still works (False: all done over netlink)."""
+        return self._proc is not None
+
     def wait(self) -> int:
         """Lines applied; FirewallError (with .failed/.applied) as `apply` raises."""
         proc = self._proc
         if proc is None:
-            return len(self._lines) if self._dry else 0
+            return len(self._lines) if self._dry else self._applied
         try:
             _, stderr = proc.communicate(timeout=self._kernel.command_timeout)
         except subprocess.TimeoutExpired as exc:
@@ -404,4 +427,9 @@ class PendingApply:
                 failed=[(line.element, "timeout") for line in self._lines],
                 applied=0,
             ) from exc
-        return self._kernel._restore(self._lines, first=(proc.returncode, stderr))
+        try:
+            return self._applied + self._kernel._restore(
+                self._lines, first=(proc.returncode, stderr))
+        except FirewallError as exc:
+            exc.applied += self._applied
+            raise

@@ -84,6 +84,7 @@ class BanLedger:
     ) -> None:
         self.store = store
         self.kernel = kernel
+        self.kernel_ts = 0.0  # wall time the last batch reached the kernel (stage metrics)
         self.kernel_enabled = kernel_enabled
         self.stats = stats if stats is not None else Stats()
         self.ack: Ack = ack if ack is not None else (lambda worker, a: None)
@@ -196,6 +197,7 @@ class BanLedger:
                     self.kernel.apply(bans)
                 except BaseException as exc:  # handed to the loop's thread below
                     outcome.append(exc)
+                self.kernel_ts = time.time()
 
             worker = threading.Thread(target=run, name="kernel-apply", daemon=True)
             worker.start()

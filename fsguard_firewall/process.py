@@ -38,7 +38,10 @@ __all__ = ["BanEntry", "Firewall", "MemoryBanStore", "main", "make_kernel"]
 log = logging.getLogger("fsguard.firewall")
 
 BATCH_MAX = 1000
-BATCH_IDLE_MS = 1  # a batch closes when no decision arrived for this long
+# A batch closes as soon as no decision is queued: waiting for more added its full length
+# to every ban's time to the kernel. Under load batches still form by themselves (the
+# decisions that arrive while one batch is applied make the next one).
+BATCH_IDLE_MS = 0
 POLL_MS = 100  # main loop wake-up (signal latency, expiry sweep)
 SWEEP_SECONDS = 5.0
 RETRY_TICK_SECONDS = 0.5  # how often refused bans are looked at (each has its own backoff)
@@ -48,7 +51,7 @@ RETRY_TICK_SECONDS = 0.5  # how often refused bans are looked at (each has its o
 
 
 def _receive_batch(pull: zmq.Socket[bytes], fw: Firewall) -> list[BanDecision]:
-    """Drain up to BATCH_MAX decisions, waiting at most BATCH_IDLE_MS for each next one."""
+    """Drain up to BATCH_MAX queued decisions (waiting BATCH_IDLE_MS for each next one)."""
     batch: list[BanDecision] = []
     while len(batch) < BATCH_MAX:
         try:

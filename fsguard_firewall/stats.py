@@ -11,6 +11,8 @@ LATENCY_SAMPLES = 10_000
 # Prometheus histogram buckets (seconds) of fsguard_ban_latency_seconds (threshold event
 # read from ESL -> kernel entry written) and fsguard_firewall_batch_seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BAN_STAGES = ("freeswitch_to_read", "read_to_decision", "decision_to_kernel",
+              "freeswitch_to_kernel")
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -58,6 +60,9 @@ class Stats:
         self.store_errors = 0  # failed store writes (bans kept in the backlog)
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.ban_latency = Histogram(LATENCY_BUCKETS)
+        # where each rule ban's time went (an operator sees whether FreeSWITCH or fsguard
+        # is slow): FreeSWITCH created the event -> ESL read -> decision -> kernel
+        self.ban_stages = {stage: Histogram(LATENCY_BUCKETS) for stage in BAN_STAGES}
         self.batch_seconds = Histogram(BATCH_BUCKETS)
 
     def percentile(self, q: float) -> float | None:

@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 # Events without a usable source IP (HEARTBEAT, half-born channels) go here.
 NO_IP_SHARD = 0
-_SHARD_CACHE_MAX = 65_536
+# Repeat sources skip the (~1 us) shard computation; a spoofed flood never repeats, so
+# the cache is kept small (65,536 entries were ~6 MB of supervisor memory in a flood).
+_SHARD_CACHE_MAX = 16_384
 
 
 class EventDispatcher:

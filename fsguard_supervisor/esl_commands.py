@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# Only what a rule reads (fsguard_workers.events.kind_of; tests/test_hot_paths.py checks
+# it), plus HEARTBEAT for liveness: FreeSWITCH never writes the rest.
 DEFAULT_EVENTS = [
     "CHANNEL_CREATE",
     "CHANNEL_HANGUP_COMPLETE",

@@ -73,6 +73,8 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     hangup_cause: str = msgspec.field(name="Hangup-Cause", default="")
     calling_file: str = msgspec.field(name="Event-Calling-File", default="")
     calling_function: str = msgspec.field(name="Event-Calling-Function", default="")
+    # microseconds since the epoch when FreeSWITCH created the event (ban stage metrics)
+    date_ts: str = msgspec.field(name="Event-Date-Timestamp", default="")
     # present only on events injected with `sendevent`
     command: str | list[str] | None = msgspec.field(name="Command", default=None)
     event_uuid: str | list[str] | None = msgspec.field(name="Event-UUID", default=None)
@@ -85,6 +87,14 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
             or self.caller_network_addr
             or self.sip_network_ip
         )
+
+
+def freeswitch_time(ev: Event) -> float:
+    """Event-Date-Timestamp in seconds since the epoch, or 0.0 when absent or not a number."""
+    value = ev.date_ts
+    if not value.isdigit() or len(value) > 20:
+        return 0.0
+    return int(value) / 1_000_000
 
 
 class HostEvent(Event, kw_only=True, gc=False):
@@ -125,7 +135,7 @@ _CHANNEL_CREATE = Kind.CHANNEL_CREATE
 _HANGUP = Kind.HANGUP
 
 
-def kind_of(ev: Event) -> Kind:
+def kind_of(ev: Event) -> Kind:  # maybe_relevant mirrors this on the raw bytes
     name = ev.event_name
     if name == "CUSTOM":
         return _SUBCLASS_KIND.get(ev.event_subclass, _OTHER)
@@ -136,13 +146,45 @@ def kind_of(ev: Event) -> Kind:
     return _OTHER
 
 
-def maybe_relevant(body: bytes) -> bool:
-    """Cheap byte pre-filter: can this body be an event the rules act on?
+def relevant_label(label: bytes) -> bool:
+    """maybe_relevant for a body whose label (the worker's event_label: Event-Name, or
+    the Event-Subclass of a CUSTOM event) is already known: no second scan."""
+    return label in _RELEVANT_LABELS
 
-    No false negatives for FreeSWITCH output (cJSON never escapes ASCII
-    letters or ':'); false positives are resolved by the full decode.
+
+_NAME_KEY = b'"Event-Name":"'
+_SUBCLASS_KEY = b'"Event-Subclass":"'
+# keep in step with kind_of (tests/test_hot_paths.py checks both on the real captures)
+_RELEVANT_SUBCLASSES = frozenset(name.encode() for name in _SUBCLASS_KIND)
+_RELEVANT_NAMES = frozenset((b"CHANNEL_CREATE", b"CHANNEL_HANGUP_COMPLETE"))
+_RELEVANT_LABELS = _RELEVANT_SUBCLASSES | _RELEVANT_NAMES
+
+
+def maybe_relevant(body: bytes) -> bool:
+    """Cheap byte pre-filter: can this body be an event the rules act on (kind_of)?
+
+    Reads the Event-Name key (FreeSWITCH writes it among the first headers, so the
+    search stops early instead of scanning a 4 KB CHANNEL_* body for "sofia::"), and for
+    CUSTOM the Event-Subclass. Inside a JSON string a quote is escaped, so the key can
+    only be a key. A body without the key goes to the full decode. The one event this
+    can call irrelevant while the decoder would not is one whose Event-Name key repeats
+    (msgspec keeps the last) - only a forged `sendevent` event does that, and those are
+    dropped anyway.
     """
-    return b"sofia::" in body or b"CHANNEL_CREATE" in body or b"CHANNEL_HANGUP_COMPLETE" in body
+    i = body.find(_NAME_KEY)
+    if i < 0:
+        return True
+    start = i + len(_NAME_KEY)
+    name = body[start : body.find(b'"', start, start + 32)]
+    if name in _RELEVANT_NAMES:
+        return True
+    if name != b"CUSTOM":
+        return False
+    j = body.find(_SUBCLASS_KEY)
+    if j < 0:
+        return False
+    start = j + len(_SUBCLASS_KEY)
+    return body[start : body.find(b'"', start, start + 64)] in _RELEVANT_SUBCLASSES
 
 
 _FORGED_FILE = "mod_event_socket.c"

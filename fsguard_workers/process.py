@@ -166,7 +166,7 @@ class Worker:
         next_tick = time.monotonic() + TICK_INTERVAL
         next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
         trim = malloc_trim()
-        trim_mark = -1  # self.processed at the last trim
+        trim_mark = (-1, -1)  # (events processed, sources expired) at the last trim
         next_trim = 0.0
         log.info("worker %d ready", self.index)
         try:
@@ -194,10 +194,13 @@ class Worker:
                     engine.tick()
                     self._flush(decisions, actions)
                     link.tick(decisions)
-                    if trim is not None and now >= next_trim and trim_mark != self.processed:
+                    mark = (self.processed, engine.expired)
+                    if trim is not None and now >= next_trim and trim_mark != mark:
                         next_trim = now + TRIM_INTERVAL
-                        trim_mark = self.processed
-                        trim()  # ~0.2 ms; batches and compacted tables go back to the kernel
+                        trim_mark = mark
+                        # ~0.2 ms; batches and compacted tables (also once a flood's
+                        # sources expire, with no event flowing) go back to the kernel
+                        trim()
                 if now >= next_summary:
                     next_summary = now + LOG_SUMMARY_SECONDS
                     self.log_summaries()
@@ -222,8 +225,8 @@ class Worker:
         handle = self.engine.handle
         counts = self.events_by_name
         for body in bodies:
-            handle(body, read_ts)
             label = event_label(body)
+            handle(body, read_ts, label)
             n = counts.get(label)
             if n is None:  # a new label: bounded and validated once
                 if len(counts) >= EVENT_LABELS_MAX or not _LABEL_RE.fullmatch(label):

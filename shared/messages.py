@@ -32,6 +32,10 @@ class BanDecision(msgspec.Struct, tag="ban", kw_only=True):
     evidence: dict[str, Any] = msgspec.field(default_factory=dict)
     source: str = "rule"  # rule | manual | upstream
     event_ts: float = 0.0  # wall time the threshold event was read from ESL (latency metric)
+    # ban stage metrics: FreeSWITCH's Event-Date-Timestamp of the threshold event and the
+    # wall time the worker decided (0.0: unknown, e.g. manual bans)
+    fs_ts: float = 0.0
+    decided_ts: float = 0.0
     worker: int = -1
 
 

@@ -210,6 +210,17 @@ def test_threshold_ban_shows_in_counters_and_histogram(system: FsguardSystem) ->
     first = next(le for le, n in buckets if n == 1)
     assert all(n == 0 for le, n in buckets if le < first) and latency <= first
     assert total(samples, "fsguard_firewall_batch_seconds_count") >= 1
+    # Where the time went, by stage: one observation each (the fake FreeSWITCH stamps
+    # Event-Date-Timestamp); read->decision->kernel fits inside read->kernel+commit.
+    stages = {s.labels["stage"]: s.value for s in samples
+              if s.name == "fsguard_ban_stage_seconds_count"}
+    assert stages == {"freeswitch_to_read": 1, "read_to_decision": 1,
+                      "decision_to_kernel": 1, "freeswitch_to_kernel": 1}
+    sums = {s.labels["stage"]: s.value for s in samples
+            if s.name == "fsguard_ban_stage_seconds_sum"}
+    assert all(v >= 0 for v in sums.values())
+    assert sums["read_to_decision"] + sums["decision_to_kernel"] <= latency
+    assert sums["freeswitch_to_kernel"] >= sums["decision_to_kernel"]
     assert total(before, "fsguard_events_dropped_total") == total(
         samples, "fsguard_events_dropped_total") == 0
 

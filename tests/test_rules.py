@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fsguard_workers.engine import DetectionEngine
+from fsguard_workers.engine import TICK_BUDGET, DetectionEngine
 from shared.config import Config
 from shared.messages import BanDecision, KillCall
 
@@ -816,15 +816,41 @@ def test_tracked_sources_are_capped_lru() -> None:
 
 def test_tick_expires_idle_sources_incrementally() -> None:
     h = Harness()
-    for i in range(600):
-        h.feed(pre_register(f"198.51.{i // 256}.{i % 256}"))
+    n = 2 * TICK_BUDGET + 100
+    for i in range(n):
+        h.feed(pre_register(f"198.{51 + i // 65536}.{i // 256 % 256}.{i % 256}"))
     h.advance(601)
     h.feed(pre_register(ATTACKER))
     h.engine.tick()
-    assert h.engine.stats()["tracked_ips"] == 601 - 256
+    assert h.engine.stats()["tracked_ips"] == n + 1 - TICK_BUDGET
     h.engine.tick()
     h.engine.tick()
     assert h.engine.stats()["tracked_ips"] == 1
+
+
+def test_flood_sources_expire_after_the_registration_window_failures_after_theirs() -> None:
+    """A source that only registered is forgotten once registration_window has passed;
+    one with failed attempts is kept for failed_attempts_window (and still counted)."""
+    h = Harness()
+    sec = h.config.security
+    assert sec.rate_limit.registration_window < sec.failed_attempts_window
+    for i in range(500):
+        h.feed(pre_register(f"198.51.{i // 256}.{i % 256}"))
+    for _ in range(3):
+        h.feed(failure(ATTACKER))
+    h.advance(sec.rate_limit.registration_window + 1)
+    for _ in range(5):
+        h.engine.tick()
+    assert h.engine.stats()["tracked_ips"] == 1
+    assert h.engine.stats()["expired"] == 500
+    assert ATTACKER in h.engine.failed_snapshot()
+    h.feed(failure(ATTACKER))
+    (ban,) = h.feed(failure(ATTACKER))  # the 5th failure within the window still bans
+    assert ban.ip == ATTACKER
+    h.advance(sec.failed_attempts_window + 1)
+    for _ in range(5):
+        h.engine.tick()
+    assert h.engine.stats()["tracked_ips"] == 0
 
 
 def test_users_per_source_are_capped() -> None:

@@ -96,7 +96,8 @@ def test_registration_rate_bans_like_a_reference_with_lru_eviction(
     limit: int, window: float, cap: int, events: list[tuple[int, float]]
 ) -> None:
     """First ban per source: same event, same count, as an OrderedDict of timestamp lists
-    capped at `cap` sources (LRU) where a ban restarts the source's counting."""
+    capped at `cap` sources (LRU) where a ban restarts the source's counting, and where
+    tick() forgets a source whose last registration is a whole window old."""
     config = Config()
     config.workers.max_tracked_ips = cap
     config.security.rate_limit.registration_limit = limit
@@ -126,7 +127,11 @@ def test_registration_rate_bans_like_a_reference_with_lru_eviction(
         assert [(b.ip, b.evidence_count) for b in out] == ([(ip, count)] if expect else []), n
         assert h.engine.stats()["tracked_ips"] == len(ref)
         if n % 11 == 0:
-            h.engine.tick()  # nothing is idle long enough to expire (gaps <= 30 s < 600 s)
+            h.engine.tick()
+            # a source that only registered holds nothing once its window has passed
+            for old in [k for k, t in ref.items() if t[-1] <= h.clock.now - window]:
+                del ref[old]
+            assert h.engine.stats()["tracked_ips"] == len(ref)
     snap = h.engine.rate_snapshot("registrations")
     expected = {ip: len(t) for ip, t in ref.items() if trim(t, h.clock.now, window)}
     assert {ip: s["count"] for ip, s in snap.items()} == expected
@@ -176,7 +181,10 @@ def test_tick_and_eviction_follow_last_activity() -> None:
         "198.51.100.3",
         "198.51.100.4",
     }
-    h.advance(600 - 0.5)  # .3 (t=3) and .1 (t=4) idle for >= 600 s; .4 (t=5) not yet
+    # registration-only sources are forgotten once registration_window has passed:
+    # .3 (t=3) and .1 (t=4) idle for >= 60 s; .4 (t=5) not yet
+    assert config.security.rate_limit.registration_window == 60
+    h.advance(60 - 0.5)
     h.engine.tick()
     stats = h.engine.stats()
     assert stats["tracked_ips"] == 1 and stats["expired"] == 2
