@@ -70,6 +70,8 @@ EXTRAS: dict[str, set[str]] = {
                       "threads", "processes", "memory.rssMb"},
     # inside a trusted network: whitelisted with Go's userId/domain ("") plus trustedNetwork
     "/security/whitelist/198.51.100.99": {"trustedNetwork", "userId", "domain"},
+    # failed ESL hardening checks (default password, exposed esl_host)
+    "/security/status": {"eslWarnings"},
 }  # fmt: skip
 # path -> the Go shape of each map value
 GO_MAPS: dict[str, dict[str, Any]] = {
