@@ -133,6 +133,7 @@ _SUBCLASS_KIND: dict[str, Kind] = {
 _OTHER = Kind.OTHER
 _CHANNEL_CREATE = Kind.CHANNEL_CREATE
 _HANGUP = Kind.HANGUP
+_WRONG_CALL_STATE = Kind.WRONG_CALL_STATE
 
 
 def kind_of(ev: Event) -> Kind:  # maybe_relevant mirrors this on the raw bytes
@@ -268,3 +269,12 @@ class EventDecoder:
                 "undecodable event dropped (%s; %d more since the last such line): %s",
                 reason, suppressed, escape(body[:160], max_len=160),
             )
+
+
+def user_of(kind: Kind, ev: Event) -> str:
+    """The account an event is about (headers are swapped in sofia events)."""
+    if kind is _CHANNEL_CREATE or kind is _HANGUP:
+        return text(ev.caller_username) or text(ev.sip_from_user)
+    if kind is _WRONG_CALL_STATE:
+        return text(ev.from_user_us)
+    return text(ev.username) or text(ev.to_user)

@@ -100,9 +100,13 @@ def test_inserted_bytes_never_change_who_is_banned(junk: bytes, raw: bool, seed:
     import random
 
     rng = random.Random(seed)
-    # Raw mode: what a writer that forgets to escape emits. A raw quote or backslash is
-    # left out there: it changes where the value ends, so no reader can know the value.
-    piece = junk.replace(b'"', b"").replace(b"\\", b"") or b"\xff" if raw else cjson_escape(junk)
+    # Raw mode: what a writer that forgets to escape emits. Left out there: a raw quote or
+    # backslash (it moves where the value ends, so no reader can know the value) and a raw
+    # newline (the ESL reader takes it for a framing desync and reconnects: a JSON event is
+    # one line, and a body that is not is most likely the next frame's headers).
+    unknowable = {0x22, 0x5C, 0x0A}
+    piece = (bytes(c for c in junk if c not in unknowable) or b"\xff") if raw else (
+        cjson_escape(junk))
 
     def mutate(m: re.Match[bytes]) -> bytes:
         key, value = m.group(1), m.group(2)
