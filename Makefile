@@ -6,7 +6,7 @@ CONFIG ?= config.example.json
 
 WHEELHOUSE ?= wheelhouse
 
-.PHONY: install system-deps run test lint bench clean lock openapi wheelhouse config-doc
+.PHONY: install system-deps run test lint bench clean lock openapi wheelhouse config-doc crowdsec
 
 # Every runtime, test and dev dependency comes from requirements.lock (exact versions and
 # hashes); fsguard itself is installed editable on top, without resolving anything.
@@ -57,6 +57,16 @@ system-deps:
 	fi
 
 install: system-deps $(BIN)/fsguard
+
+# CrowdSec's binaries for the fleet tests (tests/crowdsec_lapi.py): Debian's package,
+# unpacked into .cache/crowdsec/root without installing it (no service is started).
+CROWDSEC_ROOT := .cache/crowdsec/root
+crowdsec: $(CROWDSEC_ROOT)/usr/bin/crowdsec
+$(CROWDSEC_ROOT)/usr/bin/crowdsec:
+	mkdir -p .cache/crowdsec
+	cd .cache/crowdsec && rm -f crowdsec_*.deb && apt-get download crowdsec
+	dpkg -x .cache/crowdsec/crowdsec_*.deb $(CROWDSEC_ROOT)
+	test -x $@
 
 run: install
 	$(BIN)/fsguard run --config $(CONFIG)

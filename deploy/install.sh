@@ -35,7 +35,8 @@ readonly UNIT_DIR="${FSGUARD_UNIT_DIR:-/etc/systemd/system}"
 readonly DOC_DIR="${FSGUARD_DOC_DIR:-/usr/share/doc/fsguard}"
 readonly MODULES_CONF="${FSGUARD_MODULES_CONF:-/etc/modules-load.d/fsguard.conf}"
 readonly SKIP_MODPROBE="${FSGUARD_SKIP_MODPROBE:-0}"
-readonly UNITS=(fsguard.target fsguard-firewall.service fsguard-supervisor.service fsguard-api.service)
+readonly UNITS=(fsguard.target fsguard-firewall.service fsguard-supervisor.service fsguard-api.service
+    fsguard-fleet.service)
 readonly MODULES=(ip_set ip_set_hash_ip ip_set_hash_net xt_set)
 
 PYTHON="${PYTHON:-python3}"

@@ -48,6 +48,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fsguard_api.metrics_fleet import crowdsec_families
 from fsguard_api.metrics_rules import rule_families
 from shared import addresses
 from shared.config import Config, worker_count
@@ -438,6 +439,8 @@ class FsguardCollector(Collector):
         yield from (active, applied, kernel_errors, reports)
         yield from ledger
         yield from histograms
+        if fw is not None:
+            yield from crowdsec_families(fw)
 
     def _api(self) -> Iterator[Metric]:
         s = self.scrape

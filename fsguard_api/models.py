@@ -66,13 +66,16 @@ class EslStats(msgspec.Struct, kw_only=True):
     queueCapacity: int
 
 
-class BlacklistEntry(msgspec.Struct, kw_only=True):
+# A Go blacklist entry; `origin` (fsguard addition) is present only on bans pulled from
+# the CrowdSec LAPI ("crowdsec"), so the node's own bans keep the Go shape.
+class BlacklistEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     ip: str
     addedAt: str
     expiresAt: str
     reason: str
     failCount: int
     permanent: bool
+    origin: str = "local"  # fsguard addition: "crowdsec" for a ban pulled from the LAPI
 
 
 class IptablesInfo(msgspec.Struct, kw_only=True):

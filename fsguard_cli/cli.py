@@ -75,6 +75,7 @@ cmd_supervisor = _role("supervisor")
 cmd_worker = _role("worker")
 cmd_firewall = _role("firewall")
 cmd_api = _role("api")
+cmd_fleet = _role("fleet")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -185,8 +186,10 @@ def cmd_bans(args: argparse.Namespace) -> int:
         rule = rule_of(entry)
         if args.rule and rule != args.rule:
             continue
-        rows.append((ip, rule, entry.get("failCount", 0), entry.get("addedAt", ""),
-                     _expires(entry), entry.get("reason", "")))
+        if args.origin and entry.get("origin", "local") != args.origin:
+            continue
+        rows.append((ip, rule, entry.get("origin", "local"), entry.get("failCount", 0),
+                     entry.get("addedAt", ""), _expires(entry), entry.get("reason", "")))
     if args.json:
         keep = {row[0] for row in rows}
         _print_json({ip: {**e, "rule": rule_of(e)} for ip, e in bans.items() if ip in keep})
@@ -194,8 +197,8 @@ def cmd_bans(args: argparse.Namespace) -> int:
     if not rows:
         print("no active bans" + (f" for rule {args.rule}" if args.rule else ""))
         return EXIT_OK
-    print(table(("ADDRESS", "RULE", "FAILS", "ADDED", "EXPIRES", "REASON"), rows,
-                right=(2,), style=Style.for_stream(sys.stdout)))
+    print(table(("ADDRESS", "RULE", "ORIGIN", "FAILS", "ADDED", "EXPIRES", "REASON"), rows,
+                right=(3,), style=Style.for_stream(sys.stdout)))
     return EXIT_OK
 
 
@@ -256,6 +259,8 @@ def add_operating_verbs(verb: VerbFactory) -> None:
     p.add_argument("action", nargs="?", choices=["list"], default="list")
     _api_options(p)
     p.add_argument("--rule", metavar="R", help="only bans made by rule R (e.g. failed_auth)")
+    p.add_argument("--origin", choices=["local", "crowdsec"],
+                   help="only the node's own bans, or those pulled from the CrowdSec LAPI")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_bans)
 
@@ -319,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     verb("firewall", "run the firewall role (the only one needing CAP_NET_ADMIN)"
          ).set_defaults(func=cmd_firewall)
     verb("api", "run the REST API role").set_defaults(func=cmd_api)
+    verb("fleet", "run the CrowdSec LAPI connector (push and/or pull bans)"
+         ).set_defaults(func=cmd_fleet)
     p = verb("worker", "run one worker (started by the supervisor)")
     p.add_argument("--index", type=int, required=True, help="shard index")
     p.set_defaults(func=cmd_worker)

@@ -49,7 +49,7 @@ class BanEntry(msgspec.Struct, kw_only=True):
 
     def go_shape(self) -> dict[str, Any]:
         """The Go program's blacklist entry (camelCase, RFC 3339)."""
-        return {
+        shape = {
             "ip": self.ip,
             "addedAt": rfc3339(self.added_at),
             "expiresAt": rfc3339(self.expires_at) if self.expires_at else GO_ZERO_TIME,
@@ -57,6 +57,9 @@ class BanEntry(msgspec.Struct, kw_only=True):
             "failCount": self.fail_count,
             "permanent": self.permanent,
         }
+        if self.source == "upstream":  # fsguard addition: a ban pulled from the CrowdSec LAPI
+            shape["origin"] = "crowdsec"
+        return shape
 
 
 class BanStore(Protocol):

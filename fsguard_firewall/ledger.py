@@ -407,6 +407,34 @@ class BanLedger:
             self.loud("store", "state store cannot write, unban kept in memory: %s", exc)
             self.backlog[key] = None
 
+    def unban_many(self, elems: list[Element]) -> None:
+        """unban_now for many: one kernel call, one store transaction when it can."""
+        if not elems:
+            return
+        keys = [str(e) for e in elems]
+        if self.kernel_enabled:
+            self.kernel.remove(elems)
+        for key in keys:
+            dropped = self.pending.pop(key, None)
+            if dropped is not None:
+                self._forget_ids(dropped.intent)
+                for d in dropped.intent.decisions:
+                    self.nack(d, "unbanned while pending", final=True)
+        remove_many = getattr(self.store, "remove_many", None)
+        if not self.backlog:
+            try:
+                if remove_many is not None:
+                    remove_many(keys)
+                else:
+                    for key in keys:
+                        self.store.remove(key)
+                return
+            except StoreError as exc:
+                self.stats.store_errors += 1
+                self.loud("store", "state store cannot write, unbans kept in memory: %s", exc)
+        for key in keys:
+            self.backlog[key] = None
+
     def expire(self) -> None:
         """Drop expired entries from the store (incremental) and the backlog."""
         now = self.clock()

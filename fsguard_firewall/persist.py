@@ -72,8 +72,8 @@ class SqliteBanStore:
         new = 0
         for r in changed:
             before = self._mirror.get(r.key)
-            if before is None or not before.active(r.created):
-                new += 1
+            if (before is None or not before.active(r.created)) and r.source != "upstream":
+                new += 1  # (fleet bans are not reported to chanDaemon)
             self._mirror[r.key] = entry_from_record(r)
         if reporter is not None:
             self.reports_queued += queued
@@ -82,6 +82,12 @@ class SqliteBanStore:
     def remove(self, ip: str) -> BanEntry | None:
         self.store.remove_ban(ip)
         return self._mirror.pop(ip, None)
+
+    def remove_many(self, keys: Sequence[str]) -> None:
+        """remove() for many keys, one transaction."""
+        self.store.remove_bans(keys)
+        for key in keys:
+            self._mirror.pop(key, None)
 
     def recidive_counts(self, keys: Sequence[str], since: float) -> dict[str, int]:
         return self.store.recidive_counts(keys, since)

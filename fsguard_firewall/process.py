@@ -29,6 +29,7 @@ from .degraded import unwritable
 from .durable import EX_CONFIG, Durable
 from .entries import BanEntry, MemoryBanStore
 from .firewall import LOG_SUMMARY_SECONDS, Firewall
+from .fleet import FleetState
 from .kernel import KernelFirewall
 from .reconfigure import handler as reconfigure_handler
 from .store import StoreError
@@ -160,6 +161,8 @@ def main(config: Config) -> int:
         audit=audit,
     )
     durable.attach(fw, ctx)
+    fleet = FleetState(config, lambda: durable.store)  # CrowdSec outbox, remote decisions
+    fleet.attach(fw)
     if config.security.auto_block_enabled:
         try:
             durable.reconcile()  # store -> kernel and back; migrates sets; never flushes
@@ -177,7 +180,7 @@ def main(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    handlers = durable.extend(fw.handlers())
+    handlers = fleet.extend(durable.extend(fw.handlers()))
     handlers["reload"] = reconfigure_handler(fw, durable)  # reconfigure.py
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
@@ -206,6 +209,7 @@ def main(config: Config) -> int:
                     next_sweep = now + SWEEP_SECONDS
                     fw.sweep()
                     durable.tick()
+                    fleet.tick()
                 if now >= next_summary:
                     next_summary = now + LOG_SUMMARY_SECONDS
                     fw.log_summaries()

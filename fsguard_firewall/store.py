@@ -270,6 +270,10 @@ class Store:
         self.backoff_cap = backoff_cap
         self.max_attempts = max_attempts  # 0 = retry forever
         self._lock = threading.RLock()
+        # Called inside the transaction that inserts new bans / removes one (the CrowdSec
+        # outbox commits with its ban, see fsguard_firewall/fleet.py).
+        self.on_bans_added: list[Callable[[sqlite3.Connection, list[BanRecord]], None]] = []
+        self.on_ban_removed: list[Callable[[sqlite3.Connection, str], None]] = []
         self._lock_fd = self._take_owner_lock()
         try:
             self._db = self._connect()
@@ -533,6 +537,8 @@ class Store:
                 for key, created in new_keys:
                     if pending >= self.outbox_max_pending:
                         break
+                    if changed[key].source == "upstream":
+                        continue  # a ban from the CrowdSec fleet is not this node's report
                     added = db.execute(
                         "INSERT OR IGNORE INTO outbox (ban_key, payload, next_attempt, created) "
                         "VALUES (?, ?, ?, ?)",
@@ -544,6 +550,10 @@ class Store:
                 refused = set(gate())
                 if refused:
                     raise _Refused(refused)
+            if new_keys and self.on_bans_added:
+                inserted = [changed[k] for k in dict.fromkeys(k for k, _ in new_keys)]
+                for hook in self.on_bans_added:
+                    hook(db, inserted)
         return list(changed.values()), queued
 
     def seen_decision(self, decision_id: str) -> bool:
@@ -558,6 +568,21 @@ class Store:
         with self._tx("remove_ban") as db:
             gone = db.execute("DELETE FROM bans WHERE key = ?", (key,)).rowcount > 0
             db.execute("DELETE FROM outbox WHERE ban_key = ?", (key,))
+            if gone:
+                for hook in self.on_ban_removed:
+                    hook(db, key)
+        return gone
+
+    def remove_bans(self, keys: Sequence[str]) -> int:
+        """remove_ban for many keys in one transaction; returns how many existed."""
+        gone = 0
+        with self._tx("remove_bans") as db:
+            for key in keys:
+                if db.execute("DELETE FROM bans WHERE key = ?", (key,)).rowcount > 0:
+                    gone += 1
+                    db.execute("DELETE FROM outbox WHERE ban_key = ?", (key,))
+                    for hook in self.on_ban_removed:
+                        hook(db, key)
         return gone
 
     def get_ban(self, key: str) -> BanRecord | None:

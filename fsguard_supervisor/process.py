@@ -86,6 +86,9 @@ class Supervisor:
             )
         if manage_all:
             children.append(Child("api", "api", child_argv("api", config_path)))
+        if manage_all and config.security.crowdsec.enabled:
+            # CrowdSec LAPI connector (push/pull): HTTP stays out of the firewall's loop.
+            children.append(Child("fleet", "fleet", child_argv("fleet", config_path)))
         self.children = ChildSet(children)
         self.manage_all = manage_all
         self.worker_processed = [0] * self.workers
@@ -390,7 +393,7 @@ class Supervisor:
         await self.esl.stop()
         await self.tasks.cancel_all()
         await asyncio.to_thread(
-            self.children.stop, ["api", "worker", "firewall"], STOP_TIMEOUT
+            self.children.stop, ["fleet", "api", "worker", "firewall"], STOP_TIMEOUT
         )
         self.dispatcher.close()
         self.ctx.term()

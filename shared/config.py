@@ -115,6 +115,30 @@ class RecidiveConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_duration: float = 7 * 86400.0  # 0 = permanent
 
 
+class CrowdsecConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """CrowdSec Local API: push local bans (watcher) and/or pull the fleet's (bouncer)."""
+
+    enabled: bool = False
+    lapi_url: str = ""
+    machine_id: str = ""
+    password: str = ""
+    bouncer_api_key: str = ""
+    poll_interval: float = 10.0
+    origins: list[str] = msgspec.field(default_factory=list)
+    scenarios_containing: list[str] = msgspec.field(default_factory=list)
+    scenarios_not_containing: list[str] = msgspec.field(default_factory=list)
+    push_simulated: bool = False
+    timeout: float = 5.0
+
+    @property
+    def push(self) -> bool:
+        """Watcher credentials set: local bans are pushed."""
+        return self.enabled and bool(self.machine_id and self.password)
+
+    @property
+    def pull(self) -> bool:
+        """Bouncer key set: the fleet's decisions are pulled and enforced."""
+        return self.enabled and bool(self.bouncer_api_key)
 class ExtensionScanConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Calls from one source ending in "no such number" causes (issue 12)."""
 
@@ -203,6 +227,7 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)
     toll_fraud: TollFraudConfig = msgspec.field(default_factory=TollFraudConfig)
     recidive: RecidiveConfig = msgspec.field(default_factory=RecidiveConfig)
+    crowdsec: CrowdsecConfig = msgspec.field(default_factory=CrowdsecConfig)
     # issue 12: protected sources, ban budget, new rules, rule modes
     max_bans_per_minute: int = 60  # more automatic bans in a minute: alert metric + log
     gateway_refresh_interval: float = 300.0  # `sofia xmlstatus gateway` period
@@ -273,6 +298,8 @@ DURATION_KEYS: frozenset[str] = frozenset(
         "security.enumeration.window",
         "security.recidive.window",
         "security.recidive.max_duration",
+        "security.crowdsec.poll_interval",
+        "security.crowdsec.timeout",
         "security.gateway_refresh_interval",
         "security.extension_scan.window",
         "logging.audit_max_age",
@@ -282,7 +309,9 @@ DURATION_KEYS: frozenset[str] = frozenset(
 # 0 = permanent / no limit
 _ZERO_OK = frozenset({"security.recidive.max_duration", "logging.audit_max_age"})
 PORT_KEYS: frozenset[str] = frozenset({"server.port", "security.esl_port"})
-SECRET_FIELDS: frozenset[str] = frozenset({"esl_password", "api_token"})
+SECRET_FIELDS: frozenset[str] = frozenset(
+    {"esl_password", "api_token", "password", "bouncer_api_key"}
+)
 DEPRECATED_KEYS: frozenset[str] = frozenset(
     {
         "server.log_responses",
@@ -343,6 +372,24 @@ ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("SECURITY_RATE_LIMIT_BLOCK_DURATION", "security.rate_limit.block_duration", "duration"),
     ("SECURITY_RATE_LIMIT_WHITELIST_BYPASS", "security.rate_limit.whitelist_bypass", "bool"),
     ("SECURITY_RATE_LIMIT_CLEANUP_INTERVAL", "security.rate_limit.cleanup_interval", "duration"),
+)
+# fsguard's own overrides (not in the Go program), same rules.
+FSGUARD_ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
+    ("SECURITY_CROWDSEC_ENABLED", "security.crowdsec.enabled", "bool"),
+    ("SECURITY_CROWDSEC_LAPI_URL", "security.crowdsec.lapi_url", "str"),
+    ("SECURITY_CROWDSEC_MACHINE_ID", "security.crowdsec.machine_id", "str"),
+    ("SECURITY_CROWDSEC_PASSWORD", "security.crowdsec.password", "str"),
+    ("SECURITY_CROWDSEC_BOUNCER_API_KEY", "security.crowdsec.bouncer_api_key", "str"),
+    ("SECURITY_CROWDSEC_POLL_INTERVAL", "security.crowdsec.poll_interval", "duration"),
+    ("SECURITY_CROWDSEC_ORIGINS", "security.crowdsec.origins", "list"),
+    ("SECURITY_CROWDSEC_SCENARIOS_CONTAINING", "security.crowdsec.scenarios_containing", "list"),
+    (
+        "SECURITY_CROWDSEC_SCENARIOS_NOT_CONTAINING",
+        "security.crowdsec.scenarios_not_containing",
+        "list",
+    ),
+    ("SECURITY_CROWDSEC_PUSH_SIMULATED", "security.crowdsec.push_simulated", "bool"),
+    ("SECURITY_CROWDSEC_TIMEOUT", "security.crowdsec.timeout", "duration"),
 )
 
 
@@ -540,7 +587,7 @@ def _parse_env(var: str, key: str, kind: str, text: str) -> Any:
 def _apply_env(config: Config, env: Mapping[str, str]) -> dict[str, str]:
     """Apply Go-named overrides; returns {dotted key: variable} for error messages."""
     origins: dict[str, str] = {}
-    for var, key, kind in ENV_OVERRIDES:
+    for var, key, kind in ENV_OVERRIDES + FSGUARD_ENV_OVERRIDES:
         text = env.get(var, "")
         if text == "":
             continue  # Go: an empty variable counts as unset
@@ -558,6 +605,7 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> dict[str, str]:
 _IPSET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,28}")
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,28}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_STREAM_WORD = re.compile(r"[A-Za-z0-9_./:-]{1,128}")
 
 _AT_LEAST_ONE = (
     "security.max_failed_attempts",
@@ -619,6 +667,48 @@ class _Validator:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc or _CONTROL.search(value):
             raise self.fail(key, value, "an http:// or https:// URL, or an empty string")
+
+    def crowdsec(self) -> None:
+        cs = self.config.security.crowdsec
+        self.url("security.crowdsec.lapi_url")
+        for name in ("origins", "scenarios_containing", "scenarios_not_containing"):
+            for index, word in enumerate(getattr(cs, name)):
+                if not _STREAM_WORD.fullmatch(word):
+                    raise self.fail(
+                        f"security.crowdsec.{name}[{index}]",
+                        word,
+                        "a non-empty word of A-Z a-z 0-9 _ . / : - (no commas)",
+                    )
+        for key in ("machine_id", "password", "bouncer_api_key"):
+            value = getattr(cs, key)
+            if value != value.strip() or _CONTROL.search(value):
+                raise self.fail(
+                    f"security.crowdsec.{key}",
+                    value,
+                    "no leading/trailing whitespace or control characters",
+                )
+        if bool(cs.machine_id) != bool(cs.password):
+            missing = "password" if cs.machine_id else "machine_id"
+            raise self.fail(
+                f"security.crowdsec.{missing}",
+                "",
+                "security.crowdsec.machine_id and security.crowdsec.password set together",
+            )
+        if not cs.enabled:
+            return
+        if not cs.lapi_url:
+            raise self.fail(
+                "security.crowdsec.lapi_url",
+                "",
+                "a URL such as http://127.0.0.1:8080 when security.crowdsec.enabled is true",
+            )
+        if not (cs.push or cs.pull):
+            raise ConfigError(
+                "config key security.crowdsec.enabled is true but no role is configured: "
+                "set security.crowdsec.machine_id and security.crowdsec.password (push bans "
+                "as a watcher) and/or security.crowdsec.bouncer_api_key (pull decisions as a "
+                "bouncer)"
+            )
 
     def run(self) -> None:
         c = self.config
@@ -684,6 +774,7 @@ class _Validator:
                 "",
                 "a URL when security.chandaemon.enabled is true",
             )
+        self.crowdsec()
         if c.server.api_token and c.server.api_token_file:
             raise ConfigError(
                 "config keys server.api_token and server.api_token_file are both set: "

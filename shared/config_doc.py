@@ -19,6 +19,7 @@ from shared.config import (
     DEPRECATED_KEYS,
     DURATION_KEYS,
     ENV_OVERRIDES,
+    FSGUARD_ENV_OVERRIDES,
     LOG_FORMATS,
     LOG_LEVELS,
     PORT_KEYS,
@@ -123,6 +124,17 @@ DESCRIPTIONS: dict[str, str] = {
     "security.recidive.window": "bans counted over this window",
     "security.recidive.factor": "each prior ban multiplies the duration by this",
     "security.recidive.max_duration": "longest escalated ban (0: permanent)",
+    "security.crowdsec.enabled": "run the CrowdSec LAPI connector (docs/fleet.md)",
+    "security.crowdsec.lapi_url": "CrowdSec Local API URL, http:// or https://",
+    "security.crowdsec.machine_id": "watcher machine (cscli machines add): push local bans",
+    "security.crowdsec.password": "watcher password",
+    "security.crowdsec.bouncer_api_key": "bouncer key (cscli bouncers add): pull decisions",
+    "security.crowdsec.poll_interval": "how often the decision stream is pulled",
+    "security.crowdsec.origins": "only decisions of these origins (empty: all)",
+    "security.crowdsec.scenarios_containing": "only decisions whose scenario has one of these",
+    "security.crowdsec.scenarios_not_containing": "no decisions whose scenario has one of these",
+    "security.crowdsec.push_simulated": "push alerts marked simulated",
+    "security.crowdsec.timeout": "bound of every LAPI call (connect and each read)",
     "paths.runtime_dir": "control sockets (ipc)",
     "paths.state_dir": "fsguard.db (bans, lists), audit log",
     "workers.count": "worker processes (0: CPU count, 2..8)",
@@ -189,7 +201,7 @@ def _default_text(key: str, value: Any) -> str:
 
 def rows() -> list[tuple[str, str, str, str, str, str]]:
     """(key, type, default, env var, reload, description) for every leaf key, schema order."""
-    env = {key: var for var, key, _ in ENV_OVERRIDES}
+    env = {key: var for var, key, _ in ENV_OVERRIDES + FSGUARD_ENV_OVERRIDES}
     defaults = msgspec.to_builtins(Config())
     out: list[tuple[str, str, str, str, str, str]] = []
 

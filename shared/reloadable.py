@@ -38,7 +38,6 @@ RELOADABLE_PREFIXES: tuple[str, ...] = (
     "security.scanner_user_agents",
     "security.keep_foreign_entries",
     "security.chandaemon.",
-    "security.crowdsec.",
     "security.rate_limit.",
     "security.enumeration.",
     "security.toll_fraud.",

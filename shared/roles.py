@@ -3,10 +3,10 @@
 The supervisor starts its children through that module (a shim over this one) rather than
 the full `fsguard` command line, so a worker does not load the operator verbs' HTTP client
 (http.client, ssl, email: several MB per process, which matters when N workers hold 200,000
-sources each). `fsguard run|supervisor|firewall|api|worker` (fsguard_cli/cli.py) and
-`python -m fsguard_api|fsguard_firewall` call the same functions. It lives in shared/ so
-that no role imports another role's package: each role's `process.main` is imported here,
-lazily, only for the role being run.
+sources each). `fsguard run|supervisor|firewall|api|worker|fleet` (fsguard_cli/cli.py) and
+`python -m fsguard_api|fsguard_firewall|fsguard_fleet` call the same functions. It lives in
+shared/ so that no role imports another role's package: each role's `process.main` is
+imported here, lazily, only for the role being run.
 
 Children: `arm_parent_death_signal()` runs first thing in every child: PR_SET_PDEATHSIG
 makes the kernel SIGKILL the child when its parent dies (kill -9 included), and the check
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from shared.config import Config, ConfigError, find_config_path, load_config
 from shared.logs import setup_logging
 
-ROLES = ("run", "supervisor", "worker", "firewall", "api")
+ROLES = ("run", "supervisor", "worker", "firewall", "api", "fleet")
 EXIT_USAGE = 2
 PARENT_ENV = "FSGUARD_PARENT_PID"
 PR_SET_PDEATHSIG = 1
@@ -75,6 +75,10 @@ def run_role(role: str, config: Config, config_path: str, index: int | None = No
         from fsguard_api.process import main as api_main
 
         return api_main(config)
+    if role == "fleet":
+        from fsguard_fleet.process import main as fleet_main
+
+        return fleet_main(config)
     raise ValueError(f"unknown role {role!r}")
 
 

@@ -31,8 +31,8 @@ DASHBOARD = DEPLOY / "grafana" / "fsguard-dashboard.json"
 
 BIN = "/usr/local/bin/fsguard"
 CONFIG = "/etc/fsguard/config.json"
-ROLES = ("firewall", "supervisor", "api")
-UNPRIVILEGED = ("supervisor", "api")
+ROLES = ("firewall", "supervisor", "api", "fleet")
+UNPRIVILEGED = ("supervisor", "api", "fleet")
 MAX_EXPOSURE = 3.0
 
 METRICS = {
@@ -61,6 +61,12 @@ METRICS = {
     "fsguard_process_restarts_total",
     "fsguard_reports_total",
     "fsguard_api_requests_total",
+    "fsguard_crowdsec_sync_lag_seconds",
+    "fsguard_crowdsec_last_sync_timestamp_seconds",
+    "fsguard_crowdsec_pull_enabled",
+    "fsguard_crowdsec_push_queue_depth",
+    "fsguard_crowdsec_push_failures_total",
+    "fsguard_bans_active_by_origin",
     "fsguard_ban_budget_exceeded_total",
     "fsguard_esl_hardening_warning",
 }
@@ -169,7 +175,9 @@ def test_install_paths_match_units() -> None:
 
 
 def test_ordering_firewall_supervisor_api() -> None:
-    fw, sup, api = (unit(r)["Unit"] for r in ROLES)
+    fw, sup, api, fleet = (unit(r)["Unit"] for r in ROLES)
+    assert "fsguard-firewall.service" in words(fleet, "Wants")
+    assert "fsguard-firewall.service" in words(fleet, "After")
     assert "fsguard-firewall.service" in words(sup, "Wants")
     assert "fsguard-firewall.service" in words(sup, "After")
     assert "fsguard-firewall.service" in words(api, "Wants")
@@ -232,6 +240,7 @@ def test_state_directory_only_where_state_is_written() -> None:
     assert last(unit("firewall")["Service"], "StateDirectory") == "fsguard"
     assert last(unit("supervisor")["Service"], "StateDirectory") == "fsguard"
     assert "StateDirectory" not in unit("api")["Service"]
+    assert "StateDirectory" not in unit("fleet")["Service"]
 
 
 def _verify_root(tmp_path: Path) -> Path:
@@ -523,7 +532,7 @@ def test_compose_file_validates(tmp_path: Path) -> None:
     result = _run(*cmd, "-f", str(COMPOSE), "config", "-q")
     assert result.returncode == 0, result.stderr
     services = _run(*cmd, "-f", str(COMPOSE), "config", "--services")
-    assert set(services.stdout.split()) == {"freeswitch", "fsguard", "prometheus"}
+    assert set(services.stdout.split()) == {"freeswitch", "fsguard", "prometheus", "crowdsec"}
     # The validator must be able to say no: a dangling network_mode service is rejected.
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(COMPOSE.read_text().replace("service:freeswitch", "service:nowhere"))
@@ -539,8 +548,10 @@ def test_compose_file_content() -> None:
     if yaml is not None:
         doc = yaml.safe_load(text)
         services = doc["services"]
-        assert set(services) == {"freeswitch", "fsguard", "prometheus"}
+        assert set(services) == {"freeswitch", "fsguard", "prometheus", "crowdsec"}
         fsg = services["fsguard"]
+        assert fsg["environment"]["SECURITY_CROWDSEC_LAPI_URL"] == "http://crowdsec:8080"
+        assert services["crowdsec"]["environment"]["DISABLE_AGENT"] == "true"
         assert fsg["network_mode"] == "service:freeswitch"
         assert set(fsg["cap_add"]) == {"NET_ADMIN", "NET_RAW"}
         assert fsg["cap_drop"] == ["ALL"]
@@ -598,9 +609,9 @@ def test_dockerfile_structure() -> None:
 
 # ------------------------------------------------------------------------- monitoring
 
-_PROMQL_FUNCTIONS = "sum min max avg count rate increase irate absent histogram_quantile"
+_PROMQL_FUNCTIONS = "sum min max avg count rate increase irate absent histogram_quantile time"
 _PROMQL_KEYWORDS = "by without on ignoring and or unless bool offset"
-_LABELS_AND_TEMPLATE = "le instance job worker rule family humanize value labels"
+_LABELS_AND_TEMPLATE = "le instance job worker rule family origin humanize value labels"
 PROMQL_WORDS = {
     *_PROMQL_FUNCTIONS.split(" "),
     *_PROMQL_KEYWORDS.split(" "),
@@ -759,6 +770,32 @@ tests:
         alertname: FsguardBanRateSpike
         exp_alerts:
           - exp_labels: {{severity: warning, instance: a}}
+  - interval: 1m
+    input_series:
+      # synced every minute until 3m, then never again
+      - series: 'fsguard_crowdsec_last_sync_timestamp_seconds{{instance="a"}}'
+        values: '0 60 120 180 180 180 180 180 180 180 180 180 180 180 180 180 180 180'
+      - series: 'fsguard_crowdsec_pull_enabled{{instance="a"}}'
+        values: '1x17'
+      - series: 'fsguard_crowdsec_push_failures_total{{instance="a",pid="9"}}'
+        values: '0 0 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15'
+      - series: 'fsguard_crowdsec_push_queue_depth{{instance="a"}}'
+        values: '0 0 0 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: FsguardCrowdsecSyncLag
+        exp_alerts: []
+      - eval_time: 12m
+        alertname: FsguardCrowdsecSyncLag
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: a}}
+      - eval_time: 8m
+        alertname: FsguardCrowdsecPushFailing
+        exp_alerts: []
+      - eval_time: 14m
+        alertname: FsguardCrowdsecPushFailing
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: a, pid: "9"}}
   - interval: 1m
     input_series:
       - series: 'fsguard_api_requests_total{{instance="a"}}'

@@ -63,8 +63,6 @@ def test_is_reloadable(key: str, expected: bool) -> None:
 def test_every_entry_names_a_schema_key_or_section() -> None:
     leaves = _leaf_keys()
     for entry in RELOADABLE_PREFIXES:
-        if entry == "security.crowdsec.":
-            continue  # the fleet connector's section (applied where the fleet branch reads it)
         assert any(k == entry or k.startswith(entry) for k in leaves), entry
 
 

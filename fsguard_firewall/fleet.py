@@ -1,0 +1,371 @@
+"""The firewall's side of the CrowdSec fleet (issue 16): outbox and remote decisions.
+
+The firewall stays the single writer of kernel and store; the fleet connector
+(fsguard_fleet, its own process) does all HTTP and talks to the firewall over the
+control socket:
+
+- push: every new local ban (rule or manual) queues an alert in `crowdsec_outbox` inside
+  the ban's own transaction (Store.on_bans_added); a local unban of a ban that was pushed
+  or queued queues a delete (Store.on_ban_removed). The connector takes due items with
+  `crowdsec_outbox_due` and reports with `crowdsec_outbox_settle`. Bans that came from
+  the LAPI (source "upstream") are never queued.
+- pull: `crowdsec_apply` takes the validated stream. `crowdsec_decisions` remembers which
+  LAPI decision ids cover which key, so a deleted id lifts only a ban that exists because
+  of the LAPI; a local ban stays. A startup stream is the whole truth: remote rows it
+  does not list are deleted.
+
+The tables live beside the versioned schema (`CREATE TABLE IF NOT EXISTS`), additive.
+The remote bans themselves go in and out through fleet_pull.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from shared.config import Config
+from shared.control import ControlError, Handler
+from shared.crowdsec import ORIGIN, RemoteDecision, alert_for
+
+from .backend import Element, FirewallError
+from .entries import BanEntry
+from .fleet_pull import REMOTE_SOURCE, RemoteRow, ban_remote, element, lift_remote
+from .store import BanRecord, Store, StoreError
+
+if TYPE_CHECKING:
+    from .firewall import Firewall
+
+log = logging.getLogger("fsguard.firewall")
+
+OUTBOX_MAX = 100_000
+PUSHED_SOURCES = ("rule", "manual")
+
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS crowdsec_outbox (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('alert','delete')),
+        ban_key TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL, last_error TEXT NOT NULL DEFAULT '')""",
+    """CREATE TABLE IF NOT EXISTS crowdsec_pushed (
+        key TEXT PRIMARY KEY, until REAL) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS crowdsec_decisions (
+        id INTEGER PRIMARY KEY, key TEXT NOT NULL, origin TEXT NOT NULL,
+        scenario TEXT NOT NULL, expires REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS crowdsec_decisions_key ON crowdsec_decisions (key)",
+)
+
+
+class FleetState:
+    """Outbox and remote-decision bookkeeping; attach() wires it to a Firewall."""
+
+    def __init__(self, config: Config, store_of: Callable[[], Store]) -> None:
+        """`store_of` returns the firewall's current store (a degraded firewall swaps its
+        scratch store for the real one: the tables and hooks follow)."""
+        self.config = config
+        self._store_of = store_of
+        self._bound: Store | None = None
+        cs = config.security.crowdsec
+        self.push = cs.push
+        self.simulated = cs.push_simulated
+        self.fw: Firewall | None = None
+        self.queued = 0
+        self.dropped = 0
+        self.sent = 0
+        self.failed = 0
+        self.applied = 0
+        self.removed = 0
+        self.refused = 0
+        self.invalid = 0
+        self.last_apply: dict[str, Any] = {}
+        self.last_sync = 0.0  # wall time of the last stream the firewall applied
+        self.stream_errors = 0
+        self.skipped = 0
+        self._next_prune = 0.0
+        self._bind()
+
+    @property
+    def store(self) -> Store:
+        return self._bind()
+
+    def _bind(self) -> Store:
+        """Tables and transaction hooks on the current store (once per store)."""
+        store = self._store_of()
+        if store is self._bound:
+            return store
+        with store._tx("crowdsec tables") as db:
+            for sql in _TABLES:
+                db.execute(sql)
+        if self.push:
+            store.on_bans_added.append(self._queue_alerts)
+        store.on_ban_removed.append(self._queue_delete)
+        self._bound = store
+        return store
+
+    def attach(self, fw: Firewall) -> None:
+        self.fw = fw
+
+    def _firewall(self) -> Firewall:
+        if self.fw is None:
+            raise RuntimeError("FleetState.attach was not called")
+        return self.fw
+
+    # --- push (inside the store's transactions) -------------------------------------
+
+    def _queue_alerts(self, db: sqlite3.Connection, records: list[BanRecord]) -> None:
+        rows = []
+        for r in records:
+            if r.source not in PUSHED_SOURCES:
+                continue
+            count = r.evidence.get("count", 1)
+            alert = alert_for(
+                r.key, r.rule or r.source, r.reason, r.created, r.expires,
+                count if isinstance(count, int) else 1, simulated=self.simulated,
+            )  # fmt: skip
+            rows.append(("alert", r.key, json.dumps(alert, separators=(",", ":")), r.created))
+        if not rows:
+            return
+        pending = int(db.execute("SELECT COUNT(*) FROM crowdsec_outbox").fetchone()[0])
+        room = max(0, OUTBOX_MAX - pending)
+        if len(rows) > room:
+            self.dropped += len(rows) - room
+            log.error("crowdsec outbox full (%d): %d bans not pushed", OUTBOX_MAX, len(rows) - room)
+            rows = rows[:room]
+        db.executemany(
+            "INSERT INTO crowdsec_outbox (kind, ban_key, payload, created) VALUES (?,?,?,?)", rows
+        )
+        self.queued += len(rows)
+
+    def _queue_delete(self, db: sqlite3.Connection, key: str) -> None:
+        """A removed ban this node pushed (or queued) is deleted on the LAPI too."""
+        pushed = db.execute("SELECT 1 FROM crowdsec_pushed WHERE key = ?", (key,)).fetchone()
+        queued = db.execute(
+            "SELECT 1 FROM crowdsec_outbox WHERE ban_key = ? AND kind = 'alert'", (key,)
+        ).fetchone()
+        if pushed is None and queued is None:
+            return
+        db.execute("DELETE FROM crowdsec_pushed WHERE key = ?", (key,))
+        db.execute(
+            "INSERT INTO crowdsec_outbox (kind, ban_key, payload, created) VALUES (?,?,?,?)",
+            ("delete", key, "", time.time()),
+        )
+        self.queued += 1
+
+    # --- control ops ----------------------------------------------------------------
+
+    def extend(self, handlers: dict[str, Handler]) -> dict[str, Handler]:
+        """The firewall's handlers plus ours; `stats` gains the crowdsec counters."""
+        base_stats = handlers["stats"]
+
+        def stats(args: dict[str, Any]) -> Any:
+            data = base_stats(args)
+            if isinstance(data, dict):
+                data.update(self.counters())
+            return data
+
+        return {**handlers, **self.handlers(), "stats": stats}
+
+    def tick(self) -> None:
+        self._bind()  # right after Durable.tick, which may have swapped the store
+        now = time.monotonic()
+        if now >= self._next_prune:
+            self._next_prune = now + 60.0
+            self.prune(time.time())
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "crowdsec_outbox_due": self.op_due,
+            "crowdsec_outbox_settle": self.op_settle,
+            "crowdsec_apply": self.op_apply,
+            "crowdsec_stats": lambda args: self.counters(),
+        }
+
+    def op_due(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The oldest outbox items, in order: [[id, kind, key, payload], ...]."""
+        limit = args.get("limit", 500)
+        if not isinstance(limit, int) or not 1 <= limit <= 5000:
+            raise ControlError("limit must be an integer 1..5000", 400)
+        with self.store._read("crowdsec_outbox_due") as db:
+            rows = db.execute(
+                "SELECT id, kind, ban_key, payload FROM crowdsec_outbox ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return {"items": [list(r) for r in rows], "depth": self.depth()}
+
+    def op_settle(self, args: dict[str, Any]) -> dict[str, Any]:
+        """sent: ids done (or refused for good); failed: [[id, error], ...] kept for retry."""
+        sent, failed = args.get("sent", []), args.get("failed", [])
+        if not isinstance(sent, list) or not all(isinstance(i, int) for i in sent):
+            raise ControlError("sent must be a list of ids", 400)
+        if not isinstance(failed, list) or not all(
+            isinstance(f, list) and len(f) == 2 and isinstance(f[0], int) for f in failed
+        ):
+            raise ControlError("failed must be a list of [id, error]", 400)
+        now = time.time()
+        with self.store._tx("crowdsec_outbox_settle") as db:
+            for item_id in sent:
+                row = db.execute(
+                    "DELETE FROM crowdsec_outbox WHERE id = ? RETURNING kind, ban_key, payload",
+                    (item_id,),
+                ).fetchone()
+                if row is None or row[0] != "alert":
+                    continue
+                ban = db.execute("SELECT expires FROM bans WHERE key = ?", (row[1],)).fetchone()
+                if ban is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO crowdsec_pushed (key, until) VALUES (?, ?)",
+                        (row[1], ban[0]),
+                    )
+            db.executemany(
+                "UPDATE crowdsec_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                [(str(err)[:300], item_id) for item_id, err in failed],
+            )
+            db.execute(
+                "DELETE FROM crowdsec_pushed WHERE until IS NOT NULL AND until <= ?", (now,)
+            )
+        self.sent += len(sent)
+        self.failed += len(failed)
+        return {"depth": self.depth()}
+
+    def depth(self) -> int:
+        with self.store._read("crowdsec_outbox_depth") as db:
+            return int(db.execute("SELECT COUNT(*) FROM crowdsec_outbox").fetchone()[0])
+
+    def counters(self) -> dict[str, Any]:
+        try:
+            depth: int | None = self.depth()
+            with self.store._read("crowdsec_counters") as db:
+                row = db.execute("SELECT COUNT(*) FROM crowdsec_decisions").fetchone()
+            remote: int | None = int(row[0])
+        except StoreError:  # stats must answer even when the store does not
+            depth = remote = None
+        by_origin = {"local": 0, ORIGIN: 0}
+        if self.fw is not None:
+            for entry in self.fw.store.active(time.time()):
+                by_origin[origin_of(entry)] += 1
+        return {
+            "crowdsec_active_by_origin": by_origin,
+            "crowdsec_push_queue_depth": depth,
+            "crowdsec_push_queued": self.queued,
+            "crowdsec_push_dropped": self.dropped,
+            "crowdsec_pushed": self.sent,
+            "crowdsec_push_failures": self.failed,
+            "crowdsec_remote_decisions": remote,
+            "crowdsec_applied": self.applied,
+            "crowdsec_removed": self.removed,
+            "crowdsec_refused": self.refused,
+            "crowdsec_invalid": self.invalid,
+            "crowdsec_skipped": self.skipped,
+            "crowdsec_last_apply": self.last_apply,
+            "crowdsec_stream_errors": self.stream_errors,
+            "crowdsec_last_sync": self.last_sync,
+            "crowdsec_pull_enabled": self.config.security.crowdsec.pull,
+            "crowdsec_sync_lag": time.time() - self.last_sync if self.last_sync else None,
+        }
+
+    # --- pull -----------------------------------------------------------------------
+
+    def op_apply(self, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            new = msgspec.convert(args.get("new", []), list[RemoteDecision])
+            deleted = msgspec.convert(args.get("deleted", []), list[RemoteDecision])
+        except msgspec.ValidationError as exc:
+            raise ControlError(f"bad decisions: {exc}", 400) from None
+        try:
+            present = args.get("present")
+            listed = set(msgspec.convert(present, list[int])) if present is not None else None
+            result = self.apply(
+                new, deleted, startup=bool(args.get("startup", False)), present=listed
+            )
+        except msgspec.ValidationError as exc:
+            raise ControlError(f"bad present ids: {exc}", 400) from None
+        except FirewallError as exc:
+            raise ControlError(f"firewall error: {exc}", 500) from None
+        self.last_sync = time.time()
+        errors, skipped = args.get("stream_errors", 0), args.get("skipped", 0)
+        self.stream_errors = errors if isinstance(errors, int) else self.stream_errors
+        self.skipped += skipped if isinstance(skipped, int) else 0
+        return result
+
+    def apply(
+        self, new: list[RemoteDecision], deleted: list[RemoteDecision], *, startup: bool,
+        present: set[int] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Apply one stream answer (or one chunk of it) in one batch (kernel: one restore;
+        store: few commits). With startup, remote rows whose id is neither in `new` nor in
+        `present` (the whole startup answer's ids, when sent in chunks) are deleted."""
+        fw = self._firewall()
+        now = time.time()
+        started = time.perf_counter()
+        rows: dict[int, RemoteRow] = {}
+        elems: dict[str, Element] = {}
+        refused = invalid = 0
+        for d in new:
+            try:
+                elem = element(fw, d.value)
+            except ValueError:
+                invalid += 1
+                continue
+            key = str(elem)
+            if fw.refuse(elem):  # protected (own host, loopback ...), trusted, whitelisted
+                refused += 1
+                continue
+            elems[key] = elem
+            rows[d.id] = RemoteRow(d.id, key, d.origin, d.scenario, now + d.seconds)
+        with self.store._tx("crowdsec_apply") as db:
+            gone_ids = {d.id for d in deleted} - rows.keys()
+            if startup:  # the startup stream lists every active decision
+                known = {r[0] for r in db.execute("SELECT id FROM crowdsec_decisions")}
+                gone_ids |= known - rows.keys() - (present or set())
+            affected: set[str] = set()
+            for chunk in _chunks(sorted(gone_ids)):
+                marks = ",".join("?" * len(chunk))
+                affected.update(
+                    r[0] for r in db.execute(
+                        f"DELETE FROM crowdsec_decisions WHERE id IN ({marks}) RETURNING key",
+                        chunk,
+                    )
+                )  # fmt: skip
+            db.executemany(
+                "INSERT OR REPLACE INTO crowdsec_decisions VALUES (?,?,?,?,?)",
+                [msgspec.structs.astuple(r) for r in rows.values()],
+            )
+            still: set[str] = set()
+            for chunk in _chunks(sorted(affected)):
+                marks = ",".join("?" * len(chunk))
+                still.update(
+                    r[0] for r in db.execute(
+                        f"SELECT DISTINCT key FROM crowdsec_decisions WHERE key IN ({marks})",
+                        chunk,
+                    )
+                )  # fmt: skip
+        added = ban_remote(fw, rows, elems, now)
+        lifted = lift_remote(fw, [k for k in affected - still], now)
+        self.applied += added
+        self.removed += lifted
+        self.refused += refused
+        self.invalid += invalid
+        self.last_apply = {
+            "at": now, "applied": added, "removed": lifted, "refused": refused,
+            "invalid": invalid, "new": len(new), "deleted": len(deleted),
+            "seconds": round(time.perf_counter() - started, 4),
+        }  # fmt: skip
+        return dict(self.last_apply)
+
+    def prune(self, now: float) -> None:
+        with self.store._tx("crowdsec_prune") as db:
+            db.execute("DELETE FROM crowdsec_decisions WHERE expires <= ?", (now,))
+            db.execute("DELETE FROM crowdsec_pushed WHERE until IS NOT NULL AND until <= ?", (now,))
+
+
+def origin_of(entry: BanEntry) -> str:
+    """Origin label: "crowdsec" for a ban the LAPI gave us, "local" for the node's own."""
+    return ORIGIN if entry.source == REMOTE_SOURCE else "local"
+
+
+def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,1 @@
+"""fsguard's CrowdSec fleet connector: LAPI watcher (push) and bouncer (pull)."""
