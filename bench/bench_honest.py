@@ -334,8 +334,11 @@ def ban_latency(tree: HonestTree, t: Templates, bans: int, base: str,
     for i in range(bans):
         ip = ip_bytes(base, i)
         four = threading.Event()
-        tree.sender.inject(b"".join(t.failure_frame(ip) for _ in range(4)),
-                           lambda _t, four=four: four.set())
+
+        def on_four(_at: float, four: threading.Event = four) -> None:
+            four.set()
+
+        tree.sender.inject(b"".join(t.failure_frame(ip) for _ in range(4)), on_four)
         if bg is None:
             tree.sender.run(b"", [], 0)
         four.wait(5)
@@ -381,7 +384,7 @@ def _stages(snaps: Any) -> dict[str, Any] | None:
         def bound(q: float, snap: dict[str, Any] = snap, count: int = count) -> float | None:
             for le, n in snap["buckets"]:
                 if n >= q * count:
-                    return round(le * 1000, 2)
+                    return round(float(le) * 1000, 2)
             return None
 
         out[stage] = {"count": count, "mean_ms": round(snap["sum"] / count * 1000, 2),

@@ -10,6 +10,7 @@ answers Go's 500.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,7 @@ def test_every_go_map_and_list_has_the_go_shapes(sysd: System) -> None:
         return bool(sysd.client.get(path).json())
 
     for path, shape in GO_MAPS.items():
-        assert wait_for(lambda p=path: filled(p), 10), f"{path} stayed empty"  # type: ignore[misc]
+        assert wait_for(partial(filled, path), 10), f"{path} stayed empty"
         for key, entry in get(sysd, path).items():
             check_shape(f"{path}[{key}]", entry, shape, set())
     patterns = get(sysd, "/security/untrusted-networks")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import schemathesis
@@ -26,12 +26,17 @@ from schemathesis.checks import (
 from tests.netns_helpers import requires_netns
 from tests.test_api_system import AUTH, System, running_system
 
+if TYPE_CHECKING:  # schemathesis defines this alias for type checkers only
+    from schemathesis.specs.openapi.schemas import OpenApiCase
+
 pytestmark = [requires_netns]
 
 SPEC: dict[str, Any] = yaml.safe_load(
     (Path(__file__).resolve().parent.parent / "openapi.yaml").read_text()
 )
-def not_a_server_error_but_go_refusals(ctx: Any, response: Any, case: Any) -> bool | None:
+def not_a_server_error_but_go_refusals(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: OpenApiCase
+) -> bool | None:
     """No 5xx, except the documented Go answer to a refused ESL command (500
     `command not allowed: ...`, docs/api.md): 403 is kept for "source not permitted"."""
     if (
@@ -40,8 +45,7 @@ def not_a_server_error_but_go_refusals(ctx: Any, response: Any, case: Any) -> bo
         and response.json().get("error", "").startswith("command not allowed: ")
     ):
         return None
-    result: bool | None = not_a_server_error(ctx, response, case)
-    return result
+    return not_a_server_error(ctx, response, case)
 
 
 CHECKS = [
@@ -68,5 +72,5 @@ schema = schemathesis.openapi.from_dict(SPEC)
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_every_operation_conforms(case: Any, st_system: System) -> None:
+def test_every_operation_conforms(case: OpenApiCase, st_system: System) -> None:
     case.call_and_validate(base_url=st_system.url, headers=dict(AUTH), checks=CHECKS)

@@ -19,6 +19,7 @@ from fsguard_workers.engine import DetectionEngine
 from fsguard_workers.events import DecodeFailure, EventDecoder, text
 from fsguard_workers.repair import MAX_BODY, MAX_DEPTH
 from shared.config import Config
+from shared.messages import BanDecision
 from tests.test_engine_captures import Clock, read_frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -138,6 +139,7 @@ def test_scanner_matches_around_bad_bytes(junk: bytes) -> None:
     engine = DetectionEngine(Config(), clock=clock, wallclock=clock)
     engine.handle(body, 0.0)
     (decision,) = engine.drain()
+    assert isinstance(decision, BanDecision)
     assert decision.ip == "203.0.113.9" and decision.rule == "scanner_user_agent"
     assert engine.stats()["decode_errors"] == 0
 
@@ -175,6 +177,7 @@ def test_brackets_inside_strings_are_not_nesting() -> None:
     engine = DetectionEngine(Config(), clock=clock, wallclock=clock)
     engine.handle(body, 0.0)
     (decision,) = engine.drain()
+    assert isinstance(decision, BanDecision)
     assert decision.ip == "203.0.113.12"
 
 

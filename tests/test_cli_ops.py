@@ -17,7 +17,7 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ def _free_port() -> int:
         return port
 
 
-def _wait(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+def _wait(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
     return wait_for(predicate, timeout, interval)
 
 

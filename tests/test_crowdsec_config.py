@@ -3,6 +3,7 @@ shared with the LAPI (durations, alerts, stream validation)."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from shared.config import ConfigError, config_from_dict, effective_config_json
@@ -106,23 +107,17 @@ def test_bad_go_durations(text: str) -> None:
 
 
 def test_stream_validation_keeps_bans_on_ip_and_range_only() -> None:
-    def d(**kw: object) -> StreamDecision:
-        base: dict[str, object] = {
-            "id": 7,
-            "origin": "cscli",
-            "type": "ban",
-            "scope": "Ip",
-            "value": "203.0.113.5",
-            "duration": "1h",
-            "scenario": "s",
-        }
-        base.update(kw)
-        return StreamDecision(**base)  # type: ignore[arg-type]
+    def d(**kw: str | int) -> StreamDecision:
+        base = StreamDecision(id=7, origin="cscli", type="ban", scope="Ip",
+                              value="203.0.113.5", duration="1h", scenario="s")
+        return msgspec.structs.replace(base, **kw)
 
     ok = validate(d(), deleted=False)
     assert ok is not None and ok.value == "203.0.113.5" and ok.seconds == 3600
-    assert validate(d(scope="Range", value="2001:DB8::/64"), deleted=False).value == "2001:db8::/64"  # type: ignore[union-attr]
-    assert validate(d(value="203.0.113.5/32", scope="range"), deleted=False).value == "203.0.113.5"  # type: ignore[union-attr]
+    v6 = validate(d(scope="Range", value="2001:DB8::/64"), deleted=False)
+    assert v6 is not None and v6.value == "2001:db8::/64"
+    host = validate(d(value="203.0.113.5/32", scope="range"), deleted=False)
+    assert host is not None and host.value == "203.0.113.5"
     assert validate(d(duration="-2s"), deleted=True) is not None
     for bad in (
         d(type="captcha"),

@@ -93,7 +93,7 @@ def connector(config: Path, port: int) -> Connector:
 
 
 def ban(proc: Proc, ips: list[str]) -> None:
-    push = zmq.Context.instance().socket(zmq.PUSH)
+    push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 1000)
     push.connect(addresses.firewall_decisions(proc.runtime))
     try:

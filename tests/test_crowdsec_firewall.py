@@ -62,7 +62,7 @@ def test_local_bans_queue_alerts_in_their_transaction_and_unbans_queue_deletes(
     node: tuple[Proc, Path, str],
 ) -> None:
     proc, config, runtime = node
-    push = zmq.Context.instance().socket(zmq.PUSH)
+    push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 1000)
     push.connect(addresses.firewall_decisions(runtime))
     try:

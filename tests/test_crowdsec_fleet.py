@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -179,9 +180,9 @@ def test_ban_latency_a_to_b(fleet: Fleet) -> None:
         ip = f"203.0.113.{i}"
         time.sleep(rng.uniform(0, 1.0))  # bans arrive at any point of B's poll cycle
         fleet.a.fake.send_events(failures(ip))
-        assert wait_for(lambda ip=ip: fleet.a.in_set(ip), 2, 0.005)
+        assert wait_for(partial(fleet.a.in_set, ip), 2, 0.005)
         t0 = time.monotonic()
-        assert wait_for(lambda ip=ip: fleet.b.in_set(ip), REACH + 2, 0.005), ip
+        assert wait_for(partial(fleet.b.in_set, ip), REACH + 2, 0.005), ip
         lat.append(time.monotonic() - t0)
     lat.sort()
     p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]

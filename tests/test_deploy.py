@@ -8,6 +8,7 @@ the reason when it is missing; the structural checks always run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -79,9 +81,11 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run(*argv: str, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        argv, capture_output=True, text=True, timeout=timeout, check=False, **kw
+def _run(
+    *argv: str, timeout: float = 60, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
 
 
@@ -541,11 +545,9 @@ def test_compose_file_validates(tmp_path: Path) -> None:
 
 def test_compose_file_content() -> None:
     text = COMPOSE.read_text()
-    try:
-        import yaml  # type: ignore[import-untyped]
-    except ImportError:
-        yaml = None
-    if yaml is not None:
+    if importlib.util.find_spec("yaml") is not None:  # PyYAML is optional here
+        import yaml
+
         doc = yaml.safe_load(text)
         services = doc["services"]
         assert set(services) == {"freeswitch", "fsguard", "prometheus", "crowdsec"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def _stream(fake: ThreadedFakeFreeSwitch, ips: list[str], chunk: int = 20) -> No
         time.sleep(0.01)
 
 
-def _wait(predicate: Any, timeout: float) -> bool:
+def _wait(predicate: Callable[[], object], timeout: float) -> bool:
     return wait_for(predicate, timeout, interval=0.1)
 
 

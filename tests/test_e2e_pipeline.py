@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fsguard_cli.simulator import register_failure
+from fsguard_cli.simulator import Headers, register_failure
 from shared import addresses
 from shared.control import PeerUnavailable, request
 from shared.iputil import shard_of
@@ -43,14 +43,14 @@ def _in_set(ns: str, ip: str) -> bool:
     return run_in(ns, ["ipset", "test", SET_NAME, ip], check=False).returncode == 0
 
 
-def _wait(predicate: Any, timeout: float, interval: float = 0.01) -> bool:
+def _wait(predicate: Callable[[], object], timeout: float, interval: float = 0.01) -> bool:
     return wait_for(predicate, timeout, interval)
 
 
 PHONE_UA = "Yealink SIP-T46S 66.86.0.15"
 
 
-def _failures(ip: str, count: int) -> list[Any]:
+def _failures(ip: str, count: int) -> list[Headers]:
     """Failed registrations for one account from an ordinary phone's User-Agent."""
     return [register_failure(ip, user="1000", user_agent=PHONE_UA) for _ in range(count)]
 

@@ -114,7 +114,7 @@ def run(replay: Replay, config: Config | None = None) -> tuple[DetectionEngine, 
 
 
 def test_capture_parses_and_has_the_expected_security_events(replay: Replay) -> None:
-    kinds = Counter()
+    kinds: Counter[str] = Counter()
     for _, _, body in replay.events:
         event = json.loads(body)
         kinds[event.get("Event-Subclass") or event["Event-Name"]] += 1

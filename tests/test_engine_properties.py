@@ -7,7 +7,11 @@ import ipaddress
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_rules import (
+
+from shared.config import Config
+from shared.iputil import NetworkSet, parse_ip
+from shared.messages import ListChange
+from tests.test_rules import (
     PHONE_UAS,
     SCANNER_UAS,
     Harness,
@@ -18,10 +22,6 @@ from test_rules import (
     register,
     wrong_call_state,
 )
-
-from shared.config import Config
-from shared.iputil import NetworkSet, parse_ip
-from shared.messages import ListChange
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

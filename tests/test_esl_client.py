@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from fsguard_cli.simulator import (
+    EventLike,
     FakeFreeSwitch,
     heartbeat,
     load_capture,
@@ -79,8 +80,8 @@ async def running(
         await asyncio.wait_for(task, 5)
 
 
-def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(coro_fn(), 30))  # type: ignore[arg-type]
+def run(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(coro_fn(), 30))
 
 
 async def started(**kw: Any) -> FakeFreeSwitch:
@@ -105,7 +106,7 @@ def test_connect_subscribe_and_batched_events() -> None:
             assert await sim.wait_for_subscription(5)
             assert sim.commands == ["auth ********", SUBSCRIBE]
             assert await until(lambda: client.stats.connected)
-            events = [register_failure(f"203.0.113.{i}") for i in range(50)]
+            events: list[EventLike] = [register_failure(f"203.0.113.{i}") for i in range(50)]
             events.append(heartbeat())
             events.append((pre_register("198.51.100.7"), b""))
             assert await sim.send_events(events) == 52
@@ -136,7 +137,10 @@ def test_plain_frames_are_converted_to_json() -> None:
             log_frame = (FIXTURES / "log_data.txt").read_bytes()
             await sim.send_raw(plain + log_frame + plain[:100])
             await sim.send_raw(plain[100:])
-            bodies = lambda: [b for batch, _ in sink.batches for b in batch]  # noqa: E731
+
+            def bodies() -> list[bytes]:
+                return [b for batch, _ in sink.batches for b in batch]
+
             assert await until(lambda: len(bodies()) == 2)
             assert bodies() == [expected, expected]
             assert client.stats.frames_received - before == 3

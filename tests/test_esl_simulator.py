@@ -9,12 +9,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from fsguard_cli.simulator import (
+    Headers,
     ThreadedFakeFreeSwitch,
     channel_create,
     heartbeat,
@@ -197,10 +198,12 @@ def _names(headers: list[tuple[str, str]]) -> list[str]:
     (lambda: register_attempt("203.0.113.45"), "register_attempt.txt"),
     (lambda: wrong_call_state("203.0.113.45"), "wrong_call_state.txt"),
 ])
-def test_builders_follow_the_real_header_order(builder: object, sample: str) -> None:
+def test_builders_follow_the_real_header_order(
+    builder: Callable[[], Headers], sample: str
+) -> None:
     frame = FrameParser().feed(fixture_bytes(sample))[0]
     expected, _ = parse_plain_event(frame.body)
-    got = builder()  # type: ignore[operator]
+    got = builder()
     assert _names(got) == _names(expected)
     assert dict(got).get("network-ip", dict(got).get("network_ip")) == "203.0.113.45"
 

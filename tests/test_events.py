@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from test_engine_captures import read_frames
-from test_rules import ATTACKER, Harness, failure, pre_register
 
 from fsguard_workers.events import (
     DecodeFailure,
@@ -18,6 +16,8 @@ from fsguard_workers.events import (
     maybe_relevant,
     text,
 )
+from tests.test_engine_captures import read_frames
+from tests.test_rules import ATTACKER, Harness, failure, pre_register
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -91,15 +92,17 @@ def test_batch_of_1000_in_one_restore(ns: str, monkeypatch: pytest.MonkeyPatch) 
     calls: list[list[str]] = []
     real_run = fw._run
 
-    def counting_run(argv, **kw):  # type: ignore[no-untyped-def]
+    def counting_run(
+        argv: Sequence[str], *, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         calls.append(list(argv))
-        return real_run(argv, **kw)
+        return real_run(argv, stdin=stdin, check=check)
 
     real_popen = fw._popen
 
-    def counting_popen(argv, **kw):  # type: ignore[no-untyped-def]
+    def counting_popen(argv: Sequence[str]) -> subprocess.Popen[str]:
         calls.append(list(argv))
-        return real_popen(argv, **kw)
+        return real_popen(argv)
 
     monkeypatch.setattr(fw, "_run", counting_run)
     monkeypatch.setattr(fw, "_popen", counting_popen)
@@ -134,6 +137,7 @@ def test_invalid_address_never_reaches_ipset(ns: str, monkeypatch: pytest.Monkey
     calls: list[object] = []
     monkeypatch.setattr(fw, "_run", lambda *a, **k: calls.append(a))
     with pytest.raises((TypeError, ValueError)):
+        # deliberately ill-typed: the runtime check for callers that bypass typing is tested
         fw.apply([("1.2.3.4\nflush fsg-test", 60)])  # type: ignore[list-item]
     with pytest.raises(ValueError):
         fw.apply([(ipaddress.ip_network("10.0.0.0/8"), 60)])

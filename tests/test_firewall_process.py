@@ -261,7 +261,11 @@ def test_restart_keeps_kernel_bans_and_dedupes(tmp_path: Path) -> None:
                 push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
                 push.connect(addresses.firewall_decisions(runtime))
                 push.send(encode(decision("x-1", "203.0.113.51")))
-                wait_for(lambda p=proc: p.ok("stats")["decisions_received"] == 1)  # type: ignore[misc]
+
+                def received(p: Proc = proc) -> bool:
+                    return bool(p.ok("stats")["decisions_received"] == 1)
+
+                wait_for(received)
                 push.close(0)
                 assert proc.ok("stats")["duplicates"] == attempt
                 assert proc.ok("blacklist_get", {"ip": "203.0.113.51"})["blacklisted"] is True

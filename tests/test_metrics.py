@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from fsguard_cli.simulator import register_failure
+from fsguard_cli.simulator import Headers, register_failure
 from shared import addresses
 from shared.control import PeerUnavailable, request
 from shared.iputil import shard_of
@@ -38,7 +38,7 @@ SET_NAME = "fsg-metrics"
 API_PORT = 18097
 
 
-def failures(ip: str, count: int, user_agent: str = PHONE_UA) -> list[Any]:
+def failures(ip: str, count: int, user_agent: str = PHONE_UA) -> list[Headers]:
     return [register_failure(ip, user="1000", user_agent=user_agent) for _ in range(count)]
 
 

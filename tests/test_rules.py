@@ -4,6 +4,7 @@ test_engine_properties.py."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fsguard_workers.engine import TICK_BUDGET, DetectionEngine
@@ -507,7 +508,7 @@ def test_phones_are_not_scanners(ua: str) -> None:
         lambda ua: channel_create(ATTACKER, ua=ua),
     ],
 )
-def test_scanner_checked_on_every_event_type(make: Any) -> None:
+def test_scanner_checked_on_every_event_type(make: Callable[[str], bytes]) -> None:
     h = Harness()
     (ban,) = h.feed(make("friendly-scanner"))
     assert ban.rule == "scanner_user_agent"

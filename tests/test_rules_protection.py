@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -51,21 +52,21 @@ SINGLE_EVENTS = [
 
 @pytest.mark.parametrize(("name", "make", "kill"), SINGLE_EVENTS, ids=[s[0] for s in SINGLE_EVENTS])
 def test_single_unauthenticated_event_never_bans_a_registered_source(
-    name: str, make: object, kill: str, caplog: pytest.LogCaptureFixture
+    name: str, make: Callable[[str], bytes], kill: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = Harness()
     h.config.security.untrusted_networks = ["evil.example"]
     h = Harness(h.config)
     registered(h)
     with caplog.at_level(logging.WARNING):
-        assert h.feed(make(ATTACKER)) == []  # type: ignore[operator]
+        assert h.feed(make(ATTACKER)) == []
     assert [k.reason for k in h.kills] == ([kill] if kill else [])
     stats = h.engine.stats()
     assert stats["spoofing_suspected"] == 1
     assert sum(h.engine.rule_stats()["spoofing_by_rule"].values()) == 1
     assert "suspected spoofing" in caplog.text and ATTACKER in caplog.text
     # the same event from an unprotected source bans
-    (ban,) = h.feed(make(OTHER))  # type: ignore[operator]
+    (ban,) = h.feed(make(OTHER))
     assert ban.ip == OTHER
 
 

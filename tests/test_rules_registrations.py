@@ -4,6 +4,7 @@ success or failure), as the Go program's key means; unanswered challenges still 
 from __future__ import annotations
 
 from shared.config import Config
+from shared.messages import BanDecision
 from tests.test_rules import ATTACKER, Harness, attempt, failure, pre_register, register
 
 
@@ -11,16 +12,16 @@ def reg_count(h: Harness) -> int:
     return int(h.engine.rate_snapshot("registrations").get(ATTACKER, {}).get("count", 0))
 
 
-def failed_exchange(h: Harness, advance: float = 1.0) -> list[object]:
-    out: list[object] = []
+def failed_exchange(h: Harness, advance: float = 1.0) -> list[BanDecision]:
+    out: list[BanDecision] = []
     out += h.feed(pre_register(ATTACKER), advance=advance)
     out += h.feed(attempt(ATTACKER, result="FORBIDDEN"), advance=0.01)
     out += h.feed(failure(ATTACKER), advance=0.01)
     return out
 
 
-def good_exchange(h: Harness, advance: float = 1.0) -> list[object]:
-    out: list[object] = []
+def good_exchange(h: Harness, advance: float = 1.0) -> list[BanDecision]:
+    out: list[BanDecision] = []
     out += h.feed(pre_register(ATTACKER), advance=advance)
     out += h.feed(attempt(ATTACKER, result="RENEWED"), advance=0.01)
     return out
@@ -48,8 +49,8 @@ def test_ten_exchanges_a_minute_pass_the_eleventh_bans_with_the_go_reason() -> N
     for _ in range(10):
         assert good_exchange(h, advance=5) == []
     (ban,) = good_exchange(h, advance=5)
-    assert ban.rule == "registration_rate"  # type: ignore[attr-defined]
-    assert ban.reason == "registration rate limit exceeded (11 in 1m0s)"  # type: ignore[attr-defined]
+    assert ban.rule == "registration_rate"
+    assert ban.reason == "registration rate limit exceeded (11 in 1m0s)"
 
 
 def test_phone_failing_eight_times_is_not_banned_by_the_registration_rate() -> None:
@@ -91,4 +92,4 @@ def test_fast_guessing_is_banned_by_failed_auth_not_registration_rate() -> None:
     # SIPp at hundreds of guesses a second: the first rule to fire is failed_auth.
     h = Harness(no_learning())
     bans = [b for _ in range(20) for b in failed_exchange(h, advance=0.002)]
-    assert [b.rule for b in bans] == ["failed_auth"]  # type: ignore[attr-defined]
+    assert [b.rule for b in bans] == ["failed_auth"]

@@ -12,8 +12,9 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,13 @@ NOW = 1_700_000_000.0
 
 
 def ban(
-    key: str, *, at: float = NOW, ttl: float | None = 3600.0, did: str = "", **kw: object
+    key: str,
+    *,
+    at: float = NOW,
+    ttl: float | None = 3600.0,
+    did: str = "",
+    evidence: dict[str, Any] | None = None,
+    **kw: object,
 ) -> BanRecord:
     return BanRecord(
         key=key,
@@ -43,7 +50,7 @@ def ban(
         decision_id=did,
         user=str(kw.get("user", "")),
         source=str(kw.get("source", "rule")),
-        evidence=dict(kw.get("evidence", {})),  # type: ignore[call-overload]
+        evidence=dict(evidence or {}),
     )
 
 
@@ -489,13 +496,13 @@ def test_import_accepts_go_blacklist_shape_with_nanoseconds(st: Store) -> None:
     ],
 )
 def test_invalid_import_is_all_or_nothing(
-    tmp_path: Path, st: Store, mutate: object, message: str
+    tmp_path: Path, st: Store, mutate: Callable[[dict[str, Any]], object], message: str
 ) -> None:
     _fill(st)
     good = st.export_json()
     bad = copy.deepcopy(good)
     bad["blacklist"]["198.51.100.1"] = {"ip": "198.51.100.1", "permanent": True}  # valid
-    mutate(bad)  # type: ignore[operator]
+    mutate(bad)
     with Store(str(tmp_path / "other.db")) as fresh:
         with pytest.raises(ImportDataError, match=message):
             fresh.import_json(bad, NOW + 60)

@@ -11,11 +11,11 @@ from collections import OrderedDict
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_rules import Harness, failure, pre_register, wrong_call_state
 
 from fsguard_workers.engine import LRU_SLACK, DetectionEngine
 from fsguard_workers.windows import SlidingWindow, hit, trim
 from shared.config import Config
+from tests.test_rules import Harness, failure, pre_register, wrong_call_state
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
