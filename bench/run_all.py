@@ -21,6 +21,7 @@ BENCHES: list[tuple[str, list[str], bool]] = [
     ("bench_store.py", [], False),
     ("bench_firewall.py", [], True),
     ("bench_reconcile.py", [], True),
+    ("bench_backends.py", [], True),  # ipset vs nftables, side by side
     ("bench_metrics.py", [], True),
     # The whole system as a user runs it (issue 13): bench/results/honest.json, from which
     # readme_table.py regenerates README's performance table. (bench_pipeline.py and

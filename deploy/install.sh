@@ -14,9 +14,9 @@
 # the systemd units; /etc/modules-load.d/fsguard.conf; `systemctl daemon-reload`. It never
 # enables or starts anything. The service user must be able to run PYTHON (the venv links
 # to it): a Python under /root is refused with a clear error.
-# Uninstall: stops and removes the units, removes fsguard's ipsets and iptables rules
-# (`fsguard teardown`), the venv, the links, docs, modules file, config, state, the user
-# and group. --keep-state keeps /etc/fsguard and /var/lib/fsguard.
+# Uninstall: stops and removes the units, removes fsguard's ipsets, iptables rules and
+# nftables table (`fsguard teardown`), the venv, the links, docs, modules file, config,
+# state, the user and group. --keep-state keeps /etc/fsguard and /var/lib/fsguard.
 #
 # Environment: PYTHON (default python3, >= 3.11, runnable by the service user).
 # Test overrides: FSGUARD_PREFIX FSGUARD_BIN_LINK FSGUARD_CONFIG_DIR FSGUARD_STATE_DIR
@@ -37,7 +37,7 @@ readonly MODULES_CONF="${FSGUARD_MODULES_CONF:-/etc/modules-load.d/fsguard.conf}
 readonly SKIP_MODPROBE="${FSGUARD_SKIP_MODPROBE:-0}"
 readonly UNITS=(fsguard.target fsguard-firewall.service fsguard-supervisor.service fsguard-api.service
     fsguard-fleet.service)
-readonly MODULES=(ip_set ip_set_hash_ip ip_set_hash_net xt_set)
+readonly MODULES=(ip_set ip_set_hash_ip ip_set_hash_net xt_set nf_tables)
 
 PYTHON="${PYTHON:-python3}"
 DRY_RUN=0
@@ -158,7 +158,7 @@ uninstall() {
     # Kernel state: fsguard's own teardown removes exactly its sets and rules.
     if [[ -x "$VENV/bin/fsguard" ]] && [[ -f "$CONFIG" ]]; then
         if "$VENV/bin/fsguard" teardown --help >/dev/null 2>&1; then
-            log "removing fsguard's ipsets and iptables rules (fsguard teardown)"
+            log "removing fsguard's ipsets, iptables rules and nftables table (fsguard teardown)"
             run "$VENV/bin/fsguard" teardown --config "$CONFIG" ||
                 log "warning: fsguard teardown failed; check ipset list / iptables -S"
         else
@@ -319,7 +319,7 @@ if ((DRY_RUN)); then
     printf '+ printf %%s\\n %s > %s\n' "${MODULES[*]}" "$MODULES_CONF"
 else
     install -d -m 0755 "$(dirname "$MODULES_CONF")"
-    printf '%s\n' "# fsguard: ipset and the iptables set match" "${MODULES[@]}" >"$MODULES_CONF.tmp"
+    printf '%s\n' "# fsguard: ipset, the iptables set match, nf_tables" "${MODULES[@]}" >"$MODULES_CONF.tmp"
     chmod 0644 "$MODULES_CONF.tmp"
     mv -f "$MODULES_CONF.tmp" "$MODULES_CONF"
 fi

@@ -83,6 +83,10 @@ class IptablesInfo(msgspec.Struct, kw_only=True):
     ipset: str
     blockedIps: list[str] | None
     count: int
+    # fsguard additions (not in the Go program): the active firewall backend ("ipset" or
+    # "nftables") and its ruleset as read from the kernel.
+    backend: str = "ipset"
+    ruleset: dict[str, Any] | None = None
 
 
 class CommandResult(msgspec.Struct, kw_only=True):

@@ -4,7 +4,8 @@ Running: run, supervisor, firewall, api, worker, check-config.
 Operating (through the REST API): status, bans, ban, unban, whitelist, top.
 Offline and tooling: replay, capture, demo.
 Verbs with their own module register their parsers from here: whitelist_cli.py,
-untrusted_cli.py, offline_cli.py, state_cli.py (reconcile, bans I/O), reload_cli.py.
+untrusted_cli.py, offline_cli.py, state_cli.py (reconcile, bans I/O), teardown_cli.py,
+reload_cli.py.
 
 Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error;
 3 the REST API is unreachable; 141 stdout closed early (`| head`), as SIGPIPE would.
@@ -38,6 +39,7 @@ from fsguard_cli.ops_client import (
     rule_of,
 )
 from fsguard_cli.output import Style, table
+from fsguard_cli.status_firewall import firewall_line, firewall_summary
 from shared.config import (
     Config,
     ConfigError,
@@ -150,6 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "activeBans": len(bans),
         "bansByRule": dict(by_rule.most_common()),
         "whitelistCount": counts.get("whitelistCount"),
+        "firewall": firewall_summary(client),
     }
     if args.json:
         _print_json(summary)
@@ -167,6 +170,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     white = summary["whitelistCount"]
     extra = f", whitelist {white}" if white is not None else ""
     print(f"  bans       {len(bans)} active{extra}")
+    if summary["firewall"] is not None:
+        print(firewall_line(summary["firewall"]))
     if by_rule:
         print(table(("RULE", "ACTIVE BANS"), by_rule.most_common(), right=(1,), style=st,
                     indent="    "))
@@ -335,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
     add_operating_verbs(verb)
     __import__("fsguard_cli.state_cli").state_cli.register(sub)  # reconcile, bans I/O
+    __import__("fsguard_cli.teardown_cli").teardown_cli.register(sub)
     __import__("fsguard_cli.reload_cli").reload_cli.register(sub)  # reload
     finish_parsers(parser, EXIT_CODES)
     return parser

@@ -152,6 +152,9 @@ class OpsClient:
     def security_status(self) -> Any:
         return self.request("GET", "/security/status")
 
+    def iptables(self) -> Any:
+        return self.request("GET", "/security/iptables")
+
     def esl(self) -> Any:
         return self.request("GET", "/security/esl")
 

@@ -97,7 +97,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             kernel = make_kernel(config)
             fw = Firewall(config, kernel, store=durable.bans)
             durable.attach(fw)
-            kernel.ensure_setup()
+            kernel.ensure()
             result = msgspec.to_builtins(durable.reconcile(from_empty=args.from_empty))
         except FirewallError as exc:
             _err("reconcile", f"firewall error: {exc}")

@@ -121,14 +121,17 @@ class ControlOps:
         kernel = self.fw.kernel
         try:
             members = [m for m, _ in kernel.list_members()]
+            info = kernel.describe()  # with the ruleset read from the kernel
         except FirewallError as exc:
-            raise ControlError(f"failed to list ipset: {exc}", 500) from None
-        info = kernel.describe()
+            what = "ipset" if kernel.kind == "ipset" else f"{kernel.kind} sets"
+            raise ControlError(f"failed to list {what}: {exc}", 500) from None
         return {
             "chain": info.get("chain", ""),
             "ipset": info.get("ipset", ""),
             "blockedIps": members,
             "count": len(members),
+            "backend": kernel.kind,  # fsguard's addition; the Go fields above stay
+            "ruleset": info.get("ruleset"),
         }
 
     def _seconds(self, args: dict[str, Any]) -> float:

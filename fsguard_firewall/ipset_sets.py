@@ -166,3 +166,24 @@ def ensure_set_params(kernel: KernelFirewall) -> list[str]:
     return migrated
 
 
+
+
+# --- reading the ruleset (status, GET /security/iptables) --------------------------------
+
+
+def ruleset(kernel: KernelFirewall) -> dict[str, object]:
+    """fsguard's DROP rules and set parameters as the kernel has them."""
+    rules: list[str] = []
+    for binary, name in (("iptables", kernel.set_v4), ("ip6tables", kernel.set_v6)):
+        proc = kernel._run([binary, "-w", "5", "-S", kernel.chain], check=False)
+        rules += [
+            f"{binary} {line}"
+            for line in proc.stdout.splitlines()
+            if f"--match-set {name} " in line
+        ]
+    sets = {name: set_params(kernel, name) for name in (kernel.set_v4, kernel.set_v6)}
+    return {
+        "chain": kernel.chain,
+        "rules": rules,
+        "sets": {n: msgspec.to_builtins(p) if p else None for n, p in sets.items()},
+    }

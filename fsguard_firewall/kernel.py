@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff, Target
+from .elements import to_element
 from .ipset_netlink import IpsetNetlink, NetlinkPath
 from .ipset_sets import ensure_set_params, parse_save
+from .ipset_sets import ruleset as ipset_ruleset
 from .reconcile import reconcile_members
 
 __all__ = ["MAX_TIMEOUT", "Element", "FirewallError", "KernelFirewall", "Target"]
@@ -98,32 +100,9 @@ class KernelFirewall:
     # --- element rendering -------------------------------------------------------
 
     def element(self, target: Target) -> Element:
-        """The kernel element a target becomes (IPv6 aggregated to ipv6_prefix).
-
-        Raises ValueError for an IPv4 network wider than one address or an IPv6
-        network wider than the configured ban prefix.
-        """
-        if isinstance(target, ipaddress.IPv4Network):
-            if target.prefixlen != 32:
-                raise ValueError(f"IPv4 networks are not banned as a whole: {target}")
-            return target.network_address
-        if isinstance(target, ipaddress.IPv4Address):
-            return target
-        if isinstance(target, ipaddress.IPv6Address):
-            if target.ipv4_mapped is not None:
-                return target.ipv4_mapped
-            if self.ipv6_prefix == 128:
-                return target
-            return ipaddress.IPv6Network((target, self.ipv6_prefix), strict=False)
-        if isinstance(target, ipaddress.IPv6Network):
-            if target.prefixlen < self.ipv6_prefix:
-                raise ValueError(
-                    f"IPv6 prefix {target} is wider than the ban prefix /{self.ipv6_prefix}"
-                )
-            if self.ipv6_prefix == 128:
-                return target.network_address
-            return ipaddress.IPv6Network((target.network_address, self.ipv6_prefix), strict=False)
-        raise TypeError(f"not an ipaddress object: {type(target).__name__}")
+        """The kernel element a target becomes (elements.to_element; ValueError for an
+        IPv4 network wider than one address or an IPv6 one wider than the ban prefix)."""
+        return to_element(target, self.ipv6_prefix)
 
     def _set_for(self, element: Element) -> str:
         return self.set_v4 if element.version == 4 else self.set_v6
@@ -198,7 +177,9 @@ class KernelFirewall:
         return migrated
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "chain": self.chain, "ipset": self.set_v4}
+        info: dict[str, Any] = {"kind": self.kind, "chain": self.chain, "ipset": self.set_v4}
+        info["ruleset"] = None if self.dry_run else ipset_ruleset(self)
+        return info
 
     def remove(self, targets: Sequence[Target]) -> int:
         return self.apply([], unbans=targets)
@@ -206,6 +187,8 @@ class KernelFirewall:
     def reconcile(
         self, want: Mapping[str, tuple[Element, int]], *, keep_foreign: bool
     ) -> KernelDiff:
+        if not self.dry_run:
+            self.ensure_setup()  # sets or DROP rules removed by hand: back (drift check)
         return reconcile_members(self, want, keep_foreign=keep_foreign)
 
     def _set_exists(self, name: str) -> bool:

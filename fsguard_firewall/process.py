@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import time
@@ -24,13 +23,13 @@ from shared.config import Config
 from shared.control import PeerUnavailable, dispatch, request
 from shared.messages import BanDecision, decode, encode
 
-from .backend import FirewallError
+from .backend import FirewallError, KernelBackend
+from .backends import make_backend
 from .degraded import unwritable
 from .durable import EX_CONFIG, Durable
 from .entries import BanEntry, MemoryBanStore
 from .firewall import LOG_SUMMARY_SECONDS, Firewall
 from .fleet import FleetState
-from .kernel import KernelFirewall
 from .reconfigure import handler as reconfigure_handler
 from .store import StoreError
 
@@ -76,15 +75,9 @@ def _receive_batch(pull: zmq.Socket[bytes], fw: Firewall) -> list[BanDecision]:
     return batch
 
 
-def make_kernel(config: Config) -> KernelFirewall:
-    sec = config.security
-    return KernelFirewall(
-        sec.ipset_name,
-        sec.iptables_chain,
-        default_timeout=max(0, math.ceil(sec.block_duration)),
-        dry_run=sec.dry_run,
-        ipv6_prefix=sec.ipv6_ban_prefix,
-    )
+def make_kernel(config: Config) -> KernelBackend:
+    """The configured backend: ipset + iptables or nftables (backends.py)."""
+    return make_backend(config)
 
 
 def _prepare_runtime_dir(path: str) -> None:
@@ -108,11 +101,12 @@ def main(config: Config) -> int:
     runtime = config.paths.runtime_dir
     _prepare_runtime_dir(runtime)
     kernel = make_kernel(config)
+    migrated: list[str] = []
     if config.security.auto_block_enabled:
         try:
-            kernel.ensure_setup()
+            migrated = kernel.ensure()  # sets and rules exist (or the start fails here)
         except FirewallError as exc:
-            log.error("firewall setup failed: %s", exc)
+            log.error("firewall setup failed (%s backend): %s", kernel.kind, exc)
             return 1
     else:
         log.warning("auto_block_enabled is false: bans are recorded, the kernel is not touched")
@@ -165,7 +159,10 @@ def main(config: Config) -> int:
     fleet.attach(fw)
     if config.security.auto_block_enabled:
         try:
-            durable.reconcile()  # store -> kernel and back; migrates sets; never flushes
+            # store -> kernel and back; never flushes. The sets were ensured (and migrated)
+            # above: one structure check, which costs seconds with 100k nft elements.
+            result = durable.reconcile(migrate=False)
+            result.migrated = sorted({*migrated, *result.migrated})
         except FirewallError as exc:
             log.error("firewall reconcile failed: %s", exc)
     if durable.acks is not None:
@@ -185,7 +182,9 @@ def main(config: Config) -> int:
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(rep, zmq.POLLIN)
-    log.info("firewall ready (pid %d, dry_run=%s)", os.getpid(), kernel.dry_run)
+    log.info(
+        "firewall ready (pid %d, %s backend, dry_run=%s)", os.getpid(), kernel.kind, kernel.dry_run
+    )
     sdnotify.ready()
     next_sweep = time.monotonic() + SWEEP_SECONDS
     next_summary = time.monotonic() + LOG_SUMMARY_SECONDS

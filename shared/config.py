@@ -210,6 +210,8 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     untrusted_networks: list[str] = msgspec.field(default_factory=list)
     iptables_chain: str = "INPUT"
     ipset_name: str = "freeswitch-security"
+    firewall_backend: str = "ipset"  # "ipset" (ipset + iptables, as Go) or "nftables"
+    nftables_table: str = "fsguard"  # the nftables backend's own `inet` table
     dry_run: bool = False
     auto_whitelist_on_success: bool = True
     esl_log_level: str = "info"
@@ -390,6 +392,8 @@ FSGUARD_ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ),
     ("SECURITY_CROWDSEC_PUSH_SIMULATED", "security.crowdsec.push_simulated", "bool"),
     ("SECURITY_CROWDSEC_TIMEOUT", "security.crowdsec.timeout", "duration"),
+    ("SECURITY_FIREWALL_BACKEND", "security.firewall_backend", "str"),
+    ("SECURITY_NFTABLES_TABLE", "security.nftables_table", "str"),
 )
 
 
@@ -602,8 +606,10 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> dict[str, str]:
 
 # ---- semantic validation -------------------------------------------------
 
+FIREWALL_BACKENDS = ("ipset", "nftables")
 _IPSET_NAME = re.compile(r"[A-Za-z0-9_.-]{1,28}")
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,28}")
+_NFT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,27}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _STREAM_WORD = re.compile(r"[A-Za-z0-9_./:-]{1,128}")
 
@@ -752,6 +758,11 @@ class _Validator:
             "1-28 characters of A-Z a-z 0-9 _ . - (room for the -v6 suffix)",
         )
         self.pattern("security.iptables_chain", _CHAIN_NAME, "1-28 characters of A-Z a-z 0-9 _ -")
+        self.choice("security.firewall_backend", FIREWALL_BACKENDS)
+        nft_name = "an nftables name: a letter or _, then up to 27 of A-Z a-z 0-9 _ . -"
+        self.pattern("security.nftables_table", _NFT_NAME, nft_name)
+        if c.security.firewall_backend.lower() == "nftables":
+            self.pattern("security.ipset_name", _NFT_NAME, nft_name)
         for rule in msgspec.structs.fields(RulesConfig):
             self.choice(f"security.rules.{rule.name}.mode", RULE_MODES)
         self.networks("security.bare_ip.allowed_hosts")

@@ -58,6 +58,8 @@ DESCRIPTIONS: dict[str, str] = {
     "security.untrusted_networks": "SIP domains, *.suffix or CIDRs banned on sight",
     "security.iptables_chain": "chain holding the DROP rules",
     "security.ipset_name": "kernel set name (IPv6: <name>-v6)",
+    "security.firewall_backend": "`ipset` (+ iptables, as Go) or `nftables` (docs/nftables.md)",
+    "security.nftables_table": "the nftables backend's own `inet` table",
     "security.dry_run": "never touch the kernel; log what would be done",
     "security.auto_whitelist_on_success": "a successful registration whitelists its address",
     "security.esl_log_level": "level of the ESL client's log lines",

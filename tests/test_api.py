@@ -138,8 +138,11 @@ def test_security_blacklist(env: Env) -> None:
 def test_security_iptables(env: Env) -> None:
     r = env.client.get("/security/iptables")
     assert r.status_code == 200
-    assert set(r.json()) == GO_IPTABLES_KEYS
-    assert r.json() == IPTABLES
+    # The Go fields, unchanged, plus issue 15's `backend` (and the ruleset read from the
+    # kernel); a firewall that does not say is the Go program's ipset backend.
+    assert set(r.json()) == GO_IPTABLES_KEYS | {"backend", "ruleset"}
+    assert {k: r.json()[k] for k in GO_IPTABLES_KEYS} == IPTABLES
+    assert (r.json()["backend"], r.json()["ruleset"]) == ("ipset", None)
 
 
 def test_esl_reconnect(env: Env) -> None:

@@ -71,6 +71,8 @@ EXTRAS: dict[str, set[str]] = {
                       "threads", "processes", "memory.rssMb"},
     # inside a trusted network: whitelisted with Go's userId/domain ("") plus trustedNetwork
     "/security/whitelist/198.51.100.99": {"trustedNetwork", "userId", "domain"},
+    # issue 15: the active firewall backend and its ruleset as read from the kernel
+    "/security/iptables": {"backend", "ruleset"},
     # failed ESL hardening checks (default password, exposed esl_host)
     "/security/status": {"eslWarnings"},
 }  # fmt: skip

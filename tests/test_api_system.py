@@ -191,7 +191,8 @@ GO_KEYS: dict[str, set[str]] = {
         "whitelistBypass",
         "cleanupInterval",
     },
-    "/security/iptables": {"chain", "ipset", "blockedIps", "count"},
+    # Go's four keys plus issue 15's backend and ruleset (docs/api.md)
+    "/security/iptables": {"chain", "ipset", "blockedIps", "count", "backend", "ruleset"},
     "/cache/stats": {"enabled", "security", "operations"},
 }
 

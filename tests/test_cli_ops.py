@@ -119,10 +119,12 @@ def test_status_reports_connection_rate_and_bans(system: dict[str, Any]) -> None
     assert data["eventsDropped"] == 0
     assert data["workers"]["count"] == 2
     assert data["bansByRule"].get("failed_auth", 0) >= 1
+    assert data["firewall"]["backend"] == "ipset"  # read from the firewall (dry run here)
     text = cli("status", "--api", api, "--interval", "0.2")
     assert text.returncode == 0
     assert "connected" in text.stdout and "events" in text.stdout
     assert "failed_auth" in text.stdout
+    assert "firewall   ipset: ipset " in text.stdout
 
 
 def test_manual_ban_and_unban(system: dict[str, Any]) -> None:

@@ -7,6 +7,9 @@ and inside functions, TYPE_CHECKING blocks included) and checked against the lay
 - `shared` imports only `shared`, except the role entry point `shared/roles.py`, which
   imports each role's `process` module (lazily, for the one role it runs);
 - `fsguard_cli` (the operator's commands, demo, simulator) may import any package.
+
+Operator verbs live in `fsguard_cli`: a role package has no `*_cli.py` module and does not
+parse command lines (argparse; the roles' entry point is shared/roles.py).
 """
 
 from __future__ import annotations
@@ -69,6 +72,25 @@ def violations(root: Path) -> list[str]:
     return sorted(set(found))
 
 
+def operator_code(root: Path) -> list[str]:
+    """Modules of role packages that look like operator verbs (they belong in fsguard_cli)."""
+    found: list[str] = []
+    for package in packages(root):
+        if package in (CLI, SHARED):
+            continue
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root)
+            if path.name.endswith("_cli.py"):
+                found.append(f"{rel}: an operator-verb module")
+            found += [f"{rel}:{line} imports argparse" for line, module in imports(path, root)
+                      if module == "argparse"]
+    return found
+
+
+def test_operator_verbs_live_in_fsguard_cli() -> None:
+    assert operator_code(ROOT) == []
+
+
 def test_no_role_imports_another_roles_package() -> None:
     found = violations(ROOT)
     assert found == [], "cross-role imports (move what two roles need to shared/):\n" + "\n".join(
@@ -106,6 +128,7 @@ def test_the_check_catches_cross_role_imports(tmp_path: Path) -> None:
         "fsguard_b/sub/deep.py": "from ...fsguard_a import engine\nfrom .. import rules\n",
         "fsguard_cli/__init__.py": "",
         "fsguard_cli/cli.py": "from fsguard_a.process import main\nfrom fsguard_b import rules\n",
+        "fsguard_a/teardown_cli.py": "def register():\n    import argparse\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -120,4 +143,8 @@ def test_the_check_catches_cross_role_imports(tmp_path: Path) -> None:
         "fsguard_b/sub/deep.py:1 imports fsguard_a",
         "fsguard_b/sub/deep.py:1 imports fsguard_a.engine",
         "shared/bad.py:1 imports fsguard_a.engine",
+    ]
+    assert operator_code(tmp_path) == [
+        "fsguard_a/teardown_cli.py: an operator-verb module",
+        "fsguard_a/teardown_cli.py:2 imports argparse",
     ]

@@ -1,0 +1,32 @@
+"""The configured kernel backend (`security.firewall_backend`): the only place that
+knows both; everything else holds a backend.KernelBackend."""
+
+from __future__ import annotations
+
+import math
+
+from shared.config import Config
+
+from .backend import KernelBackend
+from .kernel import KernelFirewall
+from .nft_backend import NftBackend
+
+
+def make_backend(config: Config) -> KernelBackend:
+    sec = config.security
+    timeout = max(0, math.ceil(sec.block_duration))
+    if sec.firewall_backend.lower() == "nftables":
+        return NftBackend(
+            sec.nftables_table,
+            sec.ipset_name,
+            default_timeout=timeout,
+            dry_run=sec.dry_run,
+            ipv6_prefix=sec.ipv6_ban_prefix,
+        )
+    return KernelFirewall(
+        sec.ipset_name,
+        sec.iptables_chain,
+        default_timeout=timeout,
+        dry_run=sec.dry_run,
+        ipv6_prefix=sec.ipv6_ban_prefix,
+    )
