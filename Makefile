@@ -49,11 +49,11 @@ wheelhouse: $(BIN)/fsguard
 
 # Kernel tools for the firewall role and the namespace tests (Debian/Ubuntu, as root).
 system-deps:
-	@missing=""; for tool in ipset iptables ip; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in ipset iptables ip nft; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ipset iptables iproute2; \
-		else echo "note: missing$$missing; install ipset, iptables and iproute2 as root for the firewall role"; fi; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ipset iptables iproute2 nftables; \
+		else echo "note: missing$$missing; install ipset, iptables, nftables and iproute2 as root for the firewall role"; fi; \
 	fi
 
 install: system-deps $(BIN)/fsguard

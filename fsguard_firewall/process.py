@@ -32,6 +32,7 @@ from .firewall import LOG_SUMMARY_SECONDS, Firewall
 from .fleet import FleetState
 from .reconfigure import handler as reconfigure_handler
 from .store import StoreError
+from .teardown import teardown
 
 __all__ = ["BanEntry", "Firewall", "MemoryBanStore", "main", "make_kernel"]
 
@@ -94,6 +95,18 @@ def _already_running(control: str) -> bool:
         return request(control, "ping", timeout=0.5).ok
     except PeerUnavailable:
         return False
+
+
+def _remove_kernel_objects(config: Config, backend: str) -> None:
+    """`security.remove_rules_on_stop`: a clean stop removes exactly what fsguard created.
+    The bans stay in the store; the next start re-adds them with their remaining time."""
+    result = teardown(config, backend)
+    for line in result.errors:
+        log.error("remove_rules_on_stop: %s", line)
+    log.warning(
+        "remove_rules_on_stop: removed %s; bans are NOT enforced until fsguard starts again",
+        ", ".join(result.removed) or "nothing",
+    )
 
 
 def main(config: Config) -> int:
@@ -216,6 +229,8 @@ def main(config: Config) -> int:
                 fw.ledger.loud("store-loop", "state store error, running on: %s", exc)
     finally:
         fw.log_summaries()
+        if config.security.remove_rules_on_stop and not kernel.dry_run:
+            _remove_kernel_objects(config, kernel.kind)
         audit.close()
         durable.close()
         for sock in (pull, pub, rep):

@@ -224,6 +224,9 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ipv6_ban_prefix: int = 128
     keep_foreign_entries: bool = False  # reconcile keeps kernel entries with no record
     drift_check_interval: float = 60.0  # seconds between kernel <-> store drift checks
+    # A clean stop keeps the sets and DROP rules (bans stay enforced while fsguard restarts);
+    # true removes exactly what fsguard created, as `fsguard teardown` does.
+    remove_rules_on_stop: bool = False
     chandaemon: ChanDaemonConfig = msgspec.field(default_factory=ChanDaemonConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     enumeration: EnumerationConfig = msgspec.field(default_factory=EnumerationConfig)
@@ -394,6 +397,7 @@ FSGUARD_ENV_OVERRIDES: tuple[tuple[str, str, str], ...] = (
     ("SECURITY_CROWDSEC_TIMEOUT", "security.crowdsec.timeout", "duration"),
     ("SECURITY_FIREWALL_BACKEND", "security.firewall_backend", "str"),
     ("SECURITY_NFTABLES_TABLE", "security.nftables_table", "str"),
+    ("SECURITY_REMOVE_RULES_ON_STOP", "security.remove_rules_on_stop", "bool"),
 )
 
 

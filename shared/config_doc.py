@@ -69,6 +69,8 @@ DESCRIPTIONS: dict[str, str] = {
     "security.scanner_user_agents": "User-Agent substrings banned on sight",
     "security.ipv6_ban_prefix": "IPv6 bans cover this prefix length (128: the address)",
     "security.keep_foreign_entries": "reconcile keeps kernel set entries fsguard has no record of",
+    "security.remove_rules_on_stop": "a clean stop removes fsguard's sets, rules and table "
+    "(default: kept, so bans stay enforced across a restart)",
     "security.drift_check_interval": "how often the kernel sets are compared with the store",
     # issue 12 (docs/rules.md has what each rule reads and counts)
     "security.max_bans_per_minute": (
