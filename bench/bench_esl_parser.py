@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.esl_protocol import FrameParser, iter_capture_frames, plain_to_json
+from fsguard_supervisor.esl_protocol import FrameParser, iter_capture_frames, plain_to_json
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from fsguard_api.models import CacheOperations, CacheSecurityStats, CacheStats
-from fsguard_workers.windows import go_duration
+from shared.durations import go_duration
 
 
 class ResponseCache:

@@ -15,8 +15,8 @@ from fsguard_api.models import (
 from fsguard_api.openapi import doc
 from fsguard_api.peers import Peers
 from fsguard_api.routes_common import merge
-from fsguard_workers.windows import go_duration
 from shared.config import Config
+from shared.durations import go_duration
 
 
 def add_counter_routes(app: FastAPI, config: Config, peers: Peers) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from fsguard_supervisor.roles import main
+from shared.roles import main
 
 if __name__ == "__main__":
     sys.exit(main(["firewall", *sys.argv[1:]]))

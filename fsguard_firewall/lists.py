@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from fsguard_workers.rules import UntrustedMatcher
 from shared.config import Config
 from shared.control import ControlError, Handler
 from shared.iputil import parse_ip
 from shared.logs import escape, set_level
 from shared.messages import ListChange
 from shared.protected import pattern_problem
+from shared.untrusted import UntrustedMatcher
 
 from . import netwhitelist
 

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from fsguard_supervisor.takeover import PARENT_ENV
+from shared.roles import PARENT_ENV
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Child:
     def start(self) -> None:
         env = dict(os.environ)
         env.update(self.env)
-        # The child arms PR_SET_PDEATHSIG and checks it is still ours (takeover.py). Only
+        # The child arms PR_SET_PDEATHSIG and checks it is still ours (shared/roles.py). Only
         # the event-loop thread starts children: the signal fires when the forking
         # *thread* exits.
         env[PARENT_ENV] = str(os.getpid())

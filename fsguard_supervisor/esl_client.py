@@ -30,7 +30,7 @@ from fsguard_supervisor.esl_commands import (
     subscribe_command,
 )
 from fsguard_supervisor.esl_connection import MAX_PENDING, EslConnection
-from shared.esl_protocol import Frame
+from fsguard_supervisor.esl_protocol import Frame
 from shared.logs import LogRateLimiter
 
 __all__ = [

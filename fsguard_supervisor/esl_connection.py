@@ -14,7 +14,13 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from fsguard_supervisor.esl_commands import ACL_MESSAGE, EslError, EslNotConnected
-from shared.esl_protocol import CT_EVENT_PLAIN, Frame, FrameParser, ProtocolError, plain_to_json
+from fsguard_supervisor.esl_protocol import (
+    CT_EVENT_PLAIN,
+    Frame,
+    FrameParser,
+    ProtocolError,
+    plain_to_json,
+)
 
 if TYPE_CHECKING:
     from fsguard_supervisor.esl_client import EslClient

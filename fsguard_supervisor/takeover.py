@@ -1,6 +1,6 @@
 """A supervisor's children die with it, and a new supervisor clears what a dead tree left.
 
-Children: `arm_parent_death_signal()` runs first thing in every child
+Children: `arm_parent_death_signal()` (shared/roles.py) runs first thing in every child
 (`python -m fsguard_supervisor.roles`): PR_SET_PDEATHSIG makes the kernel SIGKILL the
 child when its parent dies (kill -9 included), and the check of `getppid()` against
 FSGUARD_PARENT_PID closes the race of a parent dying before the prctl. The signal fires
@@ -19,37 +19,21 @@ lock and the API port.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
-PARENT_ENV = "FSGUARD_PARENT_PID"
 PIDFILE = "supervisor.pids"
-PR_SET_PDEATHSIG = 1
 LEFTOVER_TERM_WAIT = 3.0
 
 
 class AnotherSupervisor(Exception):
     """A live supervisor already owns this runtime dir."""
-
-
-def arm_parent_death_signal() -> None:
-    """In a child started by the supervisor: die (SIGKILL) when the supervisor dies."""
-    expected = os.environ.get(PARENT_ENV, "")
-    if not expected.isdigit() or not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != int(expected):  # the parent died before the prctl: too late for it
-        os._exit(1)
 
 
 def _stat(pid: int) -> list[bytes] | None:

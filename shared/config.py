@@ -6,7 +6,7 @@ Attribute names equal JSON keys. Durations are written as strings such as
 seconds. Ports accept "8088" or 8088 and are exposed as int.
 
 Modules: config_schema (the Structs), config_keys (key tables, ConfigError),
-config_values (durations, ports), config_env (environment overrides),
+config_values (parsing durations, ports), config_env (environment overrides),
 config_validate (semantic checks). The loader here: find_config_path → load_config: JSON → durations
 and ports normalised → schema (unknown keys are errors) → the Go program's
 environment overrides (invalid values are errors, unlike Go) → validation.
@@ -68,7 +68,8 @@ from shared.config_schema import (
     worker_count,
 )
 from shared.config_validate import FIREWALL_BACKENDS, api_token, validate
-from shared.config_values import MAX_BAN_SECONDS, format_duration, parse_duration, parse_port
+from shared.config_values import MAX_BAN_SECONDS, parse_duration, parse_port
+from shared.durations import format_duration
 
 __all__ = [
     "CONFIG_SEARCH_PATHS",

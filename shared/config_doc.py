@@ -25,8 +25,8 @@ from shared.config import (
     PORT_KEYS,
     SECRET_FIELDS,
     Config,
-    format_duration,
 )
+from shared.durations import format_duration
 from shared.reloadable import is_reloadable  # the one list of reloadable keys
 
 DESCRIPTIONS: dict[str, str] = {

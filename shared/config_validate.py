@@ -25,7 +25,7 @@ from shared.config_keys import (
     set_key,
 )
 from shared.config_schema import RULE_MODES, Config, RulesConfig
-from shared.config_values import format_duration
+from shared.durations import format_duration
 from shared.protected import pattern_problem
 
 FIREWALL_BACKENDS = ("ipset", "nftables")

@@ -1,5 +1,5 @@
 """Config scalars: Go-style durations ("1h30m", "250ms", plus "d" and plain seconds) and
-TCP ports, parsed with errors naming the key, and durations formatted back.
+TCP ports, parsed with errors naming the key (shared.durations formats them back).
 """
 
 from __future__ import annotations
@@ -58,26 +58,6 @@ def parse_duration(value: str | int | float, key: str) -> float:
     if seconds < 0:
         raise invalid_value(key, value, "a duration that is not negative")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Human duration that parse_duration reads back: 300 → "5m", 5400 → "1h30m"."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    parts: list[str] = []
-    for unit, size in (("h", 3600 * 10**9), ("m", 60 * 10**9), ("s", 10**9)):
-        count, ns = divmod(ns, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    if ns:
-        for unit, size in (("ms", 10**6), ("us", 10**3), ("ns", 1)):
-            if ns % size == 0:
-                parts.append(f"{ns // size}{unit}")
-                break
-    return sign + "".join(parts)
 
 
 def parse_port(value: str | int, key: str) -> int:

@@ -1,6 +1,6 @@
 """Network-namespace helpers for every kernel test in the project.
 
-The helpers live in `fsguard_supervisor.netns` (the demo uses them too); this module
+The helpers live in `fsguard_cli.netns` (the demo uses them too); this module
 re-exports them and adds the pytest skip marker.
 
     pytestmark = requires_netns
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from fsguard_supervisor.netns import (
+from fsguard_cli.netns import (
     CLONE_NEWNET,
     netns,
     netns_unavailable_reason,

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fsguard_cli.simulator import ThreadedFakeFreeSwitch
 from shared import addresses
 from shared.control import request
-from shared.esl_simulator import ThreadedFakeFreeSwitch
 from tests.netns_helpers import netns, run_in, socket_in
 
 FSGUARD = str(Path(sys.executable).parent / "fsguard")

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.esl_simulator import (
+from fsguard_cli.simulator import (
     channel_create,
     register,
     register_attempt,

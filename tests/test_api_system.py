@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.esl_simulator import ThreadedFakeFreeSwitch, register_failure
+from fsguard_cli.simulator import ThreadedFakeFreeSwitch, register_failure
 from shared.iputil import shard_of
 from tests.netns_helpers import requires_netns, socket_in
 from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard, wait_for

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fsguard_supervisor.replay import load_phases, run_replay
+from fsguard_cli.replay import load_phases, run_replay
 from fsguard_workers.engine import DetectionEngine
 from fsguard_workers.events import DecodeFailure, EventDecoder, text
 from fsguard_workers.repair import MAX_BODY, MAX_DEPTH

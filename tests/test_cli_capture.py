@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.esl_protocol import iter_capture_frames
-from shared.esl_simulator import ThreadedFakeFreeSwitch, channel_create, register_failure
+from fsguard_cli.simulator import ThreadedFakeFreeSwitch, channel_create, register_failure
+from fsguard_supervisor.esl_protocol import iter_capture_frames
 
 FSGUARD = str(Path(sys.executable).parent / "fsguard")
 

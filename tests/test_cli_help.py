@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fsguard_supervisor.cli import EXIT_CODES, main
+from fsguard_cli.cli import EXIT_CODES, main
 
 VERBS = [
     ["run"], ["supervisor"], ["firewall"], ["api"], ["worker"], ["check-config"],

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fsguard_supervisor.cli import EXIT_CODES, build_parser
-from fsguard_supervisor.cli_util import EXIT_BROKEN_PIPE, version
-from shared.esl_simulator import ThreadedFakeFreeSwitch
+from fsguard_cli.cli import EXIT_CODES, build_parser
+from fsguard_cli.cli_util import EXIT_BROKEN_PIPE, version
+from fsguard_cli.simulator import ThreadedFakeFreeSwitch
 from tests.system_helpers import FSGUARD, fsguard_config, running_fsguard, wait_for
 from tests.test_cli_ops import _free_port, _read_until, _spawn_in_pty
 

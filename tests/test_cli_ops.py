@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from shared.esl_simulator import register_failure
+from fsguard_cli.simulator import register_failure
 from tests.system_helpers import FSGUARD, fsguard_config, running_fsguard, wait_for
 
 PHONE_UA = "Yealink SIP-T46S 66.86.0.15"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shared.esl_protocol import encode_frame, event_frame, iter_capture_frames
-from shared.esl_simulator import register_failure
+from fsguard_cli.simulator import register_failure
+from fsguard_supervisor.esl_protocol import encode_frame, event_frame, iter_capture_frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FSGUARD = str(Path(sys.executable).parent / "fsguard")

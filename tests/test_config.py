@@ -23,10 +23,10 @@ from shared.config import (
     config_from_dict,
     effective_config_json,
     find_config_path,
-    format_duration,
     load_config,
     parse_duration,
 )
+from shared.durations import format_duration
 
 REPO = Path(__file__).resolve().parent.parent
 GO_CONFIG = REPO / "tests" / "fixtures" / "go_config.json"

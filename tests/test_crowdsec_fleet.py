@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from shared.esl_simulator import register_failure
+from fsguard_cli.simulator import register_failure
 from tests.crowdsec_lapi import Lapi, running_lapi
 from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
 from tests.system_helpers import (

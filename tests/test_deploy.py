@@ -603,7 +603,7 @@ def test_dockerfile_structure() -> None:
                 assert (ROOT / src).exists(), f"COPY source {src} missing"
                 copied.add(src.rstrip("/"))
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    # Sub-packages (fsguard_supervisor.demo_data) travel with their top-level directory.
+    # Sub-packages (fsguard_cli.demo_data) travel with their top-level directory.
     packages = {p.split(".")[0] for p in meta["tool"]["setuptools"]["packages"]}
     assert packages <= copied, f"Dockerfile does not copy {set(packages) - copied}"
     assert meta["project"]["readme"] in copied

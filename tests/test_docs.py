@@ -8,7 +8,7 @@ import argparse
 import re
 from pathlib import Path
 
-from fsguard_supervisor.cli import DEMO_LENGTH, build_parser
+from fsguard_cli.cli import DEMO_LENGTH, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy" / "README.md"]

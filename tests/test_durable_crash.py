@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from fsguard_cli.simulator import ThreadedFakeFreeSwitch, register_failure
 from shared import addresses
 from shared.control import PeerUnavailable, request
-from shared.esl_simulator import ThreadedFakeFreeSwitch, register_failure
 from tests.netns_helpers import requires_netns, run_in
 from tests.system_helpers import fsguard_config, running_fsguard, wait_for
 

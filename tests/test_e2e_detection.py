@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 
-from shared import addresses
-from shared.esl_sim_sofia import SimGateway
-from shared.esl_simulator import (
+from fsguard_cli.simulator import (
+    SimGateway,
     channel_create,
     channel_hangup_complete,
     pre_register,
     register_attempt,
 )
+from shared import addresses
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard, wait_for
 from tests.test_api_system import Forwarder

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from fsguard_cli.simulator import Headers, register_failure
 from shared import addresses
 from shared.control import PeerUnavailable, request
-from shared.esl_simulator import Headers, register_failure
 from shared.iputil import shard_of
 from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
 from tests.system_helpers import fsguard_config, running_fsguard, wait_for

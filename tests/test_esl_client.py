@@ -12,15 +12,7 @@ from typing import Any
 
 import pytest
 
-from fsguard_supervisor.esl_client import (
-    DEFAULT_EVENTS,
-    EslClient,
-    EslCommandError,
-    EslNotConnected,
-    subscribe_command,
-)
-from shared.esl_protocol import iter_capture_frames
-from shared.esl_simulator import (
+from fsguard_cli.simulator import (
     EventLike,
     FakeFreeSwitch,
     heartbeat,
@@ -28,6 +20,14 @@ from shared.esl_simulator import (
     pre_register,
     register_failure,
 )
+from fsguard_supervisor.esl_client import (
+    DEFAULT_EVENTS,
+    EslClient,
+    EslCommandError,
+    EslNotConnected,
+    subscribe_command,
+)
+from fsguard_supervisor.esl_protocol import iter_capture_frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SUBSCRIBE = (

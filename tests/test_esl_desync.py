@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from fsguard_cli.simulator import FakeFreeSwitch
 from fsguard_supervisor.esl_client import MAX_PENDING, EslClient, EslError
-from shared.esl_protocol import MAX_EVENT_BYTES, FrameParser, ProtocolError, encode_frame
-from shared.esl_simulator import FakeFreeSwitch
+from fsguard_supervisor.esl_protocol import (
+    MAX_EVENT_BYTES,
+    FrameParser,
+    ProtocolError,
+    encode_frame,
+)
 from tests.test_esl_client import InterleavingSwitch, Sink, run, running, started, until
 
 FIXTURES = Path(__file__).parent / "fixtures"

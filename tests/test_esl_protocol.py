@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.esl_protocol import (
+from fsguard_supervisor.esl_protocol import (
     Frame,
     FrameParser,
     ProtocolError,

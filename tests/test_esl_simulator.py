@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.esl_protocol import Frame, FrameParser, parse_plain_event
-from shared.esl_simulator import (
+from fsguard_cli.simulator import (
     Headers,
     ThreadedFakeFreeSwitch,
     channel_create,
@@ -25,6 +24,7 @@ from shared.esl_simulator import (
     register_failure,
     wrong_call_state,
 )
+from fsguard_supervisor.esl_protocol import Frame, FrameParser, parse_plain_event
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -250,7 +250,7 @@ def test_kill_silence_and_counters(fake: ThreadedFakeFreeSwitch) -> None:
 def test_command_line_entry_point(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.esl_simulator", "--port", "0", "--password", "pw",
+        [sys.executable, "-m", "fsguard_cli.simulator", "--port", "0", "--password", "pw",
          "--replay", str(FIXTURES / "capture_plain.bin"), "--rewrite-ip", "192.0.2.55"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path,
     )

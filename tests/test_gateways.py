@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 
+from fsguard_cli.simulator import (
+    FakeFreeSwitch,
+    SimGateway,
+    ThreadedFakeFreeSwitch,
+    xmlstatus_gateways,
+)
 from fsguard_supervisor.esl_client import EslClient
 from fsguard_supervisor.gateways import GATEWAY_COMMAND, GatewayWatch, proxy_hosts, resolve
 from shared.config import Config
 from shared.esl_hardening import esl_warnings
-from shared.esl_sim_sofia import SimGateway, xmlstatus_gateways
-from shared.esl_simulator import FakeFreeSwitch, ThreadedFakeFreeSwitch
 from tests.test_esl_simulator import RawClient
 
 GATEWAYS = [

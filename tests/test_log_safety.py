@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from fsguard_cli.simulator import register_failure
+from fsguard_supervisor.esl_protocol import event_frame
 from shared.audit import read_records
-from shared.esl_protocol import event_frame
-from shared.esl_simulator import register_failure
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import wait_for
 from tests.test_metrics import FsguardSystem, fsguard_system

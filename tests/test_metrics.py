@@ -22,9 +22,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from fsguard_cli.simulator import Headers, register_failure
 from shared import addresses
 from shared.control import PeerUnavailable, request
-from shared.esl_simulator import Headers, register_failure
 from shared.iputil import shard_of
 from tests.netns_helpers import requires_netns, socket_in
 from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard_as, wait_for

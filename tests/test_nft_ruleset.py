@@ -152,7 +152,7 @@ def test_config_backend_keys_defaults_env_and_errors() -> None:
 
 
 def test_status_line_names_the_backend_and_its_ruleset() -> None:
-    from fsguard_supervisor.status_firewall import firewall_line
+    from fsguard_cli.status_firewall import firewall_line
 
     nft = {"backend": "nftables", "chain": "input", "set": "bans", "kernelEntries": 3,
            "ruleset": {"table": "inet fsguard", "present": True,

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from fsguard_cli.simulator import register_failure
 from shared import addresses
-from shared.esl_simulator import register_failure
 from shared.iputil import shard_of
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import (

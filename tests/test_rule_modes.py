@@ -67,7 +67,7 @@ def test_invalid_mode_and_unknown_rule_are_config_errors() -> None:
 
 
 def test_replay_reports_simulated_decisions_apart_from_bans() -> None:
-    from fsguard_supervisor.replay import load_phases, run_replay
+    from fsguard_cli.replay import load_phases, run_replay
     from shared.config import Config
     from tests.test_engine_captures import FIXTURES
 

@@ -9,7 +9,8 @@ import json
 import sys
 from typing import Any
 
-from shared.config import DURATION_KEYS, Config, format_duration
+from shared.config import DURATION_KEYS, Config
+from shared.durations import format_duration
 
 from .catalog import RULES, RuleSpec
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from shared.durations import go_duration
 from shared.iputil import IPAddress
 
 from ..events import Event, Kind, text, user_of
 from ..evidence import Evidence
-from ..windows import go_duration
 from .base import RuleBase
 
 EXTENSION_SCAN = "extension_scan"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..windows import go_duration
+from shared.durations import go_duration
 
 # Rule names carried in BanDecision.rule.
 FAILED_AUTH = "failed_auth"

@@ -3,7 +3,7 @@
 Event representation: an ordered list of ``(name, value)`` pairs, duplicates kept,
 array headers as the string ``ARRAY::a|:b``, plus ``body: bytes | None`` (None = the
 event has no body). See reference/esl-protocol.md sections 1.2 and 1.6. The framing
-of these bodies on the wire is in shared.esl_protocol (which re-exports these names).
+of these bodies on the wire is in fsguard_supervisor.esl_protocol (which re-exports these names).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Running: run, supervisor, firewall, api, worker, check-config.
 Operating (through the REST API): status, bans, ban, unban, whitelist, top.
 Offline and tooling: replay, capture, demo.
+Verbs with their own module register their parsers from here: whitelist_cli.py,
+untrusted_cli.py, offline_cli.py, state_cli.py (reconcile, bans I/O), teardown_cli.py,
+reload_cli.py.
 
 Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error;
 3 the REST API is unreachable; 141 stdout closed early (`| head`), as SIGPIPE would.
@@ -19,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fsguard_supervisor.cli_util import (
+from fsguard_cli.cli_util import (
     EXIT_BROKEN_PIPE,
     UsageError,
     finish_parsers,
@@ -27,7 +30,7 @@ from fsguard_supervisor.cli_util import (
     quiet_broken_pipe,
     version,
 )
-from fsguard_supervisor.ops_client import (
+from fsguard_cli.ops_client import (
     DEFAULT_API,
     ApiError,
     ApiUnreachable,
@@ -35,8 +38,8 @@ from fsguard_supervisor.ops_client import (
     resolve_endpoint,
     rule_of,
 )
-from fsguard_supervisor.output import Style, table
-from fsguard_supervisor.status_firewall import firewall_line, firewall_summary
+from fsguard_cli.output import Style, table
+from fsguard_cli.status_firewall import firewall_line, firewall_summary
 from shared.config import (
     Config,
     ConfigError,
@@ -61,7 +64,7 @@ def _role(role: str) -> Callable[[argparse.Namespace], int]:
     """The `fsguard <role>` verbs: the same code path as the supervisor's children."""
 
     def command(args: argparse.Namespace) -> int:
-        from fsguard_supervisor.roles import run_role
+        from shared.roles import run_role
 
         config, path = _load(args)
         return run_role(role, config, path, getattr(args, "index", None))
@@ -230,86 +233,10 @@ def _message(reply: Any, default: str) -> str:
     return default
 
 
-def cmd_whitelist(args: argparse.Namespace) -> int:
-    client = _client(args)
-    if args.action == "add":
-        ip = _ip_arg(args.ip)
-        if args.ttl is not None and flag_duration(args.ttl, "--ttl") <= 0:
-            raise UsageError("--ttl must be greater than 0 (use --permanent)")
-        reply = client.whitelist_add(ip, user=args.user, domain=args.domain,
-                                     permanent=args.permanent, ttl=args.ttl,
-                                     lift_bans=args.lift_bans)  # fmt: skip
-        print(_message(reply, f"IP {ip} added to whitelist"))
-        for key in reply.get("bansInside", []) if isinstance(reply, dict) else []:
-            print(f"  still banned inside: {key} (--lift-bans lifts it)")
-        return EXIT_OK
-    if args.action == "remove":
-        ip = _ip_arg(args.ip)
-        reply = client.whitelist_remove(ip)
-        print(_message(reply, f"IP {ip} removed from whitelist"))
-        return EXIT_OK
-    entries = client.whitelist()
-    if args.json:
-        _print_json(entries)
-        return EXIT_OK
-    if not entries:
-        print("whitelist is empty (trusted networks are not listed)")
-        return EXIT_OK
-    rows = [(ip, e.get("userId", ""), e.get("domain", ""), e.get("addedAt", ""),
-             "permanent" if e.get("permanent") else e.get("expiresAt", ""))
-            for ip, e in sorted(entries.items())]
-    print(table(("ADDRESS", "USER", "DOMAIN", "ADDED", "EXPIRES"), rows,
-                style=Style.for_stream(sys.stdout)))
-    return EXIT_OK
-
-
 def cmd_top(args: argparse.Namespace) -> int:
-    from fsguard_supervisor.top import main as top_main
+    from fsguard_cli.top import main as top_main
 
     return top_main(_client(args), interval=args.interval, iterations=args.iterations)
-
-
-# --- offline and tooling verbs ---------------------------------------------------------------
-
-
-def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be a number greater than 0")
-    return value
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from fsguard_supervisor import replay
-
-    config = load_config(find_config_path(args.config)) if args.config else Config()
-    if args.rewrite_ip is not None:
-        _ip_arg(args.rewrite_ip)
-    rewrite = None if args.keep_ips else (args.rewrite_ip or replay.DEFAULT_REWRITE_IP)
-    try:
-        return replay.main(args.capture, config, speed=args.speed, rewrite_ip=rewrite,
-                           phases_file=args.per_phase, as_json=args.json)
-    except replay.CaptureError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def cmd_capture(args: argparse.Namespace) -> int:
-    from fsguard_supervisor import capture
-
-    config, _ = _load(args)
-    duration = None
-    if args.duration is not None:
-        duration = flag_duration(args.duration, "--duration")
-    return capture.main(config, args.out, fmt=args.format, duration=duration)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from fsguard_supervisor.demo import main as demo_main
-
-    return demo_main(force_dry_run=args.dry_run)
 
 
 VerbFactory = Callable[[str, str], argparse.ArgumentParser]
@@ -357,38 +284,10 @@ def add_operating_verbs(verb: VerbFactory) -> None:
     _api_options(p)
     p.set_defaults(func=cmd_unban)
 
-    p = verb("whitelist", "list, add or remove whitelisted addresses")
-    wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    w = wsub.add_parser("list", help="list the whitelist", description="list the whitelist "
-                        "(GET /security/whitelist)", epilog=EXIT_CODES)
-    w.add_argument("--json", action="store_true", help="print JSON")
-    ws = [w]
-    w = wsub.add_parser("add", help="whitelist an address or network",
-                        description="whitelist an address or a network such as "
-                        "198.51.100.0/24 (POST /security/whitelist): nothing inside is banned "
-                        "again; a banned address is unbanned; the bans inside a network are "
-                        "listed, and lifted with --lift-bans", epilog=EXIT_CODES)
-    w.add_argument("ip", help="IPv4 or IPv6 address, or network (CIDR)")
-    w.add_argument("--ttl", metavar="D", help="lifetime, e.g. 8h, 7d (default: "
-                   "security.whitelist_ttl)")
-    w.add_argument("--lift-bans", action="store_true",
-                   help="for a network: lift the active bans inside it")
-    w.add_argument("--user", default="", help="SIP user the address belongs to")
-    w.add_argument("--domain", default="", help="SIP domain (default: freeswitch.default_domain)")
-    w.add_argument("--permanent", action="store_true", help="never expires")
-    ws.append(w)
-    w = wsub.add_parser("remove", help="remove a whitelisted address or network",
-                        description="remove a whitelisted address or network "
-                        "(DELETE /security/whitelist/IP)", epilog=EXIT_CODES)
-    w.add_argument("ip", help="IPv4 or IPv6 address, or network (CIDR)")
-    ws.append(w)
-    for w in ws:
-        w.add_argument("--config", metavar="PATH", help="config file (for the API defaults)")
-        _api_options(w)
-    p.set_defaults(func=cmd_whitelist)
+    from fsguard_cli.untrusted_cli import register as add_untrusted_verb
+    from fsguard_cli.whitelist_cli import register as add_whitelist_verb
 
-    from fsguard_supervisor.untrusted_cli import register as add_untrusted_verb
-
+    add_whitelist_verb(verb, _api_options)
     add_untrusted_verb(verb, _api_options)
 
     p = verb("top", "live view refreshed every second: events/s, bans/min, top offending "
@@ -399,39 +298,10 @@ def add_operating_verbs(verb: VerbFactory) -> None:
                    help="stop after N refreshes (default: until q or Ctrl-C)")
     p.set_defaults(func=cmd_top)
 
-    p = verb("replay", "run the detection rules offline over a raw ESL capture (plain or "
-             "json) and print what would be banned, by which rule, after which event")
-    p.add_argument("capture", help="capture file (as written by `fsguard capture`)")
-    pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--max", dest="speed", action="store_const", const=None,
-                      help="as fast as possible (default)")
-    pace.add_argument("--speed", type=_speed, metavar="N", default=None,
-                      help="honour the recorded Event-Date-Timestamp gaps divided by N")
-    addr = p.add_mutually_exclusive_group()
-    addr.add_argument("--rewrite-ip", metavar="IP",
-                      help="rewrite every source address to IP (default 203.0.113.50: "
-                           "captures made on loopback are trusted otherwise)")
-    addr.add_argument("--keep-ips", action="store_true", help="keep the captured addresses")
-    p.add_argument("--per-phase", metavar="PHASES_FILE",
-                   help="give each phase of a phases file (`<unix ts> BEGIN <name>` lines) its "
-                        "own address 203.0.113.<n>, n = 1, 2, ... in file order")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_replay)
+    from fsguard_cli.offline_cli import register as add_offline_verbs
 
-    p = verb("capture", "record a FreeSWITCH Event Socket stream (every byte, from the "
-             "auth/request on) to a file that `fsguard replay` reads")
-    p.add_argument("--out", required=True, metavar="FILE", help="file to write")
-    p.add_argument("--format", choices=["json", "plain"], default="json",
-                   help="event format to subscribe with (default json)")
-    p.add_argument("--duration", metavar="D",
-                   help="stop after D (e.g. 30s, 5m; default: until Ctrl-C or disconnect)")
-    p.set_defaults(func=cmd_capture)
+    add_offline_verbs(verb)
 
-    p = verb("demo", "start the whole system against a simulated FreeSWITCH replaying a real "
-             f"attack, and narrate what happens (ends by itself in {DEMO_LENGTH})")
-    p.add_argument("--dry-run", action="store_true",
-                   help="never touch the kernel, even as root (security.dry_run)")
-    p.set_defaults(func=cmd_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -469,9 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="config file to check")
     p.set_defaults(func=cmd_check_config)
     add_operating_verbs(verb)
-    __import__("fsguard_supervisor.state_cli").state_cli.register(sub)  # reconcile, bans I/O
-    __import__("fsguard_supervisor.teardown_cli").teardown_cli.register(sub)
-    __import__("fsguard_supervisor.reload_cli").reload_cli.register(sub)  # reload
+    __import__("fsguard_cli.state_cli").state_cli.register(sub)  # reconcile, bans I/O
+    __import__("fsguard_cli.teardown_cli").teardown_cli.register(sub)
+    __import__("fsguard_cli.reload_cli").reload_cli.register(sub)  # reload
     finish_parsers(parser, EXIT_CODES)
     return parser
 

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from fsguard_supervisor.ops_client import ApiError, OpsClient, resolve_endpoint
+from fsguard_cli.ops_client import ApiError, OpsClient, resolve_endpoint
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 MIN_TIMEOUT = 20.0  # the supervisor asks every process in turn
@@ -50,7 +50,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from fsguard_supervisor.cli import EXIT_CODES  # loaded: cli.build_parser calls us
+    from fsguard_cli.cli import EXIT_CODES  # loaded: cli.build_parser calls us
 
     p = sub.add_parser("reload", help=HELP, description=HELP,
                        epilog=f"{EXIT_CODES} {RELOAD_CODES}")  # fmt: skip

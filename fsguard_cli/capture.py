@@ -18,8 +18,8 @@ import time
 from types import FrameType
 from typing import BinaryIO
 
+from fsguard_supervisor.esl_protocol import Frame, FrameParser, ProtocolError
 from shared.config import Config
-from shared.esl_protocol import Frame, FrameParser, ProtocolError
 
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 5.0

@@ -30,7 +30,7 @@ def register(
 
 
 def cmd_untrusted(args: argparse.Namespace) -> int:
-    from fsguard_supervisor.cli import _client, _message, _print_json
+    from fsguard_cli.cli import _client, _message, _print_json
 
     client = _client(args)
     if args.action != "list" and not args.pattern:

@@ -4,7 +4,7 @@ Pure and synchronous. `FrameParser` is the supervisor's hot path: it frames the
 byte stream by the outer Content-Length and does as little work per frame as
 possible (header blocks repeat, so their parse is cached).
 
-The event body (de)serializers live in shared.esl_events and are re-exported here.
+The event body (de)serializers live in fsguard_supervisor.esl_events and are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
-from shared.esl_events import (
+from fsguard_supervisor.esl_events import (
     event_from_json,
     event_from_plain,
     json_to_plain,

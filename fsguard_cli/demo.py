@@ -1,6 +1,6 @@
 """`fsguard demo`: the whole system against a simulated FreeSWITCH under a real attack.
 
-The built-in fake FreeSWITCH (shared/esl_simulator.py) replays the real capture's phases
+The built-in fake FreeSWITCH (fsguard_cli/simulator/) replays the real capture's phases
 (SIPVicious scan and crack, a password brute force, toll-fraud and scanner calls on the
 external profile, legitimate registration and call), each phase from its own documentation
 address, then generated traffic: a registration flood, a toll-fraud probe, and legitimate
@@ -17,145 +17,42 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared import esl_simulator as sim
-from shared.esl_simulator import ThreadedFakeFreeSwitch, load_capture, rewrite_source_ip
+from fsguard_cli import simulator as sim
+from fsguard_cli.simulator import ThreadedFakeFreeSwitch, load_capture, rewrite_source_ip
 
+from .demo_setup import (
+    PHASE_STORY,
+    SET_NAME,
+    DemoFailed,
+    Expectation,
+    Narrator,
+    free_port,
+    netns_factory,
+    stop_tree,
+    wait_until,
+    write_config,
+)
 from .netns import netns, netns_unavailable_reason, run_in, socket_in
 from .ops_client import ApiError, ApiUnreachable, OpsClient, SocketFactory, rule_of
-from .output import Style, table
+from .output import table
 from .replay import Phase, load_phases, phase_at
 
 DATA = Path(__file__).parent / "demo_data"
-SET_NAME = "fsg-demo"
 FLOOD_IP = "203.0.113.101"
 PROBE_IP = "203.0.113.102"
 PHONES = (("203.0.113.121", "1001", "Yealink SIP-T46S 66.86.0.15"),
           ("203.0.113.122", "1002", "Polycom/6.4.3.5018 PolycomVVX-VVX_450-UA/6.4.3.5018"))
 START_TIMEOUT = 25.0
-
-# What each phase of the capture is (shared/reference/freeswitch-real-events.md).
-PHASE_STORY: dict[str, tuple[str, bool]] = {  # prefix -> (description, expect a ban)
-    "a": ("SIPp: 5 REGISTERs for 1000 with a wrong password (brute force)", True),
-    "b": ("SIPp: 3 REGISTERs for non-existent user 9876 (below the threshold)", False),
-    "c": ("a phone registers 1001 with the right password", False),
-    "d1": ("3 INVITEs without credentials, abandoned", False),
-    "d2": ("3 INVITEs with a wrong password (below the threshold)", False),
-    "d3": ("1 INVITE as non-existent user 7777", False),
-    "e": ("1001 places an authenticated call to 9999", False),
-    "h1": ("sipcli/v1.8 on the external profile dials 011972599999999 (toll fraud)", True),
-    "h2": ("sipcli/v1.8 on the external profile calls extension 1000", True),
-    "f1": ("SIPVicious svwar scans extensions with REGISTER", True),
-    "f1b": ("SIPVicious svwar with OPTIONS (invisible in ESL)", False),
-    "f2": ("SIPVicious svwar scans extensions with INVITE", True),
-    "f3": ("SIPVicious svcrack cracks 1000's password (9 tries)", True),
-    "g1": ("SIPVicious svmap OPTIONS sweep (invisible in ESL)", False),
-    "g2": ("SIPp OPTIONS pings (invisible in ESL)", False),
-    "c2": ("the phone unregisters 1001", False),
-}
-
-
-class DemoFailed(Exception):
-    pass
-
-
-@dataclass
-class Expectation:
-    ip: str
-    label: str
-    banned: bool
-
-
-class Narrator:
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.st = Style.for_stream(out)
-        self.t0 = time.monotonic()
-
-    def say(self, text: str, *styles: str) -> None:
-        stamp = self.st(f"[{time.monotonic() - self.t0:5.1f}s]", "dim")
-        self.out.write(f"{stamp} {self.st(text, *styles)}\n")
-        self.out.flush()
-
-    def detail(self, text: str) -> None:
-        self.out.write(f"         {text}\n")
-        self.out.flush()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _write_config(tmp: Path, esl_port: int, api_port: int, dry_run: bool) -> Path:
-    cfg: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": str(api_port), "log_requests": False},
-        "security": {
-            "esl_host": "127.0.0.1",
-            "esl_port": str(esl_port),
-            "esl_password": "ClueCon",
-            "ipset_name": SET_NAME,
-            "dry_run": dry_run,
-            "reconnect_backoff": "100ms",
-        },
-        "paths": {"runtime_dir": str(tmp / "run"), "state_dir": str(tmp / "state")},
-        "workers": {"count": 2},
-        "logging": {"format": "human", "level": "warning"},
-    }
-    path = tmp / "config.json"
-    path.write_text(json.dumps(cfg, indent=2))
-    return path
-
-
-def _netns_factory(ns: str) -> SocketFactory:
-    def factory(host: str, port: int, timeout: float) -> socket.socket:
-        sock = socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect((host, port))
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
-    return factory
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # our own session: the whole tree
-            proc.wait(5)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of our session, if any
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
 
 class Demo:
     def __init__(self, out: TextIO, force_dry_run: bool) -> None:
@@ -189,10 +86,10 @@ class Demo:
                 self.ns = stack.enter_context(netns("fsgdemo"))
                 listener = socket_in(self.ns, socket.AF_INET, socket.SOCK_STREAM)
                 api_port = 8088  # a fresh namespace: nothing else listens there
-                factory = _netns_factory(self.ns)
+                factory = netns_factory(self.ns)
             else:
                 listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                api_port = _free_port()
+                api_port = free_port()
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(("127.0.0.1", 0))
             listener.listen(8)
@@ -200,15 +97,15 @@ class Demo:
             fake = ThreadedFakeFreeSwitch(sock=listener)
             fake.start()
             stack.callback(fake.stop)
-            cfg = _write_config(tmp, esl_port, api_port, dry_run=not self.enforce)
-            cmd = [sys.executable, "-m", "fsguard_supervisor.cli", "run", "--config", str(cfg)]
+            cfg = write_config(tmp, esl_port, api_port, dry_run=not self.enforce)
+            cmd = [sys.executable, "-m", "fsguard_cli.cli", "run", "--config", str(cfg)]
             if self.enforce:
                 cmd = ["ip", "netns", "exec", self.ns, *cmd]
             log_path = tmp / "fsguard.log"
             with open(log_path, "wb") as log_file:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
                                         stderr=subprocess.STDOUT, start_new_session=True)
-            stack.callback(_stop, proc)
+            stack.callback(stop_tree, proc)
             where = f" in namespace {self.ns}" if self.enforce else ""
             n.say(f"started `fsguard run`{where} (pid {proc.pid}): supervisor, 2 workers, "
                   "firewall, REST API")
@@ -245,7 +142,7 @@ class Demo:
             except (ApiUnreachable, ApiError):
                 return proc.poll() is not None
 
-        if not _wait(api_up, START_TIMEOUT, 0.1) or proc.poll() is not None:
+        if not wait_until(api_up, START_TIMEOUT, 0.1) or proc.poll() is not None:
             raise DemoFailed(f"the REST API never answered (exit {proc.poll()})")
         self.n.say("fsguard connected to the simulated FreeSWITCH (event json ALL) and its "
                    f"REST API answers at {client.url}", "green")

@@ -1,0 +1,1 @@
+"""fsguard's operator commands: the `fsguard` CLI, demo, replay, capture, top."""
