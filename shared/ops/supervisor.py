@@ -1,0 +1,15 @@
+"""The supervisor's control ops: one request Struct and one reply type each.
+
+The supervisor's control socket binds a handler to every op here (its OpTable); the API,
+the CLI and other roles call them with `shared.control.call` / `acall`.
+"""
+
+from __future__ import annotations
+
+from shared.ops.base import Empty, Registry
+from shared.ops.common import LogLevel, LogLevelRequest, Ping
+
+SUPERVISOR = Registry("supervisor")
+
+PING = SUPERVISOR.op("ping", Empty, Ping, "who answers: role and pid")
+LOG_LEVEL = SUPERVISOR.op("log_level", LogLevelRequest, LogLevel, "set this process's log level")

@@ -1,0 +1,15 @@
+"""The worker's control ops: one request Struct and one reply type each.
+
+The worker's control socket binds a handler to every op here (its OpTable); the API,
+the CLI and other roles call them with `shared.control.call` / `acall`.
+"""
+
+from __future__ import annotations
+
+from shared.ops.base import Empty, Registry
+from shared.ops.common import LogLevel, LogLevelRequest, Ping
+
+WORKER = Registry("worker")
+
+PING = WORKER.op("ping", Empty, Ping, "who answers: role and pid")
+LOG_LEVEL = WORKER.op("log_level", LogLevelRequest, LogLevel, "set this process's log level")
