@@ -31,7 +31,6 @@ from fsguard_api.models import (
     Health,
     IptablesInfo,
     MsgspecResponse,
-    PeerReplyInvalid,
     SecurityStatus,
     SimulatedDecision,
     StatusMessage,
@@ -44,6 +43,7 @@ from fsguard_api.openapi import doc
 from fsguard_api.peers import DEFAULT_TIMEOUT, PeerError, Peers
 from shared.audit import AuditLog, install_handler
 from shared.config import Config, api_token, worker_count
+from shared.control import PeerReplyInvalid
 from shared.esl_hardening import esl_warnings
 
 log = logging.getLogger(__name__)

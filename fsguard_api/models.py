@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.responses import Response
 
+from shared.control import PeerReplyInvalid
+
 T = TypeVar("T")
 
 
@@ -321,10 +323,6 @@ class FirewallStatus(msgspec.Struct, kw_only=True):
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-class PeerReplyInvalid(ValueError):
-    """A peer answered ok=true with data that does not fit the contract."""
 
 
 def convert(data: Any, into: type[T], peer: str) -> T:
