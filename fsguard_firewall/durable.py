@@ -15,13 +15,23 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import zmq
 
 from shared.config import Config, worker_count
-from shared.control import ControlError, Handler
+from shared.control import ControlError
 from shared.iputil import shard_of
 from shared.messages import ListChange
+from shared.ops import firewall as ops
+from shared.ops.base import Empty, OpTable
+from shared.ops.firewall_bans import FirewallStats
+from shared.ops.firewall_state import (
+    ImportRequest,
+    ImportResult,
+    ListsSnapshot,
+    ReconcileRequest,
+    ReconcileResult,
+    SnapshotRequest,
+)
 
 from . import degraded, sync
 from . import reconcile as rec
@@ -67,8 +77,8 @@ class Durable:
         self.bans = SqliteBanStore(store, self.reporter)
         self.fw: Firewall | None = None
         self.acks: AckSender | None = None
-        self.last_reconcile: rec.ReconcileResult | None = None
-        self.last_drift: rec.ReconcileResult | None = None
+        self.last_reconcile: ReconcileResult | None = None
+        self.last_drift: ReconcileResult | None = None
         self.expired = 0
         self.rearmed = 0
         self._next_prune = time.monotonic() + PRUNE_SECONDS
@@ -154,7 +164,7 @@ class Durable:
 
     # --- kernel ------------------------------------------------------------------------
 
-    def reconcile(self, migrate: bool = True, from_empty: bool = False) -> rec.ReconcileResult:
+    def reconcile(self, migrate: bool = True, from_empty: bool = False) -> ReconcileResult:
         """Kernel <-> ledger, both ways. `from_empty`: an empty store is deliberate (the
         kernel entries are removed, not adopted)."""
         fw = self._firewall()
@@ -172,7 +182,7 @@ class Durable:
             log.error("reconcile: %s", err)
         return result
 
-    def drift_check(self) -> rec.ReconcileResult:
+    def drift_check(self) -> ReconcileResult:
         fw = self._firewall()
         result = sync.drift_check(
             fw.ledger, refuse=fw.refuse, keep_foreign=self.config.security.keep_foreign_entries
@@ -229,89 +239,82 @@ class Durable:
 
     # --- control ops -------------------------------------------------------------------
 
-    def extend(self, handlers: dict[str, Handler]) -> dict[str, Handler]:
-        base_stats = handlers["stats"]
+    def bind(self, table: OpTable) -> None:
+        """Bind the durable-state ops; `stats` (bound by ControlOps) gains our counters."""
+        base_stats = table.bound(ops.STATS)
 
-        def stats(args: dict[str, Any]) -> Any:
-            data = base_stats(args)
-            if isinstance(data, dict):
-                data.update(self.counters())
-            return data
+        def stats(req: Empty) -> FirewallStats:
+            out = base_stats(req)
+            self.fill(out)
+            return out
 
-        return {
-            **handlers,
-            "stats": stats,
-            "reconcile": self.op_reconcile,
-            "drift_check": self.op_drift_check,
-            "lists_snapshot": self.op_lists_snapshot,
-            "bans_export": lambda args: self.store.export_json(),
-            "bans_import": self.op_bans_import,
-        }
+        table.rebind(ops.STATS, stats)
+        table.bind(ops.RECONCILE, self.op_reconcile)
+        table.bind(ops.DRIFT_CHECK, self.op_drift_check)
+        table.bind(ops.LISTS_SNAPSHOT, self.op_lists_snapshot)
+        table.bind(ops.BANS_EXPORT, lambda req: self.store.export_json())
+        table.bind(ops.BANS_IMPORT, self.op_bans_import)
 
-    def report_counters(self) -> dict[str, int]:
+    def report_counters(self) -> tuple[int, int, int]:
+        """chanDaemon reports (sent, failed, pending)."""
         if self.reporter is None:
-            return {"reportsSent": 0, "reportsFailed": 0, "reportsPending": 0}
+            return 0, 0, 0
         s = self.reporter.stats()
-        return {k: s[k] for k in ("reportsSent", "reportsFailed", "reportsPending")}
+        return int(s["reportsSent"]), int(s["reportsFailed"]), int(s["reportsPending"])
 
-    def counters(self) -> dict[str, Any]:
-        reports = self.report_counters()
-        return {
-            **reports,  # the Go names, and the snake_case ones the API reads
-            "reports_sent": reports["reportsSent"],
-            "reports_failed": reports["reportsFailed"],
-            "reports_pending": reports["reportsPending"],
-            "store_duplicates": self._firewall().ledger.store_duplicates,
-            "acks_sent": self.acks.sent if self.acks else 0,
-            "acks_dropped": self.acks.dropped if self.acks else 0,
-            "rearmed": self.rearmed,
-            "store_degraded": 1 if self.degraded else 0,
-            "last_reconcile": (
-                msgspec.to_builtins(self.last_reconcile) if self.last_reconcile else None
-            ),
-        }
+    def fill(self, out: FirewallStats) -> None:
+        """Our counters in the `stats` reply (the Go names of reports, and snake_case)."""
+        sent, failed, pending = self.report_counters()
+        out.reportsSent = out.reports_sent = sent
+        out.reportsFailed = out.reports_failed = failed
+        out.reportsPending = out.reports_pending = pending
+        out.store_duplicates = self._firewall().ledger.store_duplicates
+        out.acks_sent = self.acks.sent if self.acks else 0
+        out.acks_dropped = self.acks.dropped if self.acks else 0
+        out.rearmed = self.rearmed
+        out.store_degraded = 1 if self.degraded else 0
+        out.last_reconcile = self.last_reconcile
 
-    def op_reconcile(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _kernel_managed(self) -> Firewall:
         fw = self._firewall()
         if not fw.kernel_enabled:
             raise ControlError("auto_block_enabled is false: the kernel is not managed", 409)
+        return fw
+
+    def op_reconcile(self, req: ReconcileRequest) -> ReconcileResult:
+        self._kernel_managed()
         try:
-            result = self.reconcile(from_empty=bool(args.get("from_empty", False)))
+            return self.reconcile(from_empty=req.from_empty)
         except FirewallError as exc:
             raise ControlError(f"firewall error: {exc}", 500) from None
-        data: dict[str, Any] = msgspec.to_builtins(result)
-        return data
 
-    def op_drift_check(self, args: dict[str, Any]) -> dict[str, Any]:
-        fw = self._firewall()
-        if not fw.kernel_enabled:
-            raise ControlError("auto_block_enabled is false: the kernel is not managed", 409)
+    def op_drift_check(self, req: Empty) -> ReconcileResult:
+        self._kernel_managed()
         try:
-            data: dict[str, Any] = msgspec.to_builtins(self.drift_check())
+            return self.drift_check()
         except FirewallError as exc:
             raise ControlError(f"firewall error: {exc}", 500) from None
-        return data
 
-    def op_lists_snapshot(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_lists_snapshot(self, req: SnapshotRequest) -> ListsSnapshot:
         """Everything a worker mirrors: whitelist, untrusted patterns and the active bans
         (so a worker that missed an unban on PUB/SUB stops treating it as banned)."""
         fw = self._firewall()
         now = time.time()
-        shard, shards = args.get("shard"), args.get("shards")
+        shard, shards = req.shard, req.shards
         bans = fw.ledger.active(now)
-        if isinstance(shard, int) and isinstance(shards, int) and shards > 0:
+        if shard is not None and shards is not None and shards > 0:
             # Prefix bans go to every worker; an address only to the worker owning it.
             bans = [e for e in bans if "/" in e.ip or shard_of(e.ip, shards) in (shard, None)]
-        return {
-            "pid": os.getpid(),
-            "whitelist": [[e.ip, e.expires_at] for e in fw.lists.whitelist.active(now)],
-            "untrusted": fw.lists.untrusted.list(),
-            "blacklist": [[e.ip, e.expires_at] for e in bans],
-        }
+        return ListsSnapshot(
+            pid=os.getpid(),
+            whitelist=[(e.ip, e.expires_at) for e in fw.lists.whitelist.active(now)],
+            untrusted=fw.lists.untrusted.list(),
+            blacklist=[(e.ip, e.expires_at) for e in bans],
+        )
 
-    def op_bans_import(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_bans_import(self, req: ImportRequest) -> ImportResult:
         fw = self._firewall()
-        data = args.get("data")
+        data = req.data
         try:
             check_import(fw.kernel, fw.refuse, data)
             count = self.store.import_json(data, time.time())
@@ -327,9 +330,9 @@ class Durable:
         now = time.time()
         for e in fw.lists.whitelist.active(now):
             fw.publish(ListChange(list="whitelist", op="add", ip=e.ip, expires=e.expires_at))
-        result: dict[str, Any] = {"imported": count}
+        result = ImportResult(imported=count)
         if fw.kernel_enabled:
-            result["reconcile"] = msgspec.to_builtins(self.reconcile(migrate=False))
+            result.reconcile = self.reconcile(migrate=False)
         log.info("imported %d entries", count)
         return result
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
+
+from shared.ops.firewall_bans import BlacklistEntry
 
 from .store import BAN_SOURCES, BanRecord
 
@@ -47,19 +49,18 @@ class BanEntry(msgspec.Struct, kw_only=True):
         """
         return self.permanent or expires_at != 0
 
-    def go_shape(self) -> dict[str, Any]:
+    def go_shape(self) -> BlacklistEntry:
         """The Go program's blacklist entry (camelCase, RFC 3339)."""
-        shape = {
-            "ip": self.ip,
-            "addedAt": rfc3339(self.added_at),
-            "expiresAt": rfc3339(self.expires_at) if self.expires_at else GO_ZERO_TIME,
-            "reason": self.reason,
-            "failCount": self.fail_count,
-            "permanent": self.permanent,
-        }
-        if self.source == "upstream":  # fsguard addition: a ban pulled from the CrowdSec LAPI
-            shape["origin"] = "crowdsec"
-        return shape
+        return BlacklistEntry(
+            ip=self.ip,
+            addedAt=rfc3339(self.added_at),
+            expiresAt=rfc3339(self.expires_at) if self.expires_at else GO_ZERO_TIME,
+            reason=self.reason,
+            failCount=self.fail_count,
+            permanent=self.permanent,
+            # fsguard addition: a ban pulled from the CrowdSec LAPI
+            origin="crowdsec" if self.source == "upstream" else "local",
+        )
 
 
 class BanStore(Protocol):

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from shared.audit import AuditLog
 from shared.config import MAX_BAN_SECONDS, Config
-from shared.control import Handler
 from shared.iputil import NetworkSet, parse_ip
 from shared.logs import LogRateLimiter, escape
 from shared.messages import BanDecision, ListChange
@@ -311,9 +310,6 @@ class Firewall:
     def sweep(self) -> None:
         self.ledger.expire()
         self.protect.refresh(force=False)
-
-    def handlers(self) -> dict[str, Handler]:
-        return self.control.handlers()
 
     def unban_covering(self, ip: str) -> str:
         return self.control.unban_covering(ip)

@@ -30,8 +30,19 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from shared.config import Config
-from shared.control import ControlError, Handler
+from shared.control import ControlError
 from shared.crowdsec import ORIGIN, RemoteDecision, alert_for
+from shared.ops import firewall as ops
+from shared.ops.base import Empty, OpTable
+from shared.ops.firewall_bans import CrowdsecStats, FirewallStats
+from shared.ops.firewall_state import (
+    ApplyRequest,
+    CrowdsecApply,
+    OutboxDepth,
+    OutboxDue,
+    OutboxDueRequest,
+    OutboxSettleRequest,
+)
 
 from .backend import Element, FirewallError
 from .entries import BanEntry
@@ -81,7 +92,7 @@ class FleetState:
         self.removed = 0
         self.refused = 0
         self.invalid = 0
-        self.last_apply: dict[str, Any] = {}
+        self.last_apply: CrowdsecApply | None = None
         self.last_sync = 0.0  # wall time of the last stream the firewall applied
         self.stream_errors = 0
         self.skipped = 0
@@ -157,18 +168,6 @@ class FleetState:
 
     # --- control ops ----------------------------------------------------------------
 
-    def extend(self, handlers: dict[str, Handler]) -> dict[str, Handler]:
-        """The firewall's handlers plus ours; `stats` gains the crowdsec counters."""
-        base_stats = handlers["stats"]
-
-        def stats(args: dict[str, Any]) -> Any:
-            data = base_stats(args)
-            if isinstance(data, dict):
-                data.update(self.counters())
-            return data
-
-        return {**handlers, **self.handlers(), "stats": stats}
-
     def tick(self) -> None:
         self._bind()  # right after Durable.tick, which may have swapped the store
         now = time.monotonic()
@@ -176,35 +175,41 @@ class FleetState:
             self._next_prune = now + 60.0
             self.prune(time.time())
 
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "crowdsec_outbox_due": self.op_due,
-            "crowdsec_outbox_settle": self.op_settle,
-            "crowdsec_apply": self.op_apply,
-            "crowdsec_stats": lambda args: self.counters(),
-        }
+    def bind(self, table: OpTable) -> None:
+        """Bind the crowdsec_* ops; `stats` (bound by ControlOps) gains our counters."""
+        base_stats = table.bound(ops.STATS)
 
-    def op_due(self, args: dict[str, Any]) -> dict[str, Any]:
+        def stats(req: Empty) -> FirewallStats:
+            out = base_stats(req)
+            self.fill(out)
+            return out
+
+        table.rebind(ops.STATS, stats)
+        table.bind(ops.CROWDSEC_OUTBOX_DUE, self.op_due)
+        table.bind(ops.CROWDSEC_OUTBOX_SETTLE, self.op_settle)
+        table.bind(ops.CROWDSEC_APPLY, self.op_apply)
+        table.bind(ops.CROWDSEC_STATS, self.op_stats)
+
+    def op_stats(self, req: Empty) -> CrowdsecStats:
+        out = CrowdsecStats()
+        self.fill(out)
+        return out
+
+    def op_due(self, req: OutboxDueRequest) -> OutboxDue:
         """The oldest outbox items, in order: [[id, kind, key, payload], ...]."""
-        limit = args.get("limit", 500)
-        if not isinstance(limit, int) or not 1 <= limit <= 5000:
+        limit = req.limit
+        if not 1 <= limit <= 5000:
             raise ControlError("limit must be an integer 1..5000", 400)
         with self.store._read("crowdsec_outbox_due") as db:
             rows = db.execute(
                 "SELECT id, kind, ban_key, payload FROM crowdsec_outbox ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
-        return {"items": [list(r) for r in rows], "depth": self.depth()}
+        return OutboxDue(items=[(r[0], r[1], r[2], r[3]) for r in rows], depth=self.depth())
 
-    def op_settle(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_settle(self, req: OutboxSettleRequest) -> OutboxDepth:
         """sent: ids done (or refused for good); failed: [[id, error], ...] kept for retry."""
-        sent, failed = args.get("sent", []), args.get("failed", [])
-        if not isinstance(sent, list) or not all(isinstance(i, int) for i in sent):
-            raise ControlError("sent must be a list of ids", 400)
-        if not isinstance(failed, list) or not all(
-            isinstance(f, list) and len(f) == 2 and isinstance(f[0], int) for f in failed
-        ):
-            raise ControlError("failed must be a list of [id, error]", 400)
+        sent, failed = req.sent, req.failed
         now = time.time()
         with self.store._tx("crowdsec_outbox_settle") as db:
             for item_id in sent:
@@ -229,13 +234,14 @@ class FleetState:
             )
         self.sent += len(sent)
         self.failed += len(failed)
-        return {"depth": self.depth()}
+        return OutboxDepth(depth=self.depth())
 
     def depth(self) -> int:
         with self.store._read("crowdsec_outbox_depth") as db:
             return int(db.execute("SELECT COUNT(*) FROM crowdsec_outbox").fetchone()[0])
 
-    def counters(self) -> dict[str, Any]:
+    def fill(self, out: CrowdsecStats) -> None:
+        """Our counters, in the `crowdsec_stats` reply or the firewall's `stats`."""
         try:
             depth: int | None = self.depth()
             with self.store._read("crowdsec_counters") as db:
@@ -247,54 +253,41 @@ class FleetState:
         if self.fw is not None:
             for entry in self.fw.store.active(time.time()):
                 by_origin[origin_of(entry)] += 1
-        return {
-            "crowdsec_active_by_origin": by_origin,
-            "crowdsec_push_queue_depth": depth,
-            "crowdsec_push_queued": self.queued,
-            "crowdsec_push_dropped": self.dropped,
-            "crowdsec_pushed": self.sent,
-            "crowdsec_push_failures": self.failed,
-            "crowdsec_remote_decisions": remote,
-            "crowdsec_applied": self.applied,
-            "crowdsec_removed": self.removed,
-            "crowdsec_refused": self.refused,
-            "crowdsec_invalid": self.invalid,
-            "crowdsec_skipped": self.skipped,
-            "crowdsec_last_apply": self.last_apply,
-            "crowdsec_stream_errors": self.stream_errors,
-            "crowdsec_last_sync": self.last_sync,
-            "crowdsec_pull_enabled": self.config.security.crowdsec.pull,
-            "crowdsec_sync_lag": time.time() - self.last_sync if self.last_sync else None,
-        }
+        out.crowdsec_active_by_origin = by_origin
+        out.crowdsec_push_queue_depth = depth
+        out.crowdsec_push_queued = self.queued
+        out.crowdsec_push_dropped = self.dropped
+        out.crowdsec_pushed = self.sent
+        out.crowdsec_push_failures = self.failed
+        out.crowdsec_remote_decisions = remote
+        out.crowdsec_applied = self.applied
+        out.crowdsec_removed = self.removed
+        out.crowdsec_refused = self.refused
+        out.crowdsec_invalid = self.invalid
+        out.crowdsec_skipped = self.skipped
+        out.crowdsec_last_apply = self.last_apply
+        out.crowdsec_stream_errors = self.stream_errors
+        out.crowdsec_last_sync = self.last_sync
+        out.crowdsec_pull_enabled = self.config.security.crowdsec.pull
+        out.crowdsec_sync_lag = time.time() - self.last_sync if self.last_sync else None
 
     # --- pull -----------------------------------------------------------------------
 
-    def op_apply(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_apply(self, req: ApplyRequest) -> CrowdsecApply:
+        listed = set(req.present) if req.present is not None else None
         try:
-            new = msgspec.convert(args.get("new", []), list[RemoteDecision])
-            deleted = msgspec.convert(args.get("deleted", []), list[RemoteDecision])
-        except msgspec.ValidationError as exc:
-            raise ControlError(f"bad decisions: {exc}", 400) from None
-        try:
-            present = args.get("present")
-            listed = set(msgspec.convert(present, list[int])) if present is not None else None
-            result = self.apply(
-                new, deleted, startup=bool(args.get("startup", False)), present=listed
-            )
-        except msgspec.ValidationError as exc:
-            raise ControlError(f"bad present ids: {exc}", 400) from None
+            result = self.apply(req.new, req.deleted, startup=req.startup, present=listed)
         except FirewallError as exc:
             raise ControlError(f"firewall error: {exc}", 500) from None
         self.last_sync = time.time()
-        errors, skipped = args.get("stream_errors", 0), args.get("skipped", 0)
-        self.stream_errors = errors if isinstance(errors, int) else self.stream_errors
-        self.skipped += skipped if isinstance(skipped, int) else 0
+        self.stream_errors = req.stream_errors
+        self.skipped += req.skipped
         return result
 
     def apply(
         self, new: list[RemoteDecision], deleted: list[RemoteDecision], *, startup: bool,
         present: set[int] | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> CrowdsecApply:  # fmt: skip
         """Apply one stream answer (or one chunk of it) in one batch (kernel: one restore;
         store: few commits). With startup, remote rows whose id is neither in `new` nor in
         `present` (the whole startup answer's ids, when sent in chunks) are deleted."""
@@ -349,12 +342,11 @@ class FleetState:
         self.removed += lifted
         self.refused += refused
         self.invalid += invalid
-        self.last_apply = {
-            "at": now, "applied": added, "removed": lifted, "refused": refused,
-            "invalid": invalid, "new": len(new), "deleted": len(deleted),
-            "seconds": round(time.perf_counter() - started, 4),
-        }  # fmt: skip
-        return dict(self.last_apply)
+        self.last_apply = CrowdsecApply(
+            at=now, applied=added, removed=lifted, refused=refused, invalid=invalid,
+            new=len(new), deleted=len(deleted), seconds=round(time.perf_counter() - started, 4),
+        )  # fmt: skip
+        return self.last_apply
 
     def prune(self, now: float) -> None:
         with self.store._tx("crowdsec_prune") as db:

@@ -21,15 +21,30 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
 from shared.config import Config
-from shared.control import ControlError, Handler
+from shared.control import ControlError
 from shared.iputil import parse_ip
 from shared.logs import escape, set_level
 from shared.messages import ListChange
+from shared.ops import firewall as ops
+from shared.ops import firewall_lists as wire
+from shared.ops.base import Empty, OpTable
+from shared.ops.common import LogLevel, LogLevelRequest
+from shared.ops.firewall_bans import IpRequest, StatusMessage
+from shared.ops.firewall_lists import (
+    DomainRequest,
+    PatternAddRequest,
+    PatternRequest,
+    UntrustedTest,
+    WhitelistAddRequest,
+    WhitelistAddResult,
+    WhitelistLookup,
+    WhitelistRemoveRequest,
+)
 from shared.protected import pattern_problem
 from shared.untrusted import UntrustedMatcher
 
@@ -64,17 +79,17 @@ class WhitelistEntry(msgspec.Struct, kw_only=True):
     def active(self, now: float) -> bool:
         return self.expires_at == 0 or self.expires_at > now
 
-    def go_shape(self) -> dict[str, Any]:
+    def go_shape(self) -> wire.WhitelistEntry:
         """The Go program's whitelist entry; a permanent one shows Go's zero time."""
-        return {
-            "ip": self.ip,
-            "addedAt": rfc3339(self.added_at),
-            "expiresAt": rfc3339(self.expires_at) if self.expires_at else GO_ZERO_TIME,
-            "lastSeen": rfc3339(self.last_seen or self.added_at),
-            "userId": self.user_id,
-            "domain": self.domain,
-            "permanent": self.permanent,
-        }
+        return wire.WhitelistEntry(
+            ip=self.ip,
+            addedAt=rfc3339(self.added_at),
+            expiresAt=rfc3339(self.expires_at) if self.expires_at else GO_ZERO_TIME,
+            lastSeen=rfc3339(self.last_seen or self.added_at),
+            userId=self.user_id,
+            domain=self.domain,
+            permanent=self.permanent,
+        )
 
 
 class Whitelist(Protocol):
@@ -174,18 +189,16 @@ class ListOps:
         self.untrusted = UntrustedPatterns(list(fw.config.security.untrusted_networks))
         self.clock = clock
 
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "whitelist": self.op_whitelist,
-            "whitelist_get": self.op_whitelist_get,
-            "whitelist_add": self.op_whitelist_add,
-            "whitelist_remove": self.op_whitelist_remove,
-            "untrusted": self.op_untrusted,
-            "untrusted_add": self.op_untrusted_add,
-            "untrusted_remove": self.op_untrusted_remove,
-            "untrusted_test": self.op_untrusted_test,
-            "log_level": self.op_log_level,
-        }
+    def bind(self, table: OpTable) -> None:
+        table.bind(ops.WHITELIST, self.op_whitelist)
+        table.bind(ops.WHITELIST_GET, self.op_whitelist_get)
+        table.bind(ops.WHITELIST_ADD, self.op_whitelist_add)
+        table.bind(ops.WHITELIST_REMOVE, self.op_whitelist_remove)
+        table.bind(ops.UNTRUSTED, self.op_untrusted)
+        table.bind(ops.UNTRUSTED_ADD, self.op_untrusted_add)
+        table.bind(ops.UNTRUSTED_REMOVE, self.op_untrusted_remove)
+        table.bind(ops.UNTRUSTED_TEST, self.op_untrusted_test)
+        table.bind(ops.LOG_LEVEL, self.op_log_level)
 
     # --- queries used by the Firewall --------------------------------------------------
 
@@ -200,32 +213,27 @@ class ListOps:
 
     # --- whitelist ------------------------------------------------------------------------
 
-    @staticmethod
-    def _address(args: dict[str, Any]) -> str:
-        """The canonical address, or network (netwhitelist.py), of args["ip"]."""
-        return netwhitelist.whitelist_key(args.get("ip"))
-
-    def op_whitelist(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_whitelist(self, req: Empty) -> dict[str, wire.WhitelistEntry]:
         return {e.ip: e.go_shape() for e in self.whitelist.active(self.clock())}
 
-    def op_whitelist_get(self, args: dict[str, Any]) -> dict[str, Any]:
-        ip = self._address(args)
+    def op_whitelist_get(self, req: IpRequest) -> WhitelistLookup:
+        ip = netwhitelist.whitelist_key(req.ip)
         entry = self.whitelist.get(ip, self.clock())
         if entry is None:  # inside a whitelisted network?
             entry = netwhitelist.covering(self.whitelist.active(self.clock()), ip)
         if entry is None:
-            return {"ip": ip, "whitelisted": False}
-        return {"ip": ip, "whitelisted": True, "userId": entry.user_id, "domain": entry.domain}
+            return WhitelistLookup(ip=ip, whitelisted=False)
+        return WhitelistLookup(ip=ip, whitelisted=True, userId=entry.user_id, domain=entry.domain)
 
-    def op_whitelist_add(self, args: dict[str, Any]) -> dict[str, Any]:
-        ip = self._address(args)
+    def op_whitelist_add(self, req: WhitelistAddRequest) -> WhitelistAddResult:
+        ip = netwhitelist.whitelist_key(req.ip)
         if "/" in ip:
-            return netwhitelist.add_network(self, ip, args)
-        user = str(args.get("userId") or "")
-        domain = str(args.get("domain") or "") or self.config.freeswitch.default_domain
-        permanent = bool(args.get("permanent", False))
+            return netwhitelist.add_network(self, ip, req)
+        user = req.userId
+        domain = req.domain or self.config.freeswitch.default_domain
+        permanent = req.permanent
         now = self.clock()
-        ttl = netwhitelist.ttl_of(args)
+        ttl = netwhitelist.ttl_of(req.ttl)
         expires = 0.0 if permanent else now + (ttl or self.config.security.whitelist_ttl)
         entry = WhitelistEntry(
             ip=ip, added_at=now, expires_at=expires, user_id=user, domain=domain, last_seen=now
@@ -241,32 +249,32 @@ class ListOps:
             unbanned or "-",
         )
         self.fw.publish(ListChange(list="whitelist", op="add", ip=ip, expires=expires))
-        return {
-            "status": "success",
-            "message": f"IP {ip} added to whitelist for {user}@{domain}",
-            "unbanned": unbanned,
-        }
+        return WhitelistAddResult(
+            status="success",
+            message=f"IP {ip} added to whitelist for {user}@{domain}",
+            unbanned=unbanned,
+        )
 
-    def op_whitelist_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_whitelist_remove(self, req: WhitelistRemoveRequest) -> StatusMessage:
         """Remove the manual entry; `learned: true` (the API saw a worker's learned
         entry) makes an address without a manual entry a success too."""
-        ip = self._address(args)
+        ip = netwhitelist.whitelist_key(req.ip)
         removed = self.whitelist.remove(ip)
-        if not removed and not args.get("learned"):
+        if not removed and req.learned is not True:
             raise ControlError(f"IP {ip} not in whitelist", 404)
         log.info("removed ip=%s from whitelist", ip)
         self.fw.publish(ListChange(list="whitelist", op="remove", ip=ip))
-        return {"status": "success", "message": f"IP {ip} removed from whitelist"}
+        return StatusMessage(status="success", message=f"IP {ip} removed from whitelist")
 
     # --- untrusted patterns ---------------------------------------------------------------
 
-    def op_untrusted(self, args: dict[str, Any]) -> list[str]:
+    def op_untrusted(self, req: Empty) -> list[str]:
         return self.untrusted.list()
 
-    def op_untrusted_add(self, args: dict[str, Any]) -> dict[str, Any]:
-        pattern = check_pattern(str(args.get("pattern", "")))
+    def op_untrusted_add(self, req: PatternAddRequest) -> StatusMessage:
+        pattern = check_pattern(req.pattern)
         problem = pattern_problem(
-            pattern, self.config.security.trusted_networks, force=bool(args.get("force"))
+            pattern, self.config.security.trusted_networks, force=req.force
         )
         if problem is not None:
             raise ControlError(f"untrusted pattern refused: {problem}", 400)
@@ -274,32 +282,28 @@ class ListOps:
             raise ControlError(f'untrusted pattern already exists: "{pattern}"', 400)
         log.info("untrusted pattern added: %s", escape(pattern))
         self.fw.publish(ListChange(list="untrusted", op="add", ip=pattern))
-        return {
-            "status": "success",
-            "message": f"Pattern '{pattern}' added to untrusted networks",
-        }
+        return StatusMessage(
+            status="success", message=f"Pattern '{pattern}' added to untrusted networks"
+        )
 
-    def op_untrusted_remove(self, args: dict[str, Any]) -> dict[str, Any]:
-        pattern = str(args.get("pattern", ""))
+    def op_untrusted_remove(self, req: PatternRequest) -> StatusMessage:
+        pattern = req.pattern
         if not self.untrusted.remove(pattern):
             raise ControlError(f'untrusted pattern not found: "{pattern}"', 404)
         log.info("untrusted pattern removed: %s", escape(pattern))
         self.fw.publish(ListChange(list="untrusted", op="remove", ip=pattern))
-        return {
-            "status": "success",
-            "message": f"Pattern '{pattern}' removed from untrusted networks",
-        }
+        return StatusMessage(
+            status="success", message=f"Pattern '{pattern}' removed from untrusted networks"
+        )
 
-    def op_untrusted_test(self, args: dict[str, Any]) -> dict[str, Any]:
-        domain = str(args.get("domain", ""))
-        return {"domain": domain, "isUntrusted": self.untrusted.test(domain)}
+    def op_untrusted_test(self, req: DomainRequest) -> UntrustedTest:
+        return UntrustedTest(domain=req.domain, isUntrusted=self.untrusted.test(req.domain))
 
     # --- logging ----------------------------------------------------------------------------
 
-    def op_log_level(self, args: dict[str, Any]) -> dict[str, str]:
-        level = str(args.get("level", ""))
+    def op_log_level(self, req: LogLevelRequest) -> LogLevel:
         try:
-            set_level(level)
+            set_level(req.level)
         except ValueError as exc:
             raise ControlError(str(exc), 400) from None
-        return {"level": level.lower()}
+        return LogLevel(level=req.level.lower())

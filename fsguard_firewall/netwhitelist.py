@@ -13,11 +13,13 @@ import ipaddress
 import logging
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared.control import ControlError
 from shared.logs import escape
 from shared.messages import ListChange
+from shared.ops.firewall_bans import UnbanRequest
+from shared.ops.firewall_lists import WhitelistAddRequest, WhitelistAddResult
 
 from .store import normalize_key
 
@@ -29,9 +31,8 @@ log = logging.getLogger("fsguard.firewall")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def whitelist_key(raw: object) -> str:
+def whitelist_key(text: str) -> str:
     """Canonical address or network text of a whitelist argument, or ControlError 400."""
-    text = raw if isinstance(raw, str) else str(raw)
     try:
         key, _ = normalize_key(text.strip())
     except ValueError:
@@ -62,15 +63,11 @@ def covering(entries: Iterable[WhitelistEntry], key: str) -> WhitelistEntry | No
     return None
 
 
-def ttl_of(args: dict[str, Any]) -> float | None:
+def ttl_of(raw: float | None) -> float | None:
     """The optional `ttl` argument in seconds (> 0), or ControlError 400."""
-    raw = args.get("ttl")
     if raw is None:
         return None
-    try:
-        seconds = float(raw)
-    except (TypeError, ValueError):
-        raise ControlError(f"invalid ttl: {raw!r}", 400) from None
+    seconds = raw
     if not math.isfinite(seconds) or seconds <= 0 or seconds > 100 * 365 * 86400:
         raise ControlError(f"invalid ttl: {raw!r}: expected 0 < ttl <= 100 years", 400)
     return seconds
@@ -89,14 +86,14 @@ def bans_inside(ops: ListOps, network: str, now: float) -> list[str]:
     return sorted(inside)
 
 
-def add_network(ops: ListOps, network: str, args: dict[str, Any]) -> dict[str, Any]:
+def add_network(ops: ListOps, network: str, req: WhitelistAddRequest) -> WhitelistAddResult:
     """whitelist_add for a network: store, broadcast, list (and lift) the bans inside."""
     from .lists import WhitelistEntry
 
-    user = str(args.get("userId") or "")
-    domain = str(args.get("domain") or "") or ops.config.freeswitch.default_domain
-    permanent = bool(args.get("permanent", False))
-    ttl = ttl_of(args)
+    user = req.userId
+    domain = req.domain or ops.config.freeswitch.default_domain
+    permanent = req.permanent
+    ttl = ttl_of(req.ttl)
     now = ops.clock()
     expires = 0.0 if permanent else now + (ttl or ops.config.security.whitelist_ttl)
     ops.whitelist.put(WhitelistEntry(ip=network, added_at=now, expires_at=expires,
@@ -104,10 +101,10 @@ def add_network(ops: ListOps, network: str, args: dict[str, Any]) -> dict[str, A
     ops.fw.publish(ListChange(list="whitelist", op="add", ip=network, expires=expires))
     inside = bans_inside(ops, network, now)
     lifted: list[str] = []
-    if args.get("lift_bans"):
+    if req.lift_bans:
         for key in inside:
             try:
-                ops.fw.control.op_unban({"ip": key})
+                ops.fw.control.op_unban(UnbanRequest(ip=key))
             except ControlError as exc:
                 if exc.status != 404:
                     raise
@@ -120,10 +117,10 @@ def add_network(ops: ListOps, network: str, args: dict[str, Any]) -> dict[str, A
         message += f"; {len(kept)} active ban(s) inside kept (lift_bans lifts them)"
     if lifted:
         message += f"; {len(lifted)} ban(s) inside lifted"
-    return {
-        "status": "success",
-        "message": message,
-        "unbanned": ", ".join(lifted),
-        "bansInside": kept,
-        "liftedBans": lifted,
-    }
+    return WhitelistAddResult(
+        status="success",
+        message=message,
+        unbanned=", ".join(lifted),
+        bansInside=kept,
+        liftedBans=lifted,
+    )

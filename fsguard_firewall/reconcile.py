@@ -19,8 +19,6 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
-import msgspec
-
 from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff
 
 if TYPE_CHECKING:
@@ -35,39 +33,6 @@ APPLY_CHUNK = 20_000  # elements per kernel transaction
 class _Ban(Protocol):
     ip: str
     expires_at: float
-
-
-class ReconcileResult(msgspec.Struct, kw_only=True):
-    stored: int = 0  # active bans in the store
-    kernel_before: int = 0  # members found in the kernel sets
-    added: int = 0  # re-added from the store
-    retimed: int = 0  # present with a wrong timeout: re-armed
-    removed_foreign: int = 0  # kernel entries without a record, removed
-    kept_foreign: int = 0  # ... or kept (keep_foreign_entries)
-    adopted: int = 0  # kernel entries recorded in an empty store (never "no bans")
-    dropped_rows: int = 0  # rows for trusted/whitelisted/invalid targets, deleted
-    migrated: list[str] = msgspec.field(default_factory=list)  # sets migrated
-    errors: list[str] = msgspec.field(default_factory=list)
-    seconds: float = 0.0
-
-    def changed(self) -> bool:
-        return bool(
-            self.added or self.retimed or self.removed_foreign or self.dropped_rows
-            or self.migrated or self.adopted
-        )  # fmt: skip
-
-    def repaired(self) -> int:
-        return self.added + self.retimed + self.removed_foreign
-
-    def summary(self) -> str:
-        return (
-            f"stored={self.stored} kernel={self.kernel_before} added={self.added} "
-            f"retimed={self.retimed} removed_foreign={self.removed_foreign} "
-            f"kept_foreign={self.kept_foreign} adopted={self.adopted} "
-            f"dropped_rows={self.dropped_rows} "
-            f"migrated={','.join(self.migrated) or '-'} errors={len(self.errors)} "
-            f"in {self.seconds:.2f}s"
-        )
 
 
 def kernel_timeout(expires_at: float, now: float) -> int:

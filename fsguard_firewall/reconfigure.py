@@ -21,6 +21,7 @@ from shared.control import ControlError, Handler
 from shared.iputil import NetworkSet
 from shared.logs import escape, set_level
 from shared.messages import ListChange
+from shared.ops.firewall_bans import UnbanRequest
 from shared.reloadable import ReloadOrder, apply_in_place, touched
 
 from .lists import UntrustedPatterns
@@ -51,7 +52,7 @@ def _lift_trusted(fw: Firewall) -> list[str]:
         if not fw.is_trusted(elem):
             continue
         try:
-            fw.control.op_unban({"ip": entry.ip})
+            fw.control.op_unban(UnbanRequest(ip=entry.ip))
         except ControlError as exc:
             log.error("reload: cannot lift ban %s inside a trusted network: %s", entry.ip, exc)
             continue

@@ -5,7 +5,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from typing import Any
+
+from shared.ops.firewall_bans import HistogramSnapshot
 
 LATENCY_SAMPLES = 10_000
 # Prometheus histogram buckets (seconds) of fsguard_ban_latency_seconds (threshold event
@@ -28,13 +29,14 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> HistogramSnapshot:
         """{"buckets": [[le, cumulative count], ...], "sum", "count"} (+Inf is "count")."""
-        cumulative, total = [], 0
+        cumulative: list[tuple[float, int]] = []
+        total = 0
         for bound, n in zip(self.bounds, self.counts, strict=False):
             total += n
-            cumulative.append([bound, total])
-        return {"buckets": cumulative, "sum": self.sum, "count": total + self.counts[-1]}
+            cumulative.append((bound, total))
+        return HistogramSnapshot(buckets=cumulative, sum=self.sum, count=total + self.counts[-1])
 
 
 class Stats:

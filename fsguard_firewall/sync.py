@@ -19,10 +19,12 @@ import logging
 import time
 from collections.abc import Callable
 
+from shared.ops.firewall_state import ReconcileResult
+
 from .backend import Element, FirewallError
 from .entries import BanEntry
 from .ledger import BanLedger
-from .reconcile import ReconcileResult, kernel_timeout, parse_member
+from .reconcile import kernel_timeout, parse_member
 from .store import StoreError
 
 log = logging.getLogger("fsguard.firewall")

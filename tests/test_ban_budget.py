@@ -12,6 +12,7 @@ from fsguard_firewall.budget import BanBudget
 from fsguard_firewall.process import Firewall, make_kernel
 from shared.config import Config, SecurityConfig
 from shared.messages import BanDecision
+from shared.ops.base import Empty
 
 
 class Clock:
@@ -57,10 +58,10 @@ def test_firewall_keeps_banning_over_budget_and_refuses_simulated_decisions() ->
     config = Config(security=SecurityConfig(dry_run=True, max_bans_per_minute=2))
     fw = Firewall(config, make_kernel(config))
     fw.handle_batch([decision(i) for i in range(1, 6)])
-    stats = fw.control.op_stats({})
-    assert stats["bans_applied"] == 5  # banning never silently stops
-    assert stats["ban_budget_exceeded"] == 3
-    assert stats["ban_budget_over"] == 1 and stats["max_bans_per_minute"] == 2
+    stats = fw.control.op_stats(Empty())
+    assert stats.bans_applied == 5  # banning never silently stops
+    assert stats.ban_budget_exceeded == 3
+    assert stats.ban_budget_over == 1 and stats.max_bans_per_minute == 2
     fw.handle_batch([decision(9, source="simulated")])
-    assert "203.0.113.9" not in fw.control.op_blacklist({})
-    assert fw.control.op_stats({})["bans_applied"] == 5
+    assert "203.0.113.9" not in fw.control.op_blacklist(Empty())
+    assert fw.control.op_stats(Empty()).bans_applied == 5

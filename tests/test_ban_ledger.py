@@ -14,7 +14,9 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 import zmq
 
@@ -28,6 +30,9 @@ from fsguard_workers.outbox import FirewallLink
 from shared.config import Config, PathsConfig, SecurityConfig
 from shared.control import ControlError
 from shared.messages import BanDecision, DecisionAck, ListChange
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import BanRequest, UnbanRequest
+from shared.ops.firewall_state import ListsSnapshot, SnapshotRequest
 from tests.netns_helpers import netns, requires_netns, run_in
 
 pytestmark = requires_netns
@@ -133,10 +138,10 @@ def test_a_full_set_refuses_for_real_never_acked_retried_until_room(
     fw.handle_batch([decision(did, ip)])  # the worker re-sends
     last = rig.ack_of(did)
     assert last is not None and not last.ok
-    stats = fw.control.op_stats({})
-    assert stats["pending_bans"] == 1 and stats["kernel_full"] == 1
+    stats = fw.control.op_stats(Empty())
+    assert stats.pending_bans == 1 and stats.kernel_full == 1
     # Room again (an unban): the retry lands it, records it, acknowledges it.
-    fw.control.op_unban({"ip": next(v for v in ips.values() if v != ip)})
+    fw.control.op_unban(UnbanRequest(ip=next(v for v in ips.values() if v != ip)))
     wait_retry(rig)
     assert ip in rig.members()
     assert store.seen_decision(did) and store.get_ban(ip) is not None
@@ -183,45 +188,50 @@ def test_b_failed_extension_leaves_the_earlier_ban_exactly(rig: Rig) -> None:
 
 def test_c_manual_ban_never_shortens_and_kernel_failure_changes_nothing(rig: Rig) -> None:
     fw, store = rig.fw, rig.durable.store
-    fw.control.op_ban({"ip": "203.0.113.7", "permanent": True})
-    reply = fw.control.op_ban({"ip": "203.0.113.7", "duration": 60})
-    assert "already" in reply["message"]
+    fw.control.op_ban(BanRequest(ip="203.0.113.7", permanent=True))
+    reply = fw.control.op_ban(BanRequest(ip="203.0.113.7", duration=60))
+    assert "already" in reply.message
     assert rig.members()["203.0.113.7"] == 0  # still permanent in the kernel
     row = store.get_ban("203.0.113.7")
     assert row is not None and row.expires is None  # and in the store
     # A longer manual ban extends both.
-    fw.control.op_ban({"ip": "203.0.113.8", "duration": 60})
-    fw.control.op_ban({"ip": "203.0.113.8", "duration": 6000})
+    fw.control.op_ban(BanRequest(ip="203.0.113.8", duration=60))
+    fw.control.op_ban(BanRequest(ip="203.0.113.8", duration=6000))
     assert rig.members()["203.0.113.8"] > 5000
     row = store.get_ban("203.0.113.8")
     assert row is not None and row.expires is not None and row.expires - time.time() > 5000
     # The kernel refuses: nothing recorded, nothing in the kernel.
     rig.kernel("fail")
     with pytest.raises(ControlError):
-        fw.control.op_ban({"ip": "203.0.113.9", "duration": 60})
+        fw.control.op_ban(BanRequest(ip="203.0.113.9", duration=60))
     assert store.get_ban("203.0.113.9") is None
     assert "203.0.113.9" not in rig.members()
+
+
+def _wire(snap: ListsSnapshot) -> Any:
+    """The snapshot as a worker receives it (msgpack: tuples arrive as lists)."""
+    return msgspec.msgpack.decode(msgspec.msgpack.encode(snap))
 
 
 def test_d_snapshot_carries_the_blacklist_and_a_missed_unban_is_released(rig: Rig) -> None:
     fw, durable = rig.fw, rig.durable
     fw.handle_batch([decision("s1", "192.0.2.10"), decision("s2", "192.0.2.11")])
-    snap = durable.op_lists_snapshot({})
-    assert {ip for ip, _ in snap["blacklist"]} == {"192.0.2.10", "192.0.2.11"}
+    snap = durable.op_lists_snapshot(SnapshotRequest())
+    assert {ip for ip, _ in snap.blacklist} == {"192.0.2.10", "192.0.2.11"}
     engine = DetectionEngine(fw.config, worker_index=0)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     poller = zmq.Poller()
     link = FirewallLink(ctx, str(Path(durable.store.path).parent), 0, engine.on_list_change,
                         poller)  # fmt: skip
     try:
-        link.apply_snapshot(snap)
+        link.apply_snapshot(_wire(snap))
         key = engine._key_of_text("192.0.2.10")
         assert key is not None and engine._banned(key, time.monotonic())
         # The unban's ListChange is lost on PUB/SUB (never delivered to this worker)...
-        fw.control.op_unban({"ip": "192.0.2.10"})
+        fw.control.op_unban(UnbanRequest(ip="192.0.2.10"))
         assert engine._banned(key, time.monotonic())
         # ... the next snapshot (periodic, or at any firewall start) releases it.
-        link.apply_snapshot(durable.op_lists_snapshot({}))
+        link.apply_snapshot(_wire(durable.op_lists_snapshot(SnapshotRequest())))
         assert not engine._banned(key, time.monotonic())
         other = engine._key_of_text("192.0.2.11")
         assert other is not None and engine._banned(other, time.monotonic())
@@ -241,10 +251,10 @@ def test_e_drift_check_repairs_and_counts(rig: Rig) -> None:
     result = durable.drift_check()
     assert (result.added, result.removed_foreign) == (1, 1)
     assert set(rig.members()) == {"192.0.2.20", "192.0.2.21"}
-    stats = fw.control.op_stats({})
-    assert (stats["drift_checks"], stats["drift_repaired"], stats["last_drift"]) == (1, 2, 2)
+    stats = fw.control.op_stats(Empty())
+    assert (stats.drift_checks, stats.drift_repaired, stats.last_drift) == (1, 2, 2)
     durable.drift_check()
-    assert fw.control.op_stats({})["last_drift"] == 0
+    assert fw.control.op_stats(Empty()).last_drift == 0
 
 
 def test_ledger_module_does_not_import_the_process_loop() -> None:

@@ -24,6 +24,8 @@ import zmq
 from shared import addresses
 from shared.control import request
 from shared.messages import BanDecision, ListChange, decode, encode
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import IpRequest
 from tests.netns_helpers import netns, requires_netns, run_in
 
 pytestmark = [pytest.mark.netns, requires_netns]
@@ -331,8 +333,8 @@ def test_aggregation_never_covers_a_trusted_address() -> None:
         ]
     )
     assert (fw.stats.refused_trusted, fw.stats.invalid, fw.stats.duplicates) == (1, 2, 1)
-    assert list(fw.control.op_blacklist({})) == ["2001:db8:2::/64"]
-    assert fw.control.op_blacklist_get({"ip": "2001:db8:2::abcd"})["blacklisted"] is True
+    assert list(fw.control.op_blacklist(Empty())) == ["2001:db8:2::/64"]
+    assert fw.control.op_blacklist_get(IpRequest(ip="2001:db8:2::abcd")).blacklisted is True
 
 
 def test_second_instance_refuses_to_start(fw_proc: Proc, tmp_path: Path) -> None:

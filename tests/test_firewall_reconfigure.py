@@ -18,6 +18,9 @@ from fsguard_firewall.process import Firewall
 from fsguard_firewall.reconfigure import apply
 from shared.config import Config
 from shared.messages import ListChange
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import BanRequest
+from shared.ops.firewall_lists import PatternAddRequest
 from shared.reloadable import ReloadOrder, plan
 from tests.netns_helpers import netns, requires_netns
 from tests.test_reporter import ChanDaemon, server  # noqa: F401  (fixture)
@@ -65,11 +68,11 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 
 def test_untrusted_config_patterns_swap_and_runtime_ones_stay(rig: Rig, tmp_path: Path) -> None:
-    rig.fw.lists.op_untrusted_add({"pattern": "runtime.example"})
+    rig.fw.lists.op_untrusted_add(PatternAddRequest(pattern="runtime.example"))
     rig.changes.clear()
     result = rig.reload(tmp_path, untrusted_networks=["new.example"])
     assert result["untrusted"] == ["-old.example", "+new.example"]
-    assert rig.fw.lists.op_untrusted({}) == ["runtime.example", "new.example"]
+    assert rig.fw.lists.op_untrusted(Empty()) == ["runtime.example", "new.example"]
     assert [(c.op, c.ip) for c in rig.changes] == [("remove", "old.example"),
                                                    ("add", "new.example")]  # fmt: skip
     stored = [p for p, source in rig.durable.store.patterns()]
@@ -84,7 +87,7 @@ def test_chandaemon_turned_on_by_reload_reports_the_next_ban(
     result = rig.reload(tmp_path, chandaemon=chandaemon)
     assert "security.chandaemon.enabled" in result["applied"]
     assert rig.durable.reporter is not None and rig.durable.bans.reporter is rig.durable.reporter
-    rig.fw.control.op_ban({"ip": "203.0.113.71", "reason": "manual test"})
+    rig.fw.control.op_ban(BanRequest(ip="203.0.113.71", reason="manual test"))
     deadline = time.monotonic() + 5
     while not server.accepted() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -92,12 +95,12 @@ def test_chandaemon_turned_on_by_reload_reports_the_next_ban(
 
     rig.reload(tmp_path)  # off again: the reporter stops, nothing more is reported
     assert rig.durable.reporter is None
-    rig.fw.control.op_ban({"ip": "203.0.113.72", "reason": "manual test"})
+    rig.fw.control.op_ban(BanRequest(ip="203.0.113.72", reason="manual test"))
     assert rig.durable.store.pending_count() == 0
 
 
 def test_trusted_reload_refuses_and_lifts(rig: Rig, tmp_path: Path) -> None:
-    rig.fw.control.op_ban({"ip": "203.0.113.73"})
+    rig.fw.control.op_ban(BanRequest(ip="203.0.113.73"))
     result = rig.reload(tmp_path, trusted_networks=["127.0.0.0/8", "203.0.113.0/24"])
     assert result["liftedBans"] == ["203.0.113.73"]
     assert rig.fw.store.active(time.time()) == []
