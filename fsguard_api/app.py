@@ -27,7 +27,6 @@ from fsguard_api.models import (
     BlacklistEntry,
     CommandResult,
     EslStats,
-    FirewallStatus,
     Health,
     IptablesInfo,
     MsgspecResponse,
@@ -45,6 +44,8 @@ from shared.audit import AuditLog, install_handler
 from shared.config import Config, api_token, worker_count
 from shared.control import PeerReplyInvalid
 from shared.esl_hardening import esl_warnings
+from shared.ops import firewall as fw_ops
+from shared.ops.base import Empty
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,9 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
 
     @app.get("/security/status", responses=doc(SecurityStatus))
     async def security_status() -> Response:
-        counts_raw, esl, whitelisted = await asyncio.gather(
-            peers.firewall("status"), esl_stats(), dropin.whitelist_total(peers)
+        counts, esl, whitelisted = await asyncio.gather(
+            peers.ask(fw_ops.STATUS, Empty()), esl_stats(), dropin.whitelist_total(peers)
         )
-        counts = convert(counts_raw, FirewallStatus, "firewall")
         return MsgspecResponse(
             SecurityStatus(
                 enabled=sec.enabled,
@@ -198,13 +198,11 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
 
     @app.get("/security/blacklist", responses=doc(dict[str, BlacklistEntry]))
     async def security_blacklist() -> Response:
-        data = await peers.firewall("blacklist")
-        return MsgspecResponse(convert(data, dict[str, BlacklistEntry], "firewall"))
+        return MsgspecResponse(await peers.ask(fw_ops.BLACKLIST, Empty()))
 
     @app.get("/security/iptables", responses=doc(IptablesInfo))
     async def security_iptables() -> Response:
-        data = await peers.firewall("iptables")
-        return MsgspecResponse(convert(data, IptablesInfo, "firewall"))
+        return MsgspecResponse(await peers.ask(fw_ops.IPTABLES, Empty()))
 
     @app.post("/security/esl/reconnect", responses=doc(StatusMessage))
     async def security_esl_reconnect(request: Request) -> Response:

@@ -21,6 +21,8 @@ from starlette.types import Scope
 
 from fsguard_api.models import WhitelistEntry, convert
 from fsguard_api.peers import Peers
+from shared.ops import firewall as fw_ops
+from shared.ops.base import Empty
 
 
 class PatternConvertor(Convertor[str]):
@@ -40,9 +42,9 @@ async def whitelist_total(peers: Peers) -> int:
     """Distinct whitelisted addresses: the firewall's manual entries and every worker's
     registration-learned entries (an address in both counts once)."""
     manual, per_worker = await asyncio.gather(
-        peers.firewall("whitelist"), peers.all_workers("whitelist")
+        peers.ask(fw_ops.WHITELIST, Empty()), peers.all_workers("whitelist")
     )
-    keys = set(convert(manual, dict[str, WhitelistEntry], "firewall"))
+    keys = set(manual)
     for part in per_worker:
         keys.update(convert(part, dict[str, WhitelistEntry], "worker"))
     return len(keys)

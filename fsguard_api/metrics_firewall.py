@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fsguard_api.metrics_fleet import crowdsec_families
-from fsguard_api.metrics_scrape import histogram, num, stage_histogram
+from fsguard_api.metrics_scrape import histogram, stage_histogram
+from shared.ops.firewall_bans import FirewallStats
 
-REPORT_RESULTS = {"reportsSent": "sent", "reportsFailed": "failed", "reportsDropped": "dropped"}
 
-
-def firewall_families(firewall: Mapping[str, Any] | None) -> Iterator[Metric]:
+def firewall_families(firewall: FirewallStats | None) -> Iterator[Metric]:
     fw = firewall
     active = GaugeMetricFamily(
         "fsguard_bans_active", "Active bans, by address family", labels=["family"]
@@ -53,38 +51,36 @@ def firewall_families(firewall: Mapping[str, Any] | None) -> Iterator[Metric]:
     ]  # fmt: skip
     histograms: list[Metric] = []
     if fw is not None:
-        pid = str(fw.get("pid", ""))
-        bans = fw.get("active_bans")
-        if isinstance(bans, Mapping):
-            for family, count in sorted(bans.items()):
-                active.add_metric([str(family)], num(count))
-        applied.add_metric([pid], num(fw.get("bans_applied")))
-        kernel_errors.add_metric([pid], num(fw.get("kernel_errors")))
-        for family, key in zip(ledger, ("kernel_full", "pending_bans", "drift_repaired",
-                                        "last_drift", "store_errors", "store_backlog",
-                                        "store_degraded"),
-                               strict=True):  # fmt: skip
-            family.add_metric([pid], num(fw.get(key)))
-        for key, result in REPORT_RESULTS.items():
-            reports.add_metric([result, pid], num(fw.get(key)))
-        for name, doc, key in (
+        pid = str(fw.pid)
+        active.add_metric(["ipv4"], float(fw.active_bans.ipv4))
+        active.add_metric(["ipv6"], float(fw.active_bans.ipv6))
+        applied.add_metric([pid], float(fw.bans_applied))
+        kernel_errors.add_metric([pid], float(fw.kernel_errors))
+        for family, value in zip(ledger, (fw.kernel_full, fw.pending_bans, fw.drift_repaired,
+                                          fw.last_drift, fw.store_errors, fw.store_backlog,
+                                          fw.store_degraded),
+                                 strict=True):  # fmt: skip
+            family.add_metric([pid], float(value))
+        # "dropped" has always been 0: `stats` carries no reportsDropped (a follow-up)
+        for result, count in (("sent", fw.reportsSent), ("failed", fw.reportsFailed),
+                              ("dropped", 0)):  # fmt: skip
+            reports.add_metric([result, pid], float(count))
+        for name, doc, snapshot in (
             (
                 "fsguard_ban_latency_seconds",
                 "Threshold event read from ESL to kernel entry written",
-                "ban_latency_histogram",
+                fw.ban_latency_histogram,
             ),
             (
                 "fsguard_firewall_batch_seconds",
                 "Time to apply one batch of ban decisions",
-                "batch_seconds_histogram",
+                fw.batch_seconds_histogram,
             ),
         ):
-            family = histogram(name, doc, fw.get(key), pid)
-            if family is not None:
-                histograms.append(family)
-        stages = stage_histogram(fw.get("ban_stage_histograms"), pid)
-        if stages is not None:
-            histograms.append(stages)
+            hist = histogram(name, doc, snapshot, pid)
+            if hist is not None:
+                histograms.append(hist)
+        histograms.append(stage_histogram(fw.ban_stage_histograms, pid))
     yield from (active, applied, kernel_errors, reports)
     yield from ledger
     yield from histograms

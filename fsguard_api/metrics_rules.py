@@ -19,11 +19,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from fsguard_api.metrics_scrape import num
 from shared.esl_hardening import CHECKS
+from shared.ops.firewall_bans import FirewallStats
 
 
 def rule_families(
     workers: list[dict[str, Any] | None],
-    firewall: dict[str, Any] | None,
+    firewall: FirewallStats | None,
     hardening: Mapping[str, str],
 ) -> Iterator[Metric]:
     simulated = CounterMetricFamily(
@@ -64,10 +65,10 @@ def rule_families(
         labels=["pid"],
     )
     if firewall is not None:
-        pid = str(firewall.get("pid", ""))
-        exceeded.add_metric([pid], num(firewall.get("ban_budget_exceeded")))
-        last_minute.add_metric([pid], num(firewall.get("bans_last_minute")))
-        over.add_metric([pid], num(firewall.get("ban_budget_over")))
+        pid = str(firewall.pid)
+        exceeded.add_metric([pid], float(firewall.ban_budget_exceeded))
+        last_minute.add_metric([pid], float(firewall.bans_last_minute))
+        over.add_metric([pid], float(firewall.ban_budget_over))
     yield from (exceeded, last_minute, over)
     warning = GaugeMetricFamily(
         "fsguard_esl_hardening_warning",

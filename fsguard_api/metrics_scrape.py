@@ -18,7 +18,10 @@ from prometheus_client.core import HistogramMetricFamily
 
 from fsguard_api.metrics_requests import RequestCounter
 from shared import addresses
-from shared.control import PeerUnavailable, arequest
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall, arequest
+from shared.ops import firewall as fw_ops
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import FirewallStats, HistogramSnapshot
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 
@@ -28,7 +31,7 @@ class Scrape:
     """One scrape's replies (None: the peer did not answer)."""
 
     supervisor: dict[str, Any] | None
-    firewall: dict[str, Any] | None
+    firewall: FirewallStats | None
     workers: list[dict[str, Any] | None]
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     api_pid: int = 0
@@ -46,6 +49,17 @@ async def _stats(endpoint: str, ctx: zmq.asyncio.Context, timeout: float) -> dic
     return reply.data if reply.ok and isinstance(reply.data, dict) else None
 
 
+async def _firewall_stats(
+    endpoint: str, ctx: zmq.asyncio.Context, timeout: float
+) -> FirewallStats | None:
+    try:
+        return await asyncio.wait_for(
+            acall(endpoint, fw_ops.STATS, Empty(), timeout=timeout, ctx=ctx), timeout + 0.25
+        )
+    except (PeerUnavailable, TimeoutError, ControlError, PeerReplyInvalid):
+        return None
+
+
 async def gather(
     runtime_dir: str,
     workers: int,
@@ -57,13 +71,16 @@ async def gather(
     """Ask every process for its `stats`, all at once."""
     started = time.perf_counter()
     ctx = ctx or zmq.asyncio.Context.instance()
-    endpoints = [addresses.supervisor_control(runtime_dir), addresses.firewall_control(runtime_dir)]
+    endpoints = [addresses.supervisor_control(runtime_dir)]
     endpoints += [addresses.worker_control(runtime_dir, i) for i in range(workers)]
-    replies = await asyncio.gather(*(_stats(e, ctx, timeout) for e in endpoints))
+    firewall, replies = await asyncio.gather(
+        _firewall_stats(addresses.firewall_control(runtime_dir), ctx, timeout),
+        asyncio.gather(*(_stats(e, ctx, timeout) for e in endpoints)),
+    )
     return Scrape(
         supervisor=replies[0],
-        firewall=replies[1],
-        workers=list(replies[2:]),
+        firewall=firewall,
+        workers=list(replies[1:]),
         requests=dict(requests.counts) if requests is not None else {},
         api_pid=os.getpid(),
         seconds=time.perf_counter() - started,
@@ -75,35 +92,32 @@ def num(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def histogram_buckets(snapshot: Any) -> tuple[list[tuple[str, float]], float] | None:
-    """(buckets with +Inf, sum) of a Histogram.snapshot() reply, or None if malformed."""
-    if not isinstance(snapshot, Mapping) or not isinstance(snapshot.get("buckets"), list):
-        return None
-    buckets = [(repr(num(le)), num(n)) for le, n in snapshot["buckets"]]
-    buckets.append(("+Inf", num(snapshot.get("count"))))
-    return buckets, num(snapshot.get("sum"))
+def histogram_buckets(snapshot: HistogramSnapshot) -> tuple[list[tuple[str, float]], float]:
+    """(buckets with +Inf, sum) of a Histogram.snapshot() reply."""
+    buckets = [(repr(float(le)), float(n)) for le, n in snapshot.buckets]
+    buckets.append(("+Inf", float(snapshot.count)))
+    return buckets, float(snapshot.sum)
 
 
-def histogram(name: str, doc: str, snapshot: Any, pid: str) -> HistogramMetricFamily | None:
-    read = histogram_buckets(snapshot)
-    if read is None:
+def histogram(
+    name: str, doc: str, snapshot: HistogramSnapshot | None, pid: str
+) -> HistogramMetricFamily | None:
+    if snapshot is None:
         return None
+    buckets, total = histogram_buckets(snapshot)
     family = HistogramMetricFamily(name, doc, labels=["pid"])
-    family.add_metric([pid], read[0], sum_value=read[1])
+    family.add_metric([pid], buckets, sum_value=total)
     return family
 
 
-def stage_histogram(snapshots: Any, pid: str) -> HistogramMetricFamily | None:
+def stage_histogram(snapshots: Mapping[str, HistogramSnapshot], pid: str) -> HistogramMetricFamily:
     """fsguard_ban_stage_seconds{stage}: where each rule ban's time went."""
-    if not isinstance(snapshots, Mapping):
-        return None
     family = HistogramMetricFamily(
         "fsguard_ban_stage_seconds",
         "Per rule ban: FreeSWITCH event created -> read off ESL -> decided -> in the kernel",
         labels=["stage", "pid"],
     )
     for stage, snap in sorted(snapshots.items()):
-        read = histogram_buckets(snap)
-        if read is not None:
-            family.add_metric([str(stage), pid], read[0], sum_value=read[1])
+        buckets, total = histogram_buckets(snap)
+        family.add_metric([stage, pid], buckets, sum_value=total)
     return family

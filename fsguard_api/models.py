@@ -13,6 +13,19 @@ import msgspec
 from starlette.responses import Response
 
 from shared.control import PeerReplyInvalid
+from shared.ops.firewall_bans import (
+    BlacklistEntry,
+    BlacklistLookup,
+    FirewallStatus,
+    IptablesInfo,
+    StatusMessage,
+)
+from shared.ops.firewall_lists import UntrustedTest, WhitelistEntry, WhitelistLookup
+
+__all__ = [  # the firewall's replies that are REST responses too (shared/ops)
+    "BlacklistEntry", "BlacklistLookup", "FirewallStatus", "IptablesInfo", "StatusMessage",
+    "UntrustedTest", "WhitelistEntry", "WhitelistLookup",
+]  # fmt: skip
 
 T = TypeVar("T")
 
@@ -68,67 +81,13 @@ class EslStats(msgspec.Struct, kw_only=True):
     queueCapacity: int
 
 
-# A Go blacklist entry; `origin` (fsguard addition) is present only on bans pulled from
-# the CrowdSec LAPI ("crowdsec"), so the node's own bans keep the Go shape.
-class BlacklistEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
-    ip: str
-    addedAt: str
-    expiresAt: str
-    reason: str
-    failCount: int
-    permanent: bool
-    origin: str = "local"  # fsguard addition: "crowdsec" for a ban pulled from the LAPI
-
-
-class IptablesInfo(msgspec.Struct, kw_only=True):
-    chain: str
-    ipset: str
-    blockedIps: list[str] | None
-    count: int
-    # fsguard additions (not in the Go program): the active firewall backend ("ipset" or
-    # "nftables") and its ruleset as read from the kernel.
-    backend: str = "ipset"
-    ruleset: dict[str, Any] | None = None
-
-
 class CommandResult(msgspec.Struct, kw_only=True):
     command: str
     response: str
 
 
-class StatusMessage(msgspec.Struct, kw_only=True):
-    status: str
-    message: str
-
-
 class ErrorBody(msgspec.Struct, kw_only=True):
     error: str
-
-
-class WhitelistEntry(msgspec.Struct, kw_only=True):
-    ip: str
-    addedAt: str
-    expiresAt: str  # Go zero time "0001-01-01T00:00:00Z" when permanent
-    lastSeen: str
-    userId: str
-    domain: str
-    permanent: bool
-
-
-class WhitelistLookup(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """GET /security/whitelist/{ip}. userId/domain only when whitelisted (as in Go);
-    trustedNetwork (fsguard addition) names the trusted network that contains the IP."""
-
-    ip: str
-    whitelisted: bool
-    userId: str | msgspec.UnsetType = msgspec.UNSET
-    domain: str | msgspec.UnsetType = msgspec.UNSET
-    trustedNetwork: str | msgspec.UnsetType = msgspec.UNSET
-
-
-class BlacklistLookup(msgspec.Struct, kw_only=True):
-    ip: str
-    blacklisted: bool
 
 
 class BatchItemResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -178,11 +137,6 @@ class RateLimitSettings(msgspec.Struct, kw_only=True):
     blockDuration: str
     whitelistBypass: bool
     cleanupInterval: str
-
-
-class UntrustedTest(msgspec.Struct, kw_only=True):
-    domain: str
-    isUntrusted: bool
 
 
 class Unblocked(msgspec.Struct, kw_only=True):
@@ -313,13 +267,6 @@ class SupervisorStats(msgspec.Struct, kw_only=True):
     uptime: float
     pid: int
     children: list[ChildInfo]
-
-
-class FirewallStatus(msgspec.Struct, kw_only=True):
-    """Firewall op "status": counts of non-expired entries."""
-
-    whitelistCount: int
-    blacklistCount: int
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
@@ -14,25 +13,26 @@ from fsguard_api.models import (
     MsgspecResponse,
     StatusMessage,
     Unblocked,
-    convert,
 )
 from fsguard_api.openapi import doc
 from fsguard_api.peers import PeerError, Peers
 from fsguard_api.routes_common import BlacklistBody, audit, checked_ip, run_batch, seconds_of
+from shared.ops import firewall as fw_ops
+from shared.ops.firewall_bans import BanRequest, IpRequest, UnbanRequest
 
 
 def add_blacklist_routes(app: FastAPI, peers: Peers) -> None:
     async def ban(body: BlacklistBody, request: Request) -> StatusMessage:
         ip = checked_ip(body.ip)
-        args: dict[str, Any] = {"ip": ip, "reason": body.reason, "permanent": body.permanent}
-        client = access.client_host(request.scope)
-        if client:
-            args["client"] = client  # the firewall never bans the caller's own address
+        client = access.client_host(request.scope)  # the firewall never bans the caller
         seconds = None if body.permanent else seconds_of(body.duration)
-        if seconds is not None:
-            args["duration"] = seconds
-        data = await peers.firewall("ban", args)
-        return convert(data, StatusMessage, "firewall")
+        req = BanRequest(
+            ip=ip, reason=body.reason, permanent=body.permanent,
+            client=client or msgspec.UNSET,
+            duration=msgspec.UNSET if seconds is None else seconds,
+        )  # fmt: skip
+        result = await peers.ask(fw_ops.BAN, req)
+        return StatusMessage(status=result.status, message=result.message)
 
     @app.post("/security/blacklist", responses=doc(StatusMessage, body=True))
     async def blacklist_post(request: Request, body: BlacklistBody) -> Response:
@@ -51,20 +51,18 @@ def add_blacklist_routes(app: FastAPI, peers: Peers) -> None:
     @app.get("/security/blacklist/{ip}", responses=doc(BlacklistLookup, 400))
     async def blacklist_get(ip: str) -> Response:
         addr = checked_ip(ip)
-        data = convert(
-            await peers.firewall("blacklist_get", {"ip": addr}), BlacklistLookup, "firewall"
-        )
+        data = await peers.ask(fw_ops.BLACKLIST_GET, IpRequest(ip=addr))
         return MsgspecResponse(BlacklistLookup(ip=ip, blacklisted=data.blacklisted))
 
     async def unban(request: Request, ip: str, action: str) -> StatusMessage:
         addr = checked_ip(ip)
         try:
-            data = await peers.firewall("unban", {"ip": addr})
+            result = await peers.ask(fw_ops.UNBAN, UnbanRequest(ip=addr))
         except PeerError as exc:
             audit(request, action, addr, f"failed: {exc.status} {exc}")
             raise
         audit(request, action, addr, "ok")
-        return convert(data, StatusMessage, "firewall")
+        return result
 
     @app.delete("/security/blacklist/{ip}", responses=doc(StatusMessage, 400, 404))
     async def blacklist_delete(request: Request, ip: str) -> Response:

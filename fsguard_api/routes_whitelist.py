@@ -26,6 +26,10 @@ from fsguard_api.routes_common import WhitelistBody, audit, checked_ip, merge, r
 from fsguard_api.whitelist_net import WhitelistAdded
 from shared.config import Config, worker_count
 from shared.iputil import parse_ip, shard_of
+from shared.ops import firewall as fw_ops
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import IpRequest
+from shared.ops.firewall_lists import WhitelistAddRequest, WhitelistRemoveRequest
 
 
 def add_whitelist_routes(app: FastAPI, config: Config, peers: Peers) -> None:
@@ -43,18 +47,20 @@ def add_whitelist_routes(app: FastAPI, config: Config, peers: Peers) -> None:
     @app.get("/security/whitelist", responses=doc(dict[str, WhitelistEntry]))
     async def whitelist_list() -> Response:
         manual, per_worker = await asyncio.gather(
-            peers.firewall("whitelist"), peers.all_workers("whitelist")
+            peers.ask(fw_ops.WHITELIST, Empty()), peers.all_workers("whitelist")
         )
         out = merge(per_worker, WhitelistEntry, "worker")
-        out.update(convert(manual, dict[str, WhitelistEntry], "firewall"))
+        out.update(manual)
         return MsgspecResponse(out)
 
     async def whitelist_add(body: WhitelistBody) -> WhitelistAdded:
         ip = whitelist_net.checked_target(body.ip)
-        args = {"ip": ip, "userId": body.userId, "domain": body.domain, "permanent": body.permanent,
-                "ttl": seconds_of(body.ttl), "lift_bans": body.lift_bans}  # fmt: skip
-        data = await peers.firewall("whitelist_add", args)
-        return convert(data, WhitelistAdded, "firewall")
+        req = WhitelistAddRequest(ip=ip, userId=body.userId, domain=body.domain,
+                                  permanent=body.permanent, ttl=seconds_of(body.ttl),
+                                  lift_bans=body.lift_bans)  # fmt: skip
+        added = await peers.ask(fw_ops.WHITELIST_ADD, req)
+        return WhitelistAdded(status=added.status, message=added.message,
+                              bansInside=added.bansInside, liftedBans=added.liftedBans)  # fmt: skip
 
     @app.post("/security/whitelist", responses=doc(WhitelistAdded, body=True))
     async def whitelist_post(request: Request, body: WhitelistBody) -> Response:
@@ -71,8 +77,7 @@ def add_whitelist_routes(app: FastAPI, config: Config, peers: Peers) -> None:
     @app.get("/security/whitelist/{ip}", responses=doc(WhitelistLookup, 400))
     async def whitelist_get(ip: str) -> Response:
         addr = checked_ip(ip)
-        data = await peers.firewall("whitelist_get", {"ip": addr})
-        found = convert(data, WhitelistLookup, "firewall")
+        found = await peers.ask(fw_ops.WHITELIST_GET, IpRequest(ip=addr))
         result = WhitelistLookup(ip=ip, whitelisted=found.whitelisted)
         if found.whitelisted:
             result.userId, result.domain = found.userId, found.domain
@@ -94,6 +99,7 @@ def add_whitelist_routes(app: FastAPI, config: Config, peers: Peers) -> None:
     async def whitelist_delete(request: Request, ip: str) -> Response:
         addr = checked_ip(ip)
         was_learned = await learned(addr) is not None
-        data = await peers.firewall("whitelist_remove", {"ip": addr, "learned": was_learned})
+        req = WhitelistRemoveRequest(ip=addr, learned=was_learned)
+        result = await peers.ask(fw_ops.WHITELIST_REMOVE, req)
         audit(request, "whitelist_remove", addr, "ok")
-        return MsgspecResponse(convert(data, StatusMessage, "firewall"))
+        return MsgspecResponse(result)

@@ -16,10 +16,13 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from fsguard_api import access
-from fsguard_api.models import MsgspecResponse, StatusMessage, WhitelistLookup, convert
+from fsguard_api.models import MsgspecResponse, StatusMessage, WhitelistLookup
 from fsguard_api.openapi import doc
 from fsguard_api.peers import PeerError, Peers
 from shared.iputil import parse_ip
+from shared.ops import firewall as fw_ops
+from shared.ops.firewall_bans import IpRequest
+from shared.ops.firewall_lists import WhitelistRemoveRequest
 
 
 class WhitelistAdded(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -56,8 +59,7 @@ def add_routes(app: FastAPI, peers: Peers) -> None:
     @app.get("/security/whitelist/{address}/{prefix}", responses=doc(WhitelistLookup, 400))
     async def whitelist_network_get(address: str, prefix: str) -> Response:
         network = checked_target(f"{address}/{prefix}")
-        data = await peers.firewall("whitelist_get", {"ip": network})
-        found = convert(data, WhitelistLookup, "firewall")
+        found = await peers.ask(fw_ops.WHITELIST_GET, IpRequest(ip=network))
         result = WhitelistLookup(ip=network, whitelisted=found.whitelisted)
         if found.whitelisted:
             result.userId, result.domain = found.userId, found.domain
@@ -67,6 +69,6 @@ def add_routes(app: FastAPI, peers: Peers) -> None:
                 responses=doc(StatusMessage, 400, 404))  # fmt: skip
     async def whitelist_network_delete(request: Request, address: str, prefix: str) -> Response:
         network = checked_target(f"{address}/{prefix}")
-        data = await peers.firewall("whitelist_remove", {"ip": network})
+        result = await peers.ask(fw_ops.WHITELIST_REMOVE, WhitelistRemoveRequest(ip=network))
         access.audit(request.scope, "whitelist_remove", network, "ok")
-        return MsgspecResponse(convert(data, StatusMessage, "firewall"))
+        return MsgspecResponse(result)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 import uvicorn
 import zmq
 
@@ -27,6 +28,17 @@ from shared import addresses
 from shared.config import Config, worker_count
 from shared.control import Handler, dispatch
 from shared.messages import ControlRequest, decode
+from shared.ops import firewall as fw_ops
+from shared.ops.base import OpTable
+from shared.ops.firewall import FIREWALL
+from shared.ops.firewall_bans import (
+    BanRequest,
+    BanResult,
+    BlacklistEntry,
+    FirewallStatus,
+    IptablesInfo,
+)
+from shared.ops.firewall_lists import WhitelistEntry
 
 # --- contract shapes ---------------------------------------------------------------
 
@@ -102,14 +114,25 @@ def worker_handlers(processed: int) -> dict[str, Handler]:
     }
 
 
-def firewall_handlers() -> dict[str, Handler]:
-    return {
-        "status": lambda args: dict(FIREWALL_STATUS),
-        "whitelist": lambda args: {ip: whitelist_entry(ip, True) for ip in MANUAL_WHITELIST},
-        "blacklist": lambda args: BLACKLIST,
-        "iptables": lambda args: dict(IPTABLES),
-        "ban": lambda args: {"status": "success", "message": f"IP {args['ip']} added"},
-    }
+def _ban(req: BanRequest) -> BanResult:
+    entry = BlacklistEntry(ip=req.ip, addedAt="2025-01-02T03:04:05Z",
+                           expiresAt="2025-01-02T04:04:05Z", reason=req.reason, failCount=0,
+                           permanent=req.permanent)  # fmt: skip
+    return BanResult(status="success", message=f"IP {req.ip} added", entry=entry)
+
+
+def firewall_table() -> OpTable:
+    """The firewall's stand-in: typed handlers answering the contract shapes above."""
+    table = OpTable(FIREWALL)
+    table.bind(fw_ops.STATUS, lambda req: msgspec.convert(FIREWALL_STATUS, FirewallStatus))
+    table.bind(fw_ops.WHITELIST, lambda req: {
+        ip: msgspec.convert(whitelist_entry(ip, True), WhitelistEntry) for ip in MANUAL_WHITELIST
+    })  # fmt: skip
+    # the fsguard-only "rule" of BLACKLIST is not in the contract: dropped here
+    table.bind(fw_ops.BLACKLIST, lambda req: msgspec.convert(BLACKLIST, dict[str, BlacklistEntry]))
+    table.bind(fw_ops.IPTABLES, lambda req: msgspec.convert(IPTABLES, IptablesInfo))
+    table.bind(fw_ops.BAN, _ban)
+    return table
 
 
 # --- stand-in peer -------------------------------------------------------------------
@@ -118,7 +141,9 @@ def firewall_handlers() -> dict[str, Handler]:
 class StandIn:
     """A REP server thread on `endpoint`. `delay` seconds before each answer (slow peer)."""
 
-    def __init__(self, endpoint: str, handlers: dict[str, Handler], delay: float = 0.0) -> None:
+    def __init__(
+        self, endpoint: str, handlers: OpTable | dict[str, Handler], delay: float = 0.0
+    ) -> None:
         self.endpoint = endpoint
         self.handlers = handlers
         self.delay = delay
@@ -176,7 +201,7 @@ class Peers:
             StandIn(addresses.worker_control(rd, i), worker_handlers(100 * (i + 1)))
             for i in range(worker_count(config))
         ]
-        self.firewall = StandIn(addresses.firewall_control(rd), firewall_handlers())
+        self.firewall = StandIn(addresses.firewall_control(rd), firewall_table())
 
     def all(self) -> list[StandIn]:
         return [self.supervisor, *self.workers, self.firewall]
@@ -217,8 +242,6 @@ def make_config(run_dir: str, **security: Any) -> Config:
         "workers": {"count": 2},
         "security": {"chandaemon": chandaemon, **security},
     }
-    import msgspec
-
     return msgspec.convert(raw, type=Config)
 
 

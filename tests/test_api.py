@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -20,6 +20,9 @@ from fsguard_api.app import version
 from shared import addresses
 from shared.control import ControlError
 from shared.messages import ControlReply
+from shared.ops import firewall as fw_ops
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import IptablesInfo
 from tests.api_peers import (
     BLACKLIST,
     ESL_STATS,
@@ -29,6 +32,7 @@ from tests.api_peers import (
     ApiServer,
     Peers,
     StandIn,
+    firewall_table,
     make_config,
     running,
     runtime_dir,
@@ -247,14 +251,16 @@ def test_peer_refusal_forwarded() -> None:
     def not_connected(args: dict[str, Any]) -> Any:
         return ControlReply(ok=False, error="not connected to FreeSWITCH ESL", status=503)
 
-    def ipset_failed(args: dict[str, Any]) -> Any:
+    def ipset_failed(req: Empty) -> IptablesInfo:
         raise ControlError("failed to list ipset freeswitch-security", 500)
 
     with runtime_dir() as rd:
         config = make_config(rd)
         peers = Peers(config)
         peers.supervisor.handlers = {**supervisor_handlers(), "esl_command": not_connected}
-        peers.firewall.handlers = {**peers.firewall.handlers, "iptables": ipset_failed}
+        table = firewall_table()
+        table.rebind(fw_ops.IPTABLES, ipset_failed)
+        peers.firewall.handlers = table
         peers.start()
         try:
             with running(config) as server, httpx.Client(base_url=server.url) as client:
@@ -272,7 +278,10 @@ def test_bad_peer_data_is_502() -> None:
     with runtime_dir() as rd:
         config = make_config(rd)
         peers = Peers(config)
-        peers.firewall.handlers = {"iptables": lambda args: {"chain": "INPUT"}}
+        table = firewall_table()
+        # a peer off the contract (an older or broken firewall): only "chain" of IptablesInfo
+        table.rebind(fw_ops.IPTABLES, lambda req: cast(IptablesInfo, {"chain": "INPUT"}))
+        peers.firewall.handlers = table
         peers.start()
         try:
             with running(config) as server, httpx.Client(base_url=server.url) as client:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fsguard_api.metrics import Scrape, render
+from shared.ops.firewall_bans import FirewallStats
 from tests.test_deploy import PROM, _run, _tool, without_annotations
 
 TESTS = """
@@ -58,7 +59,7 @@ def test_issue12_metrics_are_exported() -> None:
         "simulated_by_rule": {"toll_fraud": 2},
         "spoofing_by_rule": {"scanner_user_agent": 3},
     }
-    firewall = {"pid": 12, "ban_budget_exceeded": 4, "bans_last_minute": 70, "ban_budget_over": 1}
+    firewall = FirewallStats(pid=12, ban_budget_exceeded=4, bans_last_minute=70, ban_budget_over=1)
     scrape = Scrape(supervisor=None, firewall=firewall, workers=[worker],
                     hardening={"default_password": "x"})  # fmt: skip
     text = render(scrape).decode()
