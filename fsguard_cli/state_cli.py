@@ -23,8 +23,13 @@ import msgspec
 
 from shared import addresses
 from shared.config import Config, find_config_path, load_config
-from shared.control import PeerUnavailable, request
-from shared.messages import ControlReply
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call
+from shared.ops import firewall as fw_ops
+from shared.ops.base import Empty, Op, RepT, ReqT
+from shared.ops.firewall_state import ImportRequest, ReconcileRequest
+
+# The firewall's reply, or why it refused (its message and status).
+Answer = tuple[RepT | None, ControlError | None]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -36,17 +41,23 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(find_config_path(getattr(args, "config", None)))
 
 
-def _firewall(config: Config, op: str, data: dict[str, Any] | None = None) -> ControlReply | None:
-    """The running firewall's reply, or None when no firewall answers."""
+def _firewall(config: Config, op: Op[ReqT, RepT], req: ReqT) -> Answer[RepT] | None:
+    """The running firewall's answer (reply or refusal), or None when no firewall answers."""
     endpoint = addresses.firewall_control(config.paths.runtime_dir)
     if not os.path.exists(addresses.ipc_path(endpoint)):
         return None
     try:
-        if not request(endpoint, "ping", timeout=1.0).ok:
-            return None
-    except PeerUnavailable:
+        call(endpoint, fw_ops.PING, Empty(), timeout=1.0)
+    except (PeerUnavailable, ControlError, PeerReplyInvalid):
         return None
-    return request(endpoint, op, data, timeout=CONTROL_TIMEOUT)
+    try:
+        return call(endpoint, op, req, timeout=CONTROL_TIMEOUT), None
+    except ControlError as exc:
+        return None, exc
+    except PeerUnavailable as exc:  # it answered the ping: a slow answer is a failure
+        return None, ControlError(str(exc), 503)
+    except PeerReplyInvalid as exc:
+        return None, ControlError(str(exc), 502)
 
 
 def _err(verb: str, message: str) -> None:
@@ -74,12 +85,13 @@ def print_reconcile(result: dict[str, Any], where: str) -> None:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     config = _config(args)
-    reply = _firewall(config, "reconcile", {"from_empty": bool(args.from_empty)})
-    if reply is not None:
-        if not reply.ok:
-            _err("reconcile", reply.error)
+    answer = _firewall(config, fw_ops.RECONCILE, ReconcileRequest(from_empty=args.from_empty))
+    if answer is not None:
+        done, refused = answer
+        if done is None:
+            _err("reconcile", str(refused))
             return EXIT_FAILURE
-        result: dict[str, Any] = dict(reply.data)
+        result: dict[str, Any] = msgspec.to_builtins(done)
         where = "by the running firewall"
     else:
         from fsguard_firewall.durable import Durable
@@ -115,12 +127,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     config = _config(args)
-    reply = _firewall(config, "bans_export")
-    if reply is not None:
-        if not reply.ok:
-            _err("bans export", reply.error)
+    answer = _firewall(config, fw_ops.BANS_EXPORT, Empty())
+    if answer is not None:
+        exported, refused = answer
+        if exported is None:
+            _err("bans export", str(refused))
             return EXIT_FAILURE
-        data = reply.data
+        data = exported
     else:
         from fsguard_firewall.durable import open_store
         from fsguard_firewall.store import StoreError
@@ -147,16 +160,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         _err("bans import", f"cannot read {args.file}: {exc}")
         return EXIT_USAGE
     config = _config(args)
-    reply = _firewall(config, "bans_import", {"data": data})
-    if reply is not None:
-        if not reply.ok:
-            _err("bans import", reply.error)
-            return EXIT_USAGE if reply.status == 400 else EXIT_FAILURE
-        count = int(reply.data.get("imported", 0))
-        print(f"imported {count} entries into the running firewall")
-        rec = reply.data.get("reconcile")
-        if isinstance(rec, dict):
-            print_reconcile(rec, "after the import")
+    answer = _firewall(config, fw_ops.BANS_IMPORT, ImportRequest(data=data))
+    if answer is not None:
+        imported, refused = answer
+        if imported is None:
+            _err("bans import", str(refused))
+            return EXIT_USAGE if refused is not None and refused.status == 400 else EXIT_FAILURE
+        print(f"imported {imported.imported} entries into the running firewall")
+        if imported.reconcile is not None:
+            print_reconcile(msgspec.to_builtins(imported.reconcile), "after the import")
         return EXIT_OK
     from fsguard_firewall.durable import check_import, open_store
     from fsguard_firewall.process import Firewall, make_kernel

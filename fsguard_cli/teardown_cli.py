@@ -16,7 +16,8 @@ from typing import Any
 import msgspec
 
 from shared.config import ConfigError, find_config_path, load_config
-from shared.control import PeerUnavailable
+from shared.ops import firewall as fw_ops
+from shared.ops.base import Empty
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -40,10 +41,7 @@ def cmd_teardown(args: argparse.Namespace) -> int:
     active = config.security.firewall_backend.lower()
     backends = [args.backend] if args.backend else ["ipset", "nftables"]
     if active in backends and not args.force:
-        try:
-            running = _firewall(config, "ping") is not None
-        except PeerUnavailable:
-            running = False
+        running = _firewall(config, fw_ops.PING, Empty()) is not None
         if running:
             _err(
                 f"{active} is the running firewall's backend: its bans would be lifted. "

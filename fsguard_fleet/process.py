@@ -18,14 +18,16 @@ import logging
 import signal
 import time
 from types import FrameType
-from typing import Any
 
 import msgspec
 
 from shared import addresses, sdnotify
 from shared.config import Config
-from shared.control import PeerUnavailable, request
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call
 from shared.logs import escape
+from shared.ops import firewall as fw_ops
+from shared.ops.base import Op, RepT, ReqT
+from shared.ops.firewall_state import ApplyRequest, OutboxDueRequest, OutboxSettleRequest
 
 from .lapi import LapiClient, LapiError
 
@@ -83,18 +85,19 @@ class Connector:
             self._next_line[what] = 0.0
             log.info("%s works again", "push to LAPI" if what == "push" else "crowdsec sync")
 
-    def _fw(self, op: str, args: dict[str, Any], timeout: float = CONTROL_TIMEOUT) -> Any:
-        reply = request(self.firewall, op, args, timeout=timeout)
-        if not reply.ok:
-            raise PeerUnavailable(f"firewall refused {op}: {reply.error}")
-        return reply.data
+    def _fw(self, op: Op[ReqT, RepT], req: ReqT, timeout: float = CONTROL_TIMEOUT) -> RepT:
+        """One firewall op; any failure is PeerUnavailable (retried with back-off)."""
+        try:
+            return call(self.firewall, op, req, timeout=timeout)
+        except (ControlError, PeerReplyInvalid) as exc:
+            raise PeerUnavailable(f"firewall refused {op.name}: {exc}") from None
 
     # --- push ------------------------------------------------------------------------
 
     def push_once(self) -> int:
         """Send what the outbox holds (oldest first). Returns items settled; raises on a
         retryable failure (LapiError or PeerUnavailable) after settling what was sent."""
-        items = self._fw("crowdsec_outbox_due", {"limit": PUSH_BATCH})["items"]
+        items = self._fw(fw_ops.CROWDSEC_OUTBOX_DUE, OutboxDueRequest(limit=PUSH_BATCH)).items
         sent: list[int] = []
         try:
             i = 0
@@ -119,16 +122,16 @@ class Connector:
                 sent.extend(g[0] for g in group)
         except LapiError as exc:
             done = set(sent)
-            failed = [[it[0], str(exc)] for it in items if it[0] not in done][:1]
-            self._fw("crowdsec_outbox_settle", {"sent": sent, "failed": failed})
+            failed = [(it[0], str(exc)) for it in items if it[0] not in done][:1]
+            self._fw(fw_ops.CROWDSEC_OUTBOX_SETTLE, OutboxSettleRequest(sent=sent, failed=failed))
             raise
         if sent:
-            self._fw("crowdsec_outbox_settle", {"sent": sent, "failed": []})
+            self._fw(fw_ops.CROWDSEC_OUTBOX_SETTLE, OutboxSettleRequest(sent=sent))
         return len(sent)
 
     # --- pull ------------------------------------------------------------------------
 
-    def pull_once(self) -> dict[str, Any]:
+    def pull_once(self) -> dict[str, int]:
         startup = self.need_startup
         try:
             stream = self.client.stream(
@@ -146,21 +149,23 @@ class Connector:
         # startup answer, every id it listed (the firewall drops remote rows not listed).
         chunks = [stream.new[i : i + APPLY_CHUNK]
                   for i in range(0, len(stream.new), APPLY_CHUNK)] or [[]]  # fmt: skip
-        total: dict[str, Any] = {}
+        total = {"applied": 0, "removed": 0, "refused": 0, "invalid": 0}
         for n, chunk in enumerate(chunks):
             last = n == len(chunks) - 1
-            args: dict[str, Any] = {
-                "new": msgspec.to_builtins(chunk),
-                "deleted": msgspec.to_builtins(stream.deleted) if last else [],
-                "startup": startup and last,
-                "skipped": stream.skipped if last else 0,
-                "stream_errors": self.stream_errors,
-            }
-            if startup and last and len(chunks) > 1:
-                args["present"] = [d.id for d in stream.new]
-            result: dict[str, Any] = self._fw("crowdsec_apply", args, timeout=APPLY_TIMEOUT)
-            for key in ("applied", "removed", "refused", "invalid"):
-                total[key] = total.get(key, 0) + int(result.get(key, 0))
+            req = ApplyRequest(
+                new=chunk,
+                deleted=stream.deleted if last else [],
+                startup=startup and last,
+                present=[d.id for d in stream.new] if startup and last and len(chunks) > 1
+                else None,
+                skipped=stream.skipped if last else 0,
+                stream_errors=self.stream_errors,
+            )  # fmt: skip
+            result = self._fw(fw_ops.CROWDSEC_APPLY, req, timeout=APPLY_TIMEOUT)
+            total["applied"] += result.applied
+            total["removed"] += result.removed
+            total["refused"] += result.refused
+            total["invalid"] += result.invalid
         self.need_startup = False
         return total
 
