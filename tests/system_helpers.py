@@ -28,7 +28,8 @@ from typing import Any, TypeVar
 
 from fsguard_cli.simulator import ThreadedFakeFreeSwitch
 from shared import addresses
-from shared.control import request
+from shared.control import call, request
+from shared.ops.base import Op, RepT, ReqT
 from tests.netns_helpers import netns, run_in, socket_in
 
 FSGUARD = str(Path(sys.executable).parent / "fsguard")
@@ -117,6 +118,10 @@ class RunningSystem:
         reply = request(endpoint, op, args, timeout=2)
         assert reply.ok, reply.error
         return reply.data
+
+    def firewall(self, op: Op[ReqT, RepT], req: ReqT) -> RepT:
+        """One typed op on the firewall's control socket that must succeed."""
+        return call(addresses.firewall_control(self.runtime_dir), op, req, timeout=2)
 
     def children(self) -> list[dict[str, Any]]:
         """The supervisor's view of its children."""

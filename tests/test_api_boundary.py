@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from fsguard_firewall.store import BanRecord, Store, default_path
-from shared import addresses
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import FSGUARD
 from tests.test_api_system import AUTH, TOKEN, System, delete, post, running_system
@@ -98,8 +99,7 @@ def test_unshowable_stored_ban_is_skipped_and_reported(sysb: System) -> None:
     r = sysb.client.get("/security/blacklist")
     assert r.status_code == 200, r.text
     assert GOOD_ROW_IP in r.json() and BAD_ROW_IP not in r.json()
-    stats = sysb.running.control(addresses.firewall_control(sysb.running.runtime_dir), "stats")
-    assert stats["bad_ban_rows"] >= 1
+    assert sysb.running.firewall(fwo.STATS, Empty()).bad_ban_rows >= 1
     log = sysb.log.read_text(errors="replace")
     assert f"skipped unreadable ban ip={BAD_ROW_IP}" in log, log[-2000:]
     done = bans_cli(sysb)

@@ -22,6 +22,8 @@ from fsguard_fleet.process import Connector
 from shared import addresses
 from shared.config import load_config
 from shared.messages import encode
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty
 from tests.netns_helpers import netns, requires_netns
 from tests.test_crowdsec_firewall import CROWDSEC, launch, outbox
 from tests.test_crowdsec_lapi import BadServer, _http
@@ -151,8 +153,8 @@ def test_misbehaving_lapi_keeps_items_and_local_banning(
         assert "node-a-password" not in text and "bouncer-key" not in text
         ban(proc, ["203.0.113.81"])  # local banning does not wait for the LAPI
         wait_for(lambda: "203.0.113.81" in proc.members(), 2)
-        stats = proc.ok("stats")
-        assert stats["crowdsec_push_failures"] >= 1 and stats["crowdsec_push_queue_depth"] == 2
+        stats = proc.call(fwo.STATS, Empty())
+        assert stats.crowdsec_push_failures >= 1 and stats.crowdsec_push_queue_depth == 2
     finally:
         bad.close()
 
@@ -170,9 +172,10 @@ def test_large_startup_stream_is_applied_in_chunks(node: tuple[Proc, Path]) -> N
         result = conn.pull_once()
         assert result["applied"] == 25_000
         assert len(proc.members()) == 25_000
-        stats = proc.ok("stats")
-        assert stats["crowdsec_remote_decisions"] == 25_000
-        assert stats["crowdsec_last_apply"]["new"] == 5_000  # 10k + 10k + 5k: three batches
+        stats = proc.call(fwo.STATS, Empty())
+        assert stats.crowdsec_remote_decisions == 25_000
+        last = stats.crowdsec_last_apply
+        assert last is not None and last.new == 5_000  # 10k + 10k + 5k: three batches
         assert not conn.need_startup
     finally:
         lapi.close()

@@ -23,9 +23,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from fsguard_cli.simulator import register_failure
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import UnbanRequest
 from tests.crowdsec_lapi import Lapi, running_lapi
 from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
 from tests.system_helpers import (
@@ -137,10 +141,9 @@ def test_brute_force_on_a_is_dropped_on_b(fleet: Fleet) -> None:
     listed = {a["source"]["value"]: a for a in fleet.lapi.decisions()}  # plain cscli
     assert listed[ATTACKER]["scenario"] == "fsguard/failed_auth"
     assert listed[ATTACKER]["decisions"][0]["origin"] == "crowdsec"
-    b_entry = fleet.b.control(_fw(fleet.b), "blacklist")[ATTACKER]
-    assert b_entry["origin"] == "crowdsec"
-    a_entry = fleet.a.control(_fw(fleet.a), "blacklist")[ATTACKER]
-    assert "origin" not in a_entry  # the node's own ban keeps the Go shape
+    assert fleet.b.firewall(fwo.BLACKLIST, Empty())[ATTACKER].origin == "crowdsec"
+    a_entry = fleet.a.firewall(fwo.BLACKLIST, Empty())[ATTACKER]
+    assert "origin" not in msgspec.to_builtins(a_entry)  # the node's own ban: the Go shape
     # B never pushes back what it pulled: the LAPI holds A's one alert for the address
     time.sleep(1.5)
     alerts = fleet.lapi.cscli("alerts", "list", "-i", ATTACKER) or []
@@ -200,7 +203,7 @@ def test_cscli_add_and_delete_reach_both_nodes(fleet: Fleet) -> None:
     # a local unban of a pushed ban deletes it on the LAPI, so B lifts it too
     fleet.a.fake.send_events(failures("203.0.113.120"))
     assert wait_for(lambda: fleet.b.in_set("203.0.113.120"), 2 + REACH)
-    fleet.a.control(_fw(fleet.a), "unban", {"ip": "203.0.113.120"})
+    fleet.a.firewall(fwo.UNBAN, UnbanRequest(ip="203.0.113.120"))
     assert wait_for(lambda: "203.0.113.120" not in lapi_values(fleet.lapi), 5)
     assert wait_for(lambda: not fleet.b.in_set("203.0.113.120"), REACH)
 
@@ -213,16 +216,17 @@ def test_lapi_down_loses_nothing(fleet: Fleet) -> None:
             fleet.a.fake.send_events(failures(ip))
         assert wait_for(lambda: all(fleet.a.in_set(ip) for ip in down), 3), "local ban blocked"
         time.sleep(30)  # the LAPI stays down for 30 s while the bans wait in A's outbox
-        stats = fleet.a.control(_fw(fleet.a), "stats")
-        assert stats["crowdsec_push_queue_depth"] >= len(down)
-        assert stats["crowdsec_push_failures"] >= 1
+        stats = fleet.a.firewall(fwo.STATS, Empty())
+        depth = stats.crowdsec_push_queue_depth
+        assert depth is not None and depth >= len(down)
+        assert stats.crowdsec_push_failures >= 1
     finally:
         fleet.lapi.start()
     back = time.monotonic()
     assert wait_for(lambda: all(fleet.b.in_set(ip) for ip in down), 15 + REACH)
     print(f"\ncaught up {time.monotonic() - back:.1f}s after the LAPI returned")
     assert set(down) <= lapi_values(fleet.lapi)
-    assert fleet.a.control(_fw(fleet.a), "stats")["crowdsec_push_queue_depth"] == 0
+    assert fleet.a.firewall(fwo.STATS, Empty()).crowdsec_push_queue_depth == 0
 
 
 def test_b_restart_resyncs_from_the_startup_stream(fleet: Fleet) -> None:
@@ -237,9 +241,3 @@ def test_b_restart_resyncs_from_the_startup_stream(fleet: Fleet) -> None:
     assert wait_for(lambda: fleet.b.in_set("192.0.2.151"), 5 + REACH)
     assert wait_for(lambda: not fleet.b.in_set("192.0.2.150"), REACH)
     assert fleet.b.in_set(ATTACKER)  # still banned, from its store and the stream
-
-
-def _fw(node: RunningSystem) -> str:
-    from shared import addresses
-
-    return addresses.firewall_control(node.runtime_dir)

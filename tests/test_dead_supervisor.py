@@ -16,7 +16,9 @@ from typing import Any
 
 from fsguard_supervisor.takeover import PIDFILE, start_time
 from shared import addresses
-from shared.control import PeerUnavailable, request
+from shared.control import ControlError, PeerUnavailable, call, request
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty
 from tests.netns_helpers import netns, requires_netns, run_in
 from tests.system_helpers import fsguard_config, running_fsguard_as, wait_for
 from tests.test_deploy import SYSTEMD, parse_unit
@@ -47,10 +49,9 @@ def _ready(system: FsguardSystem) -> bool:
     if set(_child_pids(system)) != ROLES_NAMES:
         return False
     try:
-        if not request(addresses.firewall_control(system.runtime_dir), "ping", timeout=1).ok:
-            return False
+        call(addresses.firewall_control(system.runtime_dir), fwo.PING, Empty(), timeout=1)
         status, body = system.http("GET", "/security/esl", timeout=2)
-    except (PeerUnavailable, OSError):
+    except (PeerUnavailable, ControlError, OSError):
         return False
     return status == 200 and json.loads(body).get("connected") is True
 
@@ -93,11 +94,19 @@ def _start_orphans(ns: str, tmp: Path, cfg: dict[str, Any]) -> dict[str, int]:
     conf = ["--config", str(config_path)]
     runtime = str(cfg["paths"]["runtime_dir"])
     pids = {"firewall": _orphan(ns, [*base, "firewall", *conf], env)}
-    assert wait_for(lambda: _answers(addresses.firewall_control(runtime)), 20)
+    assert wait_for(lambda: _firewall_answers(runtime), 20)
     pids["worker-0"] = _orphan(ns, [*base, "worker", *conf, "--index", "0"], env)
     pids["api"] = _orphan(ns, [*base, "api", *conf], env)
     assert wait_for(lambda: _answers(addresses.worker_control(runtime, 0)), 20)
     return pids
+
+
+def _firewall_answers(runtime: str) -> bool:
+    try:
+        call(addresses.firewall_control(runtime), fwo.PING, Empty(), timeout=0.5)
+    except (PeerUnavailable, ControlError):
+        return False
+    return True
 
 
 def _answers(endpoint: str) -> bool:

@@ -20,7 +20,9 @@ import pytest
 
 from fsguard_cli.simulator import ThreadedFakeFreeSwitch, register_failure
 from shared import addresses
-from shared.control import PeerUnavailable, request
+from shared.control import ControlError, PeerUnavailable, call, request
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty
 from tests.netns_helpers import requires_netns, run_in
 from tests.system_helpers import fsguard_config, running_fsguard, wait_for
 
@@ -52,8 +54,11 @@ def _ctl(endpoint: str, op: str) -> Any:
 
 
 def _banned(rd: str) -> set[str] | None:
-    data = _ctl(addresses.firewall_control(rd), "blacklist")
-    return None if data is None else set(data)
+    try:
+        bans = call(addresses.firewall_control(rd), fwo.BLACKLIST, Empty(), timeout=1.0)
+    except (PeerUnavailable, ControlError):
+        return None
+    return set(bans)
 
 
 def _kernel(ns: str) -> set[str]:

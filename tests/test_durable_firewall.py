@@ -19,6 +19,10 @@ import zmq
 from fsguard_firewall.kernel import MAX_TIMEOUT
 from shared import addresses
 from shared.messages import DecisionAck, decode, encode
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import BanRequest, BlacklistEntry, UnbanRequest
+from shared.ops.firewall_lists import PatternAddRequest, WhitelistAddRequest, WhitelistEntry
 from tests.netns_helpers import netns, requires_netns, run_in
 from tests.test_firewall_process import SET, Proc, decision, start, stop, wait_for, write_config
 
@@ -38,8 +42,15 @@ def launch(ns: str, config: Path, runtime: str) -> Proc:
     endpoint = addresses.ipc_path(addresses.firewall_control(runtime))
     wait_for(lambda: os.path.exists(endpoint) or popen.poll() is not None)
     assert popen.poll() is None, popen.stdout.read().decode() if popen.stdout else ""
-    assert proc.ok("ping")["role"] == "firewall"  # answered once start-up reconcile is done
+    # answered once the start-up reconcile is done
+    assert proc.call(fwo.PING, Empty()).role == "firewall"
     return proc
+
+
+def lists(proc: Proc) -> tuple[dict[str, BlacklistEntry], dict[str, WhitelistEntry], list[str]]:
+    """The blacklist, whitelist and untrusted patterns the firewall answers with."""
+    return (proc.call(fwo.BLACKLIST, Empty()), proc.call(fwo.WHITELIST, Empty()),
+            proc.call(fwo.UNTRUSTED, Empty()))  # fmt: skip
 
 
 def terminate(proc: Proc) -> str:
@@ -85,25 +96,24 @@ def test_restart_and_reboot_keep_bans_and_lists(ns: str, tmp_path: Path) -> None
                 if msg.id:
                     got[msg.id] = msg.ok
         assert got == {"w0-1-1": True, "w0-1-2": True, "w0-1-3": True}
-        proc.ok("ban", {"ip": "192.0.2.50", "permanent": True, "reason": "manual"})
-        proc.ok("whitelist_add", {"ip": "198.51.100.20", "userId": "1000", "permanent": True})
-        proc.ok("untrusted_add", {"pattern": "*.evil.example"})
-        before = {
-            op: proc.ok(op) for op in ("blacklist", "whitelist", "untrusted")
-        }
+        proc.call(fwo.BAN, BanRequest(ip="192.0.2.50", permanent=True, reason="manual"))
+        listed = WhitelistAddRequest(ip="198.51.100.20", userId="1000", permanent=True)
+        proc.call(fwo.WHITELIST_ADD, listed)
+        proc.call(fwo.UNTRUSTED_ADD, PatternAddRequest(pattern="*.evil.example"))
+        before = lists(proc)
         kernel_before = timeouts(ns)
         assert kernel_before["203.0.113.11"] > MAX_TIMEOUT - 10  # clamped in the kernel...
-        assert before["blacklist"]["203.0.113.11"]["expiresAt"] > "2000"
+        assert before[0]["203.0.113.11"].expiresAt > "2000"
         terminate(proc)
 
         # Restart: every ban and list entry is back, the kernel untouched.
         proc = launch(ns, config, runtime)
-        assert {op: proc.ok(op) for op in ("blacklist", "whitelist", "untrusted")} == before
+        assert lists(proc) == before
         assert set(timeouts(ns)) == set(kernel_before)
-        assert proc.ok("stats")["last_reconcile"]["added"] == 0
+        assert proc.last_reconcile().added == 0
         # ...the stored expiry is the real one (40 days), re-armed before the kernel's lapses.
-        exp = before["blacklist"]["203.0.113.11"]["expiresAt"]
-        assert exp[:10] > before["blacklist"]["203.0.113.10"]["expiresAt"][:10]
+        exp = before[0]["203.0.113.11"].expiresAt
+        assert exp[:10] > before[0]["203.0.113.10"].expiresAt[:10]
         terminate(proc)
 
         # Reboot: sets gone. Start restores every ban with its remaining timeout.
@@ -117,20 +127,20 @@ def test_restart_and_reboot_keep_bans_and_lists(ns: str, tmp_path: Path) -> None
         assert 590 <= after["203.0.113.10"] <= 598  # the remaining time, not 600 again
         assert after["2001:db8::10"] == 0 and after["192.0.2.50"] == 0  # permanent
         assert after["203.0.113.11"] >= MAX_TIMEOUT - 2  # 40 days: clamped, re-armed later
-        assert proc.ok("stats")["last_reconcile"]["added"] == 4
+        assert proc.last_reconcile().added == 4
         rules = run_in(ns, ["iptables", "-S", "INPUT"], check=True).stdout
         assert rules.count(f"--match-set {SET} src -j DROP") == 1
         # A re-sent decision (same id) after the restart is acknowledged, not re-applied.
         push.send(encode(decision("w0-1-1", "203.0.113.10", duration=600, worker=0)))
-        wait_for(lambda: proc.ok("stats")["store_duplicates"] == 1)
+        wait_for(lambda: proc.call(fwo.STATS, Empty()).store_duplicates == 1)
         # Unban removes kernel entry and row together; whitelisting a banned address too.
-        proc.ok("unban", {"ip": "203.0.113.10"})
-        proc.ok("whitelist_add", {"ip": "192.0.2.50"})
+        proc.call(fwo.UNBAN, UnbanRequest(ip="203.0.113.10"))
+        proc.call(fwo.WHITELIST_ADD, WhitelistAddRequest(ip="192.0.2.50"))
         assert set(timeouts(ns)) == {"2001:db8::10", "203.0.113.11"}
         terminate(proc)
         proc = launch(ns, config, runtime)
-        assert set(proc.ok("blacklist")) == {"2001:db8::10", "203.0.113.11"}
-        assert "192.0.2.50" in proc.ok("whitelist")
+        assert set(proc.call(fwo.BLACKLIST, Empty()).keys()) == {"2001:db8::10", "203.0.113.11"}
+        assert "192.0.2.50" in proc.call(fwo.WHITELIST, Empty())
         terminate(proc)
     finally:
         push.close(0)
@@ -145,14 +155,14 @@ def test_foreign_entries_and_reconcile_verb(ns: str, tmp_path: Path, keep: bool)
     run_in(ns, ["ipset", "add", SET, "203.0.113.60", "timeout", "0"], check=True)
     proc = launch(ns, config, runtime)
     try:
-        rec = proc.ok("stats")["last_reconcile"]
+        rec = proc.last_reconcile()
         # The store is empty: its kernel entry is adopted (or kept unrecorded), never wiped.
-        assert (rec["adopted"], rec["kept_foreign"]) == ((0, 1) if keep else (1, 0))
-        assert rec["removed_foreign"] == 0 and "203.0.113.60" in timeouts(ns)
-        assert ("203.0.113.60" in proc.ok("blacklist")) is not keep
+        assert (rec.adopted, rec.kept_foreign) == ((0, 1) if keep else (1, 0))
+        assert rec.removed_foreign == 0 and "203.0.113.60" in timeouts(ns)
+        assert ("203.0.113.60" in proc.call(fwo.BLACKLIST, Empty())) is not keep
         # On demand, through the running firewall: a foreign entry added meanwhile, and a
         # stored ban deleted from the kernel behind our back.
-        proc.ok("ban", {"ip": "192.0.2.61", "duration": 300})
+        proc.call(fwo.BAN, BanRequest(ip="192.0.2.61", duration=300))
         run_in(ns, ["ipset", "add", SET, "203.0.113.62"], check=True)
         run_in(ns, ["ipset", "del", SET, "192.0.2.61"], check=True)
         out = subprocess.run(
@@ -185,8 +195,8 @@ def test_set_parameter_migration(ns: str, tmp_path: Path) -> None:
     config, runtime = write_config(tmp_path)
     proc = launch(ns, config, runtime)
     try:
-        proc.ok("ban", {"ip": "2001:db8:1::7", "duration": 600})
-        proc.ok("ban", {"ip": "203.0.113.70", "duration": 600})
+        proc.call(fwo.BAN, BanRequest(ip="2001:db8:1::7", duration=600))
+        proc.call(fwo.BAN, BanRequest(ip="203.0.113.70", duration=600))
         terminate(proc)
         run_in(ns, ["iptables", "-F"], check=True)
         run_in(ns, ["ipset", "destroy", SET], check=True)
@@ -205,7 +215,7 @@ def test_set_parameter_migration(ns: str, tmp_path: Path) -> None:
         members = timeouts(ns)
         assert set(members) == {"2001:db8:1::/64", "203.0.113.70"}
         assert 0 < members["203.0.113.70"] <= 600  # re-timed from the store
-        assert sorted(proc.ok("stats")["last_reconcile"]["migrated"]) == [SET, SET + "-v6"]
+        assert sorted(proc.last_reconcile().migrated) == [SET, SET + "-v6"]
         for binary, name in (("iptables", SET), ("ip6tables", SET + "-v6")):
             rules = run_in(ns, [binary, "-S", "INPUT"], check=True).stdout
             assert rules.count("match-set") == 1 and f"--match-set {name} src" in rules
@@ -276,8 +286,8 @@ def test_export_import(ns: str, tmp_path: Path) -> None:
     config, runtime = write_config(tmp_path)
     proc = launch(ns, config, runtime)
     try:
-        proc.ok("ban", {"ip": "203.0.113.80", "duration": 900})
-        proc.ok("whitelist_add", {"ip": "198.51.100.81"})
+        proc.call(fwo.BAN, BanRequest(ip="203.0.113.80", duration=900))
+        proc.call(fwo.WHITELIST_ADD, WhitelistAddRequest(ip="198.51.100.81"))
         out = subprocess.run([FSGUARD, "bans", "export", "--config", str(config)],
                              capture_output=True, text=True, timeout=30)  # fmt: skip
         assert out.returncode == 0, out.stderr
@@ -300,8 +310,8 @@ def test_export_import(ns: str, tmp_path: Path) -> None:
     reboot(ns)
     proc = launch(ns, config, runtime)
     try:
-        assert set(proc.ok("blacklist")) == {"203.0.113.80"}
-        assert "198.51.100.81" in proc.ok("whitelist")
+        assert set(proc.call(fwo.BLACKLIST, Empty()).keys()) == {"203.0.113.80"}
+        assert "198.51.100.81" in proc.call(fwo.WHITELIST, Empty())
         assert 0 < timeouts(ns)["203.0.113.80"] <= 900
         # Through the running firewall: the import reaches the kernel at once.
         extra = {"format": "fsguard-state", "version": 1,

@@ -15,6 +15,9 @@ import zmq
 from fsguard_firewall.nft_backend import NftBackend
 from shared import addresses
 from shared.messages import DecisionAck, decode, encode
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import BanRequest, IpRequest, UnbanRequest
 from tests.netns_helpers import netns, requires_netns, run_in
 from tests.system_helpers import FSGUARD
 from tests.test_durable_firewall import launch, terminate
@@ -93,12 +96,12 @@ def test_bans_restart_reboot_and_iptables_op(ns: str, tmp_path: Path) -> None:
         members = nft_members(ns)
         assert set(members) == {"203.0.113.10", "2001:db8::10"}
         assert 590 <= members["203.0.113.10"] <= 600 and members["2001:db8::10"] == 0
-        info = proc.ok("iptables")
-        assert info["backend"] == "nftables"
-        assert (info["chain"], info["ipset"], info["count"]) == ("input", SET, 2)
-        assert sorted(info["blockedIps"]) == ["2001:db8::10", "203.0.113.10"]
-        assert info["ruleset"]["table"] == f"inet {TABLE}"
-        assert info["ruleset"]["chain"] == {"hook": "input", "prio": -10, "policy": "accept"}
+        info = proc.call(fwo.IPTABLES, Empty())
+        assert info.backend == "nftables"
+        assert (info.chain, info.ipset, info.count) == ("input", SET, 2)
+        assert sorted(info.blockedIps or []) == ["2001:db8::10", "203.0.113.10"]
+        assert info.ruleset is not None and info.ruleset["table"] == f"inet {TABLE}"
+        assert info.ruleset["chain"] == {"hook": "input", "prio": -10, "policy": "accept"}
         # The ipset backend is not touched.
         assert run_in(ns, ["ipset", "list", "-n"], check=True).stdout.strip() == ""
         assert "match-set" not in run_in(ns, ["iptables", "-S"], check=True).stdout
@@ -110,8 +113,8 @@ def test_bans_restart_reboot_and_iptables_op(ns: str, tmp_path: Path) -> None:
         after = nft_members(ns)
         assert set(after) == {"203.0.113.10", "2001:db8::10"}
         assert 590 <= after["203.0.113.10"] <= 599  # the remaining time, not 600 again
-        assert proc.ok("stats")["last_reconcile"]["added"] == 2
-        proc.ok("unban", {"ip": "203.0.113.10"})
+        assert proc.last_reconcile().added == 2
+        proc.call(fwo.UNBAN, UnbanRequest(ip="203.0.113.10"))
         assert set(nft_members(ns)) == {"2001:db8::10"}
         terminate(proc)
     finally:
@@ -123,10 +126,10 @@ def test_drift_check_rebuilds_a_flushed_ruleset(ns: str, tmp_path: Path) -> None
     config, runtime = nft_config(tmp_path, drift_check_interval=1)
     proc = launch(ns, config, runtime)
     try:
-        proc.ok("ban", {"ip": "198.51.100.30", "duration": 600})
+        proc.call(fwo.BAN, BanRequest(ip="198.51.100.30", duration=600))
         run_in(ns, ["nft", "flush", "ruleset"], check=True)  # `systemctl reload nftables`
         wait_for(lambda: "198.51.100.30" in nft_members_or_empty(ns), 10)
-        assert proc.ok("stats")["drift_repaired"] >= 1
+        assert proc.call(fwo.STATS, Empty()).drift_repaired >= 1
         terminate(proc)
     finally:
         stop(proc.popen)
@@ -143,9 +146,9 @@ def test_switch_backend_reapplies_stored_bans_then_teardown(ns: str, tmp_path: P
     config, runtime = write_config(tmp_path, nftables_table=TABLE)  # ipset backend
     proc = launch(ns, config, runtime)
     try:
-        proc.ok("ban", {"ip": "192.0.2.40", "duration": 600})
-        proc.ok("ban", {"ip": "2001:db8::40", "permanent": True})
-        assert proc.ok("iptables")["backend"] == "ipset"
+        proc.call(fwo.BAN, BanRequest(ip="192.0.2.40", duration=600))
+        proc.call(fwo.BAN, BanRequest(ip="2001:db8::40", permanent=True))
+        assert proc.call(fwo.IPTABLES, Empty()).backend == "ipset"
         terminate(proc)
 
         cfg = json.loads(config.read_text())
@@ -153,7 +156,7 @@ def test_switch_backend_reapplies_stored_bans_then_teardown(ns: str, tmp_path: P
         config.write_text(json.dumps(cfg))
         proc = launch(ns, config, runtime)
         assert set(nft_members(ns)) == {"192.0.2.40", "2001:db8::40"}  # re-applied
-        assert proc.ok("iptables")["backend"] == "nftables"
+        assert proc.call(fwo.IPTABLES, Empty()).backend == "nftables"
         assert set(run_in(ns, ["ipset", "list", "-n"], check=True).stdout.split()) == {
             SET,
             SET + "-v6",
@@ -212,14 +215,14 @@ exec {REAL_NFT} "$@"
         assert not any(a.ok for a in refused) and not any(a.final for a in refused)
         assert "Operation not permitted" in refused[0].error
         assert set(nft_members(ns)) == {"198.51.100.65", "198.51.100.67"}
-        assert proc.ok("blacklist_get", {"ip": "198.51.100.66"})["blacklisted"] is False
-        assert set(proc.ok("blacklist")) == {"198.51.100.65", "198.51.100.67"}
+        assert proc.call(fwo.BLACKLIST_GET, IpRequest(ip="198.51.100.66")).blacklisted is False
+        assert set(proc.call(fwo.BLACKLIST, Empty()).keys()) == {"198.51.100.65", "198.51.100.67"}
 
         flag.unlink()  # nft accepts again: the retry (backoff from 1 s) lands the ban
         worker.collect(lambda: worker.ok("w0-2-2"), timeout=15)
         assert worker.ok("w0-2-2")
         assert "198.51.100.66" in nft_members(ns)
-        assert proc.ok("blacklist_get", {"ip": "198.51.100.66"})["blacklisted"] is True
+        assert proc.call(fwo.BLACKLIST_GET, IpRequest(ip="198.51.100.66")).blacklisted is True
         terminate(proc)
     finally:
         worker.close()

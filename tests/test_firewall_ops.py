@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 
 from fsguard_firewall.durable import Durable
 from fsguard_firewall.firewall import Firewall
@@ -114,22 +113,6 @@ def test_typed_handlers_refuse_values_the_struct_cannot(rig: Rig) -> None:
     assert (lookup.ip, lookup.blacklisted) == ("203.0.113.6", False)
 
 
-def _raw(runtime: str, op: str, args: dict[str, Any]) -> ControlReply:
-    """One request as any client puts it on the wire (no typed client in the way)."""
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(addresses.firewall_control(runtime))
-    try:
-        sock.send(encode(ControlRequest(op=op, args=args)))
-        assert sock.poll(5000, zmq.POLLIN), "the firewall did not answer"
-        reply = decode(sock.recv())
-    finally:
-        sock.close()
-    assert isinstance(reply, ControlReply)
-    return reply
-
-
 @pytest.mark.netns
 @requires_netns
 def test_real_process_refuses_bad_fields_naming_them(fw_proc: Proc) -> None:  # noqa: F811
@@ -141,7 +124,7 @@ def test_real_process_refuses_bad_fields_naming_them(fw_proc: Proc) -> None:  # 
         ("crowdsec_apply", {"new": [["x"]]}, "`$.new[0]"),
         ("lists_snapshot", {"shard": "0"}, "`$.shard`"),
     ):
-        reply = _raw(fw_proc.runtime, op, args)
+        reply = fw_proc.raw(op, args)
         assert (reply.ok, reply.status) == (False, 400), (op, reply)
         assert f"bad request: {op}: " in reply.error and named in reply.error, reply.error
     # nothing was applied; the typed client reads typed replies from the same process

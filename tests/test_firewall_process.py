@@ -22,10 +22,19 @@ import pytest
 import zmq
 
 from shared import addresses
-from shared.control import request
-from shared.messages import BanDecision, ListChange, decode, encode
-from shared.ops.base import Empty
-from shared.ops.firewall_bans import IpRequest
+from shared.control import ControlError, call
+from shared.messages import (
+    BanDecision,
+    ControlReply,
+    ControlRequest,
+    ListChange,
+    decode,
+    encode,
+)
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty, Op, RepT, ReqT
+from shared.ops.firewall_bans import BanRequest, IpRequest, UnbanRequest
+from shared.ops.firewall_state import ReconcileResult
 from tests.netns_helpers import netns, requires_netns, run_in
 
 pytestmark = [pytest.mark.netns, requires_netns]
@@ -40,13 +49,38 @@ class Proc:
     runtime: str
     popen: subprocess.Popen[bytes]
 
-    def ctl(self, op: str, args: dict[str, Any] | None = None) -> Any:
-        return request(addresses.firewall_control(self.runtime), op, args, timeout=5)
+    def call(self, op: Op[ReqT, RepT], req: ReqT) -> RepT:
+        """One typed op on this firewall's control socket (raises ControlError if refused)."""
+        return call(addresses.firewall_control(self.runtime), op, req, timeout=5)
 
-    def ok(self, op: str, args: dict[str, Any] | None = None) -> Any:
-        reply = self.ctl(op, args)
-        assert reply.ok, reply.error
-        return reply.data
+    def refusal(self, op: Op[ReqT, RepT], req: ReqT) -> ControlError:
+        """The firewall's refusal of op (a test failure if it answers)."""
+        try:
+            self.call(op, req)
+        except ControlError as exc:
+            return exc
+        raise AssertionError(f"the firewall did not refuse {op.name}")
+
+    def raw(self, op: str, args: dict[str, Any]) -> ControlReply:
+        """One request as any client puts it on the wire (to send what no typed client
+        can: a missing or wrongly typed field)."""
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        sock = ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(addresses.firewall_control(self.runtime))
+        try:
+            sock.send(encode(ControlRequest(op=op, args=args)))
+            assert sock.poll(5000, zmq.POLLIN), f"the firewall did not answer {op}"
+            reply = decode(sock.recv())
+        finally:
+            sock.close()
+        assert isinstance(reply, ControlReply)
+        return reply
+
+    def last_reconcile(self) -> ReconcileResult:
+        rec = self.call(fwo.STATS, Empty()).last_reconcile
+        assert rec is not None, "no reconcile ran"
+        return rec
 
     def members(self) -> dict[str, str]:
         out = run_in(self.ns, ["ipset", "save"], check=True).stdout
@@ -115,7 +149,7 @@ def fw_proc(tmp_path: Path) -> Iterator[Proc]:
             wait_for(
                 lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
             )
-            assert proc.ok("ping")["role"] == "firewall"
+            assert proc.call(fwo.PING, Empty()).role == "firewall"
             yield proc
         finally:
             stop(popen)
@@ -151,28 +185,28 @@ def test_decisions_control_ops_and_clean_exit(fw_proc: Proc) -> None:
         for m in msgs:
             push.send(encode(m))
         push.send(b"\xc1garbage")
-        wait_for(lambda: fw_proc.ok("stats")["decisions_received"] == len(msgs))
-        stats = fw_proc.ok("stats")
-        assert stats["bans_applied"] == 3
-        assert stats["duplicates"] == 2
-        assert stats["refused_trusted"] == 2
-        assert stats["invalid"] == 2
-        assert stats["decode_errors"] == 1
-        assert stats["kernel_errors"] == 0
-        assert stats["active_bans"] == {"ipv4": 2, "ipv6": 1}
-        assert stats["ban_latency_p50"] is not None and stats["ban_latency_p50"] >= 0
+        wait_for(lambda: fw_proc.call(fwo.STATS, Empty()).decisions_received == len(msgs))
+        stats = fw_proc.call(fwo.STATS, Empty())
+        assert stats.bans_applied == 3
+        assert stats.duplicates == 2
+        assert stats.refused_trusted == 2
+        assert stats.invalid == 2
+        assert stats.decode_errors == 1
+        assert stats.kernel_errors == 0
+        assert (stats.active_bans.ipv4, stats.active_bans.ipv6) == (2, 1)
+        assert stats.ban_latency_p50 is not None and stats.ban_latency_p50 >= 0
         assert fw_proc.members() == {
             "203.0.113.7": SET, "198.51.100.4": SET, "2001:db8::7": SET + "-v6",
         }  # fmt: skip
 
         # A re-sent decision for an address already banned is not re-applied.
         push.send(encode(decision("w2-1", "198.51.100.4")))
-        wait_for(lambda: fw_proc.ok("stats")["decisions_received"] == len(msgs) + 1)
-        assert fw_proc.ok("stats")["duplicates"] == 3
-        assert fw_proc.ok("stats")["bans_applied"] == 3
+        wait_for(lambda: fw_proc.call(fwo.STATS, Empty()).decisions_received == len(msgs) + 1)
+        assert fw_proc.call(fwo.STATS, Empty()).duplicates == 3
+        assert fw_proc.call(fwo.STATS, Empty()).bans_applied == 3
         # ... except to upgrade it to permanent.
         push.send(encode(decision("w2-2", "198.51.100.4", duration=0)))
-        wait_for(lambda: fw_proc.ok("stats")["bans_applied"] == 4)
+        wait_for(lambda: fw_proc.call(fwo.STATS, Empty()).bans_applied == 4)
         assert ("198.51.100.4", 0) in _timeouts(fw_proc.ns)
 
         changes = []
@@ -185,40 +219,40 @@ def test_decisions_control_ops_and_clean_exit(fw_proc: Proc) -> None:
             for ip in ("203.0.113.7", "2001:db8::7", "198.51.100.4", "198.51.100.4")
         )
 
-        status = fw_proc.ok("status")
-        assert status == {"blacklistCount": 3, "whitelistCount": 0}
-        bl = fw_proc.ok("blacklist")
+        status = fw_proc.call(fwo.STATUS, Empty())
+        assert (status.blacklistCount, status.whitelistCount) == (3, 0)
+        bl = fw_proc.call(fwo.BLACKLIST, Empty())
         assert set(bl) == {"203.0.113.7", "2001:db8::7", "198.51.100.4"}
         entry = bl["203.0.113.7"]
-        assert entry["reason"] == "Exceeded max failed registrations (5)"
-        assert entry["permanent"] is False and entry["failCount"] == 5
-        assert entry["addedAt"].endswith("Z") and entry["expiresAt"].endswith("Z")
-        assert bl["2001:db8::7"]["permanent"] is True
-        assert fw_proc.ok("blacklist_get", {"ip": "203.0.113.7"})["blacklisted"] is True
-        assert fw_proc.ok("blacklist_get", {"ip": "203.0.113.8"})["blacklisted"] is False
-        ipt = fw_proc.ok("iptables")
-        assert ipt["chain"] == "INPUT" and ipt["ipset"] == SET and ipt["count"] == 3
-        assert sorted(ipt["blockedIps"]) == sorted(bl)
+        assert entry.reason == "Exceeded max failed registrations (5)"
+        assert entry.permanent is False and entry.failCount == 5
+        assert entry.addedAt.endswith("Z") and entry.expiresAt.endswith("Z")
+        assert bl["2001:db8::7"].permanent is True
+        assert fw_proc.call(fwo.BLACKLIST_GET, IpRequest(ip="203.0.113.7")).blacklisted is True
+        assert fw_proc.call(fwo.BLACKLIST_GET, IpRequest(ip="203.0.113.8")).blacklisted is False
+        ipt = fw_proc.call(fwo.IPTABLES, Empty())
+        assert ipt.chain == "INPUT" and ipt.ipset == SET and ipt.count == 3
+        assert sorted(ipt.blockedIps or []) == sorted(bl)
 
         # Manual bans through the control socket.
-        bad = fw_proc.ctl("ban", {"ip": "1.2.3.999"})
-        assert (bad.ok, bad.status, bad.error) == (False, 400, "invalid IP address: 1.2.3.999")
-        trusted = fw_proc.ctl("ban", {"ip": "10.9.9.9", "reason": "x"})
-        assert (trusted.ok, trusted.status) == (False, 400)
-        assert trusted.error == "cannot blacklist IP in trusted network: 10.9.9.9"
-        fw_proc.ok("ban", {"ip": "192.0.2.77", "reason": "manual", "permanent": True})
+        bad = fw_proc.refusal(fwo.BAN, BanRequest(ip="1.2.3.999"))
+        assert (bad.status, str(bad)) == (400, "invalid IP address: 1.2.3.999")
+        trusted = fw_proc.refusal(fwo.BAN, BanRequest(ip="10.9.9.9", reason="x"))
+        assert trusted.status == 400
+        assert str(trusted) == "cannot blacklist IP in trusted network: 10.9.9.9"
+        fw_proc.call(fwo.BAN, BanRequest(ip="192.0.2.77", reason="manual", permanent=True))
         assert fw_proc.members()["192.0.2.77"] == SET  # answered after the kernel apply
         save = run_in(fw_proc.ns, ["ipset", "save", SET], check=True).stdout
         assert f"add {SET} 192.0.2.77 timeout 0" in save
-        fw_proc.ok("ban", {"ip": "192.0.2.78", "duration": 30})
+        fw_proc.call(fwo.BAN, BanRequest(ip="192.0.2.78", duration=30))
         assert 0 < dict(_timeouts(fw_proc.ns))["192.0.2.78"] <= 30
 
         # Unban.
-        missing = fw_proc.ctl("unban", {"ip": "192.0.2.200"})
-        assert (missing.ok, missing.status) == (False, 404)
-        fw_proc.ok("unban", {"ip": "203.0.113.7"})
+        missing = fw_proc.refusal(fwo.UNBAN, UnbanRequest(ip="192.0.2.200"))
+        assert missing.status == 404
+        fw_proc.call(fwo.UNBAN, UnbanRequest(ip="203.0.113.7"))
         assert "203.0.113.7" not in fw_proc.members()
-        assert fw_proc.ok("blacklist_get", {"ip": "203.0.113.7"})["blacklisted"] is False
+        assert fw_proc.call(fwo.BLACKLIST_GET, IpRequest(ip="203.0.113.7")).blacklisted is False
 
         rules = run_in(fw_proc.ns, ["iptables", "-S", "INPUT"], check=True).stdout
         assert rules.count(f"--match-set {SET} src -j DROP") == 1
@@ -265,12 +299,13 @@ def test_restart_keeps_kernel_bans_and_dedupes(tmp_path: Path) -> None:
                 push.send(encode(decision("x-1", "203.0.113.51")))
 
                 def received(p: Proc = proc) -> bool:
-                    return bool(p.ok("stats")["decisions_received"] == 1)
+                    return bool(p.call(fwo.STATS, Empty()).decisions_received == 1)
 
                 wait_for(received)
                 push.close(0)
-                assert proc.ok("stats")["duplicates"] == attempt
-                assert proc.ok("blacklist_get", {"ip": "203.0.113.51"})["blacklisted"] is True
+                assert proc.call(fwo.STATS, Empty()).duplicates == attempt
+                lookup = proc.call(fwo.BLACKLIST_GET, IpRequest(ip="203.0.113.51"))
+                assert lookup.blacklisted is True
                 assert ("203.0.113.50", 0) in _timeouts(ns)  # never flushed, still permanent
                 popen.send_signal(signal.SIGINT)
                 assert popen.wait(5) == 0
@@ -287,9 +322,9 @@ def test_dry_run_process_touches_no_kernel(tmp_path: Path) -> None:
             wait_for(
                 lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
             )
-            proc.ok("ban", {"ip": "203.0.113.9"})
-            ipt = proc.ok("iptables")
-            assert ipt["blockedIps"] == ["203.0.113.9"]
+            proc.call(fwo.BAN, BanRequest(ip="203.0.113.9"))
+            ipt = proc.call(fwo.IPTABLES, Empty())
+            assert ipt.blockedIps == ["203.0.113.9"]
             assert run_in(ns, ["ipset", "list", "-name"], check=True).stdout.strip() == ""
             assert "match-set" not in run_in(ns, ["iptables", "-S"], check=True).stdout
             popen.send_signal(signal.SIGTERM)
@@ -344,4 +379,4 @@ def test_second_instance_refuses_to_start(fw_proc: Proc, tmp_path: Path) -> None
         assert second.wait(10) == 1
     finally:
         stop(second)
-    assert fw_proc.ok("ping")["pid"] == fw_proc.popen.pid
+    assert fw_proc.call(fwo.PING, Empty()).pid == fw_proc.popen.pid

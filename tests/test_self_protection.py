@@ -19,6 +19,10 @@ import zmq
 from shared import addresses
 from shared.config import ConfigError, load_config
 from shared.messages import encode
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import BanRequest
+from shared.ops.firewall_lists import PatternAddRequest
 from shared.protected import never_ban_reason, pattern_problem
 from tests.netns_helpers import netns, requires_netns, run_in
 from tests.test_firewall_process import Proc, decision, start, stop, wait_for, write_config
@@ -88,7 +92,7 @@ def guarded(tmp_path: Path) -> Iterator[Proc]:
             wait_for(
                 lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
             )
-            assert proc.ok("ping")["role"] == "firewall"
+            assert proc.call(fwo.PING, Empty()).role == "firewall"
             yield proc
         finally:
             stop(popen)
@@ -104,32 +108,32 @@ def test_rule_decisions_never_ban_protected_addresses(guarded: Proc) -> None:
         targets = [*SPECIAL, ESL_PEER, OWN, "203.0.113.50"]
         for i, ip in enumerate(targets):
             push.send(encode(decision(f"p{i}", ip)))
-        wait_for(lambda: guarded.ok("stats")["decisions_received"] >= len(targets))
+        wait_for(lambda: guarded.call(fwo.STATS, Empty()).decisions_received >= len(targets))
     finally:
         push.close(0)
     assert set(guarded.members()) == {"203.0.113.50"}
-    assert guarded.ok("stats")["refused_protected"] == len(targets) - 1
+    assert guarded.call(fwo.STATS, Empty()).refused_protected == len(targets) - 1
 
 
 @requires_netns
 def test_manual_bans_refuse_protected_peer_own_and_client(guarded: Proc) -> None:
     for ip in ["::1", "ff02::1", "64:ff9b::7f00:1", ESL_PEER, OWN]:
-        reply = guarded.ctl("ban", {"ip": ip})
-        assert not reply.ok and reply.status == 400, (ip, reply)
-    reply = guarded.ctl("ban", {"ip": "203.0.113.60", "client": "203.0.113.60"})
-    assert not reply.ok and reply.status == 400 and "API client" in reply.error
-    assert guarded.ctl("ban", {"ip": "203.0.113.61", "client": "203.0.113.60"}).ok
+        reply = guarded.refusal(fwo.BAN, BanRequest(ip=ip))
+        assert reply.status == 400, (ip, reply)
+    reply = guarded.refusal(fwo.BAN, BanRequest(ip="203.0.113.60", client="203.0.113.60"))
+    assert reply.status == 400 and "API client" in str(reply)
+    guarded.call(fwo.BAN, BanRequest(ip="203.0.113.61", client="203.0.113.60"))
     assert set(guarded.members()) == {"203.0.113.61"}
 
 
 @requires_netns
 def test_untrusted_patterns_refused_at_the_firewall(guarded: Proc) -> None:
     for pattern in ["0.0.0.0/0", "::/0"]:
-        reply = guarded.ctl("untrusted_add", {"pattern": pattern, "force": True})
-        assert not reply.ok and reply.status == 400
-    reply = guarded.ctl("untrusted_add", {"pattern": "64.0.0.0/4"})
-    assert not reply.ok and "force" in reply.error
-    assert guarded.ctl("untrusted_add", {"pattern": "64.0.0.0/4", "force": True}).ok
+        reply = guarded.refusal(fwo.UNTRUSTED_ADD, PatternAddRequest(pattern=pattern, force=True))
+        assert reply.status == 400
+    reply = guarded.refusal(fwo.UNTRUSTED_ADD, PatternAddRequest(pattern="64.0.0.0/4"))
+    assert "force" in str(reply)
+    guarded.call(fwo.UNTRUSTED_ADD, PatternAddRequest(pattern="64.0.0.0/4", force=True))
 
 
 @requires_netns
@@ -155,8 +159,8 @@ def test_stored_protected_ban_is_dropped_at_start(tmp_path: Path) -> None:
             wait_for(
                 lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
             )
-            assert proc.ok("ping")["role"] == "firewall"  # answered after the reconcile
+            assert proc.call(fwo.PING, Empty()).role == "firewall"  # answered after the reconcile
             assert set(proc.members()) == {"203.0.113.70"}
-            assert set(proc.ok("blacklist")) == {"203.0.113.70"}
+            assert set(proc.call(fwo.BLACKLIST, Empty()).keys()) == {"203.0.113.70"}
         finally:
             stop(popen)

@@ -17,6 +17,9 @@ import zmq
 
 from shared import addresses
 from shared.messages import encode
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import BanRequest
 from tests.netns_helpers import netns, requires_netns, run_in
 from tests.test_firewall_process import REPO, SET, Proc, decision, stop, wait_for, write_config
 
@@ -37,7 +40,7 @@ def launch(ns: str, config: Path, runtime: str, mount: str = "") -> Proc:
     proc = Proc(ns, runtime, popen)
     try:
         wait_for(lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime))))
-        assert proc.ok("ping")["role"] == "firewall"  # answered after the reconcile
+        assert proc.call(fwo.PING, Empty()).role == "firewall"  # answered after the reconcile
     except BaseException:
         stop(popen)
         raise
@@ -77,8 +80,8 @@ def test_empty_database_adopts_the_kernel_entries(ns: str, tmp_path: Path) -> No
     proc = launch(ns, config, runtime)
     try:
         assert len(proc.members()) == 300  # nothing wiped
-        assert len(proc.ok("blacklist")) == 300  # adopted: recorded, listed
-        assert proc.ok("stats")["last_reconcile"]["adopted"] == 300
+        assert len(proc.call(fwo.BLACKLIST, Empty()).keys()) == 300  # adopted: recorded, listed
+        assert proc.last_reconcile().adopted == 300
     finally:
         out = output_of(proc)
     assert "STATE STORE IS EMPTY" in out and "--from-empty" in out
@@ -110,14 +113,15 @@ def test_full_disk_keeps_enforcing_and_writes_the_backlog_later(
         for i in range(count):
             push.send(encode(decision(f"f{i}", f"198.19.{i // 250}.{i % 250 + 1}")))
         wait_for(lambda: len(proc.members()) == count, timeout=60)  # the kernel has them all
-        stats = proc.ok("stats")
-        assert stats["store_errors"] >= 1 and stats["store_backlog"] > 0
-        assert len(proc.ok("blacklist")) == count  # the ledger's view agrees with the kernel
+        stats = proc.call(fwo.STATS, Empty())
+        assert stats.store_errors >= 1 and stats.store_backlog > 0
+        # the ledger's view agrees with the kernel
+        assert len(proc.call(fwo.BLACKLIST, Empty())) == count
         time.sleep(1.5)  # a drift check runs: it must not remove the backlog's bans
         assert len(proc.members()) == count and proc.popen.poll() is None
         in_mounts(proc, "rm", "-f", f"{state}/filler")  # space returns
-        wait_for(lambda: proc.ok("stats")["store_backlog"] == 0, timeout=30)
-        exported = proc.ok("bans_export")["blacklist"]
+        wait_for(lambda: proc.call(fwo.STATS, Empty()).store_backlog == 0, timeout=30)
+        exported = proc.call(fwo.BANS_EXPORT, Empty())["blacklist"]
         assert len(exported) == count  # written to the store
     finally:
         push.close(0)
@@ -129,23 +133,23 @@ def test_read_only_state_directory_runs_degraded(ns: str, tmp_path: Path) -> Non
     config, runtime = write_config(tmp_path)
     state = tmp_path / "state"
     proc = launch(ns, config, runtime)  # a first, normal run leaves a ban behind
-    proc.ok("ban", {"ip": "203.0.113.80", "duration": 3000})
+    proc.call(fwo.BAN, BanRequest(ip="203.0.113.80", duration=3000))
     output_of(proc)
     ro = f"mount --bind {state} {state} && mount -o remount,bind,ro {state}"
     proc = launch(ns, config, runtime, mount=ro)  # not exit 78: detection goes on
     try:
-        stats = proc.ok("stats")
-        assert stats["store_degraded"] == 1
-        assert "203.0.113.80" in proc.ok("blacklist")  # the kernel's entry, adopted
-        proc.ok("ban", {"ip": "203.0.113.81", "duration": 3000})
+        stats = proc.call(fwo.STATS, Empty())
+        assert stats.store_degraded == 1
+        assert "203.0.113.80" in proc.call(fwo.BLACKLIST, Empty())  # the kernel's entry, adopted
+        proc.call(fwo.BAN, BanRequest(ip="203.0.113.81", duration=3000))
         assert {"203.0.113.80", "203.0.113.81"} <= set(proc.members())
         in_mounts(proc, "mount", "-o", "remount,bind,rw", str(state))
-        wait_for(lambda: proc.ok("stats")["store_degraded"] == 0, timeout=30)
+        wait_for(lambda: proc.call(fwo.STATS, Empty()).store_degraded == 0, timeout=30)
     finally:
         out = output_of(proc)
     assert "UNUSABLE" in out and "DEGRADED" in out and "writable again" in out
     proc = launch(ns, config, runtime)  # the ban made while degraded is durable now
     try:
-        assert {"203.0.113.80", "203.0.113.81"} <= set(proc.ok("blacklist"))
+        assert {"203.0.113.80", "203.0.113.81"} <= set(proc.call(fwo.BLACKLIST, Empty()).keys())
     finally:
         stop(proc.popen)

@@ -11,6 +11,11 @@ import zmq
 
 from shared import addresses
 from shared.messages import encode
+from shared.ops import firewall as fwo
+from shared.ops.base import Empty
+from shared.ops.firewall_bans import BanRequest, IpRequest
+from shared.ops.firewall_lists import WhitelistAddRequest, WhitelistRemoveRequest
+from shared.ops.firewall_state import SnapshotRequest
 from tests.netns_helpers import requires_netns
 from tests.test_durable_firewall import launch, ns, terminate, timeouts  # noqa: F401
 from tests.test_firewall_process import decision, stop, wait_for, write_config
@@ -25,34 +30,35 @@ def test_network_survives_restart_and_refuses_bans_inside(ns: str, tmp_path: Pat
     push = ctx.socket(zmq.PUSH)
     push.connect(addresses.firewall_decisions(runtime))
     try:
-        proc.ok("ban", {"ip": "203.0.113.70", "reason": "manual"})
-        proc.ok("ban", {"ip": "2001:db8:5::9", "reason": "manual"})
-        added = proc.ok("whitelist_add", {"ip": "203.0.113.64/26", "permanent": True})
-        assert added["bansInside"] == ["203.0.113.70"] and added["liftedBans"] == []
-        added = proc.ok("whitelist_add",
-                        {"ip": "2001:db8:5::/48", "ttl": 3600, "lift_bans": True})  # fmt: skip
-        assert added["liftedBans"] == ["2001:db8:5::9"]
+        proc.call(fwo.BAN, BanRequest(ip="203.0.113.70", reason="manual"))
+        proc.call(fwo.BAN, BanRequest(ip="2001:db8:5::9", reason="manual"))
+        net4 = WhitelistAddRequest(ip="203.0.113.64/26", permanent=True)
+        added = proc.call(fwo.WHITELIST_ADD, net4)
+        assert added.bansInside == ["203.0.113.70"] and added.liftedBans == []
+        net6 = WhitelistAddRequest(ip="2001:db8:5::/48", ttl=3600, lift_bans=True)
+        added = proc.call(fwo.WHITELIST_ADD, net6)
+        assert added.liftedBans == ["2001:db8:5::9"]
         assert set(timeouts(ns)) == {"203.0.113.70"}
-        refused = proc.ctl("ban", {"ip": "2001:db8:5::1"})
-        assert not refused.ok and refused.status == 400 and "whitelisted" in refused.error
-        bad = proc.ctl("whitelist_add", {"ip": "0.0.0.0/0"})
-        assert not bad.ok and bad.status == 400
-        snapshot = proc.ok("lists_snapshot")["whitelist"]
+        refused = proc.refusal(fwo.BAN, BanRequest(ip="2001:db8:5::1"))
+        assert refused.status == 400 and "whitelisted" in str(refused)
+        bad = proc.refusal(fwo.WHITELIST_ADD, WhitelistAddRequest(ip="0.0.0.0/0"))
+        assert bad.status == 400
+        snapshot = proc.call(fwo.LISTS_SNAPSHOT, SnapshotRequest()).whitelist
         assert sorted(ip for ip, _ in snapshot) == ["2001:db8:5::/48", "203.0.113.64/26"]
         terminate(proc)
 
         proc = launch(ns, config, runtime)  # restart: the networks come back from the store
-        listed = proc.ok("whitelist")
-        assert listed["203.0.113.64/26"]["permanent"] is True
-        assert listed["2001:db8:5::/48"]["permanent"] is False
-        before = proc.ok("stats")["refused_trusted"]
+        listed = proc.call(fwo.WHITELIST, Empty())
+        assert listed["203.0.113.64/26"].permanent is True
+        assert listed["2001:db8:5::/48"].permanent is False
+        before = proc.call(fwo.STATS, Empty()).refused_trusted
         push.send(encode(decision("w0-9-1", "203.0.113.77", duration=600, worker=0)))
         push.send(encode(decision("w0-9-2", "203.0.113.200", duration=600, worker=0)))
         wait_for(lambda: "203.0.113.200" in timeouts(ns))
-        assert proc.ok("stats")["refused_trusted"] == before + 1
+        assert proc.call(fwo.STATS, Empty()).refused_trusted == before + 1
         assert "203.0.113.77" not in timeouts(ns)
-        assert proc.ok("whitelist_get", {"ip": "203.0.113.77"})["whitelisted"] is True
-        proc.ok("whitelist_remove", {"ip": "203.0.113.64/26"})
+        assert proc.call(fwo.WHITELIST_GET, IpRequest(ip="203.0.113.77")).whitelisted is True
+        proc.call(fwo.WHITELIST_REMOVE, WhitelistRemoveRequest(ip="203.0.113.64/26"))
         push.send(encode(decision("w0-9-3", "203.0.113.77", duration=600, worker=0)))
         wait_for(lambda: "203.0.113.77" in timeouts(ns))
         terminate(proc)
