@@ -17,13 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import process_group as tool
 from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff, Target
 from .elements import to_element
 from .ipset_netlink import IpsetNetlink, NetlinkPath
 from .ipset_restore import IpsetLine, PendingApply
 from .ipset_sets import ensure_set_params, parse_save
 from .ipset_sets import ruleset as ipset_ruleset
-from .process_group import kill_group
 from .reconcile import reconcile_members
 
 __all__ = ["MAX_TIMEOUT", "Element", "FirewallError", "KernelFirewall", "Target"]
@@ -99,23 +99,8 @@ class KernelFirewall:
         self, argv: Sequence[str], *, stdin: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         full = [*self.command_prefix, *argv]
-        try:
-            # Own process group: a hung command (and any child holding its pipes) is
-            # killed as a whole, so a timeout really ends the wait.
-            popen = subprocess.Popen(
-                full, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                start_new_session=True,
-            )  # fmt: skip
-        except FileNotFoundError as exc:
-            raise FirewallError(f"{exc.filename or argv[0]} not found: {_INSTALL_HINT}") from exc
-        try:
-            out, err = popen.communicate(stdin, timeout=self.command_timeout)
-        except subprocess.TimeoutExpired as exc:
-            kill_group(popen)
-            raise FirewallError(
-                f"{' '.join(argv[:3])} timed out after {self.command_timeout}s"
-            ) from exc
+        popen = tool.start(full, name=argv[0], hint=_INSTALL_HINT, stdin=stdin is not None)
+        out, err = tool.finish(popen, self.command_timeout, " ".join(argv[:3]), stdin=stdin)
         proc = subprocess.CompletedProcess(full, popen.returncode, out, err)
         if self.command_prefix and proc.returncode != 0 and "No such file" in proc.stderr:
             # A wrapper (`ip netns exec`) reports a missing inner binary this way.
@@ -239,17 +224,9 @@ class KernelFirewall:
 
     def _popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         """Start a command with piped stdio (its timeout is applied by the waiter)."""
-        try:
-            return subprocess.Popen(
-                [*self.command_prefix, *argv],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )
-        except FileNotFoundError as exc:
-            raise FirewallError(f"{exc.filename or argv[0]} not found: {_INSTALL_HINT}") from exc
+        return tool.start(
+            [*self.command_prefix, *argv], name=argv[0], hint=_INSTALL_HINT, stdin=True
+        )
 
     def _dry_apply(self, lines: list[IpsetLine]) -> None:
         log.info("DRY RUN: would run ipset restore -exist with %d lines", len(lines))

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import nft_ruleset as nr
+from . import process_group as tool
 from .backend import Element, FirewallError, KernelDiff, Target
 from .elements import to_element
 from .kernel import clamp_timeout
@@ -214,17 +214,8 @@ class NftBackend(NftRunner):
             self.updates_timeouts = False  # not probed (ensure not run): the safe form
         self._read = None  # a write: the last read no longer stands for the kernel
         batch = self._render(items, range(len(items)))
-        try:
-            proc = subprocess.Popen(
-                [*self.command_prefix, "nft", "-f", "-"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,  # a timeout kills nft and anything it started
-            )
-        except FileNotFoundError as exc:
-            raise FirewallError(f"{exc.filename or 'nft'} not found: {INSTALL_HINT}") from exc
+        argv = [*self.command_prefix, "nft", "-f", "-"]
+        proc = tool.start(argv, name="nft", hint=INSTALL_HINT, stdin=True)
         return NftPending(self, items, proc, batch)
 
     def _dry_apply(self, items: list[tuple[Element, int | None]]) -> None:

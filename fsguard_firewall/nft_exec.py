@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import nft_ruleset as nr
+from . import process_group as tool
 from .backend import FirewallError
-from .process_group import kill_group
 
 log = logging.getLogger("fsguard_firewall.nft_backend")
 
@@ -49,19 +49,8 @@ class NftRunner:
     ) -> subprocess.CompletedProcess[str]:
         argv = [*self.command_prefix, "nft", *args]
         limit = timeout or self.command_timeout
-        try:
-            popen = subprocess.Popen(
-                argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                start_new_session=True,  # a timeout kills nft and anything it started
-            )  # fmt: skip
-        except FileNotFoundError as exc:
-            raise FirewallError(f"{exc.filename or 'nft'} not found: {INSTALL_HINT}") from exc
-        try:
-            out, err = popen.communicate(stdin, timeout=limit)
-        except subprocess.TimeoutExpired as exc:
-            kill_group(popen)
-            raise FirewallError(f"nft {' '.join(args[:3])} timed out after {limit}s") from exc
+        popen = tool.start(argv, name="nft", hint=INSTALL_HINT, stdin=stdin is not None)
+        out, err = tool.finish(popen, limit, f"nft {' '.join(args[:3])}", stdin=stdin)
         proc = subprocess.CompletedProcess(argv, popen.returncode, out, err)
         if self.command_prefix and proc.returncode != 0 and "exec of" in proc.stderr:
             raise FirewallError(f"nft not found: {INSTALL_HINT}: {proc.stderr.strip()}")
