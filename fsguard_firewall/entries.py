@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -62,6 +62,18 @@ class BanEntry(msgspec.Struct, kw_only=True):
         return shape
 
 
+class _Expires(Protocol):
+    def active(self, now: float) -> bool: ...
+
+
+E = TypeVar("E", bound=_Expires)
+
+
+def live(entry: E | None, now: float) -> E | None:
+    """`entry` if it is active at `now`: every lookup hides expired entries (as in Go)."""
+    return entry if entry is not None and entry.active(now) else None
+
+
 class BanStore(Protocol):
     """Where bans live. MemoryBanStore now; a SQLite store implements the same methods."""
 
@@ -86,8 +98,7 @@ class MemoryBanStore:
         return {}  # no durable history: the workers' own recidive count stands
 
     def get(self, ip: str, now: float) -> BanEntry | None:
-        entry = self._entries.get(ip)
-        return entry if entry is not None and entry.active(now) else None
+        return live(self._entries.get(ip), now)
 
     def put_many(
         self, entries: Iterable[BanEntry], gate: Callable[[], Collection[str]] | None = None
