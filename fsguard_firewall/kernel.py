@@ -15,10 +15,11 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
+from . import backend as kb
 from . import process_group as tool
-from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff, Target
+from .backend import MAX_TIMEOUT, BackendOptions, Element, FirewallError, KernelDiff, Target
 from .elements import to_element
 from .ipset_netlink import IpsetNetlink, NetlinkPath
 from .ipset_restore import IpsetLine, PendingApply
@@ -40,14 +41,7 @@ class _DryState:
     members: dict[str, float] = field(default_factory=dict)
 
 
-def clamp_timeout(seconds: int) -> int:
-    """A ban timeout ipset accepts: 0 stays permanent, the rest is 1..MAX_TIMEOUT."""
-    if seconds < 0:
-        raise ValueError(f"negative timeout {seconds}")
-    return min(seconds, MAX_TIMEOUT)
-
-
-class KernelFirewall:
+class KernelFirewall(kb.BackendBase):
     """Single writer of the fsguard ipsets and their DROP rules (a backend.KernelBackend)."""
 
     kind = "ipset"
@@ -57,30 +51,20 @@ class KernelFirewall:
         set_name: str,
         chain: str,
         *,
-        default_timeout: int,
-        dry_run: bool = False,
-        ipv6_prefix: int = 128,
-        command_timeout: float = 5.0,
-        command_prefix: Sequence[str] = (),
         netlink: Callable[[], IpsetNetlink] | None = None,
+        **options: Unpack[BackendOptions],
     ) -> None:
         if not _NAME_RE.match(set_name):
             raise ValueError(f"invalid ipset name {set_name!r} (1-28 chars of A-Za-z0-9_.:-)")
         if not _NAME_RE.match(chain):
             raise ValueError(f"invalid iptables chain {chain!r} (1-28 chars of A-Za-z0-9_.:-)")
-        if not 1 <= ipv6_prefix <= 128:
-            raise ValueError(f"ipv6_prefix must be 1..128, got {ipv6_prefix}")
+        super().__init__(**options)
         self.set_v4 = set_name
         self.set_v6 = set_name + "-v6"
         self.chain = chain
-        self.default_timeout = clamp_timeout(int(default_timeout))
-        self.dry_run = dry_run
-        self.ipv6_prefix = ipv6_prefix
-        self.command_timeout = command_timeout
-        self.command_prefix = list(command_prefix)
         # ipset add/del over netlink when ipset would run right here (no command prefix)
         # or through the given factory (a socket opened in the target namespace)
-        self._netlink = NetlinkPath(netlink or (None if command_prefix else IpsetNetlink))
+        self._netlink = NetlinkPath(netlink or (None if self.command_prefix else IpsetNetlink))
         self._dry = _DryState()
 
     # --- element rendering -------------------------------------------------------
@@ -199,7 +183,7 @@ class KernelFirewall:
         for target, timeout in bans:
             elem = self.element(target)
             name = self._set_for(elem)
-            secs = clamp_timeout(int(timeout))
+            secs = kb.clamp_timeout(int(timeout))
             lines.append(IpsetLine(f"add {name} {elem} timeout {secs}", str(elem), name,
                                "add", elem, secs))
         for target in unbans:

@@ -16,13 +16,12 @@ import ipaddress
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from . import nft_ruleset as nr
 from . import process_group as tool
-from .backend import Element, FirewallError, KernelDiff, Target
+from .backend import BackendOptions, Element, FirewallError, KernelDiff, Target, clamp_timeout
 from .elements import to_element
-from .kernel import clamp_timeout
 from .nft_exec import INSTALL_HINT, MISSING, NftRunner, prefixed
 from .nft_pending import NftPending
 from .reconcile import reconcile_members
@@ -44,28 +43,14 @@ class NftBackend(NftRunner):
         table: str,
         set_name: str,
         *,
-        default_timeout: int,
-        dry_run: bool = False,
-        ipv6_prefix: int = 128,
-        command_timeout: float = 5.0,
         list_timeout: float = 60.0,
-        command_prefix: Sequence[str] = (),
+        **options: Unpack[BackendOptions],
     ) -> None:
-        if not 1 <= ipv6_prefix <= 128:
-            raise ValueError(f"ipv6_prefix must be 1..128, got {ipv6_prefix}")
-        super().__init__(
-            table,
-            dry_run=dry_run,
-            command_timeout=command_timeout,
-            list_timeout=list_timeout,
-            command_prefix=command_prefix,
-        )
-        self.spec = nr.table_spec(table, set_name, ipv6_prefix)
+        super().__init__(table, list_timeout=list_timeout, **options)
+        self.spec = nr.table_spec(table, set_name, self.ipv6_prefix)
         self.set_v4 = self.spec.v4.name
         self.set_v6 = self.spec.v6.name
         self.chain = nr.CHAIN
-        self.default_timeout = clamp_timeout(int(default_timeout))
-        self.ipv6_prefix = ipv6_prefix
         self.updates_timeouts: bool | None = None  # probed by ensure (kernel >= 6.10)
         self._reuse_read = False  # list_members may use ensure's read (see READ_REUSE)
         self._dry: dict[str, float] = {}  # dry run: element -> expiry (0 = never)

@@ -12,11 +12,11 @@ import logging
 import subprocess
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from . import nft_ruleset as nr
 from . import process_group as tool
-from .backend import FirewallError
+from .backend import BackendBase, BackendOptions, FirewallError
 
 log = logging.getLogger("fsguard_firewall.nft_backend")
 
@@ -25,23 +25,19 @@ MISSING = "No such file or directory"
 LIST_READS = 6  # dumps before giving up on a consistent one (see read_table)
 
 
-class NftRunner:
+class NftRunner(BackendBase):
     """Runs nft (optionally under `command_prefix`, e.g. `ip netns exec NS`)."""
 
     def __init__(
         self,
         table: str,
         *,
-        dry_run: bool = False,
-        command_timeout: float = 5.0,
         list_timeout: float = 60.0,
-        command_prefix: Sequence[str] = (),
+        **options: Unpack[BackendOptions],
     ) -> None:
+        super().__init__(**options)
         self.table = table
-        self.dry_run = dry_run
-        self.command_timeout = command_timeout
-        self.list_timeout = max(list_timeout, command_timeout)
-        self.command_prefix = list(command_prefix)
+        self.list_timeout = max(list_timeout, self.command_timeout)
         self._read: tuple[float, nr.TableState] | None = None  # last read_table (monotonic)
 
     def _run(
