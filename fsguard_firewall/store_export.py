@@ -22,7 +22,16 @@ from .store_records import (
     WhitelistRecord,
     normalize_key,
 )
-from .store_schema import BAN_COLS, WL_COLS, ban_row, bans_from_rows, wl_from_row
+from .store_schema import (
+    BAN_COLS,
+    BAN_INSERT,
+    WL_COLS,
+    WL_INSERT,
+    ban_row,
+    bans_from_rows,
+    wl_from_row,
+    wl_row,
+)
 
 
 class ExportImport(StoreDb):
@@ -88,17 +97,8 @@ class ExportImport(StoreDb):
         """
         bans, wl, pats = _parse_import(data, now)
         with self._tx("import") as db:
-            db.executemany(
-                f"INSERT OR REPLACE INTO bans ({BAN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [ban_row(b) for b in bans],
-            )
-            db.executemany(
-                f"INSERT OR REPLACE INTO whitelist ({WL_COLS}) VALUES (?,?,?,?,?,?,?)",
-                [
-                    (w.ip, w.user_id, w.domain, w.added, w.expires, w.last_seen, w.source)
-                    for w in wl
-                ],
-            )
+            db.executemany(BAN_INSERT, [ban_row(b) for b in bans])
+            db.executemany(WL_INSERT, [wl_row(w) for w in wl])
             db.executemany(
                 "INSERT OR IGNORE INTO untrusted_patterns VALUES (?, ?, 'runtime')",
                 [(p, now) for p in pats],
