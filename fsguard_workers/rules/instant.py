@@ -7,6 +7,9 @@ per event on the hot path); their matchers are in matchers.py and bare_ip.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from shared.iputil import IPAddress
 
 from ..events import Event, HostEvent, Kind, text, user_of
@@ -26,6 +29,10 @@ _REGISTER_FAILURE = Kind.REGISTER_FAILURE
 _CHANNEL_CREATE = Kind.CHANNEL_CREATE
 
 
+# A single-event finding: rule, reason, details, kill reason, whether it names the user.
+_Hit = tuple[str, str, dict[str, Any], str, bool]
+
+
 class InstantRules(RuleBase):
     """Mixin of DetectionEngine: the rules that ban on a single event."""
 
@@ -34,33 +41,33 @@ class InstantRules(RuleBase):
     ) -> str:
         """Returns the kill reason when one acted ("" otherwise), whether or not a
         decision was emitted (auto-block off, already banned, protected source)."""
+        for rule, reason, details, kill, names_user in self._instant_hits(kind, ev, ua, addr):
+            if self._decide(Evidence(
+                rule=rule, reason=reason, duration=self._sec.block_duration, key=key, now=now,
+                read_ts=read_ts, ev=ev, kind=kind, ua=ua,
+                user=user_of(kind, ev) if names_user else "", details=details,
+            )):  # fmt: skip
+                return kill
+        return ""
+
+    def _instant_hits(self, kind: Kind, ev: Event, ua: str, addr: IPAddress) -> Iterator[_Hit]:
+        """What each single-event rule finds, in order; a rule is only looked at when the
+        one before it found nothing or did not act (off or simulated)."""
         untrusted = self._untrusted
         if untrusted.has_networks:
             net = untrusted.network(addr)
-            if net and self._decide(Evidence(
-                rule=UNTRUSTED_NETWORK, reason=reason_untrusted_network(net),
-                duration=self._sec.block_duration, key=key, now=now, read_ts=read_ts,
-                ev=ev, kind=kind, ua=ua, details={"network": net},
-            )):  # fmt: skip
-                return "untrusted-network"
+            if net:
+                yield (UNTRUSTED_NETWORK, reason_untrusted_network(net), {"network": net},
+                       "untrusted-network", False)  # fmt: skip
         if ua:
             pattern = self._scanner.match(ua)
-            if pattern and self._decide(Evidence(
-                rule=SCANNER_UA, reason=reason_scanner(ua),
-                duration=self._sec.block_duration, key=key, now=now, read_ts=read_ts,
-                ev=ev, kind=kind, ua=ua, user=user_of(kind, ev), details={"pattern": pattern},
-            )):  # fmt: skip
-                return "scanner"
+            if pattern:
+                yield SCANNER_UA, reason_scanner(ua), {"pattern": pattern}, "scanner", True
         if self._bare_on:
             host = request_host(kind, ev)
             literal = self._bare.match(host) if host else ""
-            if literal and self._decide(Evidence(
-                rule=BARE_IP, reason=reason_bare_ip(literal),
-                duration=self._sec.block_duration, key=key, now=now, read_ts=read_ts,
-                ev=ev, kind=kind, ua=ua, user=user_of(kind, ev), details={"host": literal},
-            )):  # fmt: skip
-                return "bare-ip"
-        return ""
+            if literal:
+                yield BARE_IP, reason_bare_ip(literal), {"host": literal}, "bare-ip", True
 
 
 def request_host(kind: Kind, ev: Event) -> str:
