@@ -6,18 +6,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from .store import BAN_SOURCES, BanRecord
+from .store_records import rfc3339
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 class BanEntry(msgspec.Struct, kw_only=True):

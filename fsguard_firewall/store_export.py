@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from .store_db import StoreDb
@@ -21,6 +21,7 @@ from .store_records import (
     ImportDataError,
     WhitelistRecord,
     normalize_key,
+    rfc3339,
 )
 from .store_schema import (
     BAN_COLS,
@@ -59,8 +60,8 @@ class ExportImport(StoreDb):
             "blacklist": {
                 b.key: {
                     "ip": b.key,
-                    "addedAt": _rfc3339(b.created),
-                    "expiresAt": None if b.expires is None else _rfc3339(b.expires),
+                    "addedAt": rfc3339(b.created),
+                    "expiresAt": None if b.expires is None else rfc3339(b.expires),
                     "reason": b.reason,
                     "failCount": _fail_count(b.evidence),
                     "permanent": b.expires is None,
@@ -75,9 +76,9 @@ class ExportImport(StoreDb):
             "whitelist": {
                 w.ip: {
                     "ip": w.ip,
-                    "addedAt": _rfc3339(w.added),
-                    "expiresAt": None if w.expires is None else _rfc3339(w.expires),
-                    "lastSeen": _rfc3339(w.last_seen),
+                    "addedAt": rfc3339(w.added),
+                    "expiresAt": None if w.expires is None else rfc3339(w.expires),
+                    "lastSeen": rfc3339(w.last_seen),
                     "userId": w.user_id,
                     "domain": w.domain,
                     "permanent": w.expires is None,
@@ -111,10 +112,6 @@ class ExportImport(StoreDb):
 # --------------------------------------------------------------------------
 
 _RFC3339_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _fail_count(evidence: dict[str, Any]) -> int:

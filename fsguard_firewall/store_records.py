@@ -8,6 +8,7 @@ import ipaddress
 import os
 import re
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -87,6 +88,12 @@ class OutboxItem(msgspec.Struct, kw_only=True):
     next_attempt: float
     created: float
     last_error: str
+
+
+def rfc3339(ts: float) -> str:
+    """Go's time.Time JSON text in UTC ("2024-05-01T10:00:00Z", fraction when there is
+    one): the API's ban entries and the state export."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def default_path(state_dir: str) -> str:
