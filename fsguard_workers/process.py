@@ -121,6 +121,7 @@ class Worker:
         return worker.GatewaysSet(protected=self.engine.set_gateways(req.addresses[:4096]))
 
     def stats(self) -> worker.WorkerStats:
+        """Reply of `stats`: every counter by name, into its WorkerStats field."""
         data: dict[str, object] = dict(self.engine.stats())
         data.update(self.engine.rule_stats())
         data.update(
@@ -171,6 +172,8 @@ class Worker:
             shards=worker_count(self.config),
         )  # fmt: skip
         table = self.table()
+        if table.missing():  # a declared op nobody answers: 404 to its callers
+            log.error("worker control ops without a handler: %s", ", ".join(table.missing()))
         engine = self.engine
         next_tick = time.monotonic() + TICK_INTERVAL
         next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
