@@ -19,9 +19,9 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Match
 from starlette.types import Scope
 
-from fsguard_api.models import WhitelistEntry, convert
 from fsguard_api.peers import Peers
 from shared.ops import firewall as fw_ops
+from shared.ops import worker
 from shared.ops.base import Empty
 
 
@@ -42,11 +42,11 @@ async def whitelist_total(peers: Peers) -> int:
     """Distinct whitelisted addresses: the firewall's manual entries and every worker's
     registration-learned entries (an address in both counts once)."""
     manual, per_worker = await asyncio.gather(
-        peers.ask(fw_ops.WHITELIST, Empty()), peers.all_workers("whitelist")
+        peers.ask(fw_ops.WHITELIST, Empty()), peers.ask_workers(worker.WHITELIST, Empty())
     )
     keys = set(manual)
     for part in per_worker:
-        keys.update(convert(part, dict[str, WhitelistEntry], "worker"))
+        keys.update(part)
     return len(keys)
 
 

@@ -20,8 +20,10 @@ from fsguard_api.metrics_requests import RequestCounter
 from shared import addresses
 from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall, arequest
 from shared.ops import firewall as fw_ops
+from shared.ops import worker
 from shared.ops.base import Empty
 from shared.ops.firewall_bans import FirewallStats, HistogramSnapshot
+from shared.ops.worker import WorkerStats
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 
@@ -32,7 +34,7 @@ class Scrape:
 
     supervisor: dict[str, Any] | None
     firewall: FirewallStats | None
-    workers: list[dict[str, Any] | None]
+    workers: list[WorkerStats | None]
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     api_pid: int = 0
     seconds: float = 0.0
@@ -60,6 +62,17 @@ async def _firewall_stats(
         return None
 
 
+async def _worker_stats(
+    endpoint: str, ctx: zmq.asyncio.Context, timeout: float
+) -> WorkerStats | None:
+    try:
+        return await asyncio.wait_for(
+            acall(endpoint, worker.STATS, Empty(), timeout=timeout, ctx=ctx), timeout + 0.25
+        )
+    except (PeerUnavailable, TimeoutError, ControlError, PeerReplyInvalid):
+        return None
+
+
 async def gather(
     runtime_dir: str,
     workers: int,
@@ -71,16 +84,16 @@ async def gather(
     """Ask every process for its `stats`, all at once."""
     started = time.perf_counter()
     ctx = ctx or zmq.asyncio.Context.instance()
-    endpoints = [addresses.supervisor_control(runtime_dir)]
-    endpoints += [addresses.worker_control(runtime_dir, i) for i in range(workers)]
-    firewall, replies = await asyncio.gather(
+    worker_endpoints = [addresses.worker_control(runtime_dir, i) for i in range(workers)]
+    supervisor, firewall, worker_replies = await asyncio.gather(
+        _stats(addresses.supervisor_control(runtime_dir), ctx, timeout),
         _firewall_stats(addresses.firewall_control(runtime_dir), ctx, timeout),
-        asyncio.gather(*(_stats(e, ctx, timeout) for e in endpoints)),
+        asyncio.gather(*(_worker_stats(e, ctx, timeout) for e in worker_endpoints)),
     )
     return Scrape(
-        supervisor=replies[0],
+        supervisor=supervisor,
         firewall=firewall,
-        workers=list(replies[1:]),
+        workers=list(worker_replies),
         requests=dict(requests.counts) if requests is not None else {},
         api_pid=os.getpid(),
         seconds=time.perf_counter() - started,

@@ -20,12 +20,20 @@ from shared.ops.firewall_bans import (
     IptablesInfo,
     StatusMessage,
 )
-from shared.ops.firewall_lists import UntrustedTest, WhitelistEntry, WhitelistLookup
+from shared.ops.firewall_lists import UntrustedTest, WhitelistLookup
 
 __all__ = [  # the firewall's replies that are REST responses too (shared/ops)
     "BlacklistEntry", "BlacklistLookup", "FirewallStatus", "IptablesInfo", "StatusMessage",
-    "UntrustedTest", "WhitelistEntry", "WhitelistLookup",
+    "UntrustedTest", "WhitelistLookup",
 ]  # fmt: skip
+
+# Peer replies that are also REST shapes live with their ops (same class names, so the
+# OpenAPI document does not change), re-exported for the routes.
+from shared.ops.common import WhitelistEntry as WhitelistEntry
+from shared.ops.worker import FailedEntry as FailedEntry
+from shared.ops.worker import RateEntry as RateEntry
+from shared.ops.worker import SimulatedDecision as SimulatedDecision
+from shared.ops.worker import WrongCallStateEntry as WrongCallStateEntry
 
 T = TypeVar("T")
 
@@ -48,20 +56,6 @@ class SecurityStatus(msgspec.Struct, kw_only=True):
     eslPort: str  # a string in Go (config.Security.ESLPort)
     # fsguard addition (issue 12): failed ESL hardening checks, check -> message
     eslWarnings: dict[str, str] = msgspec.field(default_factory=dict)
-
-
-class SimulatedDecision(msgspec.Struct, kw_only=True):
-    """A decision of a rule in simulate mode (never applied): GET /security/simulated."""
-
-    ip: str
-    rule: str
-    reason: str
-    duration: float
-    user: str = ""
-    userAgent: str = ""
-    count: int = 0
-    time: str = ""
-    simulated: bool = True
 
 
 class EslStats(msgspec.Struct, kw_only=True):
@@ -100,29 +94,6 @@ class BatchItemResult(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class BatchResults(msgspec.Struct, kw_only=True):
     results: list[BatchItemResult]
-
-
-class FailedEntry(msgspec.Struct, kw_only=True):
-    count: int
-    firstAttempt: str
-    lastAttempt: str
-    userIds: list[str] | None
-    domains: list[str] | None
-
-
-class WrongCallStateEntry(msgspec.Struct, kw_only=True):
-    count: int
-    firstAttempt: str
-    lastAttempt: str
-    userIds: list[str] | None
-
-
-class RateEntry(msgspec.Struct, kw_only=True):
-    count: int
-    firstRequest: str
-    lastRequest: str
-    userIds: list[str] | None
-    domains: list[str] | None
 
 
 class RateLimitSettings(msgspec.Struct, kw_only=True):
@@ -244,12 +215,6 @@ class SupervisorEslStats(msgspec.Struct, kw_only=True):
     queueLength: int
     queueCapacity: int
     logLevel: str
-
-
-class WorkerStats(msgspec.Struct, kw_only=True):
-    """Worker op "stats": only the field the API uses."""
-
-    processed: int
 
 
 class ChildInfo(msgspec.Struct, kw_only=True):

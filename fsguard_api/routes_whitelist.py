@@ -18,7 +18,6 @@ from fsguard_api.models import (
     StatusMessage,
     WhitelistEntry,
     WhitelistLookup,
-    convert,
 )
 from fsguard_api.openapi import doc
 from fsguard_api.peers import Peers
@@ -27,6 +26,7 @@ from fsguard_api.whitelist_net import WhitelistAdded
 from shared.config import Config, worker_count
 from shared.iputil import parse_ip, shard_of
 from shared.ops import firewall as fw_ops
+from shared.ops import worker
 from shared.ops.base import Empty
 from shared.ops.firewall_bans import IpRequest
 from shared.ops.firewall_lists import WhitelistAddRequest, WhitelistRemoveRequest
@@ -39,17 +39,16 @@ def add_whitelist_routes(app: FastAPI, config: Config, peers: Peers) -> None:
     async def learned(ip: str) -> WhitelistEntry | None:
         """The owner worker's learned whitelist entry for `ip`."""
         shard = shard_of(ip, workers) or 0
-        data = convert(await peers.worker(shard, "whitelist"), dict[str, WhitelistEntry], "worker")
-        return data.get(ip)
+        return (await peers.ask(worker.WHITELIST, Empty(), shard)).get(ip)
 
     # --- whitelist -----------------------------------------------------------------
 
     @app.get("/security/whitelist", responses=doc(dict[str, WhitelistEntry]))
     async def whitelist_list() -> Response:
         manual, per_worker = await asyncio.gather(
-            peers.ask(fw_ops.WHITELIST, Empty()), peers.all_workers("whitelist")
+            peers.ask(fw_ops.WHITELIST, Empty()), peers.ask_workers(worker.WHITELIST, Empty())
         )
-        out = merge(per_worker, WhitelistEntry, "worker")
+        out = merge(per_worker)
         out.update(manual)
         return MsgspecResponse(out)
 

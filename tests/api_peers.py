@@ -29,7 +29,9 @@ from shared.config import Config, worker_count
 from shared.control import Handler, dispatch
 from shared.messages import ControlRequest, decode
 from shared.ops import firewall as fw_ops
+from shared.ops import worker
 from shared.ops.base import OpTable
+from shared.ops.common import WhitelistEntry
 from shared.ops.firewall import FIREWALL
 from shared.ops.firewall_bans import (
     BanRequest,
@@ -38,7 +40,7 @@ from shared.ops.firewall_bans import (
     FirewallStatus,
     IptablesInfo,
 )
-from shared.ops.firewall_lists import WhitelistEntry
+from shared.ops.worker import WORKER, WorkerStats
 
 # --- contract shapes ---------------------------------------------------------------
 
@@ -107,11 +109,16 @@ LEARNED_WHITELIST = ["192.0.2.1", "198.51.100.7"]
 WHITELIST_TOTAL = len(set(MANUAL_WHITELIST) | set(LEARNED_WHITELIST))  # 5, as Go counts
 
 
-def worker_handlers(processed: int) -> dict[str, Handler]:
-    return {
-        "stats": lambda args: {"processed": processed, "shard": 0, "tracked_ips": 3},
-        "whitelist": lambda args: {ip: whitelist_entry(ip) for ip in LEARNED_WHITELIST},
-    }
+def worker_table(index: int, processed: int) -> OpTable:
+    """A worker's typed ops: its stats and its learned whitelist."""
+    learned = {ip: msgspec.convert(whitelist_entry(ip), WhitelistEntry) for ip in LEARNED_WHITELIST}
+    table = OpTable(WORKER)
+    table.bind(
+        worker.STATS, lambda r: WorkerStats(index=index, pid=1000 + index, processed=processed,
+                                            tracked_ips=3)
+    )  # fmt: skip
+    table.bind(worker.WHITELIST, lambda r: dict(learned))
+    return table
 
 
 def _ban(req: BanRequest) -> BanResult:
@@ -198,7 +205,7 @@ class Peers:
         rd = config.paths.runtime_dir
         self.supervisor = StandIn(addresses.supervisor_control(rd), supervisor_handlers())
         self.workers = [
-            StandIn(addresses.worker_control(rd, i), worker_handlers(100 * (i + 1)))
+            StandIn(addresses.worker_control(rd, i), worker_table(i, 100 * (i + 1)))
             for i in range(worker_count(config))
         ]
         self.firewall = StandIn(addresses.firewall_control(rd), firewall_table())

@@ -26,8 +26,8 @@ def test_simulated_rule_records_logs_never_bans_nor_kills() -> None:
     assert h.engine.stats()["decisions"] == 0
     assert h.engine.stats()["simulated"] == 2
     recent = h.engine.simulated_snapshot()
-    assert {r["rule"] for r in recent} == {"toll_fraud", "scanner_user_agent"}
-    assert all(r["simulated"] is True and r["ip"] == ATTACKER for r in recent)
+    assert {r.rule for r in recent} == {"toll_fraud", "scanner_user_agent"}
+    assert all(r.simulated is True and r.ip == ATTACKER for r in recent)
     assert h.engine.rule_stats()["simulated_by_rule"] == {"toll_fraud": 1, "scanner_user_agent": 1}
     # one simulated decision per would-be ban, not one per event
     assert h.feed(body, advance=1) == []

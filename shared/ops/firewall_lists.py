@@ -7,15 +7,7 @@ from __future__ import annotations
 import msgspec
 from msgspec import UNSET, UnsetType
 
-
-class WhitelistEntry(msgspec.Struct, kw_only=True):
-    ip: str
-    addedAt: str
-    expiresAt: str  # Go zero time "0001-01-01T00:00:00Z" when permanent
-    lastSeen: str
-    userId: str
-    domain: str
-    permanent: bool
+from shared.ops.common import WhitelistEntry as WhitelistEntry  # the worker's too
 
 
 class WhitelistLookup(msgspec.Struct, kw_only=True, omit_defaults=True):
