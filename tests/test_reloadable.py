@@ -19,7 +19,8 @@ from shared.reloadable import (
     is_reloadable,
     plan,
 )
-from tests.test_rules import Harness, failure
+from tests.engine_harness import Harness
+from tests.sofia_events import failure
 
 
 def _leaf_keys() -> list[str]:
