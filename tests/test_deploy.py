@@ -826,17 +826,23 @@ def without_annotations(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def test_promtool_alert_behaviour(tmp_path: Path) -> None:
-    """The alerts fire when they should and stay quiet before (promtool test rules)."""
+def run_alert_tests(tmp_path: Path, tests: str) -> None:
+    """`promtool test rules` with `tests` (a template naming the rules file {alerts})
+    against deploy/prometheus/alerts.yml; fails with promtool's output."""
     promtool = _tool("promtool")
     # promtool compares annotations too: test a copy without them (labels and timing
     # are what matters here; the annotation templates are checked by `check rules`).
     rules = tmp_path / "alerts.yml"
     rules.write_text(without_annotations((PROM / "alerts.yml").read_text()))
     test_file = tmp_path / "alerts_test.yml"
-    test_file.write_text(ALERT_TESTS.format(alerts=rules))
+    test_file.write_text(tests.format(alerts=rules))
     result = _run(promtool, "test", "rules", str(test_file))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_alert_behaviour(tmp_path: Path) -> None:
+    """The alerts fire when they should and stay quiet before (promtool test rules)."""
+    run_alert_tests(tmp_path, ALERT_TESTS)
 
 
 def test_promtool_ledger_alert_rules() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fsguard_api.metrics import Scrape, render
-from tests.test_deploy import PROM, _run, _tool, without_annotations
+from tests.test_deploy import run_alert_tests
 
 TESTS = """
 rule_files:
@@ -43,13 +43,7 @@ tests:
 
 
 def test_budget_and_hardening_alerts_fire(tmp_path: Path) -> None:
-    promtool = _tool("promtool")
-    rules = tmp_path / "alerts.yml"
-    rules.write_text(without_annotations((PROM / "alerts.yml").read_text()))
-    test_file = tmp_path / "detection_test.yml"
-    test_file.write_text(TESTS.format(alerts=rules))
-    result = _run(promtool, "test", "rules", str(test_file))
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_alert_tests(tmp_path, TESTS)
 
 
 def test_issue12_metrics_are_exported() -> None:
