@@ -725,10 +725,6 @@ def test_promtool_check_config_and_rules() -> None:
 
 
 ALERT_TESTS = """
-rule_files:
-  - {alerts}
-evaluation_interval: 1m
-tests:
   - interval: 1m
     input_series:
       - series: 'fsguard_esl_connected{{instance="a"}}'
@@ -827,15 +823,16 @@ def without_annotations(text: str) -> str:
 
 
 def run_alert_tests(tmp_path: Path, tests: str) -> None:
-    """`promtool test rules` with `tests` (a template naming the rules file {alerts})
-    against deploy/prometheus/alerts.yml; fails with promtool's output."""
+    """`promtool test rules` with `tests` (the YAML list under `tests:`, a str.format
+    template) against deploy/prometheus/alerts.yml; fails with promtool's output."""
     promtool = _tool("promtool")
     # promtool compares annotations too: test a copy without them (labels and timing
     # are what matters here; the annotation templates are checked by `check rules`).
     rules = tmp_path / "alerts.yml"
     rules.write_text(without_annotations((PROM / "alerts.yml").read_text()))
     test_file = tmp_path / "alerts_test.yml"
-    test_file.write_text(tests.format(alerts=rules))
+    header = "rule_files:\n  - {alerts}\nevaluation_interval: 1m\ntests:"
+    test_file.write_text((header + tests).format(alerts=rules))
     result = _run(promtool, "test", "rules", str(test_file))
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -9,10 +9,6 @@ from fsguard_api.metrics import Scrape, render
 from tests.test_deploy import run_alert_tests
 
 TESTS = """
-rule_files:
-  - {alerts}
-evaluation_interval: 1m
-tests:
   - interval: 1m
     input_series:
       - series: 'fsguard_ban_budget_exceeded_total{{instance="a",pid="7"}}'
