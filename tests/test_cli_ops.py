@@ -14,7 +14,7 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,6 @@ def _free_port() -> int:
         return port
 
 
-def _wait(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    return wait_for(predicate, timeout, interval)
-
-
 def _config(tmp: Path, esl_port: int, api_port: int) -> dict[str, Any]:
     return fsguard_config(
         tmp, str(esl_port), set_name="fsg-ops", api_port=str(api_port),
@@ -57,7 +53,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     api = f"http://127.0.0.1:{api_port}"
     with running_fsguard(tmp, lambda port: _config(tmp, port, api_port)) as running:
         fake = running.fake
-        assert _wait(lambda: cli("status", "--api", api, "--interval", "0").returncode == 0,
+        assert wait_for(lambda: cli("status", "--api", api, "--interval", "0").returncode == 0,
                      20, 0.2), "API never answered"
         fake.send_events([register_failure(BRUTE, user="1000", user_agent=PHONE_UA)
                           for _ in range(6)])
@@ -79,7 +75,7 @@ def _bans(api: str, *extra: str) -> dict[str, Any]:
 
 def test_rule_bans_listed_by_rule(system: dict[str, Any]) -> None:
     api = system["api"]
-    assert _wait(lambda: {BRUTE, SCANNER} <= set(_bans(api)), 10, 0.2)
+    assert wait_for(lambda: {BRUTE, SCANNER} <= set(_bans(api)), 10, 0.2)
     failed = _bans(api, "--rule", "failed_auth")
     assert set(failed) == {BRUTE}
     assert failed[BRUTE]["failCount"] == 5
@@ -93,7 +89,7 @@ def test_rule_bans_listed_by_rule(system: dict[str, Any]) -> None:
 
 def test_status_reports_connection_rate_and_bans(system: dict[str, Any]) -> None:
     api, fake = system["api"], system["fake"]
-    assert _wait(lambda: BRUTE in _bans(api), 10, 0.2)
+    assert wait_for(lambda: BRUTE in _bans(api), 10, 0.2)
     stop = threading.Event()
 
     def feed() -> None:  # ~200 events/s from a clean address during the two samples
@@ -181,7 +177,7 @@ def test_exit_codes_unreachable_and_usage(system: dict[str, Any], tmp_path: Path
 @pytest.mark.parametrize("quit_key", [b"q", b"\x03"], ids=["q", "ctrl-c"])
 def test_top_in_a_pty(system: dict[str, Any], quit_key: bytes) -> None:
     api = system["api"]
-    assert _wait(lambda: BRUTE in _bans(api), 10, 0.2)
+    assert wait_for(lambda: BRUTE in _bans(api), 10, 0.2)
     with in_pty([FSGUARD, "top", "--api", api]) as (proc, master, slave):
         # Two full redraws, however slow the machine: wait on the output, not on a clock.
         screen = b""

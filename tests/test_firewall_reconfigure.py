@@ -20,6 +20,7 @@ from shared.config import Config
 from shared.messages import ListChange
 from shared.reloadable import ReloadOrder, plan
 from tests.netns_helpers import netns, requires_netns
+from tests.system_helpers import wait_for
 from tests.test_reporter import ChanDaemon, server  # noqa: F401  (fixture)
 
 pytestmark = [requires_netns]
@@ -85,9 +86,7 @@ def test_chandaemon_turned_on_by_reload_reports_the_next_ban(
     assert "security.chandaemon.enabled" in result["applied"]
     assert rig.durable.reporter is not None and rig.durable.bans.reporter is rig.durable.reporter
     rig.fw.control.op_ban({"ip": "203.0.113.71", "reason": "manual test"})
-    deadline = time.monotonic() + 5
-    while not server.accepted() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(server.accepted, 5)
     assert [r["ip"] for r in server.accepted()] == ["203.0.113.71"]
 
     rig.reload(tmp_path)  # off again: the reporter stops, nothing more is reported
