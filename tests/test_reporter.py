@@ -16,6 +16,7 @@ import pytest
 from fsguard_firewall.reporter import Reporter, make_payload, safe_url
 from fsguard_firewall.store import Store
 from shared.config import ChanDaemonConfig
+from tests.engine_harness import Clock
 from tests.system_helpers import wait_for
 
 TIMEOUT = 0.3
@@ -96,14 +97,6 @@ def config(url: str, **kw: Any) -> ChanDaemonConfig:
     )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 BANS = [
     ("203.0.113.50", "Exceeded max failed registrations (5)", 3600.0, "2017301000"),
     ("203.0.113.51", "call rate limit exceeded (21 in 1m0s)", 900.0, ""),
@@ -136,7 +129,7 @@ EXPECTED = {
 
 
 def test_500_then_hang_then_200_reports_each_ban_once(server: ChanDaemon, store: Store) -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     rep = Reporter(store, config(server.url), clock=clock)
     for ip, reason, ttl, user in BANS:
         assert rep.report_ban(ip, ip, reason, ttl, user)
