@@ -18,7 +18,10 @@ from prometheus_client.core import HistogramMetricFamily
 
 from fsguard_api.metrics_requests import RequestCounter
 from shared import addresses
-from shared.control import PeerUnavailable, arequest
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall, arequest
+from shared.ops import worker
+from shared.ops.base import Empty
+from shared.ops.worker import WorkerStats
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 
@@ -29,7 +32,7 @@ class Scrape:
 
     supervisor: dict[str, Any] | None
     firewall: dict[str, Any] | None
-    workers: list[dict[str, Any] | None]
+    workers: list[WorkerStats | None]
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     api_pid: int = 0
     seconds: float = 0.0
@@ -46,6 +49,17 @@ async def _stats(endpoint: str, ctx: zmq.asyncio.Context, timeout: float) -> dic
     return reply.data if reply.ok and isinstance(reply.data, dict) else None
 
 
+async def _worker_stats(
+    endpoint: str, ctx: zmq.asyncio.Context, timeout: float
+) -> WorkerStats | None:
+    try:
+        return await asyncio.wait_for(
+            acall(endpoint, worker.STATS, Empty(), timeout=timeout, ctx=ctx), timeout + 0.25
+        )
+    except (PeerUnavailable, TimeoutError, ControlError, PeerReplyInvalid):
+        return None
+
+
 async def gather(
     runtime_dir: str,
     workers: int,
@@ -58,12 +72,15 @@ async def gather(
     started = time.perf_counter()
     ctx = ctx or zmq.asyncio.Context.instance()
     endpoints = [addresses.supervisor_control(runtime_dir), addresses.firewall_control(runtime_dir)]
-    endpoints += [addresses.worker_control(runtime_dir, i) for i in range(workers)]
-    replies = await asyncio.gather(*(_stats(e, ctx, timeout) for e in endpoints))
+    worker_endpoints = [addresses.worker_control(runtime_dir, i) for i in range(workers)]
+    replies, worker_replies = await asyncio.gather(
+        asyncio.gather(*(_stats(e, ctx, timeout) for e in endpoints)),
+        asyncio.gather(*(_worker_stats(e, ctx, timeout) for e in worker_endpoints)),
+    )
     return Scrape(
         supervisor=replies[0],
         firewall=replies[1],
-        workers=list(replies[2:]),
+        workers=list(worker_replies),
         requests=dict(requests.counts) if requests is not None else {},
         api_pid=os.getpid(),
         seconds=time.perf_counter() - started,

@@ -13,6 +13,8 @@ from fsguard_api.peers import PeerError, Peers
 from fsguard_api.routes_common import LogLevelBody, audit
 from shared.config import Config, worker_count
 from shared.logs import set_level
+from shared.ops import worker
+from shared.ops.common import LogLevelRequest
 
 
 def add_log_level_routes(app: FastAPI, config: Config, peers: Peers) -> None:
@@ -21,10 +23,11 @@ def add_log_level_routes(app: FastAPI, config: Config, peers: Peers) -> None:
     @app.post("/security/esl/log-level", responses=doc(StatusMessage, body=True))
     async def log_level(request: Request, body: LogLevelBody) -> Response:
         args = {"level": body.level}
+        level = LogLevelRequest(level=body.level)
         results = await asyncio.gather(
             peers.supervisor("log_level", args),
             peers.firewall("log_level", args),
-            *(peers.worker(i, "log_level", args) for i in range(workers)),
+            *(peers.ask(worker.LOG_LEVEL, level, i) for i in range(workers)),
             return_exceptions=True,
         )
         set_level(body.level)

@@ -29,6 +29,7 @@ from tests.api_peers import (
     ApiServer,
     Peers,
     StandIn,
+    firewall_handlers,
     make_config,
     running,
     runtime_dir,
@@ -254,7 +255,7 @@ def test_peer_refusal_forwarded() -> None:
         config = make_config(rd)
         peers = Peers(config)
         peers.supervisor.handlers = {**supervisor_handlers(), "esl_command": not_connected}
-        peers.firewall.handlers = {**peers.firewall.handlers, "iptables": ipset_failed}
+        peers.firewall.handlers = {**firewall_handlers(), "iptables": ipset_failed}
         peers.start()
         try:
             with running(config) as server, httpx.Client(base_url=server.url) as client:

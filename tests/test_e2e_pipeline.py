@@ -19,8 +19,10 @@ import pytest
 
 from fsguard_cli.simulator import Headers, register_failure
 from shared import addresses
-from shared.control import PeerUnavailable, request
+from shared.control import ControlError, PeerUnavailable, call, request
 from shared.iputil import shard_of
+from shared.ops import worker
+from shared.ops.base import Empty
 from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
 from tests.system_helpers import fsguard_config, running_fsguard, wait_for
 
@@ -110,9 +112,10 @@ def test_killed_worker_restarts_and_sigterm_stops_everything(system: dict[str, A
 
     def worker_ready() -> bool:
         try:
-            return request(addresses.worker_control(rd, index), "ping", timeout=0.5).ok
-        except PeerUnavailable:
+            call(addresses.worker_control(rd, index), worker.PING, Empty(), timeout=0.5)
+        except (PeerUnavailable, ControlError):
             return False
+        return True
 
     assert _wait(worker_ready, timeout=10, interval=0.1)
     fake.send_events(_failures(target, 6))

@@ -24,8 +24,10 @@ from prometheus_client.samples import Sample
 
 from fsguard_cli.simulator import Headers, register_failure
 from shared import addresses
-from shared.control import PeerUnavailable, request
+from shared.control import ControlError, PeerUnavailable, call
 from shared.iputil import shard_of
+from shared.ops import worker
+from shared.ops.base import Empty
 from tests.netns_helpers import requires_netns, socket_in
 from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard_as, wait_for
 
@@ -274,8 +276,11 @@ def test_restarted_worker_never_decreases_a_series(system: FsguardSystem) -> Non
         try:
             entry = next(c for c in system.children() if c["name"] == f"worker-{index}")
             endpoint = addresses.worker_control(system.runtime_dir, index)
-            return entry["pid"] not in (None, old_pid) and request(endpoint, "ping", timeout=0.5).ok
-        except (PeerUnavailable, AssertionError, StopIteration):
+            if entry["pid"] in (None, old_pid):
+                return False
+            call(endpoint, worker.PING, Empty(), timeout=0.5)
+            return True
+        except (PeerUnavailable, ControlError, AssertionError, StopIteration):
             return False
 
     assert wait_for(restarted, 15), "killed worker was not restarted"

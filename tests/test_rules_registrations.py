@@ -10,7 +10,8 @@ from tests.sofia_events import attempt, failure, pre_register, register
 
 
 def reg_count(h: Harness) -> int:
-    return int(h.engine.rate_snapshot("registrations").get(ATTACKER, {}).get("count", 0))
+    entry = h.engine.rate_snapshot("registrations").get(ATTACKER)
+    return entry.count if entry is not None else 0
 
 
 def failed_exchange(h: Harness, advance: float = 1.0) -> list[BanDecision]:

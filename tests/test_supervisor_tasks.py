@@ -22,7 +22,9 @@ import pytest
 
 from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses
-from shared.control import PeerUnavailable, request
+from shared.control import ControlError, PeerUnavailable, call
+from shared.ops import worker
+from shared.ops.base import Empty
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard, wait_for
 
@@ -59,10 +61,10 @@ def _stats(system: RunningSystem) -> dict[str, Any]:
 
 def _worker_answers(system: RunningSystem, index: int) -> bool:
     try:
-        reply = request(addresses.worker_control(system.runtime_dir, index), "ping", timeout=1)
-    except PeerUnavailable:
+        call(addresses.worker_control(system.runtime_dir, index), worker.PING, Empty(), timeout=1)
+    except (PeerUnavailable, ControlError):
         return False
-    return reply.ok
+    return True
 
 
 def _restarted(system: RunningSystem, name: str, old_pid: int) -> bool:
