@@ -8,6 +8,7 @@ the reason when it is missing; the structural checks always run.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import os
@@ -603,8 +604,12 @@ def test_dockerfile_structure() -> None:
                 assert (ROOT / src).exists(), f"COPY source {src} missing"
                 copied.add(src.rstrip("/"))
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    # Sub-packages (fsguard_cli.demo_data) travel with their top-level directory.
-    packages = {p.split(".")[0] for p in meta["tool"]["setuptools"]["packages"]}
+    # pyproject finds its packages (include patterns); sub-packages (fsguard_cli.demo_data)
+    # travel with their top-level directory, so the top-level packages it matches count.
+    include = meta["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {d.name for d in ROOT.iterdir() if (d / "__init__.py").exists()
+                and any(fnmatch.fnmatchcase(d.name, pattern) for pattern in include)}
+    assert {"shared", "fsguard_cli", "fsguard_firewall"} <= packages, packages
     assert packages <= copied, f"Dockerfile does not copy {set(packages) - copied}"
     assert meta["project"]["readme"] in copied
 
