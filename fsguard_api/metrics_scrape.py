@@ -18,7 +18,10 @@ from prometheus_client.core import HistogramMetricFamily
 
 from fsguard_api.metrics_requests import RequestCounter
 from shared import addresses
-from shared.control import PeerUnavailable, arequest
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall, arequest
+from shared.ops import supervisor as sup_ops
+from shared.ops.base import Empty, Op, RepT
+from shared.ops.supervisor import SupervisorStats
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 
@@ -27,7 +30,7 @@ SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 class Scrape:
     """One scrape's replies (None: the peer did not answer)."""
 
-    supervisor: dict[str, Any] | None
+    supervisor: SupervisorStats | None
     firewall: dict[str, Any] | None
     workers: list[dict[str, Any] | None]
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -57,17 +60,32 @@ async def gather(
     """Ask every process for its `stats`, all at once."""
     started = time.perf_counter()
     ctx = ctx or zmq.asyncio.Context.instance()
-    endpoints = [addresses.supervisor_control(runtime_dir), addresses.firewall_control(runtime_dir)]
+    endpoints = [addresses.firewall_control(runtime_dir)]
     endpoints += [addresses.worker_control(runtime_dir, i) for i in range(workers)]
-    replies = await asyncio.gather(*(_stats(e, ctx, timeout) for e in endpoints))
+    asked = _ask(addresses.supervisor_control(runtime_dir), sup_ops.STATS, ctx, timeout)
+    supervisor, replies = await asyncio.gather(
+        asked, asyncio.gather(*(_stats(e, ctx, timeout) for e in endpoints))
+    )
     return Scrape(
-        supervisor=replies[0],
-        firewall=replies[1],
-        workers=list(replies[2:]),
+        supervisor=supervisor,
+        firewall=replies[0],
+        workers=list(replies[1:]),
         requests=dict(requests.counts) if requests is not None else {},
         api_pid=os.getpid(),
         seconds=time.perf_counter() - started,
     )
+
+
+async def _ask(
+    endpoint: str, op: Op[Empty, RepT], ctx: zmq.asyncio.Context, timeout: float
+) -> RepT | None:
+    """A typed `stats`-like call; None when the peer is silent or answers badly."""
+    try:
+        return await asyncio.wait_for(
+            acall(endpoint, op, Empty(), timeout=timeout, ctx=ctx), timeout + 0.25
+        )
+    except (PeerUnavailable, TimeoutError, ControlError, PeerReplyInvalid):
+        return None
 
 
 def num(value: Any) -> float:

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fsguard_api.metrics_scrape import num
+from shared.ops.supervisor import SupervisorStats
 
 DECODE_OUTCOMES = {
     "repaired": "invalid_utf8",
@@ -18,11 +19,10 @@ DECODE_OUTCOMES = {
 
 
 def worker_families(
-    workers: list[dict[str, Any] | None], supervisor: Mapping[str, Any] | None
+    workers: list[dict[str, Any] | None], supervisor: SupervisorStats | None
 ) -> Iterator[Metric]:
     """Worker counters; queue depth is the supervisor's sent count minus the processed."""
-    sup = supervisor or {}
-    sent = sup.get("sent_per_worker") or []
+    sent = supervisor.sent_per_worker if supervisor is not None else []
     events = CounterMetricFamily(
         "fsguard_events",
         "Events processed by the workers, by event name",

@@ -13,6 +13,7 @@ import msgspec
 from starlette.responses import Response
 
 from shared.control import PeerReplyInvalid
+from shared.ops.supervisor import CommandResult as CommandResult  # a REST response too
 
 T = TypeVar("T")
 
@@ -89,11 +90,6 @@ class IptablesInfo(msgspec.Struct, kw_only=True):
     # "nftables") and its ruleset as read from the kernel.
     backend: str = "ipset"
     ruleset: dict[str, Any] | None = None
-
-
-class CommandResult(msgspec.Struct, kw_only=True):
-    command: str
-    response: str
 
 
 class StatusMessage(msgspec.Struct, kw_only=True):
@@ -276,43 +272,10 @@ class SystemStats(msgspec.Struct, kw_only=True):
 # --- peer replies (the control contract) -----------------------------------------------
 
 
-class SupervisorEslStats(msgspec.Struct, kw_only=True):
-    """Supervisor op "esl_stats": EslStats without eventsProcessed (the workers count it)."""
-
-    connected: bool
-    host: str
-    port: str | int
-    connectionAttempts: int
-    connectionErrors: int
-    eventsQueued: int
-    eventsDropped: int
-    workerCount: int
-    queueLength: int
-    queueCapacity: int
-    logLevel: str
-
-
 class WorkerStats(msgspec.Struct, kw_only=True):
     """Worker op "stats": only the field the API uses."""
 
     processed: int
-
-
-class ChildInfo(msgspec.Struct, kw_only=True):
-    """One entry of the supervisor's "processes" / stats "children"."""
-
-    name: str
-    role: str
-    pid: int | None
-    restarts: int = 0
-
-
-class SupervisorStats(msgspec.Struct, kw_only=True):
-    """Supervisor op "stats": only the fields the API uses."""
-
-    uptime: float
-    pid: int
-    children: list[ChildInfo]
 
 
 class FirewallStatus(msgspec.Struct, kw_only=True):

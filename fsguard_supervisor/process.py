@@ -32,10 +32,13 @@ from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses, sdnotify
 from shared.audit import AuditLog
 from shared.config import Config, worker_count
-from shared.control import PeerUnavailable, arequest
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall, arequest
 from shared.esl_hardening import log_esl_warnings
 from shared.logs import LogRateLimiter
 from shared.messages import KillCall, decode
+from shared.ops import firewall as fw_ops
+from shared.ops import worker as worker_ops
+from shared.ops.base import Empty
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +196,8 @@ class Supervisor:
             still = []
             for endpoint in pending:
                 try:
-                    reply = await arequest(endpoint, "ping", timeout=0.3, ctx=self.actx)
-                    if not reply.ok:
-                        still.append(endpoint)
-                except PeerUnavailable:
+                    await acall(endpoint, worker_ops.PING, Empty(), timeout=0.3, ctx=self.actx)
+                except (PeerUnavailable, ControlError, PeerReplyInvalid):
                     still.append(endpoint)
             pending = still
             if self.children.reap():
@@ -216,10 +217,10 @@ class Supervisor:
 
     def _take_over(self) -> bool:
         """Clear what a dead tree left behind; False if a live tree owns the runtime dir."""
-        mine = [(f"worker-{i}", addresses.worker_control(self.runtime_dir, i))
-                for i in range(self.workers)]
+        mine = [(f"worker-{i}", addresses.worker_control(self.runtime_dir, i), worker_ops.PING)
+                for i in range(self.workers)]  # fmt: skip
         if self.manage_all:
-            mine.append(("firewall", addresses.firewall_control(self.runtime_dir)))
+            mine.append(("firewall", addresses.firewall_control(self.runtime_dir), fw_ops.PING))
         try:
             takeover.clear_leftovers(self.runtime_dir)
             api_port = self.config.server.port if self.manage_all else None

@@ -29,6 +29,7 @@ from shared.config import Config, worker_count
 from shared.control import ControlError, dispatch
 from shared.logs import LogRateLimiter, escape, set_level
 from shared.messages import BanDecision, ListChange, decode, encode, unpack_event_batch
+from shared.ops.worker import RELOAD
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class Worker:
             "simulated": lambda a: eng.simulated_snapshot(),
             "gateways": self._gateways,
             "log_level": self._log_level,
-            "reload": lambda a: reconfigure.apply(self.config, eng, a),
+            "reload": lambda a: reconfigure.apply(self.config, eng, RELOAD.decode_request(a)),
         }
 
     def _gateways(self, args: dict[str, Any]) -> dict[str, int]:

@@ -13,3 +13,10 @@ WORKER = Registry("worker")
 
 PING = WORKER.op("ping", Empty, Ping, "who answers: role and pid")
 LOG_LEVEL = WORKER.op("log_level", LogLevelRequest, LogLevel, "set this process's log level")
+
+
+# reload (sup17)
+from shared.ops.reload import DOC as _RELOAD_DOC  # noqa: E402  (kept with the op it serves)
+from shared.ops.reload import Reloaded, ReloadOrder  # noqa: E402
+
+RELOAD = WORKER.op("reload", ReloadOrder, Reloaded, _RELOAD_DOC)
