@@ -39,7 +39,7 @@ def _child_pids(system: FsguardSystem) -> dict[str, int]:
         children = system.children()
     except (AssertionError, PeerUnavailable):
         return {}
-    return {c["name"]: int(c["pid"]) for c in children if c["pid"] is not None}
+    return {c.name: c.pid for c in children if c.pid is not None}
 
 
 def _ready(system: FsguardSystem) -> bool:
