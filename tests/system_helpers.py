@@ -28,9 +28,10 @@ from typing import Any, TypeVar
 
 from fsguard_cli.simulator import ThreadedFakeFreeSwitch
 from shared import addresses
-from shared.control import call, request
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call, request
 from shared.ops import supervisor as sup_ops
-from shared.ops.base import Empty
+from shared.ops.base import Empty, Op
+from shared.ops.common import Ping
 from shared.ops.supervisor import ChildInfo, SupervisorStats
 from tests.netns_helpers import netns, run_in, socket_in
 
@@ -128,6 +129,15 @@ class RunningSystem:
     def supervisor_stats(self) -> SupervisorStats:
         """The supervisor's counters (its `stats` op)."""
         return call(addresses.supervisor_control(self.runtime_dir), sup_ops.STATS, Empty())
+
+
+def answers(endpoint: str, ping: Op[Empty, Ping], timeout: float = 0.5) -> bool:
+    """Whether the process on `endpoint` answers its role's typed `ping`."""
+    try:
+        call(endpoint, ping, Empty(), timeout=timeout)
+    except (PeerUnavailable, ControlError, PeerReplyInvalid):
+        return False
+    return True
 
 
 S = TypeVar("S", bound=RunningSystem)

@@ -22,10 +22,17 @@ import pytest
 
 from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses
-from shared.control import PeerUnavailable, request
+from shared.control import PeerUnavailable
+from shared.ops import worker as worker_ops
 from shared.ops.supervisor import SupervisorStats
 from tests.netns_helpers import requires_netns
-from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard, wait_for
+from tests.system_helpers import (
+    RunningSystem,
+    answers,
+    fsguard_config,
+    running_fsguard,
+    wait_for,
+)
 
 
 def _movable_python(tmp: Path) -> Path:
@@ -57,11 +64,7 @@ def _stats(system: RunningSystem) -> SupervisorStats:
 
 
 def _worker_answers(system: RunningSystem, index: int) -> bool:
-    try:
-        reply = request(addresses.worker_control(system.runtime_dir, index), "ping", timeout=1)
-    except PeerUnavailable:
-        return False
-    return reply.ok
+    return answers(addresses.worker_control(system.runtime_dir, index), worker_ops.PING, 1)
 
 
 def _restarted(system: RunningSystem, name: str, old_pid: int) -> bool:
