@@ -231,10 +231,22 @@ class Supervisor:
         return True
 
     async def run(self) -> int:
+        """The main loop (gunicorn's arbiter): start, wait for SIGTERM/SIGINT or a fatal
+        child, stop in order. The work happens in the supervised tasks `_start` launches."""
+        if not await self._start():
+            return 1
+        log.info("supervisor running with %d workers", self.workers)
+        await self._stop.wait()
+        await self._shutdown()
+        return EXIT_FATAL if self.children.fatal is not None else 0
+
+    async def _start(self) -> bool:
+        """Take over the runtime dir, start the children and the loops; False if another
+        live tree owns the runtime dir."""
         _raise_fd_limit()
         os.makedirs(self.runtime_dir, mode=0o750, exist_ok=True)
         if not await asyncio.to_thread(self._take_over):
-            return 1
+            return False
         self.audit = AuditLog(self.config, "supervisor")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -256,22 +268,24 @@ class Supervisor:
         self.tasks.start("esl", self.esl.run)
         self.tasks.start("gateways", self.gateways.run)
         _notify_ready()
-        log.info("supervisor running with %d workers", self.workers)
-        await self._stop.wait()
+        return True
+
+    async def _shutdown(self) -> None:
+        """ESL first (no new events), then the loops, then the children in order."""
         log.info("stopping")
         await self.esl.stop()
         await self.tasks.cancel_all()
         await asyncio.to_thread(
             self.children.stop, ["fleet", "api", "worker", "firewall"], STOP_TIMEOUT
         )
-        self.dispatcher.close()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         self.ctx.term()
         self.log_summaries()
         self.audit.close()
         self._cleanup_sockets()
         takeover.remove_pidfile(self.runtime_dir)
         log.info("stopped")
-        return EXIT_FATAL if self.children.fatal is not None else 0
 
     def _cleanup_sockets(self) -> None:
         paths = [addresses.supervisor_control(self.runtime_dir),
