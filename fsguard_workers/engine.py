@@ -51,12 +51,11 @@ from .events import maybe_relevant as _maybe_relevant
 from .keys import ALL128 as _ALL128
 from .netlist import NetworkWhitelist
 from .repair import MAX_BODY
-from .rules.calls import CallRules
+from .rules.channel_create import ChannelCreate
 from .rules.extension_scan import ExtensionScan
-from .rules.failed_auth import FailedAuth
-from .rules.instant import InstantRules
 from .rules.modes import BAN, OFF, Modes, Simulations
 from .rules.protection import Protection
+from .rules.register_failure import RegisterFailure
 from .rules.registered import Registered
 from .rules.registration_rate import RegistrationRate
 from .rules.wrong_call_state import WrongCallState
@@ -83,11 +82,10 @@ _OTHER = Kind.OTHER
 class DetectionEngine(
     Registered,
     RegistrationRate,
-    FailedAuth,
+    RegisterFailure,
     WrongCallState,
-    CallRules,
+    ChannelCreate,
     ExtensionScan,
-    InstantRules,
     Decisions,
     Snapshots,
 ):

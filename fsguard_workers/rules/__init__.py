@@ -2,15 +2,18 @@
 
 - reasons.py: rule names (BanDecision.rule) and reason strings;
 - matchers.py: scanner User-Agents, untrusted domains/networks, toll-fraud destinations;
-- the rules (mixins of fsguard_workers.engine.DetectionEngine: what each reads from the
-  event, counts in the source's windows and decides):
-  - instant.py: untrusted_network, scanner_ua, bare_ip (single event, every event);
-  - registration_rate.py: sofia::pre_register / register_attempt;
-  - registered.py: sofia::register (protection, learned whitelist);
-  - failed_auth.py: sofia::register_failure (untrusted_domain, enumeration, failed_auth);
-  - wrong_call_state.py: sofia::wrong_call_state;
-  - calls.py: CHANNEL_CREATE (toll_fraud, untrusted_domain, call_rate);
-  - extension_scan.py, bare_ip.py: the issue-12 detections;
+- one module per rule (a mixin of fsguard_workers.engine.DetectionEngine with one method:
+  what the rule counts in the source's windows and whether it decides, like fail2ban's
+  filters): untrusted_network.py, scanner_ua.py, bare_ip.py, toll_fraud.py,
+  untrusted_domain.py, call_rate.py, enumeration.py, failed_auth.py, registration_rate.py,
+  wrong_call_state.py, extension_scan.py;
+- one module per event (like fail2ban's jails: which rules run on it, in what order):
+  instant.py (the single-event rules, run on every event), channel_create.py,
+  register_failure.py, registration_rate.py (pre_register / register_attempt),
+  registered.py (sofia::register: protection, learned whitelist), wrong_call_state.py,
+  extension_scan.py (CHANNEL_HANGUP_COMPLETE);
+- every rule builds its decision one way: an `Evidence` given to `_decide`
+  (fsguard_workers/decisions.py, like fail2ban's actions: simulate, budget, ban, kill);
 - base.py: what the rule mixins see of the engine (type checking only);
 - protection.py: protected sources and spoofable events;
 - modes.py: `security.rules.<rule>.mode` (ban / simulate / off);

@@ -15,11 +15,19 @@ from collections.abc import Iterable
 
 from shared.iputil import NetworkSet, parse_ip
 
+from ..events import Event, HostEvent, Kind, text, user_of
+from ..evidence import Evidence
 from ..windows import BoundedCache
+from .base import RuleBase
 from .matchers import normalize_domain
 from .reasons import clip
 
 BARE_IP = "bare_ip"
+
+_PRE_REGISTER = Kind.PRE_REGISTER
+_REGISTER_ATTEMPT = Kind.REGISTER_ATTEMPT
+_REGISTER_FAILURE = Kind.REGISTER_FAILURE
+_CHANNEL_CREATE = Kind.CHANNEL_CREATE
 
 
 class BareIpMatcher:
@@ -53,3 +61,31 @@ class BareIpMatcher:
 
 def reason_bare_ip(host: str) -> str:
     return f'Request to the bare IP "{clip(host)}" instead of a SIP domain'
+
+
+def request_host(kind: Kind, ev: Event) -> str:
+    """The To / Request-URI host (sofia's pre_register/register_attempt swap the names)."""
+    if kind is _CHANNEL_CREATE:
+        return text(ev.sip_req_host) if isinstance(ev, HostEvent) else ""
+    if kind is _REGISTER_FAILURE:
+        return text(ev.to_host)
+    if kind is _PRE_REGISTER or kind is _REGISTER_ATTEMPT:
+        return text(ev.from_host)
+    return ""
+
+
+class BareIp(RuleBase):
+    """Mixin of DetectionEngine: the bare_ip rule (single event, instant.py)."""
+
+    def _bare_ip(
+        self, kind: Kind, ev: Event, ua: str, key: int, now: float, read_ts: float
+    ) -> bool:
+        if not self._bare_on:
+            return False
+        host = request_host(kind, ev)
+        literal = self._bare.match(host) if host else ""
+        return bool(literal) and self._decide(Evidence(
+            rule=BARE_IP, reason=reason_bare_ip(literal),
+            duration=self._sec.block_duration, key=key, now=now, read_ts=read_ts,
+            ev=ev, kind=kind, ua=ua, user=user_of(kind, ev), details={"host": literal},
+        ))  # fmt: skip

@@ -17,10 +17,8 @@ if TYPE_CHECKING:
         RateLimitConfig,
         SecurityConfig,
     )
-    from shared.iputil import IPAddress
 
     from ..decisions import Decisions
-    from ..events import Event, Kind
     from .bare_ip import BareIpMatcher
     from .extension_scan import CauseMatcher
     from .matchers import ScannerMatcher, TollFraudMatcher, UntrustedMatcher
@@ -42,18 +40,6 @@ if TYPE_CHECKING:
         _bare_on: bool
         _ext_cause: CauseMatcher
         _ext_on: bool
-
-        def _instant(
-            self,
-            kind: Kind,
-            ev: Event,
-            ua: str,
-            addr: IPAddress,
-            key: int,
-            now: float,
-            read_ts: float,
-        ) -> str:
-            raise NotImplementedError  # rules/instant.py
 
 else:
     RuleBase = object

@@ -1,32 +1,18 @@
-"""The single-event rules: untrusted_network (the source is in an untrusted network),
-scanner_ua (a scanner's User-Agent) and bare_ip (the request host is an IP literal).
-
-They run first on every event of a source that is not trusted, in one method (one call
-per event on the hot path); their matchers are in matchers.py and bare_ip.py.
-"""
+"""The single-event rules, in the order they run on every event of a source that is not
+trusted: untrusted_network, scanner_user_agent, bare_ip (one module each). One method
+per event on the hot path; the first rule that acts wins."""
 
 from __future__ import annotations
 
 from shared.iputil import IPAddress
 
-from ..events import Event, HostEvent, Kind, text, user_of
-from ..evidence import Evidence
-from .bare_ip import BARE_IP, reason_bare_ip
-from .base import RuleBase
-from .reasons import (
-    SCANNER_UA,
-    UNTRUSTED_NETWORK,
-    reason_scanner,
-    reason_untrusted_network,
-)
-
-_PRE_REGISTER = Kind.PRE_REGISTER
-_REGISTER_ATTEMPT = Kind.REGISTER_ATTEMPT
-_REGISTER_FAILURE = Kind.REGISTER_FAILURE
-_CHANNEL_CREATE = Kind.CHANNEL_CREATE
+from ..events import Event, Kind
+from .bare_ip import BareIp
+from .scanner_ua import ScannerUa
+from .untrusted_network import UntrustedNetwork
 
 
-class InstantRules(RuleBase):
+class InstantRules(UntrustedNetwork, ScannerUa, BareIp):
     """Mixin of DetectionEngine: the rules that ban on a single event."""
 
     def _instant(
@@ -34,41 +20,10 @@ class InstantRules(RuleBase):
     ) -> str:
         """Returns the kill reason when one acted ("" otherwise), whether or not a
         decision was emitted (auto-block off, already banned, protected source)."""
-        untrusted = self._untrusted
-        if untrusted.has_networks:
-            net = untrusted.network(addr)
-            if net and self._decide(Evidence(
-                rule=UNTRUSTED_NETWORK, reason=reason_untrusted_network(net),
-                duration=self._sec.block_duration, key=key, now=now, read_ts=read_ts,
-                ev=ev, kind=kind, ua=ua, details={"network": net},
-            )):  # fmt: skip
-                return "untrusted-network"
-        if ua:
-            pattern = self._scanner.match(ua)
-            if pattern and self._decide(Evidence(
-                rule=SCANNER_UA, reason=reason_scanner(ua),
-                duration=self._sec.block_duration, key=key, now=now, read_ts=read_ts,
-                ev=ev, kind=kind, ua=ua, user=user_of(kind, ev), details={"pattern": pattern},
-            )):  # fmt: skip
-                return "scanner"
-        if self._bare_on:
-            host = request_host(kind, ev)
-            literal = self._bare.match(host) if host else ""
-            if literal and self._decide(Evidence(
-                rule=BARE_IP, reason=reason_bare_ip(literal),
-                duration=self._sec.block_duration, key=key, now=now, read_ts=read_ts,
-                ev=ev, kind=kind, ua=ua, user=user_of(kind, ev), details={"host": literal},
-            )):  # fmt: skip
-                return "bare-ip"
+        if self._untrusted_network(kind, ev, ua, addr, key, now, read_ts):
+            return "untrusted-network"
+        if self._scanner_ua(kind, ev, ua, key, now, read_ts):
+            return "scanner"
+        if self._bare_ip(kind, ev, ua, key, now, read_ts):
+            return "bare-ip"
         return ""
-
-
-def request_host(kind: Kind, ev: Event) -> str:
-    """The To / Request-URI host (sofia's pre_register/register_attempt swap the names)."""
-    if kind is _CHANNEL_CREATE:
-        return text(ev.sip_req_host) if isinstance(ev, HostEvent) else ""
-    if kind is _REGISTER_FAILURE:
-        return text(ev.to_host)
-    if kind is _PRE_REGISTER or kind is _REGISTER_ATTEMPT:
-        return text(ev.from_host)
-    return ""

@@ -8,13 +8,13 @@ from shared.iputil import IPAddress
 
 from ..events import Event, Kind, text
 from ..state import WhitelistEntry
-from .base import RuleBase
+from .instant import InstantRules
 from .protection import REGISTRATION_HOLD
 
 _REGISTER = Kind.REGISTER
 
 
-class Registered(RuleBase):
+class Registered(InstantRules):
     """Mixin of DetectionEngine: sofia::register."""
 
     def _on_register(

@@ -14,13 +14,13 @@ from shared.iputil import IPAddress
 from ..events import Event, Kind, text, user_of
 from ..evidence import Evidence
 from ..state import MAX_CHALLENGES, Track
-from .base import RuleBase
+from .instant import InstantRules
 from .reasons import REGISTRATION_RATE, reason_rate
 
 _REGISTER_ATTEMPT = Kind.REGISTER_ATTEMPT
 
 
-class RegistrationRate(RuleBase):
+class RegistrationRate(InstantRules):
     """Mixin of DetectionEngine: sofia::pre_register and sofia::register_attempt."""
 
     def _on_attempt(

@@ -7,13 +7,13 @@ from shared.iputil import IPAddress
 
 from ..events import Event, Kind, text
 from ..evidence import Evidence
-from .base import RuleBase
+from .instant import InstantRules
 from .reasons import WRONG_CALL_STATE, reason_wrong_call_state
 
 _WRONG_CALL_STATE = Kind.WRONG_CALL_STATE
 
 
-class WrongCallState(RuleBase):
+class WrongCallState(InstantRules):
     """Mixin of DetectionEngine: sofia::wrong_call_state."""
 
     def _on_wrong_call_state(

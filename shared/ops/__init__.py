@@ -13,4 +13,5 @@ bad request from an older client is a 400 naming the field, not a handler's KeyE
     ops/firewall.py    the firewall's ops
     ops/worker.py      the workers' ops
     ops/supervisor.py  the supervisor's ops
+    ops/doc.py         docs/control.md, generated from the registries
 """
