@@ -43,7 +43,8 @@ class Rig:
     def reload(self, tmp: Path, **security: Any) -> FirewallReloaded:
         new = _config(tmp, **security)
         order = ReloadOrder(config=new, keys=plan(self.fw.config, new).apply)
-        return apply(self.fw, self.durable, FIREWALL_RELOAD.decode_request(order.to_args()))
+        wire = msgspec.to_builtins(order)  # as it travels over the control socket
+        return apply(self.fw, self.durable, FIREWALL_RELOAD.decode_request(wire))
 
 
 @pytest.fixture

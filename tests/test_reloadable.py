@@ -11,6 +11,7 @@ from fsguard_workers.netlist import NetworkWhitelist
 from shared.config import Config, config_from_dict
 from shared.iputil import parse_ip
 from shared.messages import ListChange
+from shared.ops.base import BadRequest
 from shared.ops.reload import Reloaded
 from shared.ops.worker import RELOAD as WORKER_RELOAD
 from shared.reloadable import (
@@ -85,12 +86,12 @@ def test_apply_in_place_keeps_the_objects_and_skips_restart_keys() -> None:
     new = config_from_dict({"server": {"port": 9000},
                             "security": {"rate_limit": {"call_rate_limit": 7}}})  # fmt: skip
     order = ReloadOrder(config=new, keys=["security.rate_limit.call_rate_limit", "server.port"])
-    again = ReloadOrder.from_args(order.to_args())  # as it travels over a control socket
+    again = WORKER_RELOAD.decode_request(msgspec.to_builtins(order))  # as it travels
     assert apply_in_place(cur, again) == ["security.rate_limit.call_rate_limit"]
     assert cur.security is sec and cur.security.rate_limit is rl and rl.call_rate_limit == 7
     assert cur.server.port == 8088
-    with pytest.raises(ValueError, match="malformed reload order"):
-        ReloadOrder.from_args({"config": {"server": {"port": "x"}}, "keys": []})
+    with pytest.raises(BadRequest, match=r"reload: .*`\$.config.server.port`"):
+        WORKER_RELOAD.decode_request({"config": {"server": {"port": "x"}}, "keys": []})
 
 
 def _order(cur: Config, **security: object) -> ReloadOrder:
