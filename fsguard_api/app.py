@@ -34,7 +34,6 @@ from fsguard_api.models import (
     SecurityStatus,
     SimulatedDecision,
     StatusMessage,
-    WorkerStats,
     convert,
     error_response,
 )
@@ -45,6 +44,7 @@ from shared.config import Config, api_token, worker_count
 from shared.control import PeerReplyInvalid
 from shared.esl_hardening import esl_warnings
 from shared.ops import supervisor as sup_ops
+from shared.ops import worker
 from shared.ops.base import Empty
 from shared.ops.supervisor import EslCommandRequest, SupervisorEslStats
 
@@ -172,15 +172,17 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
     @app.get("/security/simulated", responses=doc(list[SimulatedDecision]))
     async def security_simulated() -> Response:
         """Decisions of rules in simulate mode (security.rules.<rule>.mode), newest last."""
-        per_worker = await peers.all_workers("simulated")
-        items = [convert(d, SimulatedDecision, "worker") for w in per_worker for d in w or []]
+        per_worker = await peers.ask_workers(worker.SIMULATED, Empty())
+        items = [d for decisions in per_worker for d in decisions]
         items.sort(key=lambda d: d.time)
         return MsgspecResponse(items)
 
     @app.get("/security/esl", responses=doc(EslStats))
     async def security_esl() -> Response:
-        esl, per_worker = await asyncio.gather(esl_stats(), peers.all_workers("stats"))
-        processed = sum(convert(w, WorkerStats, "worker").processed for w in per_worker)
+        esl, per_worker = await asyncio.gather(
+            esl_stats(), peers.ask_workers(worker.STATS, Empty())
+        )
+        processed = sum(w.processed for w in per_worker)
         return MsgspecResponse(
             EslStats(
                 connected=esl.connected,

@@ -21,6 +21,8 @@ from starlette.types import Scope
 
 from fsguard_api.models import WhitelistEntry, convert
 from fsguard_api.peers import Peers
+from shared.ops import worker
+from shared.ops.base import Empty
 
 
 class PatternConvertor(Convertor[str]):
@@ -40,11 +42,11 @@ async def whitelist_total(peers: Peers) -> int:
     """Distinct whitelisted addresses: the firewall's manual entries and every worker's
     registration-learned entries (an address in both counts once)."""
     manual, per_worker = await asyncio.gather(
-        peers.firewall("whitelist"), peers.all_workers("whitelist")
+        peers.firewall("whitelist"), peers.ask_workers(worker.WHITELIST, Empty())
     )
     keys = set(convert(manual, dict[str, WhitelistEntry], "firewall"))
     for part in per_worker:
-        keys.update(convert(part, dict[str, WhitelistEntry], "worker"))
+        keys.update(part)
     return len(keys)
 
 

@@ -19,10 +19,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from fsguard_api.metrics_scrape import num
 from shared.esl_hardening import CHECKS
+from shared.ops.worker import WorkerStats
 
 
 def rule_families(
-    workers: list[dict[str, Any] | None],
+    workers: list[WorkerStats | None],
     firewall: dict[str, Any] | None,
     hardening: Mapping[str, str],
 ) -> Iterator[Metric]:
@@ -39,15 +40,11 @@ def rule_families(
     for index, w in enumerate(workers):
         if w is None:
             continue
-        worker, pid = str(index), str(w.get("pid", ""))
-        for key, family, extra in (
-            ("simulated_by_rule", simulated, ["true"]),
-            ("spoofing_by_rule", spoofing, []),
-        ):
-            by_rule = w.get(key)
-            if isinstance(by_rule, Mapping):
-                for rule, count in sorted(by_rule.items()):
-                    family.add_metric([str(rule), worker, pid, *extra], num(count))
+        worker, pid = str(index), str(w.pid)
+        for rule, count in sorted(w.simulated_by_rule.items()):
+            simulated.add_metric([rule, worker, pid, "true"], float(count))
+        for rule, count in sorted(w.spoofing_by_rule.items()):
+            spoofing.add_metric([rule, worker, pid], float(count))
     yield simulated
     yield spoofing
     exceeded = CounterMetricFamily(

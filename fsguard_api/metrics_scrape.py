@@ -20,8 +20,10 @@ from fsguard_api.metrics_requests import RequestCounter
 from shared import addresses
 from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall, arequest
 from shared.ops import supervisor as sup_ops
+from shared.ops import worker
 from shared.ops.base import Empty, Op, RepT
 from shared.ops.supervisor import SupervisorStats
+from shared.ops.worker import WorkerStats
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 
@@ -32,7 +34,7 @@ class Scrape:
 
     supervisor: SupervisorStats | None
     firewall: dict[str, Any] | None
-    workers: list[dict[str, Any] | None]
+    workers: list[WorkerStats | None]
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     api_pid: int = 0
     seconds: float = 0.0
@@ -60,16 +62,19 @@ async def gather(
     """Ask every process for its `stats`, all at once."""
     started = time.perf_counter()
     ctx = ctx or zmq.asyncio.Context.instance()
-    endpoints = [addresses.firewall_control(runtime_dir)]
-    endpoints += [addresses.worker_control(runtime_dir, i) for i in range(workers)]
-    asked = _ask(addresses.supervisor_control(runtime_dir), sup_ops.STATS, ctx, timeout)
-    supervisor, replies = await asyncio.gather(
-        asked, asyncio.gather(*(_stats(e, ctx, timeout) for e in endpoints))
+    rd = runtime_dir
+    sup = _ask(addresses.supervisor_control(rd), sup_ops.STATS, ctx, timeout)
+    per_worker = []  # one call per statement: mypy then infers each reply type
+    for index in range(workers):
+        one = _ask(addresses.worker_control(rd, index), worker.STATS, ctx, timeout)
+        per_worker.append(one)
+    supervisor, firewall, worker_replies = await asyncio.gather(
+        sup, _stats(addresses.firewall_control(rd), ctx, timeout), asyncio.gather(*per_worker)
     )
     return Scrape(
         supervisor=supervisor,
-        firewall=replies[0],
-        workers=list(replies[1:]),
+        firewall=firewall,
+        workers=list(worker_replies),
         requests=dict(requests.counts) if requests is not None else {},
         api_pid=os.getpid(),
         seconds=time.perf_counter() - started,

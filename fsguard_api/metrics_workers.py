@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fsguard_api.metrics_scrape import num
 from shared.ops.supervisor import SupervisorStats
+from shared.ops.worker import WorkerStats
 
-DECODE_OUTCOMES = {
-    "repaired": "invalid_utf8",
-    "salvaged": "decode_salvaged",
-    "refused": "decode_refused",
-    "failed": "decode_errors",
-}
+
+def decode_outcomes(w: WorkerStats) -> dict[str, int]:
+    """fsguard_worker_event_decode's outcomes: the worker's decoder counters."""
+    return {
+        "repaired": w.invalid_utf8,
+        "salvaged": w.decode_salvaged,
+        "refused": w.decode_refused,
+        "failed": w.decode_errors,
+    }
 
 
 def worker_families(
-    workers: list[dict[str, Any] | None], supervisor: SupervisorStats | None
+    workers: list[WorkerStats | None], supervisor: SupervisorStats | None
 ) -> Iterator[Metric]:
     """Worker counters; queue depth is the supervisor's sent count minus the processed."""
     sent = supervisor.sent_per_worker if supervisor is not None else []
@@ -60,20 +63,16 @@ def worker_families(
     for index, w in enumerate(workers):
         if w is None:
             continue
-        worker, pid = str(index), str(w.get("pid", ""))
-        by_name = w.get("events_by_name")
-        if isinstance(by_name, Mapping):
-            for name, count in sorted(by_name.items()):
-                events.add_metric([str(name), worker, pid], num(count))
-        by_rule = w.get("decisions_by_rule")
-        if isinstance(by_rule, Mapping):
-            for rule, count in sorted(by_rule.items()):
-                decisions.add_metric([str(rule), worker, pid], num(count))
-        evictions.add_metric([worker, pid], num(w.get("evictions")))
-        processed.add_metric([worker, pid], num(w.get("processed")))
-        tracked.add_metric([worker], num(w.get("tracked_ips")))
-        for outcome, key in DECODE_OUTCOMES.items():
-            decode.add_metric([outcome, worker, pid], num(w.get(key)))
+        worker, pid = str(index), str(w.pid)
+        for name, count in sorted(w.events_by_name.items()):
+            events.add_metric([name, worker, pid], float(count))
+        for rule, count in sorted(w.decisions_by_rule.items()):
+            decisions.add_metric([rule, worker, pid], float(count))
+        evictions.add_metric([worker, pid], float(w.evictions))
+        processed.add_metric([worker, pid], float(w.processed))
+        tracked.add_metric([worker], float(w.tracked_ips))
+        for outcome, count in decode_outcomes(w).items():
+            decode.add_metric([outcome, worker, pid], float(count))
         if index < len(sent):
-            depth.add_metric([worker], max(0.0, num(sent[index]) - num(w.get("processed"))))
+            depth.add_metric([worker], max(0.0, num(sent[index]) - float(w.processed)))
     yield from (events, decisions, evictions, processed, tracked, decode, depth)

@@ -13,7 +13,15 @@ import msgspec
 from starlette.responses import Response
 
 from shared.control import PeerReplyInvalid
-from shared.ops.supervisor import CommandResult as CommandResult  # a REST response too
+
+# Peer replies that are also REST shapes live with their ops (same class names, so the
+# OpenAPI document does not change), re-exported for the routes.
+from shared.ops.common import WhitelistEntry as WhitelistEntry
+from shared.ops.supervisor import CommandResult as CommandResult
+from shared.ops.worker import FailedEntry as FailedEntry
+from shared.ops.worker import RateEntry as RateEntry
+from shared.ops.worker import SimulatedDecision as SimulatedDecision
+from shared.ops.worker import WrongCallStateEntry as WrongCallStateEntry
 
 T = TypeVar("T")
 
@@ -36,20 +44,6 @@ class SecurityStatus(msgspec.Struct, kw_only=True):
     eslPort: str  # a string in Go (config.Security.ESLPort)
     # fsguard addition (issue 12): failed ESL hardening checks, check -> message
     eslWarnings: dict[str, str] = msgspec.field(default_factory=dict)
-
-
-class SimulatedDecision(msgspec.Struct, kw_only=True):
-    """A decision of a rule in simulate mode (never applied): GET /security/simulated."""
-
-    ip: str
-    rule: str
-    reason: str
-    duration: float
-    user: str = ""
-    userAgent: str = ""
-    count: int = 0
-    time: str = ""
-    simulated: bool = True
 
 
 class EslStats(msgspec.Struct, kw_only=True):
@@ -101,16 +95,6 @@ class ErrorBody(msgspec.Struct, kw_only=True):
     error: str
 
 
-class WhitelistEntry(msgspec.Struct, kw_only=True):
-    ip: str
-    addedAt: str
-    expiresAt: str  # Go zero time "0001-01-01T00:00:00Z" when permanent
-    lastSeen: str
-    userId: str
-    domain: str
-    permanent: bool
-
-
 class WhitelistLookup(msgspec.Struct, kw_only=True, omit_defaults=True):
     """GET /security/whitelist/{ip}. userId/domain only when whitelisted (as in Go);
     trustedNetwork (fsguard addition) names the trusted network that contains the IP."""
@@ -137,29 +121,6 @@ class BatchItemResult(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class BatchResults(msgspec.Struct, kw_only=True):
     results: list[BatchItemResult]
-
-
-class FailedEntry(msgspec.Struct, kw_only=True):
-    count: int
-    firstAttempt: str
-    lastAttempt: str
-    userIds: list[str] | None
-    domains: list[str] | None
-
-
-class WrongCallStateEntry(msgspec.Struct, kw_only=True):
-    count: int
-    firstAttempt: str
-    lastAttempt: str
-    userIds: list[str] | None
-
-
-class RateEntry(msgspec.Struct, kw_only=True):
-    count: int
-    firstRequest: str
-    lastRequest: str
-    userIds: list[str] | None
-    domains: list[str] | None
 
 
 class RateLimitSettings(msgspec.Struct, kw_only=True):
@@ -270,12 +231,6 @@ class SystemStats(msgspec.Struct, kw_only=True):
 
 
 # --- peer replies (the control contract) -----------------------------------------------
-
-
-class WorkerStats(msgspec.Struct, kw_only=True):
-    """Worker op "stats": only the field the API uses."""
-
-    processed: int
 
 
 class FirewallStatus(msgspec.Struct, kw_only=True):

@@ -5,7 +5,7 @@ merging, batches, audit records.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 
 from fastapi import Request
@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
 from fsguard_api import access
-from fsguard_api.models import BatchItemResult, BatchResults, MsgspecResponse, convert
+from fsguard_api.models import BatchItemResult, BatchResults, MsgspecResponse
 from fsguard_api.peers import PeerError
 from shared.config import LOG_LEVELS, MAX_BAN_SECONDS, ConfigError, parse_duration
 from shared.iputil import parse_ip
@@ -103,11 +103,11 @@ def seconds_of(value: str | float | None) -> float | None:
     return seconds
 
 
-def merge(parts: Sequence[Any], into: type[T], peer: str) -> dict[str, T]:
+def merge(parts: Iterable[Mapping[str, T]]) -> dict[str, T]:
     """Union of per-shard maps (shards own disjoint addresses)."""
     out: dict[str, T] = {}
     for part in parts:
-        out.update(convert(part, dict[str, into], peer))  # type: ignore[valid-type]
+        out.update(part)
     return out
 
 
@@ -146,10 +146,6 @@ async def run_batch(
 def latest(times: Sequence[str]) -> str:
     # RFC 3339 UTC strings with the same layout compare in time order
     return max(times, default=GO_ZERO_TIME)
-
-
-def stat_sum(stats: Sequence[dict[str, Any]], key: str) -> int:
-    return sum(int(s.get(key, 0) or 0) for s in stats)
 
 
 def audit(request: Request, action: str, subject: str, outcome: str) -> None:

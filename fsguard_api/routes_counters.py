@@ -17,6 +17,8 @@ from fsguard_api.peers import Peers
 from fsguard_api.routes_common import merge
 from shared.config import Config
 from shared.durations import go_duration
+from shared.ops import worker
+from shared.ops.base import Empty
 
 
 def add_counter_routes(app: FastAPI, config: Config, peers: Peers) -> None:
@@ -24,12 +26,13 @@ def add_counter_routes(app: FastAPI, config: Config, peers: Peers) -> None:
 
     @app.get("/security/failed", responses=doc(dict[str, FailedEntry]))
     async def failed() -> Response:
-        return MsgspecResponse(merge(await peers.all_workers("failed"), FailedEntry, "worker"))
+        parts = await peers.ask_workers(worker.FAILED, Empty())
+        return MsgspecResponse(merge(parts))
 
     @app.get("/security/wrong-call-states", responses=doc(dict[str, WrongCallStateEntry]))
     async def wrong_call_states() -> Response:
-        parts = await peers.all_workers("wrong_call_states")
-        return MsgspecResponse(merge(parts, WrongCallStateEntry, "worker"))
+        parts = await peers.ask_workers(worker.WRONG_CALL_STATES, Empty())
+        return MsgspecResponse(merge(parts))
 
     @app.get("/security/rate-limit", responses=doc(RateLimitSettings, peer=False))
     async def rate_limit() -> Response:
@@ -50,9 +53,10 @@ def add_counter_routes(app: FastAPI, config: Config, peers: Peers) -> None:
 
     @app.get("/security/rate-limit/calls", responses=doc(dict[str, RateEntry]))
     async def rate_calls() -> Response:
-        return MsgspecResponse(merge(await peers.all_workers("rate_calls"), RateEntry, "worker"))
+        parts = await peers.ask_workers(worker.RATE_CALLS, Empty())
+        return MsgspecResponse(merge(parts))
 
     @app.get("/security/rate-limit/registrations", responses=doc(dict[str, RateEntry]))
     async def rate_registrations() -> Response:
-        parts = await peers.all_workers("rate_registrations")
-        return MsgspecResponse(merge(parts, RateEntry, "worker"))
+        parts = await peers.ask_workers(worker.RATE_REGISTRATIONS, Empty())
+        return MsgspecResponse(merge(parts))

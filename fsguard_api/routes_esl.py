@@ -15,6 +15,7 @@ from shared.config import Config, worker_count
 from shared.logs import set_level
 from shared.ops import firewall as fw_ops
 from shared.ops import supervisor as sup_ops
+from shared.ops import worker
 from shared.ops.common import LogLevelRequest
 
 
@@ -23,12 +24,11 @@ def add_log_level_routes(app: FastAPI, config: Config, peers: Peers) -> None:
 
     @app.post("/security/esl/log-level", responses=doc(StatusMessage, body=True))
     async def log_level(request: Request, body: LogLevelBody) -> Response:
-        args = {"level": body.level}
         level = LogLevelRequest(level=body.level)
         results = await asyncio.gather(
             peers.ask(sup_ops.LOG_LEVEL, level),
             peers.ask(fw_ops.LOG_LEVEL, level),
-            *(peers.worker(i, "log_level", args) for i in range(workers)),
+            *(peers.ask(worker.LOG_LEVEL, level, i) for i in range(workers)),
             return_exceptions=True,
         )
         set_level(body.level)

@@ -12,17 +12,12 @@ from starlette.responses import Response
 
 from fsguard_api import dropin
 from fsguard_api.cache import ResponseCache
-from fsguard_api.models import (
-    FailedEntry,
-    FirewallStatus,
-    RateEntry,
-    SecurityStats,
-    WrongCallStateEntry,
-    convert,
-)
+from fsguard_api.models import FirewallStatus, SecurityStats, convert
 from fsguard_api.openapi import doc
 from fsguard_api.peers import Peers
-from fsguard_api.routes_common import latest, merge, stat_sum
+from fsguard_api.routes_common import latest, merge
+from shared.ops import worker
+from shared.ops.base import Empty
 
 STATS_CACHE_KEY = "route:stats:security"
 
@@ -34,28 +29,25 @@ def add_stats_routes(app: FastAPI, peers: Peers) -> None:
         cached = cache.get(STATS_CACHE_KEY)
         if cached is not None:
             return Response(cached, media_type="application/json")
-        fw_stats, fw_status, w_stats, w_failed, w_wcs, w_regs = await asyncio.gather(
+        fw_stats, fw_status, stats, w_failed, w_wcs, w_regs = await asyncio.gather(
             peers.firewall("stats"),
             peers.firewall("status"),
-            peers.all_workers("stats"),
-            peers.all_workers("failed"),
-            peers.all_workers("wrong_call_states"),
-            peers.all_workers("rate_registrations"),
+            peers.ask_workers(worker.STATS, Empty()),
+            peers.ask_workers(worker.FAILED, Empty()),
+            peers.ask_workers(worker.WRONG_CALL_STATES, Empty()),
+            peers.ask_workers(worker.RATE_REGISTRATIONS, Empty()),
         )
         status = convert(fw_status, FirewallStatus, "firewall")
-        fails = merge(w_failed, FailedEntry, "worker")
-        wcs = merge(w_wcs, WrongCallStateEntry, "worker")
-        regs = merge(w_regs, RateEntry, "worker")
-        stats = [s for s in w_stats if isinstance(s, dict)]
+        fails, wcs, regs = merge(w_failed), merge(w_wcs), merge(w_regs)
         fw = fw_stats if isinstance(fw_stats, dict) else {}
         whitelisted = await dropin.whitelist_total(peers)
         result = SecurityStats(
-            totalRegistrations=stat_sum(stats, "registrations")
+            totalRegistrations=sum(s.registrations for s in stats)
             or sum(e.count for e in regs.values()),
-            failedRegistrations=stat_sum(stats, "failed_registrations")
+            failedRegistrations=sum(s.failed_registrations for s in stats)
             or sum(e.count for e in fails.values()),
             blockedAttempts=int(fw.get("bans_applied", 0) or 0),
-            wrongCallStates=stat_sum(stats, "wrong_call_states")
+            wrongCallStates=sum(s.wrong_call_states for s in stats)
             or sum(e.count for e in wcs.values()),
             lastRegistrationTime=latest([e.lastRequest for e in regs.values()]),
             lastFailedTime=latest([e.lastAttempt for e in fails.values()]),

@@ -26,6 +26,8 @@ from fsguard_api.routes_common import WhitelistBody, audit, checked_ip, merge, r
 from fsguard_api.whitelist_net import WhitelistAdded
 from shared.config import Config, worker_count
 from shared.iputil import parse_ip, shard_of
+from shared.ops import worker
+from shared.ops.base import Empty
 
 
 def add_whitelist_routes(app: FastAPI, config: Config, peers: Peers) -> None:
@@ -35,17 +37,16 @@ def add_whitelist_routes(app: FastAPI, config: Config, peers: Peers) -> None:
     async def learned(ip: str) -> WhitelistEntry | None:
         """The owner worker's learned whitelist entry for `ip`."""
         shard = shard_of(ip, workers) or 0
-        data = convert(await peers.worker(shard, "whitelist"), dict[str, WhitelistEntry], "worker")
-        return data.get(ip)
+        return (await peers.ask(worker.WHITELIST, Empty(), shard)).get(ip)
 
     # --- whitelist -----------------------------------------------------------------
 
     @app.get("/security/whitelist", responses=doc(dict[str, WhitelistEntry]))
     async def whitelist_list() -> Response:
         manual, per_worker = await asyncio.gather(
-            peers.firewall("whitelist"), peers.all_workers("whitelist")
+            peers.firewall("whitelist"), peers.ask_workers(worker.WHITELIST, Empty())
         )
-        out = merge(per_worker, WhitelistEntry, "worker")
+        out = merge(per_worker)
         out.update(convert(manual, dict[str, WhitelistEntry], "firewall"))
         return MsgspecResponse(out)
 

@@ -28,7 +28,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fsguard_cli import simulator as sim
-from fsguard_cli.simulator import ThreadedFakeFreeSwitch, load_capture, rewrite_source_ip
+from fsguard_cli.simulator import (
+    FakeFreeSwitch,
+    ThreadedFakeFreeSwitch,
+    load_capture,
+    rewrite_source_ip,
+)
 
 from .demo_setup import (
     PHASE_STORY,
@@ -94,7 +99,7 @@ class Demo:
             listener.bind(("127.0.0.1", 0))
             listener.listen(8)
             esl_port = listener.getsockname()[1]
-            fake = ThreadedFakeFreeSwitch(sock=listener)
+            fake = ThreadedFakeFreeSwitch(FakeFreeSwitch(sock=listener))
             fake.start()
             stack.callback(fake.stop)
             cfg = write_config(tmp, esl_port, api_port, dry_run=not self.enforce)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, Required, TypedDict, Unpack
 
 import msgspec
 
@@ -24,6 +24,37 @@ Target = (
 Element = ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv6Network
 
 MAX_TIMEOUT = 2147483  # ipset's largest timeout, seconds (0 = permanent); nft uses the same
+
+
+def clamp_timeout(seconds: int) -> int:
+    """A ban timeout the sets accept: 0 stays permanent, the rest is 1..MAX_TIMEOUT."""
+    if seconds < 0:
+        raise ValueError(f"negative timeout {seconds}")
+    return min(seconds, MAX_TIMEOUT)
+
+
+class BackendOptions(TypedDict, total=False):
+    """The keyword options every backend takes (make_backend builds them once)."""
+
+    default_timeout: Required[int]  # the sets' default, seconds (clamped; 0 = permanent)
+    dry_run: bool  # log instead of touching the kernel
+    ipv6_prefix: int  # IPv6 bans cover this prefix (1..128)
+    command_timeout: float  # seconds one tool run may take
+    command_prefix: Sequence[str]  # e.g. ("ip", "netns", "exec", NS)
+
+
+class BackendBase:
+    """The options both backends share, validated in one place."""
+
+    def __init__(self, **options: Unpack[BackendOptions]) -> None:
+        ipv6_prefix = options.get("ipv6_prefix", 128)
+        if not 1 <= ipv6_prefix <= 128:
+            raise ValueError(f"ipv6_prefix must be 1..128, got {ipv6_prefix}")
+        self.default_timeout = clamp_timeout(int(options["default_timeout"]))
+        self.dry_run = options.get("dry_run", False)
+        self.ipv6_prefix = ipv6_prefix
+        self.command_timeout = options.get("command_timeout", 5.0)
+        self.command_prefix = list(options.get("command_prefix", ()))
 
 
 class FirewallError(Exception):

@@ -6,18 +6,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from .store import BAN_SOURCES, BanRecord
+from .store_records import rfc3339
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 class BanEntry(msgspec.Struct, kw_only=True):
@@ -62,6 +58,18 @@ class BanEntry(msgspec.Struct, kw_only=True):
         return shape
 
 
+class _Expires(Protocol):
+    def active(self, now: float) -> bool: ...
+
+
+E = TypeVar("E", bound=_Expires)
+
+
+def live(entry: E | None, now: float) -> E | None:
+    """`entry` if it is active at `now`: every lookup hides expired entries (as in Go)."""
+    return entry if entry is not None and entry.active(now) else None
+
+
 class BanStore(Protocol):
     """Where bans live. MemoryBanStore now; a SQLite store implements the same methods."""
 
@@ -86,8 +94,7 @@ class MemoryBanStore:
         return {}  # no durable history: the workers' own recidive count stands
 
     def get(self, ip: str, now: float) -> BanEntry | None:
-        entry = self._entries.get(ip)
-        return entry if entry is not None and entry.active(now) else None
+        return live(self._entries.get(ip), now)
 
     def put_many(
         self, entries: Iterable[BanEntry], gate: Callable[[], Collection[str]] | None = None

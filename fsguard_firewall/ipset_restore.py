@@ -5,15 +5,14 @@ that did not reach the kernel. Commands run in their own session, killed whole o
 
 from __future__ import annotations
 
-import contextlib
 import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import process_group as tool
 from .backend import Element, FirewallError
-from .process_group import kill_group
 
 if TYPE_CHECKING:
     from .kernel import KernelFirewall
@@ -98,14 +97,8 @@ class PendingApply:
         self._proc = proc
         self._dry = dry
         self._applied = applied  # lines already applied over netlink
-        if proc is not None and proc.stdin is not None:
-            # Feed ipset now so it works while the caller commits; a pipe holds 64 KiB,
-            # beyond that this write paces itself on ipset's reading.
-            stdin, proc.stdin = proc.stdin, None  # communicate() must not touch it again
-            with contextlib.suppress(BrokenPipeError):  # ipset died: its stderr says why
-                stdin.write("\n".join(line.text for line in lines) + "\n")
-            with contextlib.suppress(BrokenPipeError):
-                stdin.close()
+        if proc is not None:  # fed now, so ipset works while the caller commits
+            tool.feed(proc, "\n".join(line.text for line in lines) + "\n")
 
     @property
     def running(self) -> bool:
@@ -117,15 +110,10 @@ class PendingApply:
         proc = self._proc
         if proc is None:
             return len(self._lines) if self._dry else self._applied
-        try:
-            _, stderr = proc.communicate(timeout=self._kernel.command_timeout)
-        except subprocess.TimeoutExpired as exc:
-            kill_group(proc)
-            raise FirewallError(
-                f"ipset restore timed out after {self._kernel.command_timeout}s",
-                failed=[(line.element, "timeout") for line in self._lines],
-                applied=0,
-            ) from exc
+        _, stderr = tool.finish(
+            proc, self._kernel.command_timeout, "ipset restore",
+            elements=(line.element for line in self._lines),
+        )  # fmt: skip
         try:
             return self._applied + restore(
                 self._kernel._run, self._lines, first=(proc.returncode, stderr)

@@ -15,15 +15,16 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
-from .backend import MAX_TIMEOUT, Element, FirewallError, KernelDiff, Target
+from . import backend as kb
+from . import process_group as tool
+from .backend import MAX_TIMEOUT, BackendOptions, Element, FirewallError, KernelDiff, Target
 from .elements import to_element
 from .ipset_netlink import IpsetNetlink, NetlinkPath
 from .ipset_restore import IpsetLine, PendingApply
 from .ipset_sets import ensure_set_params, parse_save
 from .ipset_sets import ruleset as ipset_ruleset
-from .process_group import kill_group
 from .reconcile import reconcile_members
 
 __all__ = ["MAX_TIMEOUT", "Element", "FirewallError", "KernelFirewall", "Target"]
@@ -40,14 +41,7 @@ class _DryState:
     members: dict[str, float] = field(default_factory=dict)
 
 
-def clamp_timeout(seconds: int) -> int:
-    """A ban timeout ipset accepts: 0 stays permanent, the rest is 1..MAX_TIMEOUT."""
-    if seconds < 0:
-        raise ValueError(f"negative timeout {seconds}")
-    return min(seconds, MAX_TIMEOUT)
-
-
-class KernelFirewall:
+class KernelFirewall(kb.BackendBase):
     """Single writer of the fsguard ipsets and their DROP rules (a backend.KernelBackend)."""
 
     kind = "ipset"
@@ -57,30 +51,20 @@ class KernelFirewall:
         set_name: str,
         chain: str,
         *,
-        default_timeout: int,
-        dry_run: bool = False,
-        ipv6_prefix: int = 128,
-        command_timeout: float = 5.0,
-        command_prefix: Sequence[str] = (),
         netlink: Callable[[], IpsetNetlink] | None = None,
+        **options: Unpack[BackendOptions],
     ) -> None:
         if not _NAME_RE.match(set_name):
             raise ValueError(f"invalid ipset name {set_name!r} (1-28 chars of A-Za-z0-9_.:-)")
         if not _NAME_RE.match(chain):
             raise ValueError(f"invalid iptables chain {chain!r} (1-28 chars of A-Za-z0-9_.:-)")
-        if not 1 <= ipv6_prefix <= 128:
-            raise ValueError(f"ipv6_prefix must be 1..128, got {ipv6_prefix}")
+        super().__init__(**options)
         self.set_v4 = set_name
         self.set_v6 = set_name + "-v6"
         self.chain = chain
-        self.default_timeout = clamp_timeout(int(default_timeout))
-        self.dry_run = dry_run
-        self.ipv6_prefix = ipv6_prefix
-        self.command_timeout = command_timeout
-        self.command_prefix = list(command_prefix)
         # ipset add/del over netlink when ipset would run right here (no command prefix)
         # or through the given factory (a socket opened in the target namespace)
-        self._netlink = NetlinkPath(netlink or (None if command_prefix else IpsetNetlink))
+        self._netlink = NetlinkPath(netlink or (None if self.command_prefix else IpsetNetlink))
         self._dry = _DryState()
 
     # --- element rendering -------------------------------------------------------
@@ -99,23 +83,8 @@ class KernelFirewall:
         self, argv: Sequence[str], *, stdin: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         full = [*self.command_prefix, *argv]
-        try:
-            # Own process group: a hung command (and any child holding its pipes) is
-            # killed as a whole, so a timeout really ends the wait.
-            popen = subprocess.Popen(
-                full, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                start_new_session=True,
-            )  # fmt: skip
-        except FileNotFoundError as exc:
-            raise FirewallError(f"{exc.filename or argv[0]} not found: {_INSTALL_HINT}") from exc
-        try:
-            out, err = popen.communicate(stdin, timeout=self.command_timeout)
-        except subprocess.TimeoutExpired as exc:
-            kill_group(popen)
-            raise FirewallError(
-                f"{' '.join(argv[:3])} timed out after {self.command_timeout}s"
-            ) from exc
+        popen = tool.start(full, name=argv[0], hint=_INSTALL_HINT, stdin=stdin is not None)
+        out, err = tool.finish(popen, self.command_timeout, " ".join(argv[:3]), stdin=stdin)
         proc = subprocess.CompletedProcess(full, popen.returncode, out, err)
         if self.command_prefix and proc.returncode != 0 and "No such file" in proc.stderr:
             # A wrapper (`ip netns exec`) reports a missing inner binary this way.
@@ -214,7 +183,7 @@ class KernelFirewall:
         for target, timeout in bans:
             elem = self.element(target)
             name = self._set_for(elem)
-            secs = clamp_timeout(int(timeout))
+            secs = kb.clamp_timeout(int(timeout))
             lines.append(IpsetLine(f"add {name} {elem} timeout {secs}", str(elem), name,
                                "add", elem, secs))
         for target in unbans:
@@ -239,17 +208,9 @@ class KernelFirewall:
 
     def _popen(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         """Start a command with piped stdio (its timeout is applied by the waiter)."""
-        try:
-            return subprocess.Popen(
-                [*self.command_prefix, *argv],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )
-        except FileNotFoundError as exc:
-            raise FirewallError(f"{exc.filename or argv[0]} not found: {_INSTALL_HINT}") from exc
+        return tool.start(
+            [*self.command_prefix, *argv], name=argv[0], hint=_INSTALL_HINT, stdin=True
+        )
 
     def _dry_apply(self, lines: list[IpsetLine]) -> None:
         log.info("DRY RUN: would run ipset restore -exist with %d lines", len(lines))

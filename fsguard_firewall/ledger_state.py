@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from shared.messages import BanDecision, DecisionAck
 
 from .backend import MAX_TIMEOUT, Element, KernelBackend
-from .entries import BanEntry, BanStore
+from .entries import BanEntry, BanStore, live
 from .stats import Stats
 
 log = logging.getLogger("fsguard.firewall")
@@ -96,8 +96,7 @@ class LedgerState:
     def get(self, key: str, now: float) -> BanEntry | None:
         """The active ban of `key` as the kernel holds it (backlog first, then store)."""
         if key in self.backlog:
-            entry = self.backlog[key]
-            return entry if entry is not None and entry.active(now) else None
+            return live(self.backlog[key], now)
         return self.store.get(key, now)
 
     def active(self, now: float) -> list[BanEntry]:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from . import nft_ruleset as nr
-from .backend import Element, FirewallError, KernelDiff, Target
+from . import process_group as tool
+from .backend import BackendOptions, Element, FirewallError, KernelDiff, Target, clamp_timeout
 from .elements import to_element
-from .kernel import clamp_timeout
 from .nft_exec import INSTALL_HINT, MISSING, NftRunner, prefixed
 from .nft_pending import NftPending
 from .reconcile import reconcile_members
@@ -44,28 +43,14 @@ class NftBackend(NftRunner):
         table: str,
         set_name: str,
         *,
-        default_timeout: int,
-        dry_run: bool = False,
-        ipv6_prefix: int = 128,
-        command_timeout: float = 5.0,
         list_timeout: float = 60.0,
-        command_prefix: Sequence[str] = (),
+        **options: Unpack[BackendOptions],
     ) -> None:
-        if not 1 <= ipv6_prefix <= 128:
-            raise ValueError(f"ipv6_prefix must be 1..128, got {ipv6_prefix}")
-        super().__init__(
-            table,
-            dry_run=dry_run,
-            command_timeout=command_timeout,
-            list_timeout=list_timeout,
-            command_prefix=command_prefix,
-        )
-        self.spec = nr.table_spec(table, set_name, ipv6_prefix)
+        super().__init__(table, list_timeout=list_timeout, **options)
+        self.spec = nr.table_spec(table, set_name, self.ipv6_prefix)
         self.set_v4 = self.spec.v4.name
         self.set_v6 = self.spec.v6.name
         self.chain = nr.CHAIN
-        self.default_timeout = clamp_timeout(int(default_timeout))
-        self.ipv6_prefix = ipv6_prefix
         self.updates_timeouts: bool | None = None  # probed by ensure (kernel >= 6.10)
         self._reuse_read = False  # list_members may use ensure's read (see READ_REUSE)
         self._dry: dict[str, float] = {}  # dry run: element -> expiry (0 = never)
@@ -214,17 +199,8 @@ class NftBackend(NftRunner):
             self.updates_timeouts = False  # not probed (ensure not run): the safe form
         self._read = None  # a write: the last read no longer stands for the kernel
         batch = self._render(items, range(len(items)))
-        try:
-            proc = subprocess.Popen(
-                [*self.command_prefix, "nft", "-f", "-"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,  # a timeout kills nft and anything it started
-            )
-        except FileNotFoundError as exc:
-            raise FirewallError(f"{exc.filename or 'nft'} not found: {INSTALL_HINT}") from exc
+        argv = [*self.command_prefix, "nft", "-f", "-"]
+        proc = tool.start(argv, name="nft", hint=INSTALL_HINT, stdin=True)
         return NftPending(self, items, proc, batch)
 
     def _dry_apply(self, items: list[tuple[Element, int | None]]) -> None:

@@ -12,11 +12,11 @@ import logging
 import subprocess
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from . import nft_ruleset as nr
-from .backend import FirewallError
-from .process_group import kill_group
+from . import process_group as tool
+from .backend import BackendBase, BackendOptions, FirewallError
 
 log = logging.getLogger("fsguard_firewall.nft_backend")
 
@@ -25,23 +25,19 @@ MISSING = "No such file or directory"
 LIST_READS = 6  # dumps before giving up on a consistent one (see read_table)
 
 
-class NftRunner:
+class NftRunner(BackendBase):
     """Runs nft (optionally under `command_prefix`, e.g. `ip netns exec NS`)."""
 
     def __init__(
         self,
         table: str,
         *,
-        dry_run: bool = False,
-        command_timeout: float = 5.0,
         list_timeout: float = 60.0,
-        command_prefix: Sequence[str] = (),
+        **options: Unpack[BackendOptions],
     ) -> None:
+        super().__init__(**options)
         self.table = table
-        self.dry_run = dry_run
-        self.command_timeout = command_timeout
-        self.list_timeout = max(list_timeout, command_timeout)
-        self.command_prefix = list(command_prefix)
+        self.list_timeout = max(list_timeout, self.command_timeout)
         self._read: tuple[float, nr.TableState] | None = None  # last read_table (monotonic)
 
     def _run(
@@ -49,19 +45,8 @@ class NftRunner:
     ) -> subprocess.CompletedProcess[str]:
         argv = [*self.command_prefix, "nft", *args]
         limit = timeout or self.command_timeout
-        try:
-            popen = subprocess.Popen(
-                argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                start_new_session=True,  # a timeout kills nft and anything it started
-            )  # fmt: skip
-        except FileNotFoundError as exc:
-            raise FirewallError(f"{exc.filename or 'nft'} not found: {INSTALL_HINT}") from exc
-        try:
-            out, err = popen.communicate(stdin, timeout=limit)
-        except subprocess.TimeoutExpired as exc:
-            kill_group(popen)
-            raise FirewallError(f"nft {' '.join(args[:3])} timed out after {limit}s") from exc
+        popen = tool.start(argv, name="nft", hint=INSTALL_HINT, stdin=stdin is not None)
+        out, err = tool.finish(popen, limit, f"nft {' '.join(args[:3])}", stdin=stdin)
         proc = subprocess.CompletedProcess(argv, popen.returncode, out, err)
         if self.command_prefix and proc.returncode != 0 and "exec of" in proc.stderr:
             raise FirewallError(f"nft not found: {INSTALL_HINT}: {proc.stderr.strip()}")

@@ -20,7 +20,7 @@ import zmq
 from shared import addresses
 from shared.messages import DecisionAck, encode
 
-from .entries import BanEntry, entry_from_record, record_from_entry
+from .entries import BanEntry, entry_from_record, live, record_from_entry
 from .lists import UntrustedPatterns, WhitelistEntry
 from .reporter import Reporter
 from .store import BanRecord, Store, WhitelistRecord
@@ -44,8 +44,7 @@ class SqliteBanStore:
         self._mirror = {r.key: entry_from_record(r) for r in self.store.active_bans(time.time())}
 
     def get(self, ip: str, now: float) -> BanEntry | None:
-        entry = self._mirror.get(ip)
-        return entry if entry is not None and entry.active(now) else None
+        return live(self._mirror.get(ip), now)
 
     def put_many(
         self, entries: Iterable[BanEntry], gate: Callable[[], Collection[str]] | None = None
@@ -154,8 +153,7 @@ class SqliteWhitelist:
         return self._mirror.pop(ip, None) is not None or gone
 
     def get(self, ip: str, now: float) -> WhitelistEntry | None:
-        entry = self._mirror.get(ip)
-        return entry if entry is not None and entry.active(now) else None
+        return live(self._mirror.get(ip), now)
 
     def active(self, now: float) -> list[WhitelistEntry]:
         dead = [ip for ip, e in self._mirror.items() if not e.active(now)]

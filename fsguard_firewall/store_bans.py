@@ -10,7 +10,7 @@ import msgspec
 
 from .store_db import StoreDb
 from .store_records import BAN_SOURCES, BanRecord, Refused, fast_key
-from .store_schema import BAN_COLS, ban_row, bans_from_rows, chunks
+from .store_schema import BAN_COLS, BAN_INSERT, ban_row, bans_from_rows, chunks
 
 
 def processed_in(db: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
@@ -117,10 +117,7 @@ class BanTables(StoreDb):
                     continue
                 current[rec.key] = (row.created, row.expires)
                 changed[rec.key] = row
-            db.executemany(
-                f"INSERT OR REPLACE INTO bans ({BAN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [ban_row(r) for r in changed.values()],
-            )
+            db.executemany(BAN_INSERT, [ban_row(r) for r in changed.values()])
             db.executemany("INSERT INTO recidive (key, banned_at) VALUES (?, ?)", new_keys)
             db.executemany("INSERT OR IGNORE INTO processed_decisions VALUES (?, ?)", new_ids)
             queued = 0

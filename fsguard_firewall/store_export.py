@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from .store_db import StoreDb
@@ -21,8 +21,18 @@ from .store_records import (
     ImportDataError,
     WhitelistRecord,
     normalize_key,
+    rfc3339,
 )
-from .store_schema import BAN_COLS, WL_COLS, ban_row, bans_from_rows, wl_from_row
+from .store_schema import (
+    BAN_COLS,
+    BAN_INSERT,
+    WL_COLS,
+    WL_INSERT,
+    ban_row,
+    bans_from_rows,
+    wl_from_row,
+    wl_row,
+)
 
 
 class ExportImport(StoreDb):
@@ -50,8 +60,8 @@ class ExportImport(StoreDb):
             "blacklist": {
                 b.key: {
                     "ip": b.key,
-                    "addedAt": _rfc3339(b.created),
-                    "expiresAt": None if b.expires is None else _rfc3339(b.expires),
+                    "addedAt": rfc3339(b.created),
+                    "expiresAt": None if b.expires is None else rfc3339(b.expires),
                     "reason": b.reason,
                     "failCount": _fail_count(b.evidence),
                     "permanent": b.expires is None,
@@ -66,9 +76,9 @@ class ExportImport(StoreDb):
             "whitelist": {
                 w.ip: {
                     "ip": w.ip,
-                    "addedAt": _rfc3339(w.added),
-                    "expiresAt": None if w.expires is None else _rfc3339(w.expires),
-                    "lastSeen": _rfc3339(w.last_seen),
+                    "addedAt": rfc3339(w.added),
+                    "expiresAt": None if w.expires is None else rfc3339(w.expires),
+                    "lastSeen": rfc3339(w.last_seen),
                     "userId": w.user_id,
                     "domain": w.domain,
                     "permanent": w.expires is None,
@@ -88,17 +98,8 @@ class ExportImport(StoreDb):
         """
         bans, wl, pats = _parse_import(data, now)
         with self._tx("import") as db:
-            db.executemany(
-                f"INSERT OR REPLACE INTO bans ({BAN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [ban_row(b) for b in bans],
-            )
-            db.executemany(
-                f"INSERT OR REPLACE INTO whitelist ({WL_COLS}) VALUES (?,?,?,?,?,?,?)",
-                [
-                    (w.ip, w.user_id, w.domain, w.added, w.expires, w.last_seen, w.source)
-                    for w in wl
-                ],
-            )
+            db.executemany(BAN_INSERT, [ban_row(b) for b in bans])
+            db.executemany(WL_INSERT, [wl_row(w) for w in wl])
             db.executemany(
                 "INSERT OR IGNORE INTO untrusted_patterns VALUES (?, ?, 'runtime')",
                 [(p, now) for p in pats],
@@ -111,10 +112,6 @@ class ExportImport(StoreDb):
 # --------------------------------------------------------------------------
 
 _RFC3339_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _fail_count(evidence: dict[str, Any]) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from .store_db import StoreDb
 from .store_records import (
     CONTROL_CHARS,
@@ -10,7 +12,7 @@ from .store_records import (
     WhitelistRecord,
     normalize_key,
 )
-from .store_schema import WL_COLS, wl_from_row
+from .store_schema import WL_COLS, WL_INSERT, wl_from_row, wl_row
 
 
 class ListTables(StoreDb):
@@ -26,13 +28,8 @@ class ListTables(StoreDb):
         if rec.source not in WHITELIST_SOURCES:
             raise ValueError(f"whitelist {ip}: unknown source {rec.source!r}")
         with self._tx("whitelist_add") as db:
-            db.execute(
-                f"INSERT OR REPLACE INTO whitelist ({WL_COLS}) VALUES (?,?,?,?,?,?,?)",
-                (
-                    rec.ip, rec.user_id, rec.domain, rec.added, rec.expires,
-                    rec.last_seen or rec.added, rec.source,
-                ),
-            )  # fmt: skip
+            seen = rec if rec.last_seen else msgspec.structs.replace(rec, last_seen=rec.added)
+            db.execute(WL_INSERT, wl_row(seen))
 
     def whitelist_remove(self, ip: str) -> bool:
         with self._tx("whitelist_remove") as db:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from .store_db import StoreDb
 from .store_records import OutboxItem
-from .store_schema import OUTBOX_COLS
+from .store_schema import OUTBOX_COLS, OUTBOX_FIELDS, from_row
 
 
 class OutboxTable(StoreDb):
@@ -48,18 +48,7 @@ class OutboxTable(StoreDb):
                 "ORDER BY next_attempt, id LIMIT ?",
                 (now, limit),
             ).fetchall()
-        return [
-            OutboxItem(
-                id=r[0],
-                ban_key=r[1],
-                payload=r[2],
-                attempts=r[3],
-                next_attempt=r[4],
-                created=r[5],
-                last_error=r[6],
-            )
-            for r in rows
-        ]
+        return [from_row(OutboxItem, OUTBOX_FIELDS, r) for r in rows]
 
     def backoff(self, attempts: int) -> float:
         """Delay before the next try after `attempts` failures: base·2^(n-1), capped."""

@@ -8,6 +8,7 @@ import ipaddress
 import os
 import re
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -39,7 +40,22 @@ class Refused(Exception):
         self.keys = keys
 
 
-class BanRecord(msgspec.Struct, kw_only=True):
+class Expiring:
+    """`permanent` and `active` of a record whose `expires` is None when permanent (a
+    mixin: the record's fields, and their order, stay its own)."""
+
+    __slots__ = ()
+    expires: float | None
+
+    @property
+    def permanent(self) -> bool:
+        return self.expires is None
+
+    def active(self, now: float) -> bool:
+        return self.expires is None or self.expires > now
+
+
+class BanRecord(msgspec.Struct, Expiring, kw_only=True):
     """One ban. `key` is a normalized address or an IPv6 prefix; expires None = permanent."""
 
     key: str
@@ -53,15 +69,8 @@ class BanRecord(msgspec.Struct, kw_only=True):
     evidence: dict[str, Any] = msgspec.field(default_factory=dict)
     family: int = 0  # 4 or 6; filled in from `key` by add_bans
 
-    @property
-    def permanent(self) -> bool:
-        return self.expires is None
 
-    def active(self, now: float) -> bool:
-        return self.expires is None or self.expires > now
-
-
-class WhitelistRecord(msgspec.Struct, kw_only=True):
+class WhitelistRecord(msgspec.Struct, Expiring, kw_only=True):
     ip: str
     added: float
     expires: float | None  # None = permanent
@@ -69,13 +78,6 @@ class WhitelistRecord(msgspec.Struct, kw_only=True):
     domain: str = ""
     last_seen: float = 0.0
     source: str = "learned"
-
-    @property
-    def permanent(self) -> bool:
-        return self.expires is None
-
-    def active(self, now: float) -> bool:
-        return self.expires is None or self.expires > now
 
 
 class OutboxItem(msgspec.Struct, kw_only=True):
@@ -86,6 +88,12 @@ class OutboxItem(msgspec.Struct, kw_only=True):
     next_attempt: float
     created: float
     last_error: str
+
+
+def rfc3339(ts: float) -> str:
+    """Go's time.Time JSON text in UTC ("2024-05-01T10:00:00Z", fraction when there is
+    one): the API's ban entries and the state export."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def default_path(state_dir: str) -> str:

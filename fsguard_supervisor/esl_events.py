@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -28,6 +28,19 @@ def _dec(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
+def header_lines(block: bytes) -> Iterator[tuple[bytes, bytes | None]]:
+    """(name, value) of each non-empty line of a header block (LF or CRLF), split at the
+    first ':' and left raw; value None for a line without ':' (name is then the line).
+    The one line splitter of the outer frame headers and of plain event bodies."""
+    for raw in block.split(b"\n"):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if not raw:
+            continue
+        name, sep, value = raw.partition(b":")
+        yield name, (value if sep else None)
+
+
 def parse_plain_event(body: bytes) -> tuple[list[tuple[str, str]], bytes]:
     """Split a text/event-plain body into (decoded header multimap, inner body).
 
@@ -40,13 +53,8 @@ def parse_plain_event(body: bytes) -> tuple[list[tuple[str, str]], bytes]:
     else:
         block, inner = body[:end], body[end + 2 :]
     headers: list[tuple[str, str]] = []
-    for raw in block.split(b"\n"):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if not raw:
-            continue
-        name, sep, value = raw.partition(b":")
-        if not sep:
+    for name, value in header_lines(block):
+        if value is None:
             continue  # libesl skips such lines too
         if value.startswith(b" "):
             value = value[1:]

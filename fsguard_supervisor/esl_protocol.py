@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from fsguard_supervisor.esl_events import (
     event_from_json,
     event_from_plain,
+    header_lines,
     json_to_plain,
     parse_plain_event,
     plain_to_json,
@@ -144,17 +145,13 @@ def _parse_header_block(block: bytes, offset: int, max_body: int) -> _Parsed:
     headers: list[tuple[str, str]] = []
     ctype = ""
     clen = -1
-    for raw in block.split(b"\n"):
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if not raw:
-            continue
-        name_b, sep, value_b = raw.partition(b":")
-        if not sep:
-            raise ProtocolError(f"header line without ':' ({raw[:40]!r})", offset)
+    for name_b, value_b in header_lines(block):
+        if value_b is None:
+            raise ProtocolError(f"header line without ':' ({name_b[:40]!r})", offset)
         name = name_b.decode("utf-8", "surrogateescape").strip()
         if not _HEADER_NAME.fullmatch(name):
-            raise ProtocolError(f"not a header name ({raw[:40]!r})", offset)
+            line = name_b + b":" + value_b
+            raise ProtocolError(f"not a header name ({line[:40]!r})", offset)
         value = value_b.lstrip(b" \t").decode("utf-8", "surrogateescape")
         headers.append((name, value))
         lname = name.lower()

@@ -32,12 +32,12 @@ from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses, sdnotify
 from shared.audit import AuditLog
 from shared.config import Config, worker_count
-from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall, arequest
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall
 from shared.esl_hardening import log_esl_warnings
 from shared.logs import LogRateLimiter
 from shared.messages import KillCall, decode
 from shared.ops import firewall as fw_ops
-from shared.ops import worker as worker_ops
+from shared.ops import worker
 from shared.ops.base import Empty
 
 log = logging.getLogger(__name__)
@@ -157,8 +157,15 @@ class Supervisor:
     async def _push_gateways(self, ips: list[str]) -> None:
         async def one(index: int) -> None:
             endpoint = addresses.worker_control(self.runtime_dir, index)
-            with contextlib.suppress(PeerUnavailable):  # a restarting worker: next refresh
-                await arequest(endpoint, "gateways", {"addresses": ips}, 1.0, ctx=self.actx)
+            try:
+                await acall(endpoint, worker.GATEWAYS, req, 1.0, ctx=self.actx)
+            except PeerUnavailable:  # a restarting worker: next refresh
+                pass
+            except (ControlError, PeerReplyInvalid) as exc:
+                if self.log_limiter.allow("gateways push"):
+                    log.error("worker %d refused the gateways: %s", index, exc)
+
+        req = worker.GatewaysRequest(addresses=ips)
 
         await asyncio.gather(*(one(i) for i in range(self.workers)))
 
@@ -174,16 +181,15 @@ class Supervisor:
     async def _refresh_worker_counts(self) -> None:
         async def one(index: int) -> None:
             try:
-                reply = await arequest(
-                    addresses.worker_control(self.runtime_dir, index), "stats",
+                stats = await acall(
+                    addresses.worker_control(self.runtime_dir, index), worker.STATS, Empty(),
                     timeout=0.5, ctx=self.actx,
-                )
-            except PeerUnavailable:
+                )  # fmt: skip
+            except (PeerUnavailable, ControlError, PeerReplyInvalid):
                 return
-            if reply.ok and isinstance(reply.data, dict):
-                self.worker_processed[index] = int(reply.data.get("processed", 0))
-                if self.dispatcher is not None:
-                    self.dispatcher.acknowledge(index, self.worker_processed[index])
+            self.worker_processed[index] = stats.processed
+            if self.dispatcher is not None:
+                self.dispatcher.acknowledge(index, stats.processed)
 
         await asyncio.gather(*(one(i) for i in range(self.workers)))
 
@@ -196,7 +202,7 @@ class Supervisor:
             still = []
             for endpoint in pending:
                 try:
-                    await acall(endpoint, worker_ops.PING, Empty(), timeout=0.3, ctx=self.actx)
+                    await acall(endpoint, worker.PING, Empty(), timeout=0.3, ctx=self.actx)
                 except (PeerUnavailable, ControlError, PeerReplyInvalid):
                     still.append(endpoint)
             pending = still
@@ -217,7 +223,7 @@ class Supervisor:
 
     def _take_over(self) -> bool:
         """Clear what a dead tree left behind; False if a live tree owns the runtime dir."""
-        mine = [(f"worker-{i}", addresses.worker_control(self.runtime_dir, i), worker_ops.PING)
+        mine = [(f"worker-{i}", addresses.worker_control(self.runtime_dir, i), worker.PING)
                 for i in range(self.workers)]  # fmt: skip
         if self.manage_all:
             mine.append(("firewall", addresses.firewall_control(self.runtime_dir), fw_ops.PING))

@@ -17,6 +17,7 @@ from typing import Any
 from shared.config import SecurityConfig
 from shared.logs import LogRateLimiter
 from shared.messages import BanDecision, KillCall
+from shared.ops.worker import SimulatedDecision
 from shared.recidive import recidive_duration
 
 from .events import Kind, freeswitch_time
@@ -169,11 +170,11 @@ class Decisions(Tracking, SourceKeys):
         until = _INF if duration <= 0 else now + duration
         details = {"events": [EVENT_NAMES.get(found.kind, "")], "simulated": True}
         decision = self._decision(found, duration, details, "simulated")
-        sims.record(key, rule, until, {
-            "ip": decision.ip, "rule": rule, "reason": found.reason, "duration": duration,
-            "user": decision.user, "userAgent": found.ua, "count": found.count,
-            "time": _rfc3339(self._wallclock()), "simulated": True,
-        })  # fmt: skip
+        sims.record(key, rule, until, SimulatedDecision(
+            ip=decision.ip, rule=rule, reason=found.reason, duration=duration,
+            user=decision.user, userAgent=found.ua, count=found.count,
+            time=_rfc3339(self._wallclock()), simulated=True,
+        ))  # fmt: skip
         self._c["simulated"] += 1
         self._out.append(decision)
 

@@ -28,8 +28,17 @@ from shared.audit import AuditLog
 from shared.config import Config, worker_count
 from shared.control import ControlError, dispatch
 from shared.logs import LogRateLimiter, escape, set_level
-from shared.messages import BanDecision, ListChange, decode, encode, unpack_event_batch
-from shared.ops.worker import RELOAD
+from shared.messages import (
+    BanDecision,
+    ListChange,
+    decode,
+    encode,
+    unpack_event_batch,
+)
+from shared.ops import worker
+from shared.ops.base import OpTable
+from shared.ops.common import LogLevel, LogLevelRequest, Ping
+from shared.ops.worker import WORKER
 
 log = logging.getLogger(__name__)
 
@@ -81,39 +90,30 @@ class Worker:
         self.link: FirewallLink | None = None  # acks, re-sends, list snapshots (outbox.py)
         self.running = True
 
-    def handlers(self) -> dict[str, Any]:
+    def table(self) -> OpTable:
+        """The worker's control ops (shared/ops/worker.py), one typed handler each."""
         eng = self.engine
-        return {
-            "ping": lambda a: {"role": "worker", "index": self.index, "pid": os.getpid()},
-            "stats": lambda a: self.stats(),
-            "failed": lambda a: eng.failed_snapshot(),
-            "wrong_call_states": lambda a: eng.wrong_call_state_snapshot(),
-            "rate_calls": lambda a: eng.rate_snapshot("calls"),
-            "rate_registrations": lambda a: eng.rate_snapshot("registrations"),
-            "whitelist": lambda a: eng.whitelist_snapshot(),
-            "simulated": lambda a: eng.simulated_snapshot(),
-            "gateways": self._gateways,
-            "log_level": self._log_level,
-            "reload": lambda a: reconfigure.apply(self.config, eng, RELOAD.decode_request(a)),
-        }
+        t = OpTable(WORKER)
+        t.bind(worker.PING, lambda r: Ping(role="worker", pid=os.getpid(), index=self.index))
+        t.bind(worker.LOG_LEVEL, _log_level)
+        t.bind(worker.STATS, lambda r: self.stats())
+        t.bind(worker.FAILED, lambda r: eng.failed_snapshot())
+        t.bind(worker.WRONG_CALL_STATES, lambda r: eng.wrong_call_state_snapshot())
+        t.bind(worker.RATE_CALLS, lambda r: eng.rate_snapshot("calls"))
+        t.bind(worker.RATE_REGISTRATIONS, lambda r: eng.rate_snapshot("registrations"))
+        t.bind(worker.WHITELIST, lambda r: eng.whitelist_snapshot())
+        t.bind(worker.SIMULATED, lambda r: eng.simulated_snapshot())
+        t.bind(worker.GATEWAYS, self._gateways)
+        t.bind(worker.RELOAD, lambda order: reconfigure.apply(self.config, eng, order))
+        return t
 
-    def _gateways(self, args: dict[str, Any]) -> dict[str, int]:
+    def _gateways(self, req: worker.GatewaysRequest) -> worker.GatewaysSet:
         """The supervisor's list of FreeSWITCH gateway addresses (protected sources)."""
-        addresses = args.get("addresses")
-        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
-            raise ControlError("addresses: expected a list of strings")
-        return {"protected": self.engine.set_gateways(addresses[:4096])}
+        return worker.GatewaysSet(protected=self.engine.set_gateways(req.addresses[:4096]))
 
-    def _log_level(self, args: dict[str, Any]) -> dict[str, str]:
-        level = str(args.get("level", ""))
-        try:
-            set_level(level)
-        except ValueError as exc:
-            raise ControlError(str(exc)) from exc
-        return {"level": level.lower()}
-
-    def stats(self) -> dict[str, Any]:
-        data: dict[str, Any] = dict(self.engine.stats())
+    def stats(self) -> worker.WorkerStats:
+        """Reply of `stats`: every counter by name, into its WorkerStats field."""
+        data: dict[str, object] = dict(self.engine.stats())
         data.update(self.engine.rule_stats())
         data.update(
             index=self.index,
@@ -129,7 +129,7 @@ class Worker:
         )
         if self.link is not None:
             data.update(self.link.stats())
-        return data
+        return msgspec.convert(data, worker.WorkerStats)
 
     def run(self) -> int:
         rd = self.config.paths.runtime_dir
@@ -162,7 +162,9 @@ class Worker:
             ctx, rd, self.index, self.engine.on_list_change, poller,
             shards=worker_count(self.config),
         )  # fmt: skip
-        handlers = self.handlers()
+        table = self.table()
+        if table.missing():  # a declared op nobody answers: 404 to its callers
+            log.error("worker control ops without a handler: %s", ", ".join(table.missing()))
         engine = self.engine
         next_tick = time.monotonic() + TICK_INTERVAL
         next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
@@ -182,12 +184,12 @@ class Worker:
                         self._handle_batch(raw)
                         if control.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                             # A scrape or an API read waiting: answer it between batches.
-                            control.send(dispatch(handlers, control.recv()))
+                            control.send(dispatch(table, control.recv()))
                     self._flush(decisions, actions)
                 if lists in ready:
                     self._handle_lists(lists)
                 if control in ready and control.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    control.send(dispatch(handlers, control.recv()))
+                    control.send(dispatch(table, control.recv()))
                 link.handle(ready)
                 now = time.monotonic()
                 if now >= next_tick:
@@ -295,6 +297,14 @@ class Worker:
         for key, count in self.log_limiter.take_suppressed().items():
             log.error("%d more '%s' lines suppressed in the last %.0fs",
                       count, key, LOG_SUMMARY_SECONDS)
+
+
+def _log_level(req: LogLevelRequest) -> LogLevel:
+    try:
+        set_level(req.level)
+    except ValueError as exc:
+        raise ControlError(str(exc)) from exc
+    return LogLevel(level=req.level.lower())
 
 
 def malloc_trim() -> Callable[[], object] | None:

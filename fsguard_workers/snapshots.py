@@ -8,12 +8,17 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.config import RateLimitConfig, SecurityConfig
+from shared.ops.common import WhitelistEntry
+from shared.ops.worker import FailedEntry, RateEntry, SimulatedDecision, WrongCallStateEntry
 
 from .rules.modes import Simulations
-from .state import Track, WhitelistEntry
+from .state import Track
+from .state import WhitelistEntry as Learned
+
+S = TypeVar("S")
 
 
 class Snapshots:
@@ -22,7 +27,7 @@ class Snapshots:
     _clock: Callable[[], float]
     _wallclock: Callable[[], float]
     _tracks: dict[int, Track]
-    _learned: OrderedDict[int, WhitelistEntry]
+    _learned: OrderedDict[int, Learned]
     _sec: SecurityConfig
     _rl: RateLimitConfig
     _sims: Simulations
@@ -34,13 +39,13 @@ class Snapshots:
         self,
         pick: Callable[[Track], Any],
         window: float,
-        render: Callable[[Any, int, float, Callable[[float], str]], dict[str, Any]],
-    ) -> dict[str, dict[str, Any]]:
+        render: Callable[[Any, int, float, Callable[[float], str]], S],
+    ) -> dict[str, S]:
         """ip -> render(win, live count, now, wall-clock formatter) for every source whose
         picked window still holds events (the Go snapshot endpoints)."""
         now = self._clock()
         wall = self._wall_of(now)
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, S] = {}
         for key, tr in self._tracks.items():
             win = pick(tr)
             if win is None:
@@ -50,35 +55,35 @@ class Snapshots:
                 out[self._key_text(key)] = render(win, count, now, wall)
         return out
 
-    def failed_snapshot(self) -> dict[str, dict[str, Any]]:
+    def failed_snapshot(self) -> dict[str, FailedEntry]:
         """GET /security/failed: ip -> {count, firstAttempt, lastAttempt, userIds, domains}."""
         window = self._sec.failed_attempts_window
         return self._snapshot(
             lambda tr: tr.more.fail if tr.more else None,
             window,
-            lambda win, count, now, wall: {
-                "count": count,
-                "firstAttempt": wall(win.oldest()),
-                "lastAttempt": wall(win.newest()),
-                "userIds": win.seen.items_since(now - window) if win.seen else [],
-                "domains": win.domain_list(),
-            },
+            lambda win, count, now, wall: FailedEntry(
+                count=count,
+                firstAttempt=wall(win.oldest()),
+                lastAttempt=wall(win.newest()),
+                userIds=win.seen.items_since(now - window) if win.seen else [],
+                domains=win.domain_list(),
+            ),
         )
 
-    def wrong_call_state_snapshot(self) -> dict[str, dict[str, Any]]:
+    def wrong_call_state_snapshot(self) -> dict[str, WrongCallStateEntry]:
         """GET /security/wrong-call-states: ip -> {count, firstAttempt, lastAttempt, userIds}."""
         return self._snapshot(
             lambda tr: tr.more.wcs if tr.more else None,
             self._sec.wrong_call_state_window,
-            lambda win, count, now, wall: {
-                "count": count,
-                "firstAttempt": wall(win.oldest()),
-                "lastAttempt": wall(win.newest()),
-                "userIds": win.user_list(),
-            },
+            lambda win, count, now, wall: WrongCallStateEntry(
+                count=count,
+                firstAttempt=wall(win.oldest()),
+                lastAttempt=wall(win.newest()),
+                userIds=win.user_list(),
+            ),
         )
 
-    def rate_snapshot(self, kind: str) -> dict[str, dict[str, Any]]:
+    def rate_snapshot(self, kind: str) -> dict[str, RateEntry]:
         """kind: "calls" or "registrations"."""
         if kind == "calls":
             window = self._rl.call_rate_interval
@@ -91,36 +96,36 @@ class Snapshots:
         return self._snapshot(
             pick,
             window,
-            lambda win, count, now, wall: {
-                "count": count,
-                "firstRequest": wall(win.oldest()),
-                "lastRequest": wall(win.newest()),
-                "userIds": win.user_list(),
-                "domains": win.domain_list(),
-            },
+            lambda win, count, now, wall: RateEntry(
+                count=count,
+                firstRequest=wall(win.oldest()),
+                lastRequest=wall(win.newest()),
+                userIds=win.user_list(),
+                domains=win.domain_list(),
+            ),
         )
 
-    def whitelist_snapshot(self) -> dict[str, dict[str, Any]]:
+    def whitelist_snapshot(self) -> dict[str, WhitelistEntry]:
         """Learned whitelist: ip -> {ip, addedAt, expiresAt, lastSeen, userId, domain, ...}."""
         now = self._clock()
         wall = self._wall_of(now)
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, WhitelistEntry] = {}
         for key, entry in self._learned.items():
             if entry.expires <= now:
                 continue
             ip = self._key_text(key)
-            out[ip] = {
-                "ip": ip,
-                "addedAt": _rfc3339(entry.added),
-                "expiresAt": wall(entry.expires),
-                "lastSeen": wall(entry.last_seen),
-                "userId": entry.user,
-                "domain": entry.domain,
-                "permanent": False,
-            }
+            out[ip] = WhitelistEntry(
+                ip=ip,
+                addedAt=_rfc3339(entry.added),
+                expiresAt=wall(entry.expires),
+                lastSeen=wall(entry.last_seen),
+                userId=entry.user,
+                domain=entry.domain,
+                permanent=False,
+            )
         return out
 
-    def simulated_snapshot(self) -> list[dict[str, Any]]:
+    def simulated_snapshot(self) -> list[SimulatedDecision]:
         """GET /security/simulated: this worker's recent simulated decisions, oldest first."""
         return list(self._sims.recent)
 

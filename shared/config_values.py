@@ -8,21 +8,8 @@ import math
 import re
 
 from shared.config_keys import invalid_value
+from shared.durations import parse_go_duration
 
-_DURATION_UNITS: dict[str, float] = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "\u00b5s": 1e-6,  # Go accepts both micro signs
-    "\u03bcs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-}
-_UNIT_ALT = "|".join(sorted(_DURATION_UNITS, key=len, reverse=True))
-_DURATION_PART = re.compile(rf"(\d+(?:\.\d*)?|\.\d+)({_UNIT_ALT})")
-_DURATION_FULL = re.compile(rf"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:{_UNIT_ALT}))+")
 _PLAIN_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 _DURATION_HELP = 'a duration such as "250ms", "5s", "5m", "1h30m", "7d" or a number of seconds'
 
@@ -40,19 +27,18 @@ def parse_duration(value: str | int | float, key: str) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        text = value.strip()
-        if text.startswith("+"):
-            text = text[1:]
+        text = value.strip().removeprefix("+")
+        if text.startswith("-"):  # "-0s" too: a duration here is never signed negative
+            raise invalid_value(key, value, "a duration that is not negative")
         if _PLAIN_NUMBER.fullmatch(text):
             seconds = float(text)
-        elif _DURATION_FULL.fullmatch(text):
-            seconds = sum(
-                float(num) * _DURATION_UNITS[unit] for num, unit in _DURATION_PART.findall(text)
-            )
-        elif text.startswith("-"):
-            raise invalid_value(key, value, "a duration that is not negative")
         else:
-            raise invalid_value(key, value, _DURATION_HELP)
+            try:
+                if text.startswith("+"):
+                    raise ValueError(text)  # one "+" at most
+                seconds = parse_go_duration(text, days=True)
+            except ValueError:
+                raise invalid_value(key, value, _DURATION_HELP) from None
     if not math.isfinite(seconds):
         raise invalid_value(key, value, _DURATION_HELP)
     if seconds < 0:

@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from shared.durations import parse_go_duration
+
 ORIGIN = "crowdsec"  # what `origin` says on a ban that came from the LAPI
 # The pushed decisions' origin: CrowdSec 1.4.6 lists only origins "crowdsec" and "cscli"
 # in a plain `cscli decisions list` (others need -a).
@@ -22,24 +24,10 @@ PUSH_ORIGIN = "crowdsec"
 SCENARIO_PREFIX = "fsguard/"
 PERMANENT_GO = "87600h"  # a "permanent" local ban is pushed as ten years
 MAX_MESSAGE = 512
+MAX_DURATION_TEXT = 64  # a longer LAPI duration is refused before it is parsed
 
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3,
-             "s": 1.0, "m": 60.0, "h": 3600.0}  # fmt: skip
-_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_GO_FULL = re.compile(r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+|[-+]?0")
 _SCENARIO_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def parse_go_duration(text: str) -> float:
-    """Seconds of a Go duration such as "59m59.77s", "4h", "-1.5s" (the LAPI's). ValueError."""
-    if not isinstance(text, str) or len(text) > 64 or not _GO_FULL.fullmatch(text):
-        raise ValueError(f"invalid duration {text!r}")
-    sign = -1.0 if text.startswith("-") else 1.0
-    seconds = sum(float(n) * _GO_UNITS[u] for n, u in _GO_PART.findall(text))
-    if not math.isfinite(seconds):
-        raise ValueError(f"invalid duration {text!r}")
-    return sign * seconds
 
 
 def rfc3339(ts: float) -> str:
@@ -140,7 +128,7 @@ def validate(d: StreamDecision, *, deleted: bool) -> RemoteDecision | None:
     if d.type.lower() != "ban" or d.scope.lower() not in ("ip", "range") or d.id <= 0:
         return None
     try:
-        if len(d.value) > 49:
+        if len(d.value) > 49 or len(d.duration) > MAX_DURATION_TEXT:
             raise ValueError(d.value)
         if "/" in d.value:
             net = ipaddress.ip_network(d.value, strict=False)

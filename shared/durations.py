@@ -1,6 +1,12 @@
-"""Durations as text: Go's `time.Duration.String()`, and the compact form configs use.
+"""Durations as text: Go's `time.ParseDuration` and `time.Duration.String()`, and the
+compact form configs use.
 
-One decomposition (`_split`: sign, hours, minutes, whole seconds, nanoseconds) serves both:
+`parse_go_duration` is the one parser of duration text: the CrowdSec LAPI's as they come
+("59m59.77s", "-1.5s"), and, with `days=True`, the configuration's
+(shared.config_values.parse_duration adds plain seconds and errors naming the key).
+
+One decomposition (`_split`: sign, hours, minutes, whole seconds, nanoseconds) serves both
+formatters:
 - `go_duration` is what the Go program printed in its API and ban reasons ("1m0s",
   "1h0m0s", "1.5s", "250ms"), kept byte for byte for compatible clients;
 - `format_duration` is the shortest text `shared.config.parse_duration` reads back
@@ -9,8 +15,43 @@ One decomposition (`_split`: sign, hours, minutes, whole seconds, nanoseconds) s
 
 from __future__ import annotations
 
+import math
+import re
+
 _NS = 1_000_000_000
 _SUBSECOND = (("ms", 1_000_000), ("us", 1_000), ("ns", 1))
+
+# Go's units (both micro signs), longest first so "ms" is not read as "m"; "d" only in configs.
+_UNITS: dict[str, float] = {
+    "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3,
+    "s": 1.0, "m": 60.0, "h": 3600.0,
+}  # fmt: skip
+_DAY = 86400.0
+_NUM = r"(\d+(?:\.\d*)?|\.\d+)"
+
+
+def _grammar(units: list[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    alt = "|".join(sorted(units, key=len, reverse=True))
+    part = re.compile(rf"{_NUM}({alt})")
+    full = re.compile(rf"[-+]?(?:{_NUM}(?:{alt}))+|[-+]?0")
+    return part, full
+
+
+_GO = _grammar(list(_UNITS))
+_GO_DAYS = _grammar([*_UNITS, "d"])
+
+
+def parse_go_duration(text: str, *, days: bool = False) -> float:
+    """Seconds of a Go duration such as "59m59.77s", "4h", "-1.5s" or "0" (with `days`,
+    "7d" too). ValueError for anything else, or for one too large to be finite."""
+    part, full = _GO_DAYS if days else _GO
+    if not isinstance(text, str) or not full.fullmatch(text):
+        raise ValueError(f"invalid duration {text!r}")
+    sign = -1.0 if text.startswith("-") else 1.0
+    seconds = sum(float(n) * (_DAY if u == "d" else _UNITS[u]) for n, u in part.findall(text))
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {text!r}")
+    return sign * seconds
 
 
 def _split(seconds: float) -> tuple[str, int, int, int, int]:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 import uvicorn
 import zmq
 
@@ -28,8 +29,11 @@ from shared.config import Config, worker_count
 from shared.control import Handler, dispatch
 from shared.messages import ControlRequest, decode
 from shared.ops import supervisor as sup_ops
+from shared.ops import worker
 from shared.ops.base import Empty, OpTable
+from shared.ops.common import WhitelistEntry
 from shared.ops.supervisor import SUPERVISOR, CommandResult, SupervisorEslStats
+from shared.ops.worker import WORKER, WorkerStats
 
 # --- contract shapes ---------------------------------------------------------------
 
@@ -100,11 +104,16 @@ LEARNED_WHITELIST = ["192.0.2.1", "198.51.100.7"]
 WHITELIST_TOTAL = len(set(MANUAL_WHITELIST) | set(LEARNED_WHITELIST))  # 5, as Go counts
 
 
-def worker_handlers(processed: int) -> dict[str, Handler]:
-    return {
-        "stats": lambda args: {"processed": processed, "shard": 0, "tracked_ips": 3},
-        "whitelist": lambda args: {ip: whitelist_entry(ip) for ip in LEARNED_WHITELIST},
-    }
+def worker_table(index: int, processed: int) -> OpTable:
+    """A worker's typed ops: its stats and its learned whitelist."""
+    learned = {ip: msgspec.convert(whitelist_entry(ip), WhitelistEntry) for ip in LEARNED_WHITELIST}
+    table = OpTable(WORKER)
+    table.bind(
+        worker.STATS, lambda r: WorkerStats(index=index, pid=1000 + index, processed=processed,
+                                            tracked_ips=3)
+    )  # fmt: skip
+    table.bind(worker.WHITELIST, lambda r: dict(learned))
+    return table
 
 
 def firewall_handlers() -> dict[str, Handler]:
@@ -124,7 +133,7 @@ class StandIn:
     """A REP server thread on `endpoint`. `delay` seconds before each answer (slow peer)."""
 
     def __init__(
-        self, endpoint: str, handlers: dict[str, Handler] | OpTable, delay: float = 0.0
+        self, endpoint: str, handlers: OpTable | dict[str, Handler], delay: float = 0.0
     ) -> None:
         self.endpoint = endpoint
         self.handlers = handlers
@@ -180,7 +189,7 @@ class Peers:
         rd = config.paths.runtime_dir
         self.supervisor = StandIn(addresses.supervisor_control(rd), supervisor_handlers())
         self.workers = [
-            StandIn(addresses.worker_control(rd, i), worker_handlers(100 * (i + 1)))
+            StandIn(addresses.worker_control(rd, i), worker_table(i, 100 * (i + 1)))
             for i in range(worker_count(config))
         ]
         self.firewall = StandIn(addresses.firewall_control(rd), firewall_handlers())
@@ -224,8 +233,6 @@ def make_config(run_dir: str, **security: Any) -> Config:
         "workers": {"count": 2},
         "security": {"chandaemon": chandaemon, **security},
     }
-    import msgspec
-
     return msgspec.convert(raw, type=Config)
 
 

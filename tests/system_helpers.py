@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fsguard_cli.simulator import ThreadedFakeFreeSwitch
+from fsguard_cli.simulator import FakeFreeSwitch, ThreadedFakeFreeSwitch
 from shared import addresses
 from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call, request
 from shared.ops import supervisor as sup_ops
@@ -150,7 +150,7 @@ def _fake_server(ns: str | None) -> ThreadedFakeFreeSwitch:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
-    return ThreadedFakeFreeSwitch(sock=listener)
+    return ThreadedFakeFreeSwitch(FakeFreeSwitch(sock=listener))
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:

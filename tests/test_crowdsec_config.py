@@ -7,7 +7,8 @@ import msgspec
 import pytest
 
 from shared.config import ConfigError, config_from_dict, effective_config_json
-from shared.crowdsec import StreamDecision, alert_for, parse_go_duration, validate
+from shared.crowdsec import StreamDecision, alert_for, validate
+from shared.durations import parse_go_duration
 
 
 def cs(**keys: object) -> dict[str, object]:
@@ -100,10 +101,16 @@ def test_go_durations(text: str, seconds: float) -> None:
     assert parse_go_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5", "1x", "h", "--1s", "1s 2s", "1e9h", "9" * 80 + "s"])
+@pytest.mark.parametrize(
+    "text", ["", "5", "1x", "h", "--1s", "1s 2s", "1e9h", "7d", "9" * 400 + "s"]
+)
 def test_bad_go_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_go_duration(text)
+
+
+def test_go_duration_days_only_when_asked() -> None:
+    assert parse_go_duration("1d12h", days=True) == 129600.0
 
 
 def test_stream_validation_keeps_bans_on_ip_and_range_only() -> None:
@@ -126,6 +133,7 @@ def test_stream_validation_keeps_bans_on_ip_and_range_only() -> None:
         d(value="203.0.113.5; rm -rf /"),
         d(duration="-2s"),
         d(duration="soon"),
+        d(duration="9" * 80 + "s"),  # parseable, but over MAX_DURATION_TEXT
         d(id=0),
     ):
         assert validate(bad, deleted=False) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fsguard_api.metrics import Scrape, render
+from shared.ops.worker import WorkerStats
 from tests.test_deploy import PROM, _run, _tool, without_annotations
 
 TESTS = """
@@ -53,11 +54,12 @@ def test_budget_and_hardening_alerts_fire(tmp_path: Path) -> None:
 
 
 def test_issue12_metrics_are_exported() -> None:
-    worker = {
-        "pid": 11,
-        "simulated_by_rule": {"toll_fraud": 2},
-        "spoofing_by_rule": {"scanner_user_agent": 3},
-    }
+    worker = WorkerStats(
+        index=0,
+        pid=11,
+        simulated_by_rule={"toll_fraud": 2},
+        spoofing_by_rule={"scanner_user_agent": 3},
+    )
     firewall = {"pid": 12, "ban_budget_exceeded": 4, "bans_last_minute": 70, "ban_budget_over": 1}
     scrape = Scrape(supervisor=None, firewall=firewall, workers=[worker],
                     hardening={"default_password": "x"})  # fmt: skip

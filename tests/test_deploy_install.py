@@ -150,6 +150,28 @@ def _user_exists(name: str) -> bool:
     return subprocess.run(["getent", "passwd", name], capture_output=True).returncode == 0
 
 
+PRODUCT_PACKAGES = sorted(
+    p.name for p in ROOT.iterdir()
+    if (p.name == "shared" or p.name.startswith("fsguard_")) and (p / "__init__.py").exists()
+)  # fmt: skip
+MODULE_COUNT = sum(
+    1 for pkg in PRODUCT_PACKAGES for path in (ROOT / pkg).rglob("*.py")
+    if path.name != "__main__.py"
+)  # fmt: skip
+# imports every module of the packages named in argv (outside the checkout: cwd "/")
+IMPORT_ALL = """
+import importlib, pkgutil, sys
+n = 0
+for name in sys.argv[1:]:
+    pkg = importlib.import_module(name)
+    n += 1
+    for mod in pkgutil.walk_packages(pkg.__path__, name + "."):
+        if not mod.name.endswith("__main__"):
+            importlib.import_module(mod.name)
+            n += 1
+print(n)
+"""
+
 KERNEL_SETUP = [
     ["ipset", "create", "freeswitch-security", "hash:ip", "timeout", "3600"],
     ["ipset", "create", "freeswitch-security-v6", "hash:ip", "family", "inet6", "timeout", "3600"],
@@ -187,6 +209,13 @@ def test_offline_install_runs_as_the_service_user_and_uninstall_removes_it(
                                  capture_output=True, text=True, timeout=60, cwd="/")  # fmt: skip
             assert ran.returncode == 0, ran.stderr
             assert "OK" in ran.stderr
+            # every module of the repository's packages is in the installed venv
+            python = f"{env['FSGUARD_PREFIX']}/venv/bin/python"
+            imported = subprocess.run(["runuser", "-u", user, "--", python, "-c", IMPORT_ALL,
+                                       *PRODUCT_PACKAGES], capture_output=True, text=True,
+                                      timeout=120, cwd="/")  # fmt: skip
+            assert imported.returncode == 0, imported.stderr[-3000:]
+            assert int(imported.stdout) >= MODULE_COUNT, imported.stdout
             units = sorted(os.listdir(env["FSGUARD_UNIT_DIR"]))
             assert units == sorted(p.name for p in (ROOT / "deploy" / "systemd").iterdir())
             state = Path(env["FSGUARD_STATE_DIR"])

@@ -20,8 +20,9 @@ import pytest
 
 from fsguard_cli.simulator import ThreadedFakeFreeSwitch, register_failure
 from shared import addresses
-from shared.control import PeerUnavailable, call, request
+from shared.control import ControlError, PeerUnavailable, call, request
 from shared.ops import supervisor as sup_ops
+from shared.ops import worker
 from shared.ops.base import Empty
 from tests.netns_helpers import requires_netns, run_in
 from tests.system_helpers import fsguard_config, running_fsguard, wait_for
@@ -86,9 +87,12 @@ def _wait(predicate: Callable[[], object], timeout: float) -> bool:
 def _worker_totals(rd: str) -> dict[str, int]:
     totals: dict[str, int] = {}
     for i in range(WORKERS):
-        stats = _ctl(addresses.worker_control(rd, i), "stats") or {}
+        try:
+            stats = call(addresses.worker_control(rd, i), worker.STATS, Empty(), timeout=1.0)
+        except (PeerUnavailable, ControlError):
+            continue
         for key in ("decisions_sent", "decisions_acked", "decisions_unacked", "decisions_resent"):
-            totals[key] = totals.get(key, 0) + int(stats.get(key, 0))
+            totals[key] = totals.get(key, 0) + int(getattr(stats, key))
     return totals
 
 
@@ -128,10 +132,11 @@ def test_kill_worker_under_stream_loses_no_ban(tree: dict[str, Any]) -> None:
 
     def worker_back() -> bool:
         try:
-            return _child_pid(rd, "worker-0") not in (victim, None) and bool(
-                _ctl(addresses.worker_control(rd, 0), "ping")
-            )
-        except (StopIteration, AssertionError, TypeError):
+            if _child_pid(rd, "worker-0") in (victim, None):
+                return False
+            call(addresses.worker_control(rd, 0), worker.PING, Empty(), timeout=1.0)
+            return True
+        except (StopIteration, AssertionError, TypeError, PeerUnavailable, ControlError):
             return False
 
     assert _wait(worker_back, 10), "worker-0 not restarted"

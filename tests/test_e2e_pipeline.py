@@ -22,7 +22,7 @@ from shared import addresses
 from shared.control import PeerUnavailable, call
 from shared.iputil import shard_of
 from shared.ops import supervisor as sup_ops
-from shared.ops import worker as worker_ops
+from shared.ops import worker
 from shared.ops.base import Empty
 from shared.ops.supervisor import ChildInfo
 from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
@@ -112,7 +112,7 @@ def test_killed_worker_restarts_and_sigterm_stops_everything(system: dict[str, A
                   if shard_of(f"203.0.113.{n}", WORKERS) == index)
 
     def worker_ready() -> bool:
-        return answers(addresses.worker_control(rd, index), worker_ops.PING)
+        return answers(addresses.worker_control(rd, index), worker.PING)
 
     assert _wait(worker_ready, timeout=10, interval=0.1)
     fake.send_events(_failures(target, 6))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fsguard_cli.simulator import (
+    FakeFreeSwitch,
     Headers,
     ThreadedFakeFreeSwitch,
     channel_create,
@@ -73,7 +74,7 @@ class RawClient:
 
 @pytest.fixture
 def fake() -> Iterator[ThreadedFakeFreeSwitch]:
-    with ThreadedFakeFreeSwitch(api_responses={"status": "UP\n"}) as sim:
+    with ThreadedFakeFreeSwitch(FakeFreeSwitch(api_responses={"status": "UP\n"})) as sim:
         yield sim
 
 
@@ -106,14 +107,14 @@ def test_handshake_bytes_match_freeswitch(fake: ThreadedFakeFreeSwitch) -> None:
 
 
 def test_wrong_password_and_acl_rejection_bytes() -> None:
-    with ThreadedFakeFreeSwitch(password="other") as sim:
+    with ThreadedFakeFreeSwitch(FakeFreeSwitch(password="other")) as sim:
         c = RawClient(sim.port)
         c.read_frames(1)
         c.send("auth ClueCon")
         assert c.read_until_closed()[28:] == fixture_bytes("auth_invalid.txt")
         assert sim.commands == ["auth ********"]
         assert not any("ClueCon" in cmd for cmd in sim.commands)
-    with ThreadedFakeFreeSwitch(acl_reject=True) as sim:
+    with ThreadedFakeFreeSwitch(FakeFreeSwitch(acl_reject=True)) as sim:
         c = RawClient(sim.port)
         assert c.read_until_closed() == fixture_bytes("rude_rejection.txt")
 

@@ -27,8 +27,7 @@ GATEWAYS = [
 
 
 def test_fake_answers_like_mod_sofia() -> None:
-    with ThreadedFakeFreeSwitch() as fake:
-        fake.server.gateways = list(GATEWAYS[:1])
+    with ThreadedFakeFreeSwitch(FakeFreeSwitch(gateways=list(GATEWAYS[:1]))) as fake:
         client = RawClient(fake.port)
         client.login()
         client.send(f"api {GATEWAY_COMMAND}")

@@ -26,7 +26,7 @@ from fsguard_cli.simulator import Headers, register_failure
 from shared import addresses
 from shared.control import PeerUnavailable
 from shared.iputil import shard_of
-from shared.ops import worker as worker_ops
+from shared.ops import worker
 from tests.netns_helpers import requires_netns, socket_in
 from tests.system_helpers import (
     RunningSystem,
@@ -282,7 +282,7 @@ def test_restarted_worker_never_decreases_a_series(system: FsguardSystem) -> Non
         try:
             entry = next(c for c in system.children() if c.name == f"worker-{index}")
             endpoint = addresses.worker_control(system.runtime_dir, index)
-            return entry.pid not in (None, old_pid) and answers(endpoint, worker_ops.PING)
+            return entry.pid not in (None, old_pid) and answers(endpoint, worker.PING)
         except (PeerUnavailable, AssertionError, StopIteration):
             return False
 

@@ -21,7 +21,11 @@ import pytest
 
 from fsguard_cli.simulator import register_failure
 from shared import addresses
+from shared.control import call
 from shared.iputil import shard_of
+from shared.ops import worker
+from shared.ops.base import Empty
+from shared.ops.worker import WorkerStats
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import (
     FSGUARD,
@@ -77,12 +81,11 @@ class Tree:
         entry = self.client.get("/security/failed").json().get(ip)
         return int(entry["count"]) if entry else 0
 
-    def worker_stats(self, ip: str) -> dict[str, Any]:
+    def worker_stats(self, ip: str) -> WorkerStats:
         index = shard_of(ip, WORKERS)
         assert index is not None
         endpoint = addresses.worker_control(self.rs.runtime_dir, index)
-        data: dict[str, Any] = self.rs.control(endpoint, "stats")
-        return data
+        return call(endpoint, worker.STATS, Empty(), timeout=2)
 
     def blacklisted(self, ip: str) -> bool:
         return ip in self.client.get("/security/blacklist").json()
@@ -129,10 +132,10 @@ def test_counters_survive_reload_and_restart_keys_are_reported(tree: Tree) -> No
     }  # fmt: skip
     assert tree.client.get("/security/rate-limit").json()["callRateLimit"] == 33
 
-    bans = tree.worker_stats(ip)["active_bans"]
+    bans = tree.worker_stats(ip).active_bans
     tree.fail(ip, 1)  # the 4th failure, with the window kept across the reload
     assert wait_for(lambda: tree.failed_count(ip) == 4, 10)
-    assert tree.worker_stats(ip)["active_bans"] == bans  # the rule ran: not banned at 4 of 5
+    assert tree.worker_stats(ip).active_bans == bans  # the rule ran: not banned at 4 of 5
     tree.fail(ip, 1)
     assert wait_for(lambda: tree.rs.in_set(ip), 10), "not banned at the 5th failure"
     assert tree.blacklisted(ip)
@@ -162,10 +165,10 @@ def test_bad_config_changes_nothing_and_names_the_key(tree: Tree) -> None:
     assert reply.status_code == 400 and "not valid JSON" in reply.json()["error"]
 
     ip = "203.0.113.22"  # the threshold is still 3, not the bad file's 2
-    bans = tree.worker_stats(ip)["active_bans"]
+    bans = tree.worker_stats(ip).active_bans
     tree.fail(ip, 2)
     assert wait_for(lambda: tree.failed_count(ip) == 2, 10)
-    assert tree.worker_stats(ip)["active_bans"] == bans
+    assert tree.worker_stats(ip).active_bans == bans
     tree.fail(ip, 1)
     assert wait_for(lambda: tree.rs.in_set(ip), 10)
     tree.commit_config()  # a valid file again
@@ -220,7 +223,7 @@ def test_trusted_networks_reload(tree: Tree) -> None:
     tree.fail(ip, 4)
     lookup = tree.client.get(f"/security/whitelist/{ip}").json()
     assert lookup["trustedNetwork"] == "203.0.113.96/29"
-    assert wait_for(lambda: tree.worker_stats(ip)["trusted_skipped"] >= 4, 10)
+    assert wait_for(lambda: tree.worker_stats(ip).trusted_skipped >= 4, 10)
     assert not tree.rs.in_set(ip) and tree.failed_count(ip) == 0
 
 
@@ -273,7 +276,7 @@ def test_whitelisted_network_lists_and_lifts_bans_and_is_never_banned(tree: Tree
 
     inside = "203.0.113.80"
     tree.fail(inside, 10)
-    assert wait_for(lambda: tree.worker_stats(inside)["whitelist_network_skipped"] >= 10, 10)
+    assert wait_for(lambda: tree.worker_stats(inside).whitelist_network_skipped >= 10, 10)
     assert not tree.rs.in_set(inside) and tree.failed_count(inside) == 0
 
     export = subprocess.run(  # the store holds the network (read back through the firewall)

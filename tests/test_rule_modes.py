@@ -26,8 +26,8 @@ def test_simulated_rule_records_logs_never_bans_nor_kills() -> None:
     assert h.engine.stats()["decisions"] == 0
     assert h.engine.stats()["simulated"] == 2
     recent = h.engine.simulated_snapshot()
-    assert {r["rule"] for r in recent} == {"toll_fraud", "scanner_user_agent"}
-    assert all(r["simulated"] is True and r["ip"] == ATTACKER for r in recent)
+    assert {r.rule for r in recent} == {"toll_fraud", "scanner_user_agent"}
+    assert all(r.simulated is True and r.ip == ATTACKER for r in recent)
     assert h.engine.rule_stats()["simulated_by_rule"] == {"toll_fraud": 1, "scanner_user_agent": 1}
     # one simulated decision per would-be ban, not one per event
     assert h.feed(body, advance=1) == []
@@ -81,3 +81,20 @@ def test_replay_reports_simulated_decisions_apart_from_bans() -> None:
     assert "scanner_user_agent" not in {v.rule for v in result.bans}
     assert "failed_auth" in {v.rule for v in result.bans}  # f3 (svcrack) and a
     assert len(result.as_json()["simulated"]) == len(simulated)
+
+
+def test_single_event_rules_fall_through_in_order_until_one_acts() -> None:
+    """untrusted_network simulated, then scanner_user_agent bans and kills (issue 17: the
+    single-event rules are one ordered table in rules/instant.py)."""
+    config = config_from_dict({"security": {
+        "untrusted_networks": ["198.51.100.0/24"],
+        "rules": {"untrusted_network": {"mode": "simulate"}},
+    }})  # fmt: skip
+    h = Harness(config)
+    out = h.feed(channel_create(ATTACKER, ua="friendly-scanner", user="1001"))
+    assert [(d.rule, d.source) for d in out] == [
+        ("untrusted_network", "simulated"),
+        ("scanner_user_agent", "rule"),
+    ]
+    assert [d.user for d in out] == ["", "1001"]  # the network rule names no user
+    assert [k.reason for k in h.kills] == ["scanner"]

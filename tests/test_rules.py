@@ -279,10 +279,10 @@ def test_failed_auth_is_a_true_sliding_window() -> None:
     for _ in range(50):
         assert h.feed(failure(ATTACKER), advance=200) == []
     snap = h.engine.failed_snapshot()[ATTACKER]
-    assert snap["count"] == 3
-    assert snap["userIds"] == ["1000"]
-    assert snap["domains"] == ["pbx.example.net"]
-    assert snap["firstAttempt"].endswith("Z")
+    assert snap.count == 3
+    assert snap.userIds == ["1000"]
+    assert snap.domains == ["pbx.example.net"]
+    assert snap.firstAttempt.endswith("Z")
 
 
 def test_unknown_user_and_wrong_password_both_count() -> None:
@@ -393,7 +393,7 @@ def test_wrong_call_state_threshold() -> None:
     for _ in range(4):
         assert h.feed(wrong_call_state(ATTACKER), advance=10) == []
     snap = h.engine.wrong_call_state_snapshot()[ATTACKER]
-    assert snap["count"] == 4 and snap["userIds"] == ["1001"]
+    assert snap.count == 4 and snap.userIds == ["1001"]
     (ban,) = h.feed(wrong_call_state(ATTACKER), advance=10)
     assert ban.rule == "wrong_call_state"
     assert ban.reason == "Exceeded max wrong call states (5)"
@@ -602,7 +602,7 @@ def test_whitelist_ttl_rolls_and_expires() -> None:
     h.feed(register(ATTACKER))
     h.feed(register(ATTACKER), advance=90)  # refreshed
     entry = h.engine.whitelist_snapshot()[ATTACKER]
-    assert entry["userId"] == "1000" and entry["permanent"] is False
+    assert entry.userId == "1000" and entry.permanent is False
     h.advance(95)
     assert ATTACKER in h.engine.whitelist_snapshot()
     h.advance(10)
@@ -860,15 +860,15 @@ def test_users_per_source_are_capped() -> None:
     h.config.security.max_failed_attempts = 10_000
     for i in range(500):
         h.feed(failure(ATTACKER, user=f"u{i}"), advance=0.01)
-    assert len(h.engine.failed_snapshot()[ATTACKER]["userIds"]) == 32
+    assert len(h.engine.failed_snapshot()[ATTACKER].userIds or []) == 32
 
 
 def test_rate_snapshot_shape() -> None:
     h = Harness()
     h.feed(channel_create(ATTACKER, user="1001"))
     snap = h.engine.rate_snapshot("calls")[ATTACKER]
-    assert snap["count"] == 1
-    assert snap["userIds"] == ["1001"] and snap["domains"] == ["pbx.example.net"]
-    assert snap["firstRequest"] == snap["lastRequest"]
+    assert snap.count == 1
+    assert snap.userIds == ["1001"] and snap.domains == ["pbx.example.net"]
+    assert snap.firstRequest == snap.lastRequest
     with pytest.raises(ValueError):
         h.engine.rate_snapshot("bogus")

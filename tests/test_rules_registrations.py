@@ -9,7 +9,8 @@ from tests.test_rules import ATTACKER, Harness, attempt, failure, pre_register, 
 
 
 def reg_count(h: Harness) -> int:
-    return int(h.engine.rate_snapshot("registrations").get(ATTACKER, {}).get("count", 0))
+    entry = h.engine.rate_snapshot("registrations").get(ATTACKER)
+    return entry.count if entry is not None else 0
 
 
 def failed_exchange(h: Harness, advance: float = 1.0) -> list[BanDecision]:

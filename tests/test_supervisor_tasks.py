@@ -23,7 +23,7 @@ import pytest
 from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses
 from shared.control import PeerUnavailable
-from shared.ops import worker as worker_ops
+from shared.ops import worker
 from shared.ops.supervisor import SupervisorStats
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import (
@@ -64,7 +64,7 @@ def _stats(system: RunningSystem) -> SupervisorStats:
 
 
 def _worker_answers(system: RunningSystem, index: int) -> bool:
-    return answers(addresses.worker_control(system.runtime_dir, index), worker_ops.PING, 1)
+    return answers(addresses.worker_control(system.runtime_dir, index), worker.PING, 1)
 
 
 def _restarted(system: RunningSystem, name: str, old_pid: int) -> bool:

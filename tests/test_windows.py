@@ -134,7 +134,7 @@ def test_registration_rate_bans_like_a_reference_with_lru_eviction(
             assert h.engine.stats()["tracked_ips"] == len(ref)
     snap = h.engine.rate_snapshot("registrations")
     expected = {ip: len(t) for ip, t in ref.items() if trim(t, h.clock.now, window)}
-    assert {ip: s["count"] for ip, s in snap.items()} == expected
+    assert {ip: s.count for ip, s in snap.items()} == expected
 
 
 @SETTINGS
@@ -205,7 +205,7 @@ def test_stale_lru_entries_are_dropped() -> None:
     engine.tick()
     assert engine.stats()["tracked_ips"] == 4
     assert len(engine._lru_keys) == len(engine._lru_times) <= 2 * 4 + LRU_SLACK
-    assert engine.failed_snapshot()["198.51.100.1"]["count"] == 3 * LRU_SLACK // 4
+    assert engine.failed_snapshot()["198.51.100.1"].count == 3 * LRU_SLACK // 4
 
 
 def test_tracked_dict_is_compacted_under_churn() -> None:

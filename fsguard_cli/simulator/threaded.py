@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,21 +18,10 @@ T = TypeVar("T")
 class ThreadedFakeFreeSwitch:
     """`FakeFreeSwitch` on its own event loop thread, for synchronous tests."""
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        password: str = "ClueCon",
-        *,
-        sock: socket.socket | None = None,
-        acl_reject: bool = False,
-        heartbeat_interval: float | None = None,
-        api_responses: dict[str, str] | None = None,
-    ) -> None:
-        self.server = FakeFreeSwitch(
-            host, port, password, sock=sock, acl_reject=acl_reject,
-            heartbeat_interval=heartbeat_interval, api_responses=api_responses,
-        )
+    def __init__(self, server: FakeFreeSwitch | None = None) -> None:
+        """Run `server` (a default FakeFreeSwitch when None): its options are set there,
+        so the two classes cannot drift apart."""
+        self.server = server if server is not None else FakeFreeSwitch()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 

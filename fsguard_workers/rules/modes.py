@@ -7,9 +7,9 @@ makes no decision and kills no call."""
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Any
 
 from shared.config import RulesConfig
+from shared.ops.worker import SimulatedDecision
 
 BAN = "ban"
 SIMULATE = "simulate"
@@ -38,14 +38,14 @@ class Simulations:
     def __init__(self, cap: int) -> None:
         self._cap = cap
         self._until: OrderedDict[tuple[int, str], float] = OrderedDict()
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.recent: deque[SimulatedDecision] = deque(maxlen=RECENT)
         self.by_rule: dict[str, int] = {}
 
     def active(self, key: int, rule: str, now: float) -> bool:
         until = self._until.get((key, rule))
         return until is not None and until > now
 
-    def record(self, key: int, rule: str, until: float, decision: dict[str, Any]) -> None:
+    def record(self, key: int, rule: str, until: float, decision: SimulatedDecision) -> None:
         self._until[(key, rule)] = until
         self._until.move_to_end((key, rule))
         if len(self._until) > self._cap:

@@ -46,23 +46,16 @@ def reason_untrusted_network(network: str) -> str:
 
 
 def reason_scanner(user_agent: str) -> str:
-    return f'Scanner User-Agent "{_clip(user_agent)}"'
+    return f'Scanner User-Agent "{clip(user_agent)}"'
 
 
 def reason_toll_fraud(destination: str, profile: str, context: str) -> str:
     return (
-        f'Unauthenticated call to "{_clip(destination)}" (profile "{profile}", context "{context}")'
+        f'Unauthenticated call to "{clip(destination)}" (profile "{profile}", context "{context}")'
     )
 
 
-def _clip(value: str, limit: int = 128) -> str:
+def clip(value: str, limit: int = 128) -> str:
     """Attacker strings end up in reasons: keep them short and printable."""
     value = value[:limit]
     return "".join(ch if ch.isprintable() else "?" for ch in value)
-
-
-
-
-def clip(value: str, limit: int = 128) -> str:
-    """Public name of `_clip` for the rule modules."""
-    return _clip(value, limit)
