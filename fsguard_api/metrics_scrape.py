@@ -19,8 +19,10 @@ from prometheus_client.core import HistogramMetricFamily
 from fsguard_api.metrics_requests import RequestCounter
 from shared import addresses
 from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall, arequest
+from shared.ops import supervisor as sup_ops
 from shared.ops import worker
-from shared.ops.base import Empty
+from shared.ops.base import Empty, Op, RepT
+from shared.ops.supervisor import SupervisorStats
 from shared.ops.worker import WorkerStats
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
@@ -30,7 +32,7 @@ SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 class Scrape:
     """One scrape's replies (None: the peer did not answer)."""
 
-    supervisor: dict[str, Any] | None
+    supervisor: SupervisorStats | None
     firewall: dict[str, Any] | None
     workers: list[WorkerStats | None]
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -49,17 +51,6 @@ async def _stats(endpoint: str, ctx: zmq.asyncio.Context, timeout: float) -> dic
     return reply.data if reply.ok and isinstance(reply.data, dict) else None
 
 
-async def _worker_stats(
-    endpoint: str, ctx: zmq.asyncio.Context, timeout: float
-) -> WorkerStats | None:
-    try:
-        return await asyncio.wait_for(
-            acall(endpoint, worker.STATS, Empty(), timeout=timeout, ctx=ctx), timeout + 0.25
-        )
-    except (PeerUnavailable, TimeoutError, ControlError, PeerReplyInvalid):
-        return None
-
-
 async def gather(
     runtime_dir: str,
     workers: int,
@@ -71,20 +62,35 @@ async def gather(
     """Ask every process for its `stats`, all at once."""
     started = time.perf_counter()
     ctx = ctx or zmq.asyncio.Context.instance()
-    endpoints = [addresses.supervisor_control(runtime_dir), addresses.firewall_control(runtime_dir)]
-    worker_endpoints = [addresses.worker_control(runtime_dir, i) for i in range(workers)]
-    replies, worker_replies = await asyncio.gather(
-        asyncio.gather(*(_stats(e, ctx, timeout) for e in endpoints)),
-        asyncio.gather(*(_worker_stats(e, ctx, timeout) for e in worker_endpoints)),
+    rd = runtime_dir
+    sup = _ask(addresses.supervisor_control(rd), sup_ops.STATS, ctx, timeout)
+    per_worker = []  # one call per statement: mypy then infers each reply type
+    for index in range(workers):
+        one = _ask(addresses.worker_control(rd, index), worker.STATS, ctx, timeout)
+        per_worker.append(one)
+    supervisor, firewall, worker_replies = await asyncio.gather(
+        sup, _stats(addresses.firewall_control(rd), ctx, timeout), asyncio.gather(*per_worker)
     )
     return Scrape(
-        supervisor=replies[0],
-        firewall=replies[1],
+        supervisor=supervisor,
+        firewall=firewall,
         workers=list(worker_replies),
         requests=dict(requests.counts) if requests is not None else {},
         api_pid=os.getpid(),
         seconds=time.perf_counter() - started,
     )
+
+
+async def _ask(
+    endpoint: str, op: Op[Empty, RepT], ctx: zmq.asyncio.Context, timeout: float
+) -> RepT | None:
+    """A typed `stats`-like call; None when the peer is silent or answers badly."""
+    try:
+        return await asyncio.wait_for(
+            acall(endpoint, op, Empty(), timeout=timeout, ctx=ctx), timeout + 0.25
+        )
+    except (PeerUnavailable, TimeoutError, ControlError, PeerReplyInvalid):
+        return None
 
 
 def num(value: Any) -> float:

@@ -22,6 +22,7 @@ from shared.audit import AuditLog
 from shared.config import Config
 from shared.control import PeerUnavailable, dispatch, request
 from shared.messages import BanDecision, decode, encode
+from shared.ops.firewall import RELOAD as FIREWALL_RELOAD
 
 from .backend import FirewallError, KernelBackend
 from .backends import make_backend
@@ -191,7 +192,8 @@ def main(config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     handlers = fleet.extend(durable.extend(fw.handlers()))
-    handlers["reload"] = reconfigure_handler(fw, durable)  # reconfigure.py
+    reload = reconfigure_handler(fw, durable)  # reconfigure.py, typed (shared/ops/firewall.py)
+    handlers["reload"] = lambda args: reload(FIREWALL_RELOAD.decode_request(args))
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(rep, zmq.POLLIN)

@@ -16,9 +16,11 @@ from typing import Any
 
 from fsguard_supervisor.takeover import PIDFILE, start_time
 from shared import addresses
-from shared.control import PeerUnavailable, request
+from shared.control import PeerUnavailable
+from shared.ops import firewall as fw_ops
+from shared.ops import worker as worker_ops
 from tests.netns_helpers import netns, requires_netns, run_in
-from tests.system_helpers import fsguard_config, running_fsguard_as, wait_for
+from tests.system_helpers import answers, fsguard_config, running_fsguard_as, wait_for
 from tests.test_deploy import SYSTEMD, parse_unit
 from tests.test_metrics import FsguardSystem, failures
 
@@ -39,7 +41,7 @@ def _child_pids(system: FsguardSystem) -> dict[str, int]:
         children = system.children()
     except (AssertionError, PeerUnavailable):
         return {}
-    return {c["name"]: int(c["pid"]) for c in children if c["pid"] is not None}
+    return {c.name: c.pid for c in children if c.pid is not None}
 
 
 def _ready(system: FsguardSystem) -> bool:
@@ -47,7 +49,7 @@ def _ready(system: FsguardSystem) -> bool:
     if set(_child_pids(system)) != ROLES_NAMES:
         return False
     try:
-        if not request(addresses.firewall_control(system.runtime_dir), "ping", timeout=1).ok:
+        if not answers(addresses.firewall_control(system.runtime_dir), fw_ops.PING, 1):
             return False
         status, body = system.http("GET", "/security/esl", timeout=2)
     except (PeerUnavailable, OSError):
@@ -101,10 +103,7 @@ def _start_orphans(ns: str, tmp: Path, cfg: dict[str, Any]) -> dict[str, int]:
 
 
 def _answers(endpoint: str) -> bool:
-    try:
-        return request(endpoint, "ping", timeout=0.5).ok
-    except PeerUnavailable:
-        return False
+    return answers(endpoint, worker_ops.PING)
 
 
 def _dead_pid() -> int:

@@ -18,6 +18,8 @@ from fsguard_firewall.process import Firewall
 from fsguard_firewall.reconfigure import apply
 from shared.config import Config
 from shared.messages import ListChange
+from shared.ops.firewall import RELOAD as FIREWALL_RELOAD
+from shared.ops.reload import FirewallReloaded
 from shared.reloadable import ReloadOrder, plan
 from tests.netns_helpers import netns, requires_netns
 from tests.system_helpers import wait_for
@@ -39,11 +41,11 @@ class Rig:
     def __init__(self, fw: Firewall, durable: Durable, changes: list[ListChange]) -> None:
         self.fw, self.durable, self.changes = fw, durable, changes
 
-    def reload(self, tmp: Path, **security: Any) -> dict[str, Any]:
+    def reload(self, tmp: Path, **security: Any) -> FirewallReloaded:
         new = _config(tmp, **security)
         order = ReloadOrder(config=new, keys=plan(self.fw.config, new).apply)
-        result: dict[str, Any] = apply(self.fw, self.durable, order.to_args())
-        return result
+        wire = msgspec.to_builtins(order)  # as it travels over the control socket
+        return apply(self.fw, self.durable, FIREWALL_RELOAD.decode_request(wire))
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def test_untrusted_config_patterns_swap_and_runtime_ones_stay(rig: Rig, tmp_path
     rig.fw.lists.op_untrusted_add({"pattern": "runtime.example"})
     rig.changes.clear()
     result = rig.reload(tmp_path, untrusted_networks=["new.example"])
-    assert result["untrusted"] == ["-old.example", "+new.example"]
+    assert result.untrusted == ["-old.example", "+new.example"]
     assert rig.fw.lists.op_untrusted({}) == ["runtime.example", "new.example"]
     assert [(c.op, c.ip) for c in rig.changes] == [("remove", "old.example"),
                                                    ("add", "new.example")]  # fmt: skip
@@ -83,7 +85,7 @@ def test_chandaemon_turned_on_by_reload_reports_the_next_ban(
     assert rig.durable.reporter is None
     chandaemon = {"enabled": True, "report_url": server.url, "report_timeout": 1.0}
     result = rig.reload(tmp_path, chandaemon=chandaemon)
-    assert "security.chandaemon.enabled" in result["applied"]
+    assert "security.chandaemon.enabled" in result.applied
     assert rig.durable.reporter is not None and rig.durable.bans.reporter is rig.durable.reporter
     rig.fw.control.op_ban({"ip": "203.0.113.71", "reason": "manual test"})
     wait_for(server.accepted, 5)
@@ -98,6 +100,6 @@ def test_chandaemon_turned_on_by_reload_reports_the_next_ban(
 def test_trusted_reload_refuses_and_lifts(rig: Rig, tmp_path: Path) -> None:
     rig.fw.control.op_ban({"ip": "203.0.113.73"})
     result = rig.reload(tmp_path, trusted_networks=["127.0.0.0/8", "203.0.113.0/24"])
-    assert result["liftedBans"] == ["203.0.113.73"]
+    assert result.liftedBans == ["203.0.113.73"]
     assert rig.fw.store.active(time.time()) == []
     assert rig.fw.refuse(rig.fw.parse_target("203.0.113.74"))

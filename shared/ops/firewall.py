@@ -13,3 +13,10 @@ FIREWALL = Registry("firewall")
 
 PING = FIREWALL.op("ping", Empty, Ping, "who answers: role and pid")
 LOG_LEVEL = FIREWALL.op("log_level", LogLevelRequest, LogLevel, "set this process's log level")
+
+
+# reload (sup17)
+from shared.ops.reload import DOC as _RELOAD_DOC  # noqa: E402  (kept with the op it serves)
+from shared.ops.reload import FirewallReloaded, ReloadOrder  # noqa: E402
+
+RELOAD = FIREWALL.op("reload", ReloadOrder, FirewallReloaded, _RELOAD_DOC)
