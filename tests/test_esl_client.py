@@ -24,11 +24,16 @@ from fsguard_supervisor.esl_client import (
     subscribe_command,
 )
 from fsguard_supervisor.esl_protocol import iter_capture_frames
-from tests.esl_helpers import InterleavingSwitch as InterleavingSwitch  # re-exported:
-from tests.esl_helpers import Sink, held_switch, started, subscribed
-from tests.esl_helpers import run as run  # test_supervisor_bounds imports these four
-from tests.esl_helpers import running as running  # from here
-from tests.esl_helpers import until as until
+from tests.esl_helpers import (
+    InterleavingSwitch,
+    Sink,
+    held_switch,
+    run,
+    running,
+    started,
+    subscribed,
+    until,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SUBSCRIBE = (
