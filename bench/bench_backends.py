@@ -22,7 +22,6 @@ Writes bench/firewall_backends.json (committed: the figures docs/nftables.md quo
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import sys
@@ -34,15 +33,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import zmq  # noqa: E402
-
-from bench.bench_reconcile import start, stop, wait_ready  # noqa: E402
+from bench import firewall_run as fw_run  # noqa: E402
 from fsguard_firewall.kernel import KernelFirewall  # noqa: E402
 from fsguard_firewall.nft_backend import NftBackend  # noqa: E402
-from shared import addresses  # noqa: E402
-from shared.control import request  # noqa: E402
-from shared.messages import BanDecision, DecisionAck, decode, encode  # noqa: E402
-from tests.netns_helpers import netns, netns_unavailable_reason, run_in  # noqa: E402
+from tests.netns_helpers import netns  # noqa: E402
 
 SET = "fsg-bench"
 TABLE = "fsgbench"
@@ -61,112 +55,38 @@ def kernel_count(kind: str, ns: str) -> int:
     return len(backend(kind, ns).list_members())
 
 
-def remove_kernel_objects(kind: str, ns: str) -> None:
-    """What a reboot leaves: none of the backend's sets or rules."""
-    if kind == "ipset":
-        for binary in ("iptables", "ip6tables"):
-            run_in(ns, [binary, "-F"], check=True)
-        run_in(ns, ["ipset", "destroy"], check=True)
-    else:
-        run_in(ns, ["nft", "delete", "table", "inet", TABLE], check=True)
-
-
-def addrs(count: int, base: str) -> list[ipaddress.IPv4Address]:
-    first = int(ipaddress.IPv4Address(base))
-    return [ipaddress.IPv4Address(first + i) for i in range(count)]
-
-
 def bench_kernel(kind: str, count: int, batch: int = 1000) -> dict[str, Any]:
     with netns("bbk") as ns:
         fw = backend(kind, ns)
         fw.ensure_setup()
-        targets = addrs(count, "100.64.0.0")
-        t0 = time.perf_counter()
-        for i in range(0, count, batch):
-            fw.apply([(a, 3600) for a in targets[i : i + batch]])
-        elapsed = time.perf_counter() - t0
-        held = len(fw.list_members())
-    assert held == count, (kind, held)
+        elapsed = fw_run.apply_in_batches(fw, fw_run.addrs(count, "100.64.0.0"), batch)
     return {"bans": count, "batch": batch, "seconds": round(elapsed, 3),
             "bans_per_second": round(count / elapsed)}  # fmt: skip
-
-
-def _config(kind: str, tmp: str) -> Path:
-    config = Path(tmp) / "config.json"
-    config.write_text(json.dumps({
-        "security": {"ipset_name": SET, "nftables_table": TABLE, "firewall_backend": kind,
-                     "block_duration": 3600, "trusted_networks": ["127.0.0.0/8"]},
-        "paths": {"runtime_dir": os.path.join(tmp, "run"),
-                  "state_dir": os.path.join(tmp, "state")},
-        "workers": {"count": 1},
-        "logging": {"level": "warning", "format": "human"},
-    }))  # fmt: skip
-    return config
-
-
-def push_and_ack(runtime: str, ips: list[str], tag: str) -> float:
-    """Push one decision per address as worker 0; seconds until every ok ack arrived."""
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    acks = ctx.socket(zmq.PULL)
-    acks.setsockopt(zmq.RCVHWM, 0)
-    acks.bind(addresses.worker_acks(runtime, 0))
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.SNDHWM, 0)
-    push.connect(addresses.firewall_decisions(runtime))
-    msgs = [
-        encode(BanDecision(id=f"w0-{tag}-{i}", ip=ip, rule="failed_auth", reason="bench",
-                           duration=3600, evidence_count=5, worker=0,
-                           evidence={"base_duration": 3600.0, "recidive_prior": 0}))
-        for i, ip in enumerate(ips)
-    ]  # fmt: skip
-    time.sleep(0.3)  # the firewall's ack PUSH connects to us
-    t0 = time.perf_counter()
-    for m in msgs:
-        push.send(m)
-    acked = 0
-    while acked < len(ips):
-        if not acks.poll(60_000):
-            raise SystemExit(f"only {acked} of {len(ips)} acks")
-        msg = decode(acks.recv())
-        if isinstance(msg, DecisionAck) and msg.id and msg.ok:
-            acked += 1
-    elapsed = time.perf_counter() - t0
-    push.close(0)
-    acks.close(0)
-    ctx.term()
-    return elapsed
 
 
 def bench_process(kind: str, count: int, stored: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, netns("bbp") as ns:
-        config = _config(kind, tmp)
-        runtime = os.path.join(tmp, "run")
-        popen = start(ns, config)
-        wait_ready(runtime, popen)
-        ips = [str(a) for a in addrs(count, "10.64.0.0")]
-        elapsed = push_and_ack(runtime, ips, "a")
+        config, runtime = fw_run.write_config(
+            Path(tmp), {"ipset_name": SET, "nftables_table": TABLE, "firewall_backend": kind,
+                        "block_duration": 3600, "trusted_networks": ["127.0.0.0/8"]},
+            workers={"count": 1})  # fmt: skip
+        popen = fw_run.start(ns, config)
+        fw_run.wait_ready(runtime, popen)
+        ips = [str(a) for a in fw_run.addrs(count, "10.64.0.0")]
+        elapsed = fw_run.push_and_ack(runtime, ips, "a")
         out["process"] = {"bans": count, "seconds": round(elapsed, 3),
                           "bans_per_second": round(count / elapsed),
                           "in_kernel": kernel_count(kind, ns)}  # fmt: skip
-        rest = [str(a) for a in addrs(stored - count, "10.96.0.0")]
-        push_and_ack(runtime, rest, "b")  # fill the store up to `stored` bans
-        stop(popen)
+        rest = [str(a) for a in fw_run.addrs(stored - count, "10.96.0.0")]
+        fw_run.push_and_ack(runtime, rest, "b")  # fill the store up to `stored` bans
+        fw_run.stop(popen)
         for label, reboot in (("reboot", True), ("restart", False)):
             if reboot:
-                remove_kernel_objects(kind, ns)
-            t0 = time.perf_counter()
-            popen = start(ns, config)
-            wait_ready(runtime, popen)
-            ready = time.perf_counter() - t0
-            rec = request(addresses.firewall_control(runtime), "stats", timeout=10).data
-            rec = rec["last_reconcile"]
-            out[label] = {
-                "stored": rec["stored"], "added": rec["added"],
-                "reconcile_seconds": round(rec["seconds"], 3),
-                "start_to_ready_seconds": round(ready, 3), "in_kernel": kernel_count(kind, ns),
-            }  # fmt: skip
-            stop(popen)
+                fw_run.remove_kernel_objects(kind, ns, TABLE)
+            popen, row = fw_run.start_timed(ns, config, runtime)
+            out[label] = {**row, "in_kernel": kernel_count(kind, ns)}
+            fw_run.stop(popen)
     return out
 
 
@@ -176,9 +96,7 @@ def main() -> int:
     parser.add_argument("--reconcile", type=int, default=100_000, help="stored bans")
     parser.add_argument("--kernel-only", action="store_true")
     args = parser.parse_args()
-    reason = netns_unavailable_reason()
-    if reason:
-        print(f"skipped: {reason}")
+    if fw_run.netns_missing():
         return 0
     results: dict[str, Any] = {"count": args.count, "stored": args.reconcile,
                                "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

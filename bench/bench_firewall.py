@@ -11,30 +11,23 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import zmq  # noqa: E402
 
+from bench import control  # noqa: E402
+from bench import firewall_run as fw_run  # noqa: E402
 from fsguard_firewall.kernel import KernelFirewall  # noqa: E402
 from shared import addresses  # noqa: E402
-from shared.control import request  # noqa: E402
 from shared.messages import BanDecision, encode  # noqa: E402
-from tests.netns_helpers import netns, netns_unavailable_reason, run_in  # noqa: E402
-
-
-def addrs(count: int, base: str) -> list[ipaddress.IPv4Address]:
-    start = int(ipaddress.IPv4Address(base))
-    return [ipaddress.IPv4Address(start + i) for i in range(count)]
+from tests.netns_helpers import netns, run_in  # noqa: E402
 
 
 def bench_kernel(count: int, batch: int) -> float:
@@ -43,12 +36,7 @@ def bench_kernel(count: int, batch: int) -> float:
             "bench", "INPUT", default_timeout=3600, command_prefix=["ip", "netns", "exec", ns]
         )
         fw.ensure_setup()
-        targets = addrs(count, "100.64.0.0")
-        t0 = time.perf_counter()
-        for i in range(0, count, batch):
-            fw.apply([(a, 3600) for a in targets[i : i + batch]])
-        elapsed = time.perf_counter() - t0
-        assert len(fw.list_members()) == count
+        elapsed = fw_run.apply_in_batches(fw, fw_run.addrs(count, "100.64.0.0"), batch)
     return count / elapsed
 
 
@@ -56,66 +44,50 @@ def bench_per_ip(sample: int) -> float:
     with netns("benchb") as ns:
         run_in(ns, ["ipset", "create", "b", "hash:ip", "timeout", "3600"], check=True)
         t0 = time.perf_counter()
-        for a in addrs(sample, "100.65.0.0"):
+        for a in fw_run.addrs(sample, "100.65.0.0"):
             run_in(ns, ["ipset", "add", "b", str(a), "timeout", "3600", "-exist"], check=True)
         return sample / (time.perf_counter() - t0)
 
 
-def bench_process(count: int) -> tuple[float, dict[str, object]]:
+def bench_process(count: int) -> tuple[float, dict[str, Any]]:
     with netns("benchp") as ns, tempfile.TemporaryDirectory() as tmp:
-        runtime = os.path.join(tmp, "run")
-        cfg = {
-            "security": {"ipset_name": "benchp", "block_duration": 3600},
-            "paths": {"runtime_dir": runtime, "state_dir": os.path.join(tmp, "state")},
-            "logging": {"level": "warning"},
-        }
-        cfg_path = os.path.join(tmp, "config.json")
-        Path(cfg_path).write_text(json.dumps(cfg))
-        popen = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "fsguard_firewall",
-             "--config", cfg_path],
-            cwd=REPO,
-        )  # fmt: skip
-        control = addresses.firewall_control(runtime)
+        security = {"ipset_name": "benchp", "block_duration": 3600}
+        config, runtime = fw_run.write_config(Path(tmp), security)
+        popen = fw_run.start(ns, config, output=None)
         try:
-            deadline = time.monotonic() + 10
-            while not os.path.exists(addresses.ipc_path(control)):
-                if time.monotonic() > deadline or popen.poll() is not None:
-                    raise RuntimeError("firewall process did not start")
-                time.sleep(0.02)
+            fw_run.wait_ready(runtime, popen, timeout=10)
             push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
             push.setsockopt(zmq.SNDHWM, 0)
             push.connect(addresses.firewall_decisions(runtime))
             singles: list[float] = []
-            for i, a in enumerate(addrs(50, "100.67.0.0")):
+            for i, a in enumerate(fw_run.addrs(50, "100.67.0.0")):
                 t_single = time.perf_counter()
                 push.send(encode(BanDecision(id=f"s-{i}", ip=str(a), rule="bench",
                                              reason="bench", duration=3600)))  # fmt: skip
-                while not request(control, "blacklist_get", {"ip": str(a)}).data["blacklisted"]:
+                while not control.blacklisted(runtime, str(a)):
                     pass
                 singles.append(time.perf_counter() - t_single)
             singles.sort()
             print(f"single decision -> kernel -> visible: p50={singles[25] * 1000:.1f} ms "
                   f"max={singles[-1] * 1000:.1f} ms (50 sequential, idle firewall)")  # fmt: skip
             t0 = time.perf_counter()
-            for i, a in enumerate(addrs(count, "100.66.0.0")):
+            for i, a in enumerate(fw_run.addrs(count, "100.66.0.0")):
                 push.send(
                     encode(BanDecision(id=f"b-{i}", ip=str(a), rule="bench", reason="bench",
                                        duration=3600, event_ts=time.time()))
                 )  # fmt: skip
             while True:
-                stats = request(control, "stats", timeout=10).data
+                stats = control.firewall_stats(runtime, timeout=10)
                 if stats["bans_applied"] >= count + 50:
                     break
                 time.sleep(0.01)
             elapsed = time.perf_counter() - t0
             push.close(0)
-            members = run_in(ns, ["ipset", "list", "-t", "benchp"], check=True).stdout
-            assert f"Number of entries: {count + 50}" in members, members
+            entries = fw_run.ipset_entries(ns, "benchp")
+            assert entries == count + 50, entries
             return count / elapsed, stats
         finally:
-            popen.terminate()
-            popen.wait(5)
+            fw_run.stop(popen)
 
 
 def main() -> int:
@@ -124,9 +96,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--per-ip-sample", type=int, default=300)
     args = parser.parse_args()
-    reason = netns_unavailable_reason()
-    if reason:
-        print(f"skipped: {reason}")
+    if fw_run.netns_missing():
         return 0
     rate = bench_kernel(args.count, args.batch)
     print(f"kernel apply:   {rate:10,.0f} bans/s ({args.count} addresses, batches of {args.batch})")

@@ -14,19 +14,21 @@ Writes bench/results/fleet.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shared import addresses  # noqa: E402
-from shared.control import PeerUnavailable, request  # noqa: E402
+from bench import control  # noqa: E402
+from bench.figures import save_results  # noqa: E402
+from bench.firewall_run import ipset_entries, start, wait_ready, write_config  # noqa: E402
+from bench.procfs import status_kb  # noqa: E402
 from tests.crowdsec_lapi import running_lapi  # noqa: E402
 from tests.netns_helpers import netns, run_in  # noqa: E402
 
@@ -34,18 +36,15 @@ SET = "fsg-bench-fleet"
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return status_kb(pid, field) / 1024
 
 
-def stats(runtime: str) -> dict[str, object]:
+def stats(runtime: str) -> dict[str, Any]:
+    """The firewall's counters; {} while it is too busy to answer."""
     try:
-        reply = request(addresses.firewall_control(runtime), "stats", timeout=10)
-    except PeerUnavailable:
+        return control.firewall_stats(runtime, timeout=10)
+    except (control.PeerUnavailable, control.ControlRefused):
         return {}
-    return dict(reply.data) if reply.ok else {}
 
 
 def main() -> int:
@@ -61,31 +60,20 @@ def main() -> int:
         t0 = time.perf_counter()
         lapi.cscli("decisions", "import", "-i", str(csv), "--type", "ban", "-R", "bench")
         print(f"cscli import of {args.count}: {time.perf_counter() - t0:.1f}s")
-        runtime = str(tmp / "run")
-        config = {
-            "security": {
-                "ipset_name": SET, "trusted_networks": ["127.0.0.0/8"],
-                "crowdsec": {"enabled": True, "lapi_url": lapi.url, "poll_interval": "1h",
-                             "bouncer_api_key": "bench-bouncer-key-0123456789",
-                             "timeout": "30s"},
-            },
-            "paths": {"runtime_dir": runtime, "state_dir": str(tmp / "state")},
-            "logging": {"level": "info", "format": "human"},
-        }  # fmt: skip
-        cfg_path = tmp / "config.json"
-        cfg_path.write_text(json.dumps(config))
+        config, runtime = write_config(tmp, {
+            "ipset_name": SET, "trusted_networks": ["127.0.0.0/8"],
+            "crowdsec": {"enabled": True, "lapi_url": lapi.url, "poll_interval": "1h",
+                         "bouncer_api_key": "bench-bouncer-key-0123456789", "timeout": "30s"},
+        }, logging={"level": "info", "format": "human"})  # fmt: skip
         log = open(tmp / "fw.log", "wb")  # noqa: SIM115
-        fw = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
-                               "fsguard_firewall", "--config", str(cfg_path)],
-                              cwd=REPO, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        fw = start(ns, config, output=log)
         try:
-            while not stats(runtime):
-                time.sleep(0.1)
-            pid = int(str(stats(runtime)["pid"]))  # the firewall answers with its own pid
+            wait_ready(runtime, fw)
+            pid = int(control.firewall_stats(runtime)["pid"])  # the firewall's own pid
             before = rss_mb(pid)
-            start = time.perf_counter()
+            t_start = time.perf_counter()
             conn = subprocess.Popen([sys.executable, "-m", "fsguard_fleet", "--config",
-                                     str(cfg_path)], cwd=REPO,
+                                     str(config)], cwd=REPO,
                                     stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
             try:
                 while True:
@@ -93,15 +81,13 @@ def main() -> int:
                     if s.get("crowdsec_remote_decisions") == args.count:
                         break
                     time.sleep(0.05)
-                total = time.perf_counter() - start
+                total = time.perf_counter() - t_start
                 conn_peak = rss_mb(conn.pid, "VmHWM")
             finally:
                 conn.terminate()
                 conn.wait(10)
             after = rss_mb(pid)
-            members = run_in(ns, ["ipset", "list", SET, "-t"], check=True).stdout
-            in_kernel = next(int(line.split(":")[1]) for line in members.splitlines()
-                             if line.startswith("Number of entries"))  # fmt: skip
+            in_kernel = ipset_entries(ns, SET)
             result = {
                 "count": args.count,
                 "in_kernel": in_kernel,
@@ -116,10 +102,7 @@ def main() -> int:
             fw.terminate()
             fw.wait(10)
             run_in(ns, ["iptables", "-F"], check=False)
-    print(json.dumps(result, indent=2))
-    out = REPO / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fleet.json").write_text(json.dumps(result, indent=2))
+    save_results("fleet", result)
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import sys
 import tempfile
 import time
@@ -18,36 +17,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_pipeline import Tree, _proc_hwm_kb
-from bench.loadgen import _std, frame
-from shared import addresses
-from shared.control import request
+from bench import control
+from bench.bench_pipeline import Tree
+from bench.figures import save_results
+from bench.loadgen import frame, sofia_reg
+from bench.procfs import status_kb
 from tests.netns_helpers import netns
 
 BASE = int(ipaddress.IPv4Address("100.64.0.0"))
 
 
 def pre_register(ip: str, seq: int) -> dict[str, str]:
-    ev = _std("CUSTOM", "sofia::pre_register", seq, "sofia_reg.c",
-              "sofia_reg_handle_register_token", 1810)
-    ev.update({
-        "profile-name": "internal", "from-user": "1000", "from-host": "pbx.example.com",
+    return sofia_reg("pre_register", 1810, ip, "1000", seq, {
+        "from-user": "1000", "from-host": "pbx.example.com",
         "contact": f'"" <sip:1000@{ip}:5060>', "call-id": f"{seq}@{ip}", "rpid": "unknown",
-        "status": "Registered(UDP)", "expires": "300", "to-user": "1000",
-        "to-host": "pbx.example.com", "network-ip": ip, "network-port": "5060",
-        "user-agent": "Z 5.5.5",
-    })
-    return ev
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
+        "status": "Registered(UDP)", "expires": "300", "user-agent": "Z 5.5.5",
+    })  # fmt: skip
 
 
 def main() -> int:
@@ -61,7 +46,7 @@ def main() -> int:
         try:
             time.sleep(1.0)
             named = tree.named_pids()
-            idle = {n: _rss_kb(p) for n, p in named.items()}
+            idle = {n: status_kb(p, "VmRSS") for n, p in named.items()}
             base = tree.processed()
             t0 = time.perf_counter()
             for start in range(0, args.addresses, chunk):
@@ -73,11 +58,10 @@ def main() -> int:
             while tree.processed() - base < args.addresses and time.perf_counter() - t0 < 600:
                 time.sleep(0.2)
             elapsed = time.perf_counter() - t0
-            after = {n: _rss_kb(p) for n, p in named.items()}
-            peak = {n: _proc_hwm_kb(p) for n, p in named.items()}
+            after = {n: status_kb(p, "VmRSS") for n, p in named.items()}
+            peak = {n: status_kb(p, "VmHWM") for n, p in named.items()}
             sup = tree.supervisor_stats()
-            workers = [request(addresses.worker_control(tree.rd, i), "stats", timeout=2).data
-                       for i in range(args.workers)]
+            workers = [control.worker_stats(tree.rd, i) for i in range(args.workers)]
         finally:
             code = tree.stop()
     result = {
@@ -99,10 +83,7 @@ def main() -> int:
         "rss_total_peak_mb": round(sum(peak.values()) / 1024, 1),
         "exit_code": code,
     }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "flood.json").write_text(json.dumps(result, indent=2))
+    save_results("flood", result)
     return 0
 
 

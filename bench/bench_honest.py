@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,21 +38,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import control
+from bench.figures import latency_ms
 from bench.frames import Templates, flood_frames, ip_bytes, mix_frames, mix_mean_size
 from bench.loadgen import LoadServer
-from bench.openloop import (
-    IpsetProbe,
-    OpenLoopSender,
-    build_stream,
-    cpu_delta,
-    cpu_seconds,
-    machine_busy,
-    tree_cpu,
-    tree_pids,
-    tree_pss_mb,
-)
-from shared import addresses
-from shared.control import PeerUnavailable, request
+from bench.openloop import IpsetProbe, OpenLoopSender, build_stream
+from bench.procfs import cpu_delta, cpu_seconds, machine_busy, tree_cpu, tree_pids, tree_pss_mb
 from tests.netns_helpers import netns, run_in, socket_in
 
 SET_NAME = "fsg-honest"
@@ -63,17 +53,8 @@ NICE = -10
 NETLINK_NETFILTER = 12
 
 
-def _pct(values: list[float], q: float) -> float:
-    data = sorted(values)
-    return data[min(len(data) - 1, max(0, round(q * len(data)) - 1))]
-
-
 def _lat(values: list[float]) -> dict[str, Any]:
-    ms = [v * 1000 for v in values]
-    if not ms:
-        return {"count": 0}
-    return {"count": len(ms), "p50_ms": round(statistics.median(ms), 2),
-            "p99_ms": round(_pct(ms, 0.99), 2), "max_ms": round(max(ms), 2)}
+    return {"count": len(values), **latency_ms(values)} if values else {"count": 0}
 
 
 def set_autogroup_nice(pid: int, nice: int) -> int | None:
@@ -126,7 +107,7 @@ class HonestTree:
         time.sleep(2.0)  # imports done, first ticks run
 
     def children(self) -> list[dict[str, Any]]:
-        return list(request(addresses.supervisor_control(self.rd), "processes", timeout=2).data)
+        return control.supervisor_children(self.rd)
 
     def named_pids(self) -> dict[str, int]:
         out = {"supervisor": self.proc.pid}
@@ -146,9 +127,8 @@ class HonestTree:
         out = []
         for i in range(self.workers):
             try:
-                out.append(dict(request(addresses.worker_control(self.rd, i), "stats",
-                                        timeout=5).data))
-            except PeerUnavailable:
+                out.append(control.worker_stats(self.rd, i, timeout=5))
+            except control.PeerUnavailable:
                 out.append({})
         return out
 
@@ -156,11 +136,11 @@ class HonestTree:
         return sum(int(w.get("processed", 0)) for w in self.worker_stats())
 
     def dropped(self) -> int:
-        data = request(addresses.supervisor_control(self.rd), "stats", timeout=5).data
+        data = control.supervisor_stats(self.rd, timeout=5)
         return int(sum(data["dropped_per_worker"]))
 
     def firewall_stats(self) -> dict[str, Any]:
-        return dict(request(addresses.firewall_control(self.rd), "stats", timeout=5).data)
+        return control.firewall_stats(self.rd, timeout=5)
 
     def pss(self) -> float:
         return tree_pss_mb(self.proc.pid)

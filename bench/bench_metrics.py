@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -29,27 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.figures import latency_ms, save_results
 from bench.loadgen import channel_create, realistic_mix, register, register_failure
 from fsguard_workers.process import event_label
 from tests.test_metrics import FsguardSystem, fsguard_system
 
 WORKERS = 8
-RESULTS = Path(__file__).resolve().parent / "results" / "metrics.json"
-
-
-def _pct(values: list[float], q: float) -> float:
-    data = sorted(values)
-    return data[min(len(data) - 1, max(0, round(q * len(data)) - 1))]
 
 
 def _summary(values: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values]
-    return {
-        "p50_ms": round(statistics.median(ms), 2),
-        "p95_ms": round(_pct(ms, 0.95), 2),
-        "p99_ms": round(_pct(ms, 0.99), 2),
-        "max_ms": round(max(ms), 2),
-    }
+    return latency_ms(values, (0.95, 0.99))
 
 
 def _processed(system: FsguardSystem) -> float:
@@ -143,9 +131,7 @@ def main() -> int:
         results["load_without_scrapes"] = load_phase(system, 0, seconds=results["load_seconds"])
     results.update(label_cost())
     results["target_ms"] = 50
-    print(json.dumps(results, indent=2))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    save_results("metrics", results)
     return 0
 
 

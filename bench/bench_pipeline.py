@@ -17,8 +17,8 @@ Needs root (network namespace, ipset). Usage: python bench/bench_pipeline.py [--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -31,9 +31,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import control
+from bench.figures import save_results
 from bench.loadgen import LoadServer, frame, realistic_mix, register_failure
-from shared import addresses
-from shared.control import PeerUnavailable, request
+from bench.procfs import cpu_seconds, status_kb
 from tests.netns_helpers import netns, run_in, socket_in
 
 SET_NAME = "fsg-bench"
@@ -78,24 +79,6 @@ def _config(tmp: Path, port: int, workers: int, minimal: bool = False) -> Path:
     return path
 
 
-def _proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_hwm_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
-
-
 class Tree:
     """A running `fsguard run` inside namespace `ns`, fed by a LoadServer."""
 
@@ -119,26 +102,23 @@ class Tree:
         return list(self.named_pids().values())
 
     def named_pids(self) -> dict[str, int]:
-        reply = request(addresses.supervisor_control(self.rd), "processes", timeout=2)
         named = {"supervisor": self.proc.pid}
-        named.update({c["name"]: c["pid"] for c in reply.data if c["pid"]})
+        named.update({c["name"]: c["pid"] for c in control.supervisor_children(self.rd)
+                      if c["pid"]})  # fmt: skip
         return named
 
     def processed(self) -> int:
         total = 0
         for i in range(self.workers):
-            try:
-                reply = request(addresses.worker_control(self.rd, i), "stats", timeout=2)
-                total += int(reply.data["processed"])
-            except PeerUnavailable:
-                pass
+            with contextlib.suppress(control.PeerUnavailable):
+                total += int(control.worker_stats(self.rd, i)["processed"])
         return total
 
     def supervisor_stats(self) -> dict[str, Any]:
-        return dict(request(addresses.supervisor_control(self.rd), "stats", timeout=2).data)
+        return control.supervisor_stats(self.rd)
 
     def firewall_stats(self) -> dict[str, Any]:
-        return dict(request(addresses.firewall_control(self.rd), "stats", timeout=2).data)
+        return control.firewall_stats(self.rd)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -158,7 +138,7 @@ def throughput(ns: str, events: int, workers: int, minimal: bool = False) -> dic
             base = tree.processed()
             named = tree.named_pids()
             pids = list(named.values())
-            per0 = {name: _proc_cpu(pid) for name, pid in named.items()}
+            per0 = {name: cpu_seconds(pid, children=False) for name, pid in named.items()}
             cpu0 = sum(per0.values())
             t0 = time.perf_counter()
             writer = threading.Thread(target=tree.load.send, args=(stream,))
@@ -169,10 +149,10 @@ def throughput(ns: str, events: int, workers: int, minimal: bool = False) -> dic
             t1 = time.perf_counter()
             writer.join()
             done = tree.processed() - base
-            per1 = {name: _proc_cpu(pid) for name, pid in named.items()}
+            per1 = {name: cpu_seconds(pid, children=False) for name, pid in named.items()}
             cpu1 = sum(per1.values())
             sup = tree.supervisor_stats()
-            rss_kb = sum(_proc_hwm_kb(p) for p in pids)
+            rss_kb = sum(status_kb(p, "VmHWM") for p in pids)
             elapsed = t1 - t0
             result = {
                 "events": events,
@@ -237,10 +217,7 @@ def main() -> int:
             results["throughput_failed_auth_rule_only"] = throughput(
                 ns, args.events, workers, minimal=True)
         results["latency"] = latency(ns, args.bans, workers)
-    print(json.dumps(results, indent=2))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "pipeline.json").write_text(json.dumps(results, indent=2))
+    save_results("pipeline", results)
     return 0
 
 

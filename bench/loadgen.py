@@ -45,19 +45,27 @@ def _std(
     return head
 
 
+def sofia_reg(
+    subclass: str, line: int, ip: str, user: str, seq: int, headers: dict[str, str]
+) -> dict[str, str]:
+    """A sofia::`subclass` event from sofia_reg.c: `user` at `ip`, plus `headers`."""
+    ev = _std("CUSTOM", f"sofia::{subclass}", seq, "sofia_reg.c",
+              "sofia_reg_handle_register_token", line)
+    ev.update({"profile-name": "internal", "to-user": user, "to-host": "pbx.example.com",
+               "network-ip": ip, "network-port": "5060"})  # fmt: skip
+    ev.update(headers)
+    return ev
+
+
 def register(ip: str, user: str, seq: int) -> dict[str, str]:
-    ev = _std("CUSTOM", "sofia::register", seq, "sofia_reg.c",
-              "sofia_reg_handle_register_token", 2059)
-    ev.update({
-        "profile-name": "internal", "from-user": user, "from-host": "pbx.example.com",
+    return sofia_reg("register", 2059, ip, user, seq, {
+        "from-user": user, "from-host": "pbx.example.com",
         "presence-hosts": "n/a", "contact": f'"" <sip:{user}@{ip}:5060>',
         "call-id": f"{uuid.uuid4()}", "rpid": "unknown", "status": "Registered(UDP)",
-        "expires": "300", "to-user": user, "to-host": "pbx.example.com", "network-ip": ip,
-        "network-port": "5060", "username": user, "realm": "pbx.example.com",
+        "expires": "300", "username": user, "realm": "pbx.example.com",
         "user-agent": "Yealink SIP-T46S 66.86.0.15", "sip_auth_username": user,
         "user_name": user, "domain_name": "pbx.example.com", "user_context": "default",
-    })
-    return ev
+    })  # fmt: skip
 
 
 def channel_create(ip: str, user: str, seq: int) -> dict[str, str]:
@@ -81,14 +89,8 @@ def channel_create(ip: str, user: str, seq: int) -> dict[str, str]:
 
 
 def register_failure(ip: str, user: str, seq: int) -> dict[str, str]:
-    ev = _std("CUSTOM", "sofia::register_failure", seq, "sofia_reg.c",
-              "sofia_reg_handle_register_token", 1792)
-    ev.update({
-        "profile-name": "internal", "to-user": user, "to-host": "pbx.example.com",
-        "network-ip": ip, "user-agent": "Z 5.5.5", "network-port": "5060",
-        "registration-type": "REGISTER",
-    })
-    return ev
+    return sofia_reg("register_failure", 1792, ip, user, seq,
+                     {"user-agent": "Z 5.5.5", "registration-type": "REGISTER"})
 
 
 def wrong_call_state(ip: str, user: str, seq: int) -> dict[str, str]:

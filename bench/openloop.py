@@ -1,4 +1,4 @@
-"""Open-loop ESL sender, kernel-set probe and process-tree accounting for bench_honest.
+"""Open-loop ESL sender and kernel-set probe for bench_honest.
 
 The sender behaves like FreeSWITCH's mod_event_socket towards a slow consumer: events
 are produced at a fixed offered rate whatever the reader does, written with non-blocking
@@ -19,67 +19,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-
-
-# --- process tree --------------------------------------------------------------------
-def tree_pids(root: int) -> list[int]:
-    """`root` and every descendant (a /proc scan)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def pss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def tree_pss_mb(root: int) -> float:
-    return round(sum(pss_kb(p) for p in tree_pids(root)) / 1024, 1)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime, plus those of reaped children (the firewall's ipset runs)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(root: int) -> dict[int, float]:
-    return {p: cpu_seconds(p) for p in tree_pids(root)}
-
-
-def machine_busy() -> float:
-    """Busy CPU seconds of the whole machine (all cores) since boot, from /proc/stat."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(v - before.get(p, 0.0) for p, v in after.items())
-
 
 # --- kernel set probe (ipset netlink IPSET_CMD_TEST) ----------------------------------
 NETLINK_NETFILTER = 12

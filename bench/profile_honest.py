@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_honest import HonestTree
 from bench.frames import Templates, flood_frames, mix_frames, mix_mean_size
-from bench.openloop import build_stream, cpu_seconds
+from bench.openloop import build_stream
+from bench.procfs import cpu_seconds
 from tests.netns_helpers import netns
 
 OUT = Path(__file__).resolve().parent / "results"

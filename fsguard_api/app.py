@@ -33,8 +33,6 @@ from fsguard_api.models import (
     SecurityStatus,
     SimulatedDecision,
     StatusMessage,
-    SupervisorEslStats,
-    convert,
     error_response,
 )
 from fsguard_api.openapi import doc
@@ -44,8 +42,10 @@ from shared.config import Config, api_token, worker_count
 from shared.control import PeerReplyInvalid
 from shared.esl_hardening import esl_warnings
 from shared.ops import firewall as fw_ops
+from shared.ops import supervisor as sup_ops
 from shared.ops import worker
 from shared.ops.base import Empty
+from shared.ops.supervisor import EslCommandRequest, SupervisorEslStats
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
     sec = config.security
 
     async def esl_stats() -> SupervisorEslStats:
-        return convert(await peers.supervisor("esl_stats"), SupervisorEslStats, "supervisor")
+        return await peers.ask(sup_ops.ESL_STATS, Empty())
 
     @app.get("/security/status", responses=doc(SecurityStatus))
     async def security_status() -> Response:
@@ -209,7 +209,7 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
     @app.post("/security/esl/reconnect", responses=doc(StatusMessage))
     async def security_esl_reconnect(request: Request) -> Response:
         try:
-            await peers.supervisor("reconnect")
+            await peers.ask(sup_ops.RECONNECT, Empty())
         except PeerError as exc:
             audit(request, "reconnect", "", f"failed: {exc.status} {exc}")
             raise
@@ -235,8 +235,7 @@ def add_security_routes(app: FastAPI, config: Config, peers: Peers) -> None:
             # As the Go program: 500 with this message (403 means "source IP not permitted").
             return error_response(500, f"command not allowed: {command}")
         try:
-            data = await peers.supervisor("esl_command", {"command": normalized})
-            result = convert(data, CommandResult, "supervisor")
+            result = await peers.ask(sup_ops.ESL_COMMAND, EslCommandRequest(command=normalized))
         except (PeerError, PeerReplyInvalid) as exc:
             audit(request, "esl_command", normalized, f"failed: {exc}")
             raise

@@ -18,11 +18,13 @@ from prometheus_client.core import HistogramMetricFamily
 
 from fsguard_api.metrics_requests import RequestCounter
 from shared import addresses
-from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall, arequest
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall
 from shared.ops import firewall as fw_ops
+from shared.ops import supervisor as sup_ops
 from shared.ops import worker
-from shared.ops.base import Empty
+from shared.ops.base import Empty, Op, RepT
 from shared.ops.firewall_bans import FirewallStats, HistogramSnapshot
+from shared.ops.supervisor import SupervisorStats
 from shared.ops.worker import WorkerStats
 
 SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
@@ -32,45 +34,13 @@ SCRAPE_TIMEOUT = 1.0  # per peer; peers are asked concurrently
 class Scrape:
     """One scrape's replies (None: the peer did not answer)."""
 
-    supervisor: dict[str, Any] | None
+    supervisor: SupervisorStats | None
     firewall: FirewallStats | None
     workers: list[WorkerStats | None]
     requests: dict[tuple[str, str], int] = field(default_factory=dict)
     api_pid: int = 0
     seconds: float = 0.0
     hardening: dict[str, str] = field(default_factory=dict)  # failed ESL hardening checks
-
-
-async def _stats(endpoint: str, ctx: zmq.asyncio.Context, timeout: float) -> dict[str, Any] | None:
-    try:
-        reply = await asyncio.wait_for(
-            arequest(endpoint, "stats", timeout=timeout, ctx=ctx), timeout + 0.25
-        )
-    except (PeerUnavailable, TimeoutError):
-        return None
-    return reply.data if reply.ok and isinstance(reply.data, dict) else None
-
-
-async def _firewall_stats(
-    endpoint: str, ctx: zmq.asyncio.Context, timeout: float
-) -> FirewallStats | None:
-    try:
-        return await asyncio.wait_for(
-            acall(endpoint, fw_ops.STATS, Empty(), timeout=timeout, ctx=ctx), timeout + 0.25
-        )
-    except (PeerUnavailable, TimeoutError, ControlError, PeerReplyInvalid):
-        return None
-
-
-async def _worker_stats(
-    endpoint: str, ctx: zmq.asyncio.Context, timeout: float
-) -> WorkerStats | None:
-    try:
-        return await asyncio.wait_for(
-            acall(endpoint, worker.STATS, Empty(), timeout=timeout, ctx=ctx), timeout + 0.25
-        )
-    except (PeerUnavailable, TimeoutError, ControlError, PeerReplyInvalid):
-        return None
 
 
 async def gather(
@@ -84,11 +54,15 @@ async def gather(
     """Ask every process for its `stats`, all at once."""
     started = time.perf_counter()
     ctx = ctx or zmq.asyncio.Context.instance()
-    worker_endpoints = [addresses.worker_control(runtime_dir, i) for i in range(workers)]
+    rd = runtime_dir
+    sup = _ask(addresses.supervisor_control(rd), sup_ops.STATS, ctx, timeout)
+    per_worker = []  # one call per statement: mypy then infers each reply type
+    for index in range(workers):
+        one = _ask(addresses.worker_control(rd, index), worker.STATS, ctx, timeout)
+        per_worker.append(one)
+    fw = _ask(addresses.firewall_control(rd), fw_ops.STATS, ctx, timeout)
     supervisor, firewall, worker_replies = await asyncio.gather(
-        _stats(addresses.supervisor_control(runtime_dir), ctx, timeout),
-        _firewall_stats(addresses.firewall_control(runtime_dir), ctx, timeout),
-        asyncio.gather(*(_worker_stats(e, ctx, timeout) for e in worker_endpoints)),
+        sup, fw, asyncio.gather(*per_worker)
     )
     return Scrape(
         supervisor=supervisor,
@@ -98,6 +72,18 @@ async def gather(
         api_pid=os.getpid(),
         seconds=time.perf_counter() - started,
     )
+
+
+async def _ask(
+    endpoint: str, op: Op[Empty, RepT], ctx: zmq.asyncio.Context, timeout: float
+) -> RepT | None:
+    """A typed `stats`-like call; None when the peer is silent or answers badly."""
+    try:
+        return await asyncio.wait_for(
+            acall(endpoint, op, Empty(), timeout=timeout, ctx=ctx), timeout + 0.25
+        )
+    except (PeerUnavailable, TimeoutError, ControlError, PeerReplyInvalid):
+        return None
 
 
 def num(value: Any) -> float:

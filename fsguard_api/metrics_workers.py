@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from fsguard_api.metrics_scrape import num
+from shared.ops.supervisor import SupervisorStats
 from shared.ops.worker import WorkerStats
 
 
@@ -22,11 +22,10 @@ def decode_outcomes(w: WorkerStats) -> dict[str, int]:
 
 
 def worker_families(
-    workers: list[WorkerStats | None], supervisor: Mapping[str, Any] | None
+    workers: list[WorkerStats | None], supervisor: SupervisorStats | None
 ) -> Iterator[Metric]:
     """Worker counters; queue depth is the supervisor's sent count minus the processed."""
-    sup = supervisor or {}
-    sent = sup.get("sent_per_worker") or []
+    sent = supervisor.sent_per_worker if supervisor is not None else []
     events = CounterMetricFamily(
         "fsguard_events",
         "Events processed by the workers, by event name",

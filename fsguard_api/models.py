@@ -30,6 +30,7 @@ __all__ = [  # the firewall's replies that are REST responses too (shared/ops)
 # Peer replies that are also REST shapes live with their ops (same class names, so the
 # OpenAPI document does not change), re-exported for the routes.
 from shared.ops.common import WhitelistEntry as WhitelistEntry
+from shared.ops.supervisor import CommandResult as CommandResult
 from shared.ops.worker import FailedEntry as FailedEntry
 from shared.ops.worker import RateEntry as RateEntry
 from shared.ops.worker import SimulatedDecision as SimulatedDecision
@@ -73,11 +74,6 @@ class EslStats(msgspec.Struct, kw_only=True):
     workerCount: int
     queueLength: int
     queueCapacity: int
-
-
-class CommandResult(msgspec.Struct, kw_only=True):
-    command: str
-    response: str
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):
@@ -199,39 +195,6 @@ class SystemStats(msgspec.Struct, kw_only=True):
 
 
 # --- peer replies (the control contract) -----------------------------------------------
-
-
-class SupervisorEslStats(msgspec.Struct, kw_only=True):
-    """Supervisor op "esl_stats": EslStats without eventsProcessed (the workers count it)."""
-
-    connected: bool
-    host: str
-    port: str | int
-    connectionAttempts: int
-    connectionErrors: int
-    eventsQueued: int
-    eventsDropped: int
-    workerCount: int
-    queueLength: int
-    queueCapacity: int
-    logLevel: str
-
-
-class ChildInfo(msgspec.Struct, kw_only=True):
-    """One entry of the supervisor's "processes" / stats "children"."""
-
-    name: str
-    role: str
-    pid: int | None
-    restarts: int = 0
-
-
-class SupervisorStats(msgspec.Struct, kw_only=True):
-    """Supervisor op "stats": only the fields the API uses."""
-
-    uptime: float
-    pid: int
-    children: list[ChildInfo]
 
 
 # --- helpers ------------------------------------------------------------------------------

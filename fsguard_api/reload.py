@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgspec
 import zmq
 import zmq.asyncio
 from fastapi import FastAPI, Request
@@ -29,8 +28,15 @@ from fsguard_api.openapi import doc
 from fsguard_api.peers import PeerError
 from shared import addresses
 from shared.config import Config
-from shared.control import ControlError, PeerUnavailable, arequest, dispatch
+from shared.control import ControlError, PeerUnavailable, acall, dispatch
 from shared.logs import set_level
+from shared.ops import api as api_ops
+from shared.ops import supervisor as sup_ops
+from shared.ops.api import API
+from shared.ops.base import OpTable
+from shared.ops.common import Actor, Ping
+from shared.ops.reload import Reloaded
+from shared.ops.supervisor import ReloadResult
 from shared.reloadable import ReloadOrder, apply_in_place
 
 log = logging.getLogger(__name__)
@@ -38,22 +44,8 @@ log = logging.getLogger(__name__)
 RELOAD_TIMEOUT = 15.0  # the supervisor asks every process in turn
 
 
-class ReloadResult(msgspec.Struct, kw_only=True):
-    """POST /security/reload (fsguard addition)."""
-
-    status: str
-    message: str
-    applied: list[str]  # reloadable keys that changed, applied in every process
-    restartRequired: list[str]  # changed keys that need a restart; not applied
-    processes: dict[str, str]  # process -> "ok" | "unavailable (...)" | "error: ..."
-    liftedBans: list[str] = []  # bans inside newly trusted networks, lifted
-
-
-def apply(app: FastAPI, config: Config, args: dict[str, Any]) -> dict[str, Any]:
-    try:
-        order = ReloadOrder.from_args(args)
-    except ValueError as exc:
-        raise ControlError(str(exc), 400) from None
+def apply(app: FastAPI, config: Config, order: ReloadOrder) -> Reloaded:
+    """The API's `reload` op: the order's keys onto the app's Config, in place."""
     applied = apply_in_place(config, order)
     if any(k.startswith("security.chandaemon.allowed_api_ips") for k in applied):
         fresh = access.AllowList(config.security.chandaemon.allowed_api_ips)
@@ -65,17 +57,21 @@ def apply(app: FastAPI, config: Config, args: dict[str, Any]) -> dict[str, Any]:
         set_level(config.logging.level)
     if applied:
         log.info("reloaded: %s", ", ".join(applied))
-    return {"applied": applied}
+    return Reloaded(applied=applied)
 
 
-async def _serve(app: FastAPI, config: Config, sock: Any) -> None:
-    handlers = {
-        "ping": lambda a: {"role": "api", "pid": os.getpid()},
-        "reload": lambda a: apply(app, config, a),
-    }
+def op_table(app: FastAPI, config: Config) -> OpTable:
+    """The API's handler for every op of shared/ops/api.py."""
+    table = OpTable(API)
+    table.bind(api_ops.PING, lambda _: Ping(role="api", pid=os.getpid()))
+    table.bind(api_ops.RELOAD, lambda order: apply(app, config, order))
+    return table
+
+
+async def _serve(table: OpTable, sock: Any) -> None:
     while True:
         raw = await sock.recv()
-        await sock.send(dispatch(handlers, raw))
+        await sock.send(dispatch(table, raw))
 
 
 def install(app: FastAPI, config: Config) -> None:
@@ -91,7 +87,7 @@ def install(app: FastAPI, config: Config) -> None:
         task: asyncio.Task[None] | None = None
         try:
             sock.bind(endpoint)
-            task = asyncio.ensure_future(_serve(a, config, sock))
+            task = asyncio.ensure_future(_serve(op_table(a, config), sock))
         except zmq.ZMQError as exc:
             log.warning("no control socket %s (%s): reloads will not reach the API",
                         endpoint, exc)  # fmt: skip
@@ -115,13 +111,13 @@ def install(app: FastAPI, config: Config) -> None:
         endpoint = addresses.supervisor_control(config.paths.runtime_dir)
         actor = access.client_host(request.scope) or "api"
         try:
-            reply = await arequest(endpoint, "reload", {"actor": f"api:{actor}"},
-                                   timeout=RELOAD_TIMEOUT)  # fmt: skip
+            result = await acall(endpoint, sup_ops.RELOAD, Actor(actor=f"api:{actor}"),
+                                 timeout=RELOAD_TIMEOUT)  # fmt: skip
         except PeerUnavailable as exc:
             access.audit(request.scope, "reload", "", "failed: supervisor unavailable")
             raise PeerError("supervisor unavailable: no answer to 'reload'", 503) from exc
-        if not reply.ok:
-            access.audit(request.scope, "reload", "", f"refused: {reply.error}")
-            raise PeerError(reply.error, reply.status if 400 <= reply.status <= 599 else 500)
+        except ControlError as exc:
+            access.audit(request.scope, "reload", "", f"refused: {exc}")
+            raise PeerError(str(exc), exc.status) from None
         access.audit(request.scope, "reload", "", "ok")
-        return MsgspecResponse(msgspec.convert(reply.data, ReloadResult))
+        return MsgspecResponse(result)

@@ -13,6 +13,8 @@ from fsguard_api.peers import PeerError, Peers
 from fsguard_api.routes_common import LogLevelBody, audit
 from shared.config import Config, worker_count
 from shared.logs import set_level
+from shared.ops import firewall as fw_ops
+from shared.ops import supervisor as sup_ops
 from shared.ops import worker
 from shared.ops.common import LogLevelRequest
 
@@ -22,11 +24,10 @@ def add_log_level_routes(app: FastAPI, config: Config, peers: Peers) -> None:
 
     @app.post("/security/esl/log-level", responses=doc(StatusMessage, body=True))
     async def log_level(request: Request, body: LogLevelBody) -> Response:
-        args = {"level": body.level}
         level = LogLevelRequest(level=body.level)
         results = await asyncio.gather(
-            peers.supervisor("log_level", args),
-            peers.firewall("log_level", args),
+            peers.ask(sup_ops.LOG_LEVEL, level),
+            peers.ask(fw_ops.LOG_LEVEL, level),
             *(peers.ask(worker.LOG_LEVEL, level, i) for i in range(workers)),
             return_exceptions=True,
         )

@@ -15,13 +15,13 @@ from starlette.responses import Response
 from fsguard_api.models import (
     MsgspecResponse,
     ProcessStats,
-    SupervisorStats,
     SystemMemory,
     SystemStats,
-    convert,
 )
 from fsguard_api.openapi import doc
 from fsguard_api.peers import Peers
+from shared.ops import supervisor as sup_ops
+from shared.ops.base import Empty
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -77,7 +77,7 @@ def sample(pid: int) -> ProcSample | None:
 def add_system_route(app: FastAPI, peers: Peers, version: str, workers: int) -> None:
     @app.get("/system/stats", responses=doc(SystemStats))
     async def system_stats() -> Response:
-        sup = convert(await peers.supervisor("stats"), SupervisorStats, "supervisor")
+        sup = await peers.ask(sup_ops.STATS, Empty())
         members: list[tuple[str, str, int | None, int]] = [("supervisor", "supervisor", sup.pid, 0)]
         members += [(c.name, c.role, c.pid, c.restarts) for c in sup.children]
         if os.getpid() not in {pid for _, _, pid, _ in members}:

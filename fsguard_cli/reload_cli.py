@@ -12,7 +12,10 @@ import json
 import sys
 from typing import Any
 
+import msgspec
+
 from fsguard_cli.ops_client import ApiError, OpsClient, resolve_endpoint
+from shared.ops.supervisor import ReloadResult
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 MIN_TIMEOUT = 20.0  # the supervisor asks every process in turn
@@ -37,15 +40,19 @@ def cmd_reload(args: argparse.Namespace) -> int:
             print(f"fsguard reload: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         raise
+    try:
+        result = msgspec.convert(reply, ReloadResult)  # the supervisor's `reload` reply
+    except msgspec.ValidationError as exc:
+        raise ApiError(200, f"unexpected reload reply: {exc}") from None
     if args.json:
         json.dump(reply, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        print(reply.get("message", "reloaded"))
-        for name, outcome in sorted(reply.get("processes", {}).items()):
+        print(result.message)
+        for name, outcome in sorted(result.processes.items()):
             if outcome != "ok":
                 print(f"  {name}: {outcome}")
-    failed = [n for n, o in reply.get("processes", {}).items() if o != "ok"]
+    failed = [n for n, o in result.processes.items() if o != "ok"]
     return EXIT_FAILURE if failed else EXIT_OK
 
 

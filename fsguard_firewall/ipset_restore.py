@@ -65,11 +65,13 @@ def restore(
         if match is None or attempts >= 3:
             failed.extend((line.element, err) for line in pending)
             break
-        bad = int(match.group(1))  # 1-based; the lines before it were applied
-        bad = max(1, min(bad, len(pending)))
-        applied += bad - 1
+        # 1-based. Whether the lines before it were applied depends on the error: a
+        # kernel refusal (set full) comes after they were; a line ipset refuses while
+        # parsing (no such set) aborts the whole batch. So they are sent again, with the
+        # lines after it (-exist makes that idempotent), and only a success counts.
+        bad = max(1, min(int(match.group(1)), len(pending)))
         failed.append((pending[bad - 1].element, err))
-        pending = pending[bad:]
+        pending = pending[: bad - 1] + pending[bad:]
     if failed:
         raise FirewallError(
             f"ipset restore: {len(failed)} of {len(lines)} lines failed: {failed[0][1]}",

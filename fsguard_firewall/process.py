@@ -20,17 +20,10 @@ import zmq
 from shared import addresses, sdnotify
 from shared.audit import AuditLog
 from shared.config import Config
-from shared.control import (
-    ControlError,
-    Handler,
-    PeerReplyInvalid,
-    PeerUnavailable,
-    call,
-    dispatch,
-)
-from shared.messages import BanDecision, ControlRequest, decode, encode
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call, dispatch
+from shared.messages import BanDecision, decode, encode
 from shared.ops.base import Empty, OpTable
-from shared.ops.firewall import FIREWALL, PING
+from shared.ops.firewall import FIREWALL, PING, RELOAD
 
 from .backend import FirewallError, KernelBackend
 from .backends import make_backend
@@ -111,23 +104,14 @@ def _already_running(control: str) -> bool:
 
 def control_table(fw: Firewall, durable: Durable, fleet: FleetState) -> OpTable:
     """Every firewall op bound: the ban and list ops (audited ones wrapped), then the
-    durable state's and the fleet's, which also add their counters to `stats`."""
+    durable state's and the fleet's, which also add their counters to `stats`, and
+    `reload` (reconfigure.py)."""
     table = OpTable(FIREWALL)
     fw.control.bind(table)
     durable.bind(table)
     fleet.bind(table)
+    table.bind(RELOAD, reconfigure_handler(fw, durable))
     return table
-
-
-def _answer(table: OpTable, legacy: dict[str, Handler], raw: bytes) -> bytes:
-    """One control reply: from the typed table, or (TRANSITION) a legacy dict handler."""
-    try:
-        req = decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        req = None
-    if isinstance(req, ControlRequest) and req.op in legacy:
-        return dispatch(legacy, raw)
-    return dispatch(table, raw)
 
 
 def _remove_kernel_objects(config: Config, backend: str) -> None:
@@ -227,9 +211,6 @@ def main(config: Config) -> int:
     if table.missing():
         log.error("firewall ops without a handler: %s", ", ".join(table.missing()))
         return 1
-    # TRANSITION (issue 17): `reload` is declared with the reload ops (sup17); until it is
-    # bound in the table, its dict handler answers it (reconfigure.py).
-    legacy: dict[str, Handler] = {"reload": reconfigure_handler(fw, durable)}
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(rep, zmq.POLLIN)
@@ -246,7 +227,7 @@ def main(config: Config) -> int:
             try:
                 events = dict(poller.poll(POLL_MS))
                 if rep in events:
-                    rep.send(_answer(table, legacy, rep.recv()))
+                    rep.send(dispatch(table, rep.recv()))
                 if pull in events:
                     batch = _receive_batch(pull, fw)
                     if batch:

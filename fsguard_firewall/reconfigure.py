@@ -15,13 +15,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from shared.control import ControlError, Handler
+from shared.control import ControlError
 from shared.iputil import NetworkSet
 from shared.logs import escape, set_level
 from shared.messages import ListChange
 from shared.ops.firewall_bans import UnbanRequest
+from shared.ops.reload import FirewallReloaded
 from shared.reloadable import ReloadOrder, apply_in_place, touched
 
 from .lists import UntrustedPatterns
@@ -102,19 +104,15 @@ def _refresh_reporter(fw: Firewall, durable: Durable) -> None:
     log.info("chanDaemon reporting %s", "on" if new is not None and new.enabled else "off")
 
 
-def apply(fw: Firewall, durable: Durable | None, args: dict[str, Any]) -> dict[str, Any]:
-    try:
-        order = ReloadOrder.from_args(args)
-    except ValueError as exc:
-        raise ControlError(str(exc), 400) from None
+def apply(fw: Firewall, durable: Durable | None, order: ReloadOrder) -> FirewallReloaded:
     old_untrusted = list(fw.config.security.untrusted_networks)
     applied = apply_in_place(fw.config, order)
-    result: dict[str, Any] = {"applied": applied}
+    result = FirewallReloaded(applied=applied)
     if touched(applied, "security.trusted_networks"):
         _refresh_trusted(fw)
-        result["liftedBans"] = _lift_trusted(fw)
+        result.liftedBans = _lift_trusted(fw)
     if touched(applied, "security.untrusted_networks"):
-        result["untrusted"] = _refresh_patterns(fw, durable, old_untrusted)
+        result.untrusted = _refresh_patterns(fw, durable, old_untrusted)
     if durable is not None and touched(applied, "security.chandaemon."):
         _refresh_reporter(fw, durable)
     if "logging.level" in applied:
@@ -124,5 +122,6 @@ def apply(fw: Firewall, durable: Durable | None, args: dict[str, Any]) -> dict[s
     return result
 
 
-def handler(fw: Firewall, durable: Durable | None) -> Handler:
-    return lambda args: apply(fw, durable, args)
+def handler(fw: Firewall, durable: Durable | None) -> Callable[[ReloadOrder], FirewallReloaded]:
+    """The typed handler of the firewall's `reload` op (shared/ops/firewall.py RELOAD)."""
+    return lambda order: apply(fw, durable, order)

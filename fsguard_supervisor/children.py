@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from shared.ops.supervisor import ChildInfo
 from shared.roles import PARENT_ENV
 
 log = logging.getLogger(__name__)
@@ -161,14 +162,9 @@ class ChildSet:
         """(name, pid) of every running child."""
         return [(c.name, c.proc.pid) for c in self.children if c.proc is not None]
 
-    def snapshot(self) -> list[dict[str, object]]:
+    def snapshot(self) -> list[ChildInfo]:
         return [
-            {
-                "name": c.name,
-                "role": c.role,
-                "pid": c.pid,
-                "restarts": c.restarts,
-                "lastExit": c.last_exit,
-            }
+            ChildInfo(name=c.name, role=c.role, pid=c.pid, restarts=c.restarts,
+                      lastExit=c.last_exit)
             for c in self.children
-        ]
+        ]  # fmt: skip

@@ -36,6 +36,7 @@ from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acal
 from shared.esl_hardening import log_esl_warnings
 from shared.logs import LogRateLimiter
 from shared.messages import KillCall, decode
+from shared.ops import firewall as fw_ops
 from shared.ops import worker
 from shared.ops.base import Empty
 
@@ -222,10 +223,10 @@ class Supervisor:
 
     def _take_over(self) -> bool:
         """Clear what a dead tree left behind; False if a live tree owns the runtime dir."""
-        mine = [(f"worker-{i}", addresses.worker_control(self.runtime_dir, i))
-                for i in range(self.workers)]
+        mine = [(f"worker-{i}", addresses.worker_control(self.runtime_dir, i), worker.PING)
+                for i in range(self.workers)]  # fmt: skip
         if self.manage_all:
-            mine.append(("firewall", addresses.firewall_control(self.runtime_dir)))
+            mine.append(("firewall", addresses.firewall_control(self.runtime_dir), fw_ops.PING))
         try:
             takeover.clear_leftovers(self.runtime_dir)
             api_port = self.config.server.port if self.manage_all else None
@@ -236,10 +237,22 @@ class Supervisor:
         return True
 
     async def run(self) -> int:
+        """The main loop (gunicorn's arbiter): start, wait for SIGTERM/SIGINT or a fatal
+        child, stop in order. The work happens in the supervised tasks `_start` launches."""
+        if not await self._start():
+            return 1
+        log.info("supervisor running with %d workers", self.workers)
+        await self._stop.wait()
+        await self._shutdown()
+        return EXIT_FATAL if self.children.fatal is not None else 0
+
+    async def _start(self) -> bool:
+        """Take over the runtime dir, start the children and the loops; False if another
+        live tree owns the runtime dir."""
         _raise_fd_limit()
         os.makedirs(self.runtime_dir, mode=0o750, exist_ok=True)
         if not await asyncio.to_thread(self._take_over):
-            return 1
+            return False
         self.audit = AuditLog(self.config, "supervisor")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -261,22 +274,24 @@ class Supervisor:
         self.tasks.start("esl", self.esl.run)
         self.tasks.start("gateways", self.gateways.run)
         _notify_ready()
-        log.info("supervisor running with %d workers", self.workers)
-        await self._stop.wait()
+        return True
+
+    async def _shutdown(self) -> None:
+        """ESL first (no new events), then the loops, then the children in order."""
         log.info("stopping")
         await self.esl.stop()
         await self.tasks.cancel_all()
         await asyncio.to_thread(
             self.children.stop, ["fleet", "api", "worker", "firewall"], STOP_TIMEOUT
         )
-        self.dispatcher.close()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         self.ctx.term()
         self.log_summaries()
         self.audit.close()
         self._cleanup_sockets()
         takeover.remove_pidfile(self.runtime_dir)
         log.info("stopped")
-        return EXIT_FATAL if self.children.fatal is not None else 0
 
     def _cleanup_sockets(self) -> None:
         paths = [addresses.supervisor_control(self.runtime_dir),

@@ -8,8 +8,8 @@ Triggers: SIGHUP to the supervisor (systemd's ExecReload), the control op `reloa
 2. compare with the running config: changed keys that are reloadable
    (shared/reloadable.py) are applied, the others (ports, paths, worker count ...) are
    reported as needing a restart and left alone;
-3. send the `reload` order to the firewall, every worker and the API over their control
-   sockets, then apply it to the supervisor itself.
+3. send the typed `reload` order (shared/ops/reload.py) to the firewall, every worker and
+   the API over their control sockets, then apply it to the supervisor itself.
 
 A child restarted later reads the file as it then is.
 """
@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from shared import addresses
 from shared.config import Config, ConfigError, load_config
-from shared.control import PeerUnavailable, arequest
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, acall
 from shared.logs import escape, set_level
-from shared.messages import ControlReply
+from shared.ops.api import RELOAD as API_RELOAD
+from shared.ops.firewall import RELOAD as FIREWALL_RELOAD
+from shared.ops.reload import FirewallReloaded
+from shared.ops.supervisor import ReloadResult
+from shared.ops.worker import RELOAD as WORKER_RELOAD
 from shared.reloadable import ReloadOrder, apply_in_place, plan
 
 if TYPE_CHECKING:
@@ -63,26 +67,38 @@ class Reloader:
         except Exception:
             log.exception("reload failed")
 
-    def _peers(self) -> list[tuple[str, str]]:
-        rd = self.sup.runtime_dir
-        peers = [("firewall", addresses.firewall_control(rd))]
-        peers += [(f"worker-{i}", addresses.worker_control(rd, i)) for i in range(self.sup.workers)]
-        peers.append(("api", addresses.api_control(rd)))
-        return peers
+    async def _send(self, order: ReloadOrder) -> tuple[dict[str, str], list[str]]:
+        """Send the order to the firewall, every worker and the API, concurrently: each
+        one's outcome ("ok", "unavailable (...)", "error: ..."), and the bans the firewall
+        lifted."""
+        rd, ctx, t = self.sup.runtime_dir, self.sup.actx, PEER_TIMEOUT
+        names = ["firewall", *(f"worker-{i}" for i in range(self.sup.workers)), "api"]
+        firewall = acall(addresses.firewall_control(rd), FIREWALL_RELOAD, order, t, ctx)
+        workers = [acall(addresses.worker_control(rd, i), WORKER_RELOAD, order, t, ctx)
+                   for i in range(self.sup.workers)]  # fmt: skip
+        api = acall(addresses.api_control(rd), API_RELOAD, order, t, ctx)
+        results = await asyncio.gather(firewall, *workers, api, return_exceptions=True)
+        processes: dict[str, str] = {}
+        lifted: list[str] = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, PeerUnavailable):
+                processes[name] = "unavailable (it reads the file when it starts)"
+            elif isinstance(result, ControlError | PeerReplyInvalid):
+                processes[name] = f"error: {result}"
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                processes[name] = "ok"
+                if isinstance(result, FirewallReloaded):
+                    lifted = list(result.liftedBans)
+        return processes, lifted
 
-    async def _send(self, endpoint: str, args: dict[str, Any]) -> tuple[str, Any]:
-        try:
-            reply = await arequest(endpoint, "reload", args, timeout=PEER_TIMEOUT,
-                                   ctx=self.sup.actx)  # fmt: skip
-        except PeerUnavailable:
-            return "unavailable (it reads the file when it starts)", None
-        return ("ok", reply.data) if reply.ok else (f"error: {reply.error}", None)
-
-    async def reload(self, actor: str) -> ControlReply:
+    async def reload(self, actor: str) -> ReloadResult:
+        """Raises ControlError (400) when the file is invalid: nothing changed."""
         async with self._lock:
             return await self._reload(actor)
 
-    async def _reload(self, actor: str) -> ControlReply:
+    async def _reload(self, actor: str) -> ReloadResult:
         sup = self.sup
         try:
             new = await asyncio.to_thread(load_config, self.config_path)
@@ -92,18 +108,13 @@ class Reloader:
             log.error("%s", escape(message, 2000))
             sup.audit.record("reload", actor=actor, target=self.config_path,
                              outcome=f"refused: {exc}")  # fmt: skip
-            return ControlReply(ok=False, error=message, status=400)
+            raise ControlError(message, 400) from None
         steps = plan(sup.config, new)
         processes: dict[str, str] = {}
         lifted: list[str] = []
         if steps.apply:
-            args = ReloadOrder(config=without_secrets(new), keys=steps.apply).to_args()
-            names = self._peers()
-            results = await asyncio.gather(*(self._send(e, args) for _, e in names))
-            for (name, _), (outcome, data) in zip(names, results, strict=True):
-                processes[name] = outcome
-                if name == "firewall" and isinstance(data, dict):
-                    lifted = [str(k) for k in data.get("liftedBans", [])]
+            order = ReloadOrder(config=without_secrets(new), keys=steps.apply)
+            processes, lifted = await self._send(order)
             self._apply_here(ReloadOrder(config=new, keys=steps.apply))
             processes["supervisor"] = "ok"
         self.reloads += 1
@@ -125,14 +136,14 @@ class Reloader:
                          outcome="ok" if not failed else "partial",
                          details={"applied": steps.apply, "restartRequired": steps.restart,
                                   "processes": processes})  # fmt: skip
-        return ControlReply(ok=True, data={
-            "status": "success" if not failed else "partial",
-            "message": message,
-            "applied": steps.apply,
-            "restartRequired": steps.restart,
-            "processes": processes,
-            "liftedBans": lifted,
-        })  # fmt: skip
+        return ReloadResult(
+            status="success" if not failed else "partial",
+            message=message,
+            applied=steps.apply,
+            restartRequired=steps.restart,
+            processes=processes,
+            liftedBans=lifted,
+        )
 
     def _apply_here(self, order: ReloadOrder) -> None:
         sup = self.sup

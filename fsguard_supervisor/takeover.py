@@ -26,6 +26,9 @@ import signal
 import time
 from collections.abc import Iterable
 
+from shared.ops.base import Empty, Op
+from shared.ops.common import Ping
+
 log = logging.getLogger(__name__)
 
 PIDFILE = "supervisor.pids"
@@ -132,23 +135,24 @@ def clear_leftovers(runtime_dir: str) -> list[str]:
     return names
 
 
-def clear_orphans(endpoints: Iterable[tuple[str, str]], api_port: int | None = None) -> list[str]:
+def clear_orphans(
+    endpoints: Iterable[tuple[str, str, Op[Empty, Ping]]], api_port: int | None = None
+) -> list[str]:
     """Stop role processes of a dead tree: those answering on our control endpoints, and
     an `fsguard api` listening on our API port, whose parent is not a live supervisor.
 
     The fallback for a tree that left no pidfile (an older version). Raises
     AnotherSupervisor when such a process's parent is a live fsguard supervisor.
     """
-    from shared.control import PeerUnavailable, request
+    from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call
 
     found: list[tuple[str, int]] = []
-    for name, endpoint in endpoints:
+    for name, endpoint, ping in endpoints:
         try:
-            reply = request(endpoint, "ping", timeout=0.3)
-        except PeerUnavailable:
+            pid = call(endpoint, ping, Empty(), timeout=0.3).pid
+        except (PeerUnavailable, ControlError, PeerReplyInvalid):
             continue
-        pid = reply.data.get("pid") if reply.ok and isinstance(reply.data, dict) else None
-        if isinstance(pid, int) and pid > 0:
+        if pid > 0:
             found.append((name, pid))
     if api_port is not None:
         found += [("api", pid) for pid in _port_owners(api_port) if _is_role(pid, b"api")]

@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from shared.ops.supervisor import TaskStats
+
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_MIN = 0.1
@@ -68,9 +70,9 @@ class TaskSupervisor:
     def running(self) -> list[str]:
         return sorted(t.get_name() for t in self._tasks if not t.done())
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"running": self.running, "failures": dict(self.failures),
-                "last_error": dict(self.last_error)}
+    def snapshot(self) -> TaskStats:
+        return TaskStats(running=self.running, failures=dict(self.failures),
+                         last_error=dict(self.last_error))  # fmt: skip
 
     async def cancel_all(self) -> None:
         tasks = list(self._tasks)

@@ -30,7 +30,6 @@ from shared.control import ControlError, dispatch
 from shared.logs import LogRateLimiter, escape, set_level
 from shared.messages import (
     BanDecision,
-    ControlRequest,
     ListChange,
     decode,
     encode,
@@ -105,16 +104,8 @@ class Worker:
         t.bind(worker.WHITELIST, lambda r: eng.whitelist_snapshot())
         t.bind(worker.SIMULATED, lambda r: eng.simulated_snapshot())
         t.bind(worker.GATEWAYS, self._gateways)
+        t.bind(worker.RELOAD, lambda order: reconfigure.apply(self.config, eng, order))
         return t
-
-    # TRANSITION (issue 17): `reload` stays an untyped handler until sup17 declares
-    # worker.RELOAD and binds it in table(); then this path is never taken.
-    def answer(self, table: OpTable, raw: bytes) -> bytes:
-        """The reply to one control request."""
-        if WORKER.get("reload") is None and _op_of(raw) == "reload":
-            legacy = {"reload": lambda a: reconfigure.apply(self.config, self.engine, a)}
-            return dispatch(legacy, raw)
-        return dispatch(table, raw)
 
     def _gateways(self, req: worker.GatewaysRequest) -> worker.GatewaysSet:
         """The supervisor's list of FreeSWITCH gateway addresses (protected sources)."""
@@ -193,12 +184,12 @@ class Worker:
                         self._handle_batch(raw)
                         if control.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                             # A scrape or an API read waiting: answer it between batches.
-                            control.send(self.answer(table, control.recv()))
+                            control.send(dispatch(table, control.recv()))
                     self._flush(decisions, actions)
                 if lists in ready:
                     self._handle_lists(lists)
                 if control in ready and control.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    control.send(self.answer(table, control.recv()))
+                    control.send(dispatch(table, control.recv()))
                 link.handle(ready)
                 now = time.monotonic()
                 if now >= next_tick:
@@ -314,15 +305,6 @@ def _log_level(req: LogLevelRequest) -> LogLevel:
     except ValueError as exc:
         raise ControlError(str(exc)) from exc
     return LogLevel(level=req.level.lower())
-
-
-def _op_of(raw: bytes) -> str:
-    """The op a control request names ("" when it is not one: dispatch refuses it)."""
-    try:
-        req = decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return ""
-    return req.op if isinstance(req, ControlRequest) else ""
 
 
 def malloc_trim() -> Callable[[], object] | None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared.config import Config
-from shared.control import ControlError
 from shared.iputil import NetworkSet
 from shared.logs import set_level
+from shared.ops.reload import Reloaded
 from shared.reloadable import ReloadOrder, apply_in_place, touched
 
 from . import rules
@@ -79,12 +79,8 @@ def refresh_engine(
     )
 
 
-def apply(config: Config, engine: DetectionEngine, args: dict[str, Any]) -> dict[str, Any]:
+def apply(config: Config, engine: DetectionEngine, order: ReloadOrder) -> Reloaded:
     """The `reload` control op of a worker; `config` is the worker's (updated in place)."""
-    try:
-        order = ReloadOrder.from_args(args)
-    except ValueError as exc:
-        raise ControlError(str(exc), 400) from None
     old_untrusted = list(config.security.untrusted_networks)
     applied = apply_in_place(config, order)
     refresh_engine(engine, config, applied, old_untrusted)
@@ -92,4 +88,4 @@ def apply(config: Config, engine: DetectionEngine, args: dict[str, Any]) -> dict
         set_level(config.logging.level)
     if applied:
         log.info("reloaded: %s", ", ".join(applied))
-    return {"applied": applied}
+    return Reloaded(applied=applied)

@@ -96,23 +96,12 @@ def plan(old: Config, new: Config) -> ReloadPlan:
 
 
 class ReloadOrder(msgspec.Struct, kw_only=True):
-    """The `reload` control op's args (sent as builtins): the validated new config and
-    the reloadable keys to take from it. Receivers ignore any key that is not reloadable."""
+    """The request of every role's `reload` op (shared/ops/reload.py): the validated new
+    config and the reloadable keys to take from it. Receivers ignore any key that is not
+    reloadable."""
 
     config: Config
     keys: list[str]
-
-    def to_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = msgspec.to_builtins(self)
-        return args
-
-    @classmethod
-    def from_args(cls, args: dict[str, Any]) -> ReloadOrder:
-        """Raises ValueError on a malformed order."""
-        try:
-            return msgspec.convert(args, cls)
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"malformed reload order: {exc}") from None
 
 
 def apply_in_place(current: Config, order: ReloadOrder) -> list[str]:

@@ -29,8 +29,9 @@ from shared.config import Config, worker_count
 from shared.control import Handler, dispatch
 from shared.messages import ControlRequest, decode
 from shared.ops import firewall as fw_ops
+from shared.ops import supervisor as sup_ops
 from shared.ops import worker
-from shared.ops.base import OpTable
+from shared.ops.base import Empty, OpTable
 from shared.ops.common import WhitelistEntry
 from shared.ops.firewall import FIREWALL
 from shared.ops.firewall_bans import (
@@ -40,6 +41,7 @@ from shared.ops.firewall_bans import (
     FirewallStatus,
     IptablesInfo,
 )
+from shared.ops.supervisor import SUPERVISOR, CommandResult, SupervisorEslStats
 from shared.ops.worker import WORKER, WorkerStats
 
 # --- contract shapes ---------------------------------------------------------------
@@ -88,12 +90,14 @@ IPTABLES: dict[str, Any] = {
 FIREWALL_STATUS: dict[str, Any] = {"whitelistCount": 4, "blacklistCount": 2}
 
 
-def supervisor_handlers(esl_response: str = "UP 0 years, 0 days") -> dict[str, Handler]:
-    return {
-        "esl_stats": lambda args: dict(ESL_STATS),
-        "reconnect": lambda args: {},
-        "esl_command": lambda args: {"command": args["command"], "response": esl_response},
-    }
+def supervisor_handlers(esl_response: str = "UP 0 years, 0 days") -> OpTable:
+    """The supervisor stand-in's typed ops (the ones the API's routes ask)."""
+    table = OpTable(SUPERVISOR)
+    table.bind(sup_ops.ESL_STATS, lambda _: SupervisorEslStats(**ESL_STATS))
+    table.bind(sup_ops.RECONNECT, lambda _: Empty())
+    table.bind(sup_ops.ESL_COMMAND,
+               lambda req: CommandResult(command=req.command, response=esl_response))  # fmt: skip
+    return table
 
 
 def whitelist_entry(ip: str, permanent: bool = False) -> dict[str, Any]:

@@ -11,9 +11,21 @@ for path in (_TESTS.parent, _TESTS):
         sys.path.insert(0, str(path))
 
 import os  # noqa: E402
-from collections.abc import Generator  # noqa: E402
+from collections.abc import Generator, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
+
+from fsguard_cli.netns import netns  # noqa: E402
+
+
+@pytest.fixture
+def ns(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh network namespace (lo up) for one test, always deleted afterwards; named
+    after the test's module. Kernel tests mark themselves `requires_netns`
+    (tests/netns_helpers.py), so they skip where namespaces cannot be made."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    with netns(module[:12]) as name:
+        yield name
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,7 +1,8 @@
 """Network-namespace helpers for every kernel test in the project.
 
 The helpers live in `fsguard_cli.netns` (the demo uses them too); this module
-re-exports them and adds the pytest skip marker.
+re-exports them and adds the pytest skip markers. A test that takes the `ns` fixture
+(tests/conftest.py) runs in a fresh namespace of its own.
 
     pytestmark = requires_netns
     with netns("fw") as ns:
@@ -9,6 +10,8 @@ re-exports them and adds the pytest skip marker.
 """
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 
@@ -24,9 +27,11 @@ from fsguard_cli.netns import (
 
 __all__ = [
     "CLONE_NEWNET",
+    "REAL_NFT",
     "netns",
     "netns_unavailable_reason",
     "requires_netns",
+    "requires_nft",
     "run_in",
     "socket_in",
     "udp_reaches",
@@ -37,3 +42,8 @@ requires_netns = pytest.mark.skipif(
     netns_unavailable_reason() is not None,
     reason=netns_unavailable_reason() or "netns available",
 )
+requires_nft = pytest.mark.skipif(
+    shutil.which("nft") is None, reason="nft (nftables) not installed"
+)
+# The real binary, for the tests that put a wrapper script in front of it.
+REAL_NFT = shutil.which("nft") or "/usr/sbin/nft"

@@ -28,8 +28,11 @@ from typing import Any, TypeVar
 
 from fsguard_cli.simulator import FakeFreeSwitch, ThreadedFakeFreeSwitch
 from shared import addresses
-from shared.control import call, request
-from shared.ops.base import Op, RepT, ReqT
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call, request
+from shared.ops import supervisor as sup_ops
+from shared.ops.base import Empty, Op, RepT, ReqT
+from shared.ops.common import Ping
+from shared.ops.supervisor import ChildInfo, SupervisorStats
 from tests.netns_helpers import netns, run_in, socket_in
 
 FSGUARD = str(Path(sys.executable).parent / "fsguard")
@@ -123,9 +126,22 @@ class RunningSystem:
         """One typed op on the firewall's control socket that must succeed."""
         return call(addresses.firewall_control(self.runtime_dir), op, req, timeout=2)
 
-    def children(self) -> list[dict[str, Any]]:
+    def children(self) -> list[ChildInfo]:
         """The supervisor's view of its children."""
-        return list(self.control(addresses.supervisor_control(self.runtime_dir), "processes"))
+        return call(addresses.supervisor_control(self.runtime_dir), sup_ops.PROCESSES, Empty())
+
+    def supervisor_stats(self) -> SupervisorStats:
+        """The supervisor's counters (its `stats` op)."""
+        return call(addresses.supervisor_control(self.runtime_dir), sup_ops.STATS, Empty())
+
+
+def answers(endpoint: str, ping: Op[Empty, Ping], timeout: float = 0.5) -> bool:
+    """Whether the process on `endpoint` answers its role's typed `ping`."""
+    try:
+        call(endpoint, ping, Empty(), timeout=timeout)
+    except (PeerUnavailable, ControlError, PeerReplyInvalid):
+        return False
+    return True
 
 
 S = TypeVar("S", bound=RunningSystem)

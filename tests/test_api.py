@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import httpx
 import pytest
@@ -19,10 +19,11 @@ import pytest
 from fsguard_api.app import version
 from shared import addresses
 from shared.control import ControlError
-from shared.messages import ControlReply
 from shared.ops import firewall as fw_ops
+from shared.ops import supervisor as sup_ops
 from shared.ops.base import Empty
 from shared.ops.firewall_bans import IptablesInfo
+from shared.ops.supervisor import CommandResult, EslCommandRequest
 from tests.api_peers import (
     BLACKLIST,
     ESL_STATS,
@@ -248,8 +249,8 @@ def test_streamed_body_over_1mib_413(env: Env) -> None:
 def test_peer_refusal_forwarded() -> None:
     """A reply with ok=false keeps its status and error text."""
 
-    def not_connected(args: dict[str, Any]) -> Any:
-        return ControlReply(ok=False, error="not connected to FreeSWITCH ESL", status=503)
+    def not_connected(req: EslCommandRequest) -> CommandResult:
+        raise ControlError("not connected to FreeSWITCH ESL", 503)
 
     def ipset_failed(req: Empty) -> IptablesInfo:
         raise ControlError("failed to list ipset freeswitch-security", 500)
@@ -257,7 +258,9 @@ def test_peer_refusal_forwarded() -> None:
     with runtime_dir() as rd:
         config = make_config(rd)
         peers = Peers(config)
-        peers.supervisor.handlers = {**supervisor_handlers(), "esl_command": not_connected}
+        supervisor = supervisor_handlers()
+        supervisor.rebind(sup_ops.ESL_COMMAND, not_connected)
+        peers.supervisor.handlers = supervisor
         table = firewall_table()
         table.rebind(fw_ops.IPTABLES, ipset_failed)
         peers.firewall.handlers = table

@@ -20,7 +20,8 @@ from fsguard_workers.events import DecodeFailure, EventDecoder, text
 from fsguard_workers.repair import MAX_BODY, MAX_DEPTH
 from shared.config import Config
 from shared.messages import BanDecision
-from tests.test_engine_captures import Clock, read_frames
+from tests.engine_harness import Clock
+from tests.test_engine_captures import read_frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CAPTURE = (FIXTURES / "capture_json.bin").read_bytes()
@@ -135,7 +136,7 @@ def test_scanner_matches_around_bad_bytes(junk: bytes) -> None:
         b'"network-ip":"203.0.113.9","to-user":"1000","user-agent":"friendly-scanner'
         + junk + b'"}'
     )
-    clock = Clock()
+    clock = Clock(0.0)
     engine = DetectionEngine(Config(), clock=clock, wallclock=clock)
     engine.handle(body, 0.0)
     (decision,) = engine.drain()
@@ -158,7 +159,7 @@ def test_broken_structure_is_salvaged_member_by_member() -> None:
 def test_deep_nesting_is_refused_before_decoding_and_counted() -> None:
     deep = b'{"Event-Name":"CUSTOM","Event-Subclass":"sofia::pre_register","x":' + (
         b"[" * 1000 + b"]" * 1000) + b',"network-ip":"203.0.113.11"}'
-    clock = Clock()
+    clock = Clock(0.0)
     engine = DetectionEngine(Config(), clock=clock, wallclock=clock)
     for _ in range(3):
         engine.handle(deep, 0.0)
@@ -173,7 +174,7 @@ def test_brackets_inside_strings_are_not_nesting() -> None:
     ua = b"[" * 300 + b"friendly-scanner" + b"{" * 300
     body = (b'{"Event-Name":"CUSTOM","Event-Subclass":"sofia::pre_register",'
             b'"network-ip":"203.0.113.12","user-agent":"' + ua + b'"}')
-    clock = Clock()
+    clock = Clock(0.0)
     engine = DetectionEngine(Config(), clock=clock, wallclock=clock)
     engine.handle(body, 0.0)
     (decision,) = engine.drain()

@@ -13,20 +13,13 @@ from fsguard_firewall.process import Firewall, make_kernel
 from shared.config import Config, SecurityConfig
 from shared.messages import BanDecision
 from shared.ops.base import Empty
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.engine_harness import Clock
 
 
 def test_budget_counts_bans_past_the_limit_and_logs_once_per_episode(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     budget = BanBudget(3, clock)
     with caplog.at_level(logging.WARNING):
         for _ in range(3):

@@ -19,8 +19,9 @@ from typing import Any
 from fsguard_cli.cli import EXIT_CODES, build_parser
 from fsguard_cli.cli_util import EXIT_BROKEN_PIPE, version
 from fsguard_cli.simulator import ThreadedFakeFreeSwitch
+from tests.pty_helpers import in_pty, read_until
 from tests.system_helpers import FSGUARD, fsguard_config, running_fsguard, wait_for
-from tests.test_cli_ops import _free_port, _read_until, _spawn_in_pty
+from tests.test_cli_ops import _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = str(ROOT / "config.example.json")
@@ -108,19 +109,14 @@ def test_run_on_a_terminal_logs_human_and_ctrl_c_stops_cleanly(tmp_path: Path) -
     fake.start()
     config = tmp_path / "config.json"
     config.write_text(json.dumps(_tree_config(tmp_path, fake.port, _free_port())))
-    proc, master, slave = _spawn_in_pty([FSGUARD, "run", "--config", str(config)])
     try:
-        assert fake.wait_for_subscription(20), "never subscribed"
-        out = _read_until(master, proc, 20, needle=b"Application startup complete")
-        os.write(master, b"\x03")  # Ctrl-C: SIGINT to the whole foreground process group
-        assert proc.wait(20) == 0
-        out += _read_until(master, proc, 1.0)
+        with in_pty([FSGUARD, "run", "--config", str(config)]) as (proc, master, _):
+            assert fake.wait_for_subscription(20), "never subscribed"
+            out = read_until(master, proc, 20, needle=b"Application startup complete")
+            os.write(master, b"\x03")  # Ctrl-C: SIGINT to the whole foreground process group
+            assert proc.wait(20) == 0
+            out += read_until(master, proc, 1.0)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-        os.close(slave)
         fake.stop()
     text = out.decode("utf-8", "replace")
     lines = [ln for ln in text.splitlines() if ln.strip() and ln.strip() != "^C"]

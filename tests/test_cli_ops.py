@@ -7,23 +7,21 @@ HTTP. `top` runs in a pseudo-terminal (stdlib pty) and its screen is checked.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import select
 import socket
-import struct
 import subprocess
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fsguard_cli.simulator import register_failure
+from tests.pty_helpers import in_pty, read_until
 from tests.system_helpers import FSGUARD, fsguard_config, running_fsguard, wait_for
 
 PHONE_UA = "Yealink SIP-T46S 66.86.0.15"
@@ -36,10 +34,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _wait(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    return wait_for(predicate, timeout, interval)
 
 
 def _config(tmp: Path, esl_port: int, api_port: int) -> dict[str, Any]:
@@ -59,7 +53,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     api = f"http://127.0.0.1:{api_port}"
     with running_fsguard(tmp, lambda port: _config(tmp, port, api_port)) as running:
         fake = running.fake
-        assert _wait(lambda: cli("status", "--api", api, "--interval", "0").returncode == 0,
+        assert wait_for(lambda: cli("status", "--api", api, "--interval", "0").returncode == 0,
                      20, 0.2), "API never answered"
         fake.send_events([register_failure(BRUTE, user="1000", user_agent=PHONE_UA)
                           for _ in range(6)])
@@ -81,7 +75,7 @@ def _bans(api: str, *extra: str) -> dict[str, Any]:
 
 def test_rule_bans_listed_by_rule(system: dict[str, Any]) -> None:
     api = system["api"]
-    assert _wait(lambda: {BRUTE, SCANNER} <= set(_bans(api)), 10, 0.2)
+    assert wait_for(lambda: {BRUTE, SCANNER} <= set(_bans(api)), 10, 0.2)
     failed = _bans(api, "--rule", "failed_auth")
     assert set(failed) == {BRUTE}
     assert failed[BRUTE]["failCount"] == 5
@@ -95,7 +89,7 @@ def test_rule_bans_listed_by_rule(system: dict[str, Any]) -> None:
 
 def test_status_reports_connection_rate_and_bans(system: dict[str, Any]) -> None:
     api, fake = system["api"], system["fake"]
-    assert _wait(lambda: BRUTE in _bans(api), 10, 0.2)
+    assert wait_for(lambda: BRUTE in _bans(api), 10, 0.2)
     stop = threading.Event()
 
     def feed() -> None:  # ~200 events/s from a clean address during the two samples
@@ -180,52 +174,16 @@ def test_exit_codes_unreachable_and_usage(system: dict[str, Any], tmp_path: Path
 # --- top in a pseudo-terminal --------------------------------------------------------------
 
 
-def _spawn_in_pty(argv: list[str]) -> tuple[subprocess.Popen[bytes], int, int]:
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-
-    def controlling_tty() -> None:  # runs after setsid(): the pty becomes our terminal
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-    env["TERM"] = "xterm"
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                            start_new_session=True, preexec_fn=controlling_tty, env=env)
-    return proc, master, slave
-
-
-def _read_until(master: int, proc: subprocess.Popen[bytes], timeout: float,
-                needle: bytes | None = None) -> bytes:
-    out = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.05)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if needle is not None and needle in out:
-                break
-        elif proc.poll() is not None:
-            break
-    return out
-
-
 @pytest.mark.parametrize("quit_key", [b"q", b"\x03"], ids=["q", "ctrl-c"])
 def test_top_in_a_pty(system: dict[str, Any], quit_key: bytes) -> None:
     api = system["api"]
-    assert _wait(lambda: BRUTE in _bans(api), 10, 0.2)
-    proc, master, slave = _spawn_in_pty([FSGUARD, "top", "--api", api])
-    try:
+    assert wait_for(lambda: BRUTE in _bans(api), 10, 0.2)
+    with in_pty([FSGUARD, "top", "--api", api]) as (proc, master, slave):
         # Two full redraws, however slow the machine: wait on the output, not on a clock.
         screen = b""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            screen += _read_until(master, proc, 0.5)
+            screen += read_until(master, proc, 0.5)
             redraws = screen.split(b"\x1b[H\x1b[2J")
             if len(redraws) >= 4 and b"friendly-scanner" in redraws[-2]:
                 break
@@ -246,18 +204,12 @@ def test_top_in_a_pty(system: dict[str, Any], quit_key: bytes) -> None:
         tail = b""
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            tail += _read_until(master, proc, 0.2)
+            tail += read_until(master, proc, 0.2)
         assert proc.wait(1) == 0
-        tail += _read_until(master, proc, 0.2)
+        tail += read_until(master, proc, 0.2)
         assert b"\x1b[?1049l" in screen + tail, "alternate screen not left"
         attrs = termios.tcgetattr(slave)
         assert attrs[3] & termios.ICANON and attrs[3] & termios.ECHO, "terminal not restored"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-        os.close(slave)
 
 
 def test_untrusted_patterns_refuse_ban_everyone_and_broad_needs_force(

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zmq
@@ -24,57 +21,12 @@ from shared.config import load_config
 from shared.messages import encode
 from shared.ops import firewall as fwo
 from shared.ops.base import Empty
+from tests.lapi_stubs import BadServer, FakeLapi, http_reply
 from tests.netns_helpers import netns, requires_netns
 from tests.test_crowdsec_firewall import CROWDSEC, launch, outbox
-from tests.test_crowdsec_lapi import BadServer, _http
 from tests.test_firewall_process import Proc, decision, stop, wait_for, write_config
 
 pytestmark = [pytest.mark.netns, requires_netns]
-
-
-class FakeLapi:
-    """Answers login, alerts and the stream like a healthy LAPI; records each request."""
-
-    def __init__(self, stream: bytes = b'{"new":null,"deleted":null}') -> None:
-        self.stream = stream
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.requests: list[tuple[str, str, Any]] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
-                               if h.lower().startswith(b"content-length:")), 0)  # fmt: skip
-                while len(body) < length:
-                    body += conn.recv(65536)
-                method, path = head.split(b" ")[:2]
-                payload = json.loads(body) if body else None
-                self.requests.append((method.decode(), path.decode(), payload))
-                if path.startswith(b"/v1/watchers/login"):
-                    answer = b'{"code":200,"expire":"2099-01-01T00:00:00Z","token":"t"}'
-                elif path.startswith(b"/v1/alerts"):
-                    answer = json.dumps([str(i) for i in range(len(payload or []))]).encode()
-                else:
-                    answer, self.stream = self.stream, b'{"new":null,"deleted":null}'
-                conn.sendall(_http("200 OK", answer))
-
-    def alert_posts(self) -> list[Any]:
-        return [p for m, path, p in self.requests if path.startswith("/v1/alerts")]
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -127,9 +79,9 @@ def test_fast_bans_are_pushed_in_one_batch(node: tuple[Proc, Path]) -> None:
 @pytest.mark.parametrize(
     "reply",
     [
-        _http("200 OK", b"\x89PNG garbage"),
-        _http("401 Unauthorized", b'{"message":"access forbidden"}'),
-        _http("503 Service Unavailable", b"down"),
+        http_reply("200 OK", b"\x89PNG garbage"),
+        http_reply("401 Unauthorized", b'{"message":"access forbidden"}'),
+        http_reply("503 Service Unavailable", b"down"),
         None,  # accepts, never answers
     ],
     ids=["garbage", "401", "503", "hang"],

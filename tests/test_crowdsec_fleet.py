@@ -128,8 +128,8 @@ def lapi_values(lapi: Lapi) -> set[str]:
 
 def test_fleet_connector_runs_in_both_trees(fleet: Fleet) -> None:
     for node in (fleet.a, fleet.b):
-        roles = {c["role"]: c for c in node.children()}
-        assert roles["fleet"]["pid"] is not None
+        roles = {c.role: c for c in node.children()}
+        assert roles["fleet"].pid is not None
 
 
 def test_brute_force_on_a_is_dropped_on_b(fleet: Fleet) -> None:

@@ -4,7 +4,6 @@ misbehaving HTTP server (garbage, 401, hang)."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from fsguard_fleet.lapi import LapiClient, LapiError
 from shared.crowdsec import alert_for
 from tests.crowdsec_lapi import Lapi, running_lapi
+from tests.lapi_stubs import BadServer, http_reply
 
 MACHINE, PASSWORD, BOUNCER_KEY = "fsguard-node-a", "node-a-password-123", "bouncer-key-0123456789"
 
@@ -111,51 +111,13 @@ def test_bad_credentials_are_auth_errors_without_secrets(lapi: Lapi) -> None:
 # --- a misbehaving LAPI --------------------------------------------------------------
 
 
-class BadServer:
-    """Answers every request with `reply` (raw bytes), or never answers (reply=None)."""
-
-    def __init__(self, reply: bytes | None) -> None:
-        self.reply = reply
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            conn.recv(65536)
-            if self.reply is not None:
-                conn.sendall(self.reply)
-                conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.conns:
-            conn.close()
-
-
-def _http(status: str, body: bytes) -> bytes:
-    return (
-        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
-
-
 @pytest.mark.parametrize(
     ("reply", "kind"),
     [
-        (_http("200 OK", b"<html>not json"), "garbage"),
-        (_http("200 OK", b'{"new": "nope"}'), "garbage"),
-        (_http("401 Unauthorized", b'{"message":"access forbidden"}'), "auth"),
-        (_http("502 Bad Gateway", b"upstream"), "server"),
+        (http_reply("200 OK", b"<html>not json"), "garbage"),
+        (http_reply("200 OK", b'{"new": "nope"}'), "garbage"),
+        (http_reply("401 Unauthorized", b'{"message":"access forbidden"}'), "auth"),
+        (http_reply("502 Bad Gateway", b"upstream"), "server"),
         (b"\x00\x01garbage-not-http", "unreachable"),
         (None, "timeout"),
     ],

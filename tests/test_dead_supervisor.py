@@ -16,11 +16,11 @@ from typing import Any
 
 from fsguard_supervisor.takeover import PIDFILE, start_time
 from shared import addresses
-from shared.control import ControlError, PeerUnavailable, call, request
-from shared.ops import firewall as fwo
-from shared.ops.base import Empty
+from shared.control import PeerUnavailable
+from shared.ops import firewall as fw_ops
+from shared.ops import worker as worker_ops
 from tests.netns_helpers import netns, requires_netns, run_in
-from tests.system_helpers import fsguard_config, running_fsguard_as, wait_for
+from tests.system_helpers import answers, fsguard_config, running_fsguard_as, wait_for
 from tests.test_deploy import SYSTEMD, parse_unit
 from tests.test_metrics import FsguardSystem, failures
 
@@ -41,7 +41,7 @@ def _child_pids(system: FsguardSystem) -> dict[str, int]:
         children = system.children()
     except (AssertionError, PeerUnavailable):
         return {}
-    return {c["name"]: int(c["pid"]) for c in children if c["pid"] is not None}
+    return {c.name: c.pid for c in children if c.pid is not None}
 
 
 def _ready(system: FsguardSystem) -> bool:
@@ -49,9 +49,10 @@ def _ready(system: FsguardSystem) -> bool:
     if set(_child_pids(system)) != ROLES_NAMES:
         return False
     try:
-        call(addresses.firewall_control(system.runtime_dir), fwo.PING, Empty(), timeout=1)
+        if not answers(addresses.firewall_control(system.runtime_dir), fw_ops.PING, 1):
+            return False
         status, body = system.http("GET", "/security/esl", timeout=2)
-    except (PeerUnavailable, ControlError, OSError):
+    except (PeerUnavailable, OSError):
         return False
     return status == 200 and json.loads(body).get("connected") is True
 
@@ -94,26 +95,15 @@ def _start_orphans(ns: str, tmp: Path, cfg: dict[str, Any]) -> dict[str, int]:
     conf = ["--config", str(config_path)]
     runtime = str(cfg["paths"]["runtime_dir"])
     pids = {"firewall": _orphan(ns, [*base, "firewall", *conf], env)}
-    assert wait_for(lambda: _firewall_answers(runtime), 20)
+    assert wait_for(lambda: answers(addresses.firewall_control(runtime), fw_ops.PING), 20)
     pids["worker-0"] = _orphan(ns, [*base, "worker", *conf, "--index", "0"], env)
     pids["api"] = _orphan(ns, [*base, "api", *conf], env)
     assert wait_for(lambda: _answers(addresses.worker_control(runtime, 0)), 20)
     return pids
 
 
-def _firewall_answers(runtime: str) -> bool:
-    try:
-        call(addresses.firewall_control(runtime), fwo.PING, Empty(), timeout=0.5)
-    except (PeerUnavailable, ControlError):
-        return False
-    return True
-
-
 def _answers(endpoint: str) -> bool:
-    try:
-        return request(endpoint, "ping", timeout=0.5).ok
-    except PeerUnavailable:
-        return False
+    return answers(endpoint, worker_ops.PING)
 
 
 def _dead_pid() -> int:

@@ -8,6 +8,7 @@ the reason when it is missing; the structural checks always run.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import os
@@ -603,8 +604,12 @@ def test_dockerfile_structure() -> None:
                 assert (ROOT / src).exists(), f"COPY source {src} missing"
                 copied.add(src.rstrip("/"))
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    # Sub-packages (fsguard_cli.demo_data) travel with their top-level directory.
-    packages = {p.split(".")[0] for p in meta["tool"]["setuptools"]["packages"]}
+    # pyproject finds its packages (include patterns); sub-packages (fsguard_cli.demo_data)
+    # travel with their top-level directory, so the top-level packages it matches count.
+    include = meta["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {d.name for d in ROOT.iterdir() if (d / "__init__.py").exists()
+                and any(fnmatch.fnmatchcase(d.name, pattern) for pattern in include)}
+    assert {"shared", "fsguard_cli", "fsguard_firewall"} <= packages, packages
     assert packages <= copied, f"Dockerfile does not copy {set(packages) - copied}"
     assert meta["project"]["readme"] in copied
 
@@ -725,10 +730,6 @@ def test_promtool_check_config_and_rules() -> None:
 
 
 ALERT_TESTS = """
-rule_files:
-  - {alerts}
-evaluation_interval: 1m
-tests:
   - interval: 1m
     input_series:
       - series: 'fsguard_esl_connected{{instance="a"}}'
@@ -826,17 +827,24 @@ def without_annotations(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def test_promtool_alert_behaviour(tmp_path: Path) -> None:
-    """The alerts fire when they should and stay quiet before (promtool test rules)."""
+def run_alert_tests(tmp_path: Path, tests: str) -> None:
+    """`promtool test rules` with `tests` (the YAML list under `tests:`, a str.format
+    template) against deploy/prometheus/alerts.yml; fails with promtool's output."""
     promtool = _tool("promtool")
     # promtool compares annotations too: test a copy without them (labels and timing
     # are what matters here; the annotation templates are checked by `check rules`).
     rules = tmp_path / "alerts.yml"
     rules.write_text(without_annotations((PROM / "alerts.yml").read_text()))
     test_file = tmp_path / "alerts_test.yml"
-    test_file.write_text(ALERT_TESTS.format(alerts=rules))
+    header = "rule_files:\n  - {alerts}\nevaluation_interval: 1m\ntests:"
+    test_file.write_text((header + tests).format(alerts=rules))
     result = _run(promtool, "test", "rules", str(test_file))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_alert_behaviour(tmp_path: Path) -> None:
+    """The alerts fire when they should and stay quiet before (promtool test rules)."""
+    run_alert_tests(tmp_path, ALERT_TESTS)
 
 
 def test_promtool_ledger_alert_rules() -> None:

@@ -8,13 +8,9 @@ from pathlib import Path
 from fsguard_api.metrics import Scrape, render
 from shared.ops.firewall_bans import FirewallStats
 from shared.ops.worker import WorkerStats
-from tests.test_deploy import PROM, _run, _tool, without_annotations
+from tests.test_deploy import run_alert_tests
 
 TESTS = """
-rule_files:
-  - {alerts}
-evaluation_interval: 1m
-tests:
   - interval: 1m
     input_series:
       - series: 'fsguard_ban_budget_exceeded_total{{instance="a",pid="7"}}'
@@ -45,13 +41,7 @@ tests:
 
 
 def test_budget_and_hardening_alerts_fire(tmp_path: Path) -> None:
-    promtool = _tool("promtool")
-    rules = tmp_path / "alerts.yml"
-    rules.write_text(without_annotations((PROM / "alerts.yml").read_text()))
-    test_file = tmp_path / "detection_test.yml"
-    test_file.write_text(TESTS.format(alerts=rules))
-    result = _run(promtool, "test", "rules", str(test_file))
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_alert_tests(tmp_path, TESTS)
 
 
 def test_issue12_metrics_are_exported() -> None:

@@ -22,6 +22,7 @@ from fsguard_cli.simulator import ThreadedFakeFreeSwitch, register_failure
 from shared import addresses
 from shared.control import ControlError, PeerUnavailable, call, request
 from shared.ops import firewall as fwo
+from shared.ops import supervisor as sup_ops
 from shared.ops import worker
 from shared.ops.base import Empty
 from tests.netns_helpers import requires_netns, run_in
@@ -68,9 +69,10 @@ def _kernel(ns: str) -> set[str]:
 
 
 def _child_pid(rd: str, name: str) -> int:
-    children = _ctl(addresses.supervisor_control(rd), "processes")
-    assert children is not None
-    return int(next(c["pid"] for c in children if c["name"] == name))
+    children = call(addresses.supervisor_control(rd), sup_ops.PROCESSES, Empty())
+    pid = next(c.pid for c in children if c.name == name)
+    assert pid is not None
+    return pid
 
 
 def _stream(fake: ThreadedFakeFreeSwitch, ips: list[str], chunk: int = 20) -> None:

@@ -25,7 +25,7 @@ from fsguard_cli.simulator import (
     pre_register,
     register_attempt,
 )
-from shared import addresses
+from shared.ops.supervisor import SupervisorStats
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard, wait_for
 from tests.test_api_system import Forwarder
@@ -63,8 +63,8 @@ class Tree:
         values = [float(m) for m in re.findall(pattern + r" ([0-9.e+]+)$", text, re.M)]
         return sum(values)
 
-    def supervisor_stats(self) -> dict[str, Any]:
-        return dict(self.rs.control(addresses.supervisor_control(self.rs.runtime_dir), "stats"))
+    def supervisor_stats(self) -> SupervisorStats:
+        return self.rs.supervisor_stats()
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
 
 def test_gateway_is_protected_other_scanner_banned_budget_alerts(tree: Tree) -> None:
     rs = tree.rs
-    assert wait_for(lambda: tree.supervisor_stats().get("gateways") == [GATEWAY], 10)
+    assert wait_for(lambda: tree.supervisor_stats().gateways == [GATEWAY], 10)
     assert "api sofia xmlstatus gateway" in rs.fake.commands
     rs.fake.send_event(pre_register(GATEWAY, user_agent="friendly-scanner"))
     rs.fake.send_event(pre_register(SCANNER, user_agent="friendly-scanner"))

@@ -19,12 +19,14 @@ import pytest
 
 from fsguard_cli.simulator import Headers, register_failure
 from shared import addresses
-from shared.control import ControlError, PeerUnavailable, call, request
+from shared.control import PeerUnavailable, call
 from shared.iputil import shard_of
+from shared.ops import supervisor as sup_ops
 from shared.ops import worker
 from shared.ops.base import Empty
+from shared.ops.supervisor import ChildInfo
 from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
-from tests.system_helpers import fsguard_config, running_fsguard, wait_for
+from tests.system_helpers import answers, fsguard_config, running_fsguard, wait_for
 
 pytestmark = [requires_netns]
 
@@ -66,10 +68,8 @@ def system(tmp_path: Path) -> Iterator[dict[str, Any]]:
                    "runtime_dir": s.runtime_dir}
 
 
-def _children(runtime_dir: str) -> list[dict[str, Any]]:
-    reply = request(addresses.supervisor_control(runtime_dir), "processes", timeout=2)
-    assert reply.ok
-    return list(reply.data)
+def _children(runtime_dir: str) -> list[ChildInfo]:
+    return call(addresses.supervisor_control(runtime_dir), sup_ops.PROCESSES, Empty())
 
 
 def test_threshold_ban_reaches_kernel_and_drops_packets(system: dict[str, Any]) -> None:
@@ -91,37 +91,34 @@ def test_threshold_ban_reaches_kernel_and_drops_packets(system: dict[str, Any]) 
 
 def test_killed_worker_restarts_and_sigterm_stops_everything(system: dict[str, Any]) -> None:
     ns1, fake, proc, rd = system["ns1"], system["fake"], system["proc"], system["runtime_dir"]
-    workers = [c for c in _children(rd) if c["role"] == "worker"]
+    workers = [c for c in _children(rd) if c.role == "worker"]
     assert len(workers) == WORKERS
     victim = workers[0]
-    os.kill(victim["pid"], signal.SIGKILL)
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
 
     def restarted() -> bool:
         try:
-            current = {c["name"]: c for c in _children(rd)}
+            current = {c.name: c for c in _children(rd)}
         except (PeerUnavailable, AssertionError):
             return False
-        entry = current[victim["name"]]
-        return entry["pid"] not in (None, victim["pid"]) and entry["restarts"] >= 1
+        entry = current[victim.name]
+        return entry.pid not in (None, victim.pid) and entry.restarts >= 1
 
     assert _wait(restarted, timeout=10, interval=0.1), "killed worker was not restarted"
-    index = int(victim["name"].split("-")[1])
+    index = int(victim.name.split("-")[1])
     # An address owned by the restarted worker's shard.
     target = next(f"203.0.113.{n}" for n in range(20, 250)
                   if shard_of(f"203.0.113.{n}", WORKERS) == index)
 
     def worker_ready() -> bool:
-        try:
-            call(addresses.worker_control(rd, index), worker.PING, Empty(), timeout=0.5)
-        except (PeerUnavailable, ControlError):
-            return False
-        return True
+        return answers(addresses.worker_control(rd, index), worker.PING)
 
     assert _wait(worker_ready, timeout=10, interval=0.1)
     fake.send_events(_failures(target, 6))
     assert _wait(lambda: _in_set(ns1, target), timeout=5), "events stopped flowing after restart"
 
-    pids = [c["pid"] for c in _children(rd) if c["pid"]]
+    pids = [c.pid for c in _children(rd) if c.pid]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     for pid in pids:

@@ -20,6 +20,7 @@ import pytest
 from fsguard_workers.engine import DetectionEngine
 from shared.config import Config
 from shared.messages import BanDecision, KillCall
+from tests.engine_harness import Clock
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CAPTURE_IP = b"127.0.0.1"
@@ -88,21 +89,13 @@ def build_replay() -> Replay:
     return replay
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 def replay() -> Replay:
     return build_replay()
 
 
 def run(replay: Replay, config: Config | None = None) -> tuple[DetectionEngine, list[object]]:
-    clock = Clock()
+    clock = Clock(0.0)
     engine = DetectionEngine(config or Config(), clock=clock, wallclock=clock)
     outputs: list[object] = []
     for _, ts, body in replay.events:
@@ -125,7 +118,7 @@ def test_capture_parses_and_has_the_expected_security_events(replay: Replay) -> 
 
 
 def test_unrewritten_capture_is_trusted_loopback() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     engine = DetectionEngine(Config(), clock=clock, wallclock=clock)
     for headers, body in read_frames((FIXTURES / "capture_json.bin").read_bytes()):
         if headers.get("Content-Type") == "text/event-json":
@@ -185,7 +178,7 @@ def test_phases(replay: Replay) -> None:
 
 
 def test_f3_banned_before_any_failure(replay: Replay) -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     engine = DetectionEngine(Config(), clock=clock, wallclock=clock)
     f3 = [(ts, body) for phase, ts, body in replay.events if phase == "f3"]
     clock.now = f3[0][0]

@@ -10,7 +10,8 @@ import pytest
 from fsguard_workers.engine import DetectionEngine
 from shared.config import Config, RulesConfig
 from shared.messages import BanDecision, KillCall
-from tests.test_engine_captures import Clock, Replay, build_replay, run
+from tests.engine_harness import Clock
+from tests.test_engine_captures import Replay, build_replay, run
 
 ATTACK_PHASES = {"a", "h1", "h2", "f1", "f2", "f3"}
 
@@ -67,7 +68,7 @@ def test_a_cracked_password_from_the_phones_address_still_bans(replay: Replay) -
 
 
 def test_a_gateway_address_is_not_banned_for_a_toll_fraud_probe(replay: Replay) -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     engine = DetectionEngine(Config(), clock=clock, wallclock=clock)
     engine.set_gateways([replay.address["h1"]])
     outputs: list[object] = []

@@ -11,17 +11,8 @@ from hypothesis import strategies as st
 from shared.config import Config
 from shared.iputil import NetworkSet, parse_ip
 from shared.messages import ListChange
-from tests.test_rules import (
-    PHONE_UAS,
-    SCANNER_UAS,
-    Harness,
-    attempt,
-    channel_create,
-    failure,
-    pre_register,
-    register,
-    wrong_call_state,
-)
+from tests import sofia_events as ev
+from tests.engine_harness import Harness, cfg
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -34,7 +25,7 @@ steps = st.lists(
         event_kinds,
         st.sampled_from(TRUSTED_IPS + OTHER_IPS),
         st.sampled_from(["1000", "1001", "9876", "unknown", ""]),
-        st.sampled_from(SCANNER_UAS + PHONE_UAS),
+        st.sampled_from(ev.SCANNER_UAS + ev.PHONE_UAS),
         st.floats(min_value=0, max_value=30),
     ),
     max_size=120,
@@ -43,18 +34,18 @@ steps = st.lists(
 
 def _body(kind: str, ip: str, user: str, ua: str, n: int) -> bytes:
     if kind == "pre":
-        return pre_register(ip, user=user, ua=ua)
+        return ev.pre_register(ip, user=user, ua=ua)
     if kind == "attempt":
-        return attempt(ip, user=user, ua=ua)
+        return ev.attempt(ip, user=user, ua=ua)
     if kind == "fail":
-        return failure(ip, user=user, ua=ua, to_host="evil.example")
+        return ev.failure(ip, user=user, ua=ua, to_host="evil.example")
     if kind == "reg":
-        return register(ip, user=user, ua=ua)
+        return ev.register(ip, user=user, ua=ua)
     if kind == "wcs":
-        return wrong_call_state(ip, user=user)
+        return ev.wrong_call_state(ip, user=user)
     if kind == "call":
-        return channel_create(ip, uuid=f"{ip}|{n}", ua=ua, from_host="x.bad.example")
-    return channel_create(
+        return ev.channel_create(ip, uuid=f"{ip}|{n}", ua=ua, from_host="x.bad.example")
+    return ev.channel_create(
         ip, uuid=f"{ip}|{n}", ua=ua, context="public", destination="011", authorized=None
     )
 
@@ -102,9 +93,7 @@ def test_trusted_sources_are_never_banned(
 def test_failed_auth_bans_exactly_when_n_failures_fit_in_the_window(
     limit: int, window: float, gaps: list[float]
 ) -> None:
-    config = Config()
-    config.security.max_failed_attempts = limit
-    config.security.failed_attempts_window = window
+    config = cfg(max_failed_attempts=limit, failed_attempts_window=window)
     config.security.enumeration.enabled = False
     h = Harness(config)
     times: list[float] = []
@@ -115,7 +104,7 @@ def test_failed_auth_bans_exactly_when_n_failures_fit_in_the_window(
         # the oldest of the last `limit` failures is inside the window ending now
         if first_crossing is None and i + 1 >= limit and times[i + 1 - limit] > times[i] - window:
             first_crossing = i
-        out = h.feed(failure("198.51.100.50"))
+        out = h.feed(ev.failure("198.51.100.50"))
         assert bool(out) is (i == first_crossing), (i, first_crossing, times)
     assert len(h.bans) == (first_crossing is not None)
 

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,6 +24,16 @@ from fsguard_supervisor.esl_client import (
     subscribe_command,
 )
 from fsguard_supervisor.esl_protocol import iter_capture_frames
+from tests.esl_helpers import (
+    InterleavingSwitch,
+    Sink,
+    held_switch,
+    run,
+    running,
+    started,
+    subscribed,
+    until,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SUBSCRIBE = (
@@ -36,58 +42,6 @@ SUBSCRIBE = (
     "sofia::unregister sofia::expire sofia::wrong_call_state"
 )
 SECRET = "s3cret-Pa55"
-
-
-class Sink:
-    """Collects on_events batches and connection changes."""
-
-    def __init__(self) -> None:
-        self.batches: list[tuple[list[bytes], float]] = []
-        self.changes: list[bool] = []
-
-    def on_events(self, bodies: list[bytes], ts: float) -> None:
-        self.batches.append((list(bodies), ts))
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(b) for batch, _ in self.batches for b in batch]
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
-@asynccontextmanager
-async def running(
-    sim: FakeFreeSwitch, password: str = "ClueCon", **kw: Any
-) -> AsyncIterator[tuple[EslClient, Sink]]:
-    sink = Sink()
-    kw.setdefault("base_backoff", 0.05)
-    kw.setdefault("max_backoff", 0.2)
-    client = EslClient("127.0.0.1", sim.port, password, on_events=sink.on_events,
-                       on_connection_change=sink.changes.append, **kw)
-    task = asyncio.create_task(client.run())
-    try:
-        yield client, sink
-    finally:
-        await client.stop()
-        await asyncio.wait_for(task, 5)
-
-
-def run(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(asyncio.wait_for(coro_fn(), 30))
-
-
-async def started(**kw: Any) -> FakeFreeSwitch:
-    sim = FakeFreeSwitch(**kw)
-    await sim.start()
-    return sim
 
 
 def test_subscribe_command_order() -> None:
@@ -101,9 +55,7 @@ def test_subscribe_command_order() -> None:
 
 def test_connect_subscribe_and_batched_events() -> None:
     async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, sink):
-            assert await sim.wait_for_subscription(5)
+        async with subscribed() as (sim, client, sink):
             assert sim.commands == ["auth ********", SUBSCRIBE]
             assert await until(lambda: client.stats.connected)
             events: list[EventLike] = [register_failure(f"203.0.113.{i}") for i in range(50)]
@@ -120,16 +72,13 @@ def test_connect_subscribe_and_batched_events() -> None:
             assert client.stats.connection_attempts == 1 and client.stats.reconnects == 0
             assert sink.changes == [True]
         assert sink.changes == [True, False]
-        await sim.stop()
 
     run(scenario)
 
 
 def test_plain_frames_are_converted_to_json() -> None:
     async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, sink):
-            assert await sim.wait_for_subscription(5)
+        async with subscribed() as (sim, client, sink):
             before = client.stats.frames_received
             plain = (FIXTURES / "register_failure.txt").read_bytes()
             expected = next(iter_capture_frames(
@@ -145,7 +94,6 @@ def test_plain_frames_are_converted_to_json() -> None:
             assert bodies() == [expected, expected]
             assert client.stats.frames_received - before == 3
             assert client.stats.events_received == 2
-        await sim.stop()
 
     run(scenario)
 
@@ -189,9 +137,7 @@ def test_rude_rejection_is_an_acl_error(caplog: pytest.LogCaptureFixture) -> Non
 
 def test_disconnect_notice_then_reconnect() -> None:
     async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, sink):
-            assert await sim.wait_for_subscription(5)
+        async with subscribed() as (sim, client, sink):
             await sim.send_disconnect_notice()
             assert await sim.wait_for_subscription(5, count=2)
             assert await until(lambda: client.stats.connected)
@@ -200,7 +146,6 @@ def test_disconnect_notice_then_reconnect() -> None:
             assert sink.changes == [True, False, True]
             await sim.send_event(register_failure("192.0.2.99"))
             assert await until(lambda: len(sink.events) == 1)
-        await sim.stop()
 
     run(scenario)
 
@@ -229,47 +174,29 @@ def test_server_restart_on_same_port_reconnects_with_backoff() -> None:
 
 def test_liveness_timeout_reconnects() -> None:
     async def scenario() -> None:
-        sim = await started()
-        async with running(sim, heartbeat_interval=0.1, liveness_intervals=3) as (client, _):
-            assert await sim.wait_for_subscription(5)
+        async with subscribed(heartbeat_interval=0.1, liveness_intervals=3) as (sim, client, _):
             await sim.go_silent()
             assert await sim.wait_for_subscription(5, count=2)
             assert "liveness" in client.stats.last_error or client.stats.reconnects == 1
-        await sim.stop()
 
     run(scenario)
 
 
 def test_heartbeats_keep_a_connection_alive() -> None:
     async def scenario() -> None:
-        sim = await started(heartbeat_interval=0.05)
-        async with running(sim, heartbeat_interval=0.1, liveness_intervals=3) as (client, sink):
-            assert await sim.wait_for_subscription(5)
+        sim = FakeFreeSwitch(heartbeat_interval=0.05)
+        async with subscribed(sim, heartbeat_interval=0.1, liveness_intervals=3) as (_, client,
+                                                                                     sink):
             assert await until(lambda: len(sink.events) >= 15)  # >= 0.75 s of heartbeats
             assert client.stats.reconnects == 0
-        await sim.stop()
 
     run(scenario)
-
-
-class InterleavingSwitch(FakeFreeSwitch):
-    """Sends events between receiving each api command and answering it."""
-
-    hold: asyncio.Event | None = None
-
-    async def on_api(self, command: str) -> None:
-        if self.hold is not None:
-            await self.hold.wait()
-        await self.send_event(register_failure("203.0.113.200", user=command))
 
 
 def test_concurrent_api_calls_get_their_own_replies() -> None:
     async def scenario() -> None:
         responses = {f"cmd{i}": f"reply {i}\n" for i in range(8)}
-        sim = InterleavingSwitch(api_responses=responses)
-        await sim.start()
-        async with running(sim) as (client, sink):
-            assert await sim.wait_for_subscription(5)
+        async with subscribed(InterleavingSwitch(api_responses=responses)) as (_, client, sink):
             replies = await asyncio.gather(*(client.api(f"cmd{i}") for i in range(8)))
             assert replies == [f"reply {i}\n" for i in range(8)]
             assert await until(lambda: len(sink.events) == 8)
@@ -279,44 +206,35 @@ def test_concurrent_api_calls_get_their_own_replies() -> None:
             assert info.value.reply == "-ERR nosuch Command not found!\n"
             job = await client.bgapi("cmd1")
             assert len(job) == 36
-        await sim.stop()
 
     run(scenario)
 
 
 def test_timed_out_command_keeps_its_reply_slot() -> None:
     async def scenario() -> None:
-        sim = InterleavingSwitch(api_responses={"slow": "slow reply\n", "fast": "fast reply\n"})
-        sim.hold = asyncio.Event()
-        await sim.start()
-        async with running(sim) as (client, _):
-            assert await sim.wait_for_subscription(5)
+        sim = held_switch({"slow": "slow reply\n", "fast": "fast reply\n"})
+        async with subscribed(sim) as (_, client, _):
             with pytest.raises(TimeoutError):
                 await client.api("slow", timeout=0.1)
             later = asyncio.create_task(client.api("fast"))
             await asyncio.sleep(0.05)
-            sim.hold.set()
+            sim.release()
             assert await asyncio.wait_for(later, 5) == "fast reply\n"
-        await sim.stop()
 
     run(scenario)
 
 
 def test_pending_commands_fail_on_disconnect() -> None:
     async def scenario() -> None:
-        sim = InterleavingSwitch(api_responses={"x": "y\n"})
-        sim.hold = asyncio.Event()
-        await sim.start()
-        async with running(sim) as (client, _):
-            assert await sim.wait_for_subscription(5)
+        sim = held_switch({"x": "y\n"})
+        async with subscribed(sim) as (_, client, _):
             pending = [asyncio.create_task(client.api("x")) for _ in range(3)]
             assert await until(lambda: sim.commands.count("api x") >= 1)
             await sim.kill_connections()
             for task in pending:
                 with pytest.raises(EslNotConnected):
                     await asyncio.wait_for(task, 5)
-            sim.hold.set()
-        await sim.stop()
+            sim.release()
 
     run(scenario)
 
@@ -328,9 +246,7 @@ def test_pending_commands_fail_on_disconnect() -> None:
 ])
 def test_malformed_frame_is_counted_and_resynchronised(bad: bytes) -> None:
     async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, sink):
-            assert await sim.wait_for_subscription(5)
+        async with subscribed() as (sim, client, sink):
             good = (FIXTURES / "register_failure_json.txt").read_bytes()
             await sim.send_raw(good + bad + good)
             assert await sim.wait_for_subscription(5, count=2)
@@ -338,7 +254,6 @@ def test_malformed_frame_is_counted_and_resynchronised(bad: bytes) -> None:
             assert len(sink.events) == 1  # the good frame before the bad one
             await sim.send_event(register_failure("192.0.2.97"))
             assert await until(lambda: len(sink.events) == 2)
-        await sim.stop()
 
     run(scenario)
 
@@ -353,16 +268,13 @@ def test_malformed_frame_is_counted_and_resynchronised(bad: bytes) -> None:
 ])
 def test_control_characters_rejected_before_sending(command: str) -> None:
     async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, _):
-            assert await sim.wait_for_subscription(5)
+        async with subscribed() as (sim, client, _):
             with pytest.raises(ValueError):
                 await client.api(command)
             with pytest.raises(ValueError):
                 await client.bgapi(command)
             assert await client.api("status") == sim.api_responses["status"]
             assert sim.commands == ["auth ********", SUBSCRIBE, "api status"]
-        await sim.stop()
 
     run(scenario)
 
@@ -380,9 +292,7 @@ def _expected_subscribed(capture: str) -> int:
 @pytest.mark.parametrize("capture", ["capture_plain.bin", "capture_json.bin"])
 def test_replay_with_rewritten_source_ip(capture: str) -> None:
     async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (_, sink):
-            assert await sim.wait_for_subscription(5)
+        async with subscribed() as (sim, _, sink):
             expected = _expected_subscribed(capture)
             assert expected > 50
             sent = await sim.replay(FIXTURES / capture, rewrite_ip="203.0.113.77")
@@ -395,19 +305,15 @@ def test_replay_with_rewritten_source_ip(capture: str) -> None:
                 assert "127.0.0.1" not in {e.get(k) for k in (
                     "network-ip", "network_ip", "Caller-Network-Addr",
                     "variable_sip_network_ip", "variable_sip_received_ip")}
-        await sim.stop()
 
     run(scenario)
 
 
 def test_request_reconnect_and_stop_without_server() -> None:
     async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, _):
-            assert await sim.wait_for_subscription(5)
+        async with subscribed() as (sim, client, _):
             client.request_reconnect()
             assert await sim.wait_for_subscription(5, count=2)
-        await sim.stop()
         # nothing listening: run() keeps retrying, stop() still ends it promptly
         sink = Sink()
         client = EslClient("127.0.0.1", sim.port, "x", on_events=sink.on_events,

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from fsguard_cli.simulator import FakeFreeSwitch
-from fsguard_supervisor.esl_client import MAX_PENDING, EslClient, EslError
+from fsguard_supervisor.esl_client import MAX_PENDING, EslError
 from fsguard_supervisor.esl_protocol import (
     MAX_EVENT_BYTES,
     FrameParser,
     ProtocolError,
     encode_frame,
 )
-from tests.test_esl_client import InterleavingSwitch, Sink, run, running, started, until
+from tests.esl_helpers import Sink, held_switch, run, subscribed, until
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _CL = re.compile(rb"Content-Length: (\d+)\n")
@@ -54,17 +53,23 @@ def bodies_parse(sink: Sink) -> bool:
     return all(isinstance(json.loads(b), dict) for batch, _ in sink.batches for b in batch)
 
 
-async def expect_desync(sim: FakeFreeSwitch, client: EslClient, sink: Sink, stream: bytes,
-                        good_frames: int, full: bytes, total: int) -> None:  # fmt: skip
-    """Send `stream`; the good frames before the bad one arrive, then a reconnect, then
-    the whole unmutated capture `full` arrives intact on the new connection."""
-    await sim.send_raw(stream)
-    assert await sim.wait_for_subscription(5, count=2), "the client did not reconnect"
-    assert client.stats.malformed_frames == 1
-    assert sum(len(b) for b, _ in sink.batches) == good_frames
-    await sim.send_raw(full)
-    assert await until(lambda: sum(len(b) for b, _ in sink.batches) == good_frames + total)
-    assert bodies_parse(sink)
+def expect_desync(stream: bytes, good_frames: int, full: bytes, total: int) -> None:
+    """A subscribed client is sent `stream`: the good frames before the bad one arrive,
+    then a reconnect, then the whole unmutated capture `full` (`total` frames) arrives
+    intact on the new connection."""
+
+    async def scenario() -> None:
+        async with subscribed() as (sim, client, sink):
+            await sim.send_raw(stream)
+            assert await sim.wait_for_subscription(5, count=2), "the client did not reconnect"
+            assert client.stats.malformed_frames == 1
+            assert sum(len(b) for b, _ in sink.batches) == good_frames
+            await sim.send_raw(full)
+            assert await until(
+                lambda: sum(len(b) for b, _ in sink.batches) == good_frames + total)
+            assert bodies_parse(sink)
+
+    run(scenario)
 
 
 @pytest.mark.parametrize("capture", ["capture_json.bin", "capture_plain.bin"])
@@ -75,29 +80,13 @@ def test_a_wrong_content_length_is_a_desync_and_the_client_reconnects(
     full, offsets = event_stream(capture)
     k = 25
     bad = with_length(full[: offsets[k + 40]], offsets[k], delta)
-
-    async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, sink):
-            assert await sim.wait_for_subscription(5)
-            await expect_desync(sim, client, sink, bad, k, full, len(offsets))
-        await sim.stop()
-
-    run(scenario)
+    expect_desync(bad, k, full, len(offsets))
 
 
 def test_a_huge_content_length_swallows_nothing() -> None:
     full, offsets = event_stream("capture_json.bin")
     bad = with_length(full[: offsets[30]], offsets[10], value=16_000_000)
-
-    async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, sink):
-            assert await sim.wait_for_subscription(5)
-            await expect_desync(sim, client, sink, bad, 10, full, len(offsets))
-        await sim.stop()
-
-    run(scenario)
+    expect_desync(bad, 10, full, len(offsets))
 
 
 def _mutate_body(stream: bytes, offsets: list[int], k: int, old: bytes, new: bytes) -> bytes:
@@ -120,30 +109,14 @@ def test_a_body_that_is_not_a_whole_event_of_its_type_is_a_desync(
 ) -> None:
     full, offsets = event_stream(capture)
     bad = _mutate_body(full, offsets, 12, old, new)
-
-    async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, sink):
-            assert await sim.wait_for_subscription(5)
-            await expect_desync(sim, client, sink, bad, 12, full, len(offsets))
-        await sim.stop()
-
-    run(scenario)
+    expect_desync(bad, 12, full, len(offsets))
 
 
 @pytest.mark.parametrize("junk", [b'x"}', b"sip:1000@h\"}", b"\x00\x01"])
 def test_a_header_block_that_does_not_start_a_frame_is_a_desync(junk: bytes) -> None:
     full, offsets = event_stream("capture_json.bin")
     bad = full[: offsets[7]] + junk + full[offsets[7]: offsets[20]]
-
-    async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, sink):
-            assert await sim.wait_for_subscription(5)
-            await expect_desync(sim, client, sink, bad, 7, full, len(offsets))
-        await sim.stop()
-
-    run(scenario)
+    expect_desync(bad, 7, full, len(offsets))
 
 
 def test_the_unmutated_captures_are_not_desyncs() -> None:
@@ -163,13 +136,10 @@ def test_unexpected_replies_are_counted_and_logged_rate_limited(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def scenario() -> None:
-        sim = await started()
-        async with running(sim) as (client, _):
-            assert await sim.wait_for_subscription(5)
+        async with subscribed() as (sim, client, _):
             await sim.send_raw(encode_frame("api/response", b"+OK\n") * 200)
             assert await until(lambda: client.stats.unexpected_replies == 200)
             assert client.stats.malformed_frames == 0
-        await sim.stop()
 
     with caplog.at_level(logging.WARNING, logger="fsguard.esl"):
         run(scenario)
@@ -179,19 +149,15 @@ def test_unexpected_replies_are_counted_and_logged_rate_limited(
 
 def test_pending_replies_are_bounded() -> None:
     async def scenario() -> None:
-        sim = InterleavingSwitch(api_responses={"x": "y\n"})
-        sim.hold = asyncio.Event()
-        await sim.start()
-        async with running(sim) as (client, _):
-            assert await sim.wait_for_subscription(5)
+        sim = held_switch({"x": "y\n"})
+        async with subscribed(sim) as (_, client, _):
             waiting = [asyncio.create_task(client.api("x")) for _ in range(MAX_PENDING)]
             await asyncio.sleep(0)
             with pytest.raises(EslError, match="already pending"):
                 await client.api("x")
             assert client.stats.commands_refused == 1
-            sim.hold.set()
+            sim.release()
             assert await asyncio.wait_for(asyncio.gather(*waiting), 10) == ["y\n"] * MAX_PENDING
             assert await client.api("x") == "y\n"
-        await sim.stop()
 
     run(scenario)

@@ -11,20 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsguard_supervisor.esl_protocol import (
-    Frame,
-    FrameParser,
-    ProtocolError,
-    event_from_json,
-    event_from_plain,
-    iter_capture_frames,
-    json_to_plain,
-    parse_plain_event,
-    plain_to_json,
-    serialize_json,
-    serialize_plain,
-    url_encode,
-)
+from fsguard_supervisor import esl_events as ev
+from fsguard_supervisor.esl_protocol import Frame, FrameParser, ProtocolError, iter_capture_frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PLAIN = (FIXTURES / "capture_plain.bin").read_bytes()
@@ -214,11 +202,11 @@ def test_iter_capture_partial_results_on_truncation_and_corruption() -> None:
 
 
 def test_plain_sample_decodes_quirks() -> None:
-    headers, inner = parse_plain_event(_sample("quirk_passthrough_percent.txt")[0].body)
+    headers, inner = ev.parse_plain_event(_sample("quirk_passthrough_percent.txt")[0].body)
     assert inner == b""
     assert dict(headers)["user-agent"] == "evil\nfrom ip 192.0.2.99 A %4a \u20ac|:x"
     assert [k for k, _ in headers].count("profile-name") == 2
-    headers, _ = parse_plain_event(b"a: 1%2B1+2\nb: ARRAY%3A%3Ax%7C%3Ay\nc: %FF%FE\n\n")
+    headers, _ = ev.parse_plain_event(b"a: 1%2B1+2\nb: ARRAY%3A%3Ax%7C%3Ay\nc: %FF%FE\n\n")
     assert headers[0] == ("a", "1+1+2")
     assert headers[1] == ("b", "ARRAY::x|:y")
     assert headers[2][1].encode("utf-8", "surrogateescape") == b"\xff\xfe"
@@ -226,13 +214,13 @@ def test_plain_sample_decodes_quirks() -> None:
 
 def test_background_job_body_kept_whole() -> None:
     body = _sample("background_job.txt")[0].body
-    headers, inner = parse_plain_event(body)
+    headers, inner = ev.parse_plain_event(body)
     assert headers[-1] == ("Content-Length", str(len(inner)))
     assert inner.startswith(b"UP 0 years") and inner.endswith(b"240K/8192K\n")
-    as_json = plain_to_json(body)
+    as_json = ev.plain_to_json(body)
     obj = json.loads(as_json)
     assert obj["_body"].encode() == inner and obj["Content-Length"] == str(len(inner))
-    assert json_to_plain(as_json) == body
+    assert ev.json_to_plain(as_json) == body
 
 
 def _json_pairs(body: bytes) -> list[tuple[str, str]]:
@@ -243,11 +231,11 @@ def _json_pairs(body: bytes) -> list[tuple[str, str]]:
 def test_json_sample_and_plain_twin_are_the_same_event() -> None:
     plain = _sample("register_failure.txt")[0].body
     as_json = _sample("register_failure_json.txt")[0].body
-    headers, inner = parse_plain_event(plain)
+    headers, inner = ev.parse_plain_event(plain)
     assert headers == _json_pairs(as_json)
     assert inner == b""
-    assert plain_to_json(plain) == as_json
-    assert json_to_plain(as_json) == plain
+    assert ev.plain_to_json(plain) == as_json
+    assert ev.json_to_plain(as_json) == plain
 
 
 @pytest.mark.parametrize("name", ["plain", "json"])
@@ -255,31 +243,31 @@ def test_real_capture_events_round_trip(name: str) -> None:
     events = [f.body for f in ONE_SHOT[name] if f.content_type.startswith("text/event-")]
     for body in events:
         if name == "plain":
-            as_json = plain_to_json(body)
-            assert _json_pairs(as_json)[: len(parse_plain_event(body)[0])] == \
-                parse_plain_event(body)[0]
-            assert json_to_plain(as_json) == body
+            as_json = ev.plain_to_json(body)
+            assert _json_pairs(as_json)[: len(ev.parse_plain_event(body)[0])] == \
+                ev.parse_plain_event(body)[0]
+            assert ev.json_to_plain(as_json) == body
         else:
-            assert plain_to_json(json_to_plain(body)) == body
+            assert ev.plain_to_json(ev.json_to_plain(body)) == body
 
 
 def test_url_encode_rules() -> None:
-    assert url_encode(b"Fri, 14 Mar 2025 09:26:53 GMT") == \
+    assert ev.url_encode(b"Fri, 14 Mar 2025 09:26:53 GMT") == \
         b"Fri,%2014%20Mar%202025%2009%3A26%3A53%20GMT"
-    assert url_encode(b"!$'()*,-./_~aZ09") == b"!$'()*,-./_~aZ09"
-    assert url_encode(b"evil%0Ax %41 %4a \xe2\x82\xac|:") == \
+    assert ev.url_encode(b"!$'()*,-./_~aZ09") == b"!$'()*,-./_~aZ09"
+    assert ev.url_encode(b"evil%0Ax %41 %4a \xe2\x82\xac|:") == \
         b"evil%0Ax%20%41%20%254a%20%E2%82%AC%7C%3A"
-    assert url_encode(b"%4") == b"%254" and url_encode(b"%") == b"%25"
-    assert url_encode(b"\x00\x1f\x7f+") == b"%00%1F%7F%2B"
+    assert ev.url_encode(b"%4") == b"%254" and ev.url_encode(b"%") == b"%25"
+    assert ev.url_encode(b"\x00\x1f\x7f+") == b"%00%1F%7F%2B"
 
 
 def test_cjson_escaping_and_raw_high_bytes() -> None:
     ua = b"\xff\xc3(".decode("utf-8", "surrogateescape")
     headers = [("k", "a\"b\\c\n\r\t\x08\x0c\x01"), ("ua", ua)]
-    out = serialize_json(headers)
+    out = ev.serialize_json(headers)
     assert out == b'{"k":"a\\"b\\\\c\\n\\r\\t\\b\\f\\u0001","ua":"\xff\xc3("}'
     assert b"\n" not in out
-    assert event_from_json(out) == (headers, None)
+    assert ev.event_from_json(out) == (headers, None)
 
 
 _text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
@@ -294,7 +282,7 @@ def test_serializers_round_trip(headers: list[tuple[str, str]], body: bytes | No
         body = body.replace(b"\x00", b"")
     # plain: a value holding "%XX" (upper hex) passes through un-encoded, by design
     plain_ok = [(k, v) for k, v in headers if not re.search(r"%[0-9A-F]{2}", v)]
-    assert event_from_plain(serialize_plain(plain_ok, body)) == (plain_ok, body)
+    assert ev.event_from_plain(ev.serialize_plain(plain_ok, body)) == (plain_ok, body)
     text = None if body is None else body.decode("utf-8", "surrogateescape")
     if text is None or text.encode("utf-8", "surrogateescape") == body:
-        assert event_from_json(serialize_json(headers, body)) == (headers, body)
+        assert ev.event_from_json(ev.serialize_json(headers, body)) == (headers, body)

@@ -16,8 +16,9 @@ from fsguard_workers.events import (
     maybe_relevant,
     text,
 )
+from tests.engine_harness import ATTACKER, Harness
+from tests.sofia_events import failure, pre_register
 from tests.test_engine_captures import read_frames
-from tests.test_rules import ATTACKER, Harness, failure, pre_register
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +14,20 @@ from fsguard_firewall import nft_ruleset as nr
 from fsguard_firewall.kernel import FirewallError
 from fsguard_firewall.nft_backend import NftBackend
 from fsguard_firewall.reconcile import kernel_timeout, parse_member
-from tests.netns_helpers import netns, requires_netns, run_in, udp_reaches, veth_pair
-
-pytestmark = [
-    pytest.mark.netns,
+from tests.netns_helpers import (
+    REAL_NFT,
+    netns,
     requires_netns,
-    pytest.mark.skipif(shutil.which("nft") is None, reason="nft (nftables) not installed"),
-]
+    requires_nft,
+    run_in,
+    udp_reaches,
+    veth_pair,
+)
+
+pytestmark = [pytest.mark.netns, requires_netns, requires_nft]
 
 TABLE = "fsgt"
 SET = "fsg-test"
-REAL_NFT = shutil.which("nft") or "/usr/sbin/nft"
-
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    with netns("nft") as name:
-        yield name
 
 
 def make_fw(ns: str, **kw: Any) -> NftBackend:

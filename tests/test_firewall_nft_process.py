@@ -4,9 +4,7 @@ SQLite store in a tmp dir, decisions over ZeroMQ, the kernel read back with nft.
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,25 +16,14 @@ from shared.messages import DecisionAck, decode, encode
 from shared.ops import firewall as fwo
 from shared.ops.base import Empty
 from shared.ops.firewall_bans import BanRequest, IpRequest, UnbanRequest
-from tests.netns_helpers import netns, requires_netns, run_in
+from tests.netns_helpers import REAL_NFT, requires_netns, requires_nft, run_in
 from tests.system_helpers import FSGUARD
 from tests.test_durable_firewall import launch, terminate
 from tests.test_firewall_process import SET, decision, stop, wait_for, write_config
 
-pytestmark = [
-    pytest.mark.netns,
-    requires_netns,
-    pytest.mark.skipif(shutil.which("nft") is None, reason="nft (nftables) not installed"),
-]
+pytestmark = [pytest.mark.netns, requires_netns, requires_nft]
 
 TABLE = "fsgproc"
-REAL_NFT = shutil.which("nft") or "/usr/sbin/nft"
-
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    with netns("fsgnft") as name:
-        yield name
 
 
 def nft_members(ns: str) -> dict[str, int]:

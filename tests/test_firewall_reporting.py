@@ -17,6 +17,7 @@ from fsguard_firewall.process import Firewall
 from shared.config import Config
 from shared.messages import BanDecision
 from tests.netns_helpers import netns, requires_netns
+from tests.system_helpers import wait_for
 from tests.test_reporter import ChanDaemon, server  # noqa: F401  (fixture)
 
 pytestmark = [requires_netns]
@@ -65,9 +66,7 @@ def test_committed_ban_is_reported_once(
     )
     fw.handle_batch([decision])
     fw.handle_batch([decision])  # re-sent after a lost ack: idempotent, no second report
-    deadline = time.monotonic() + 5
-    while not server.accepted() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(server.accepted, 5)
     time.sleep(0.3)
     assert server.accepted() == [
         {

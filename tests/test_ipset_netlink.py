@@ -4,33 +4,26 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from fsguard_firewall.ipset_netlink import NETLINK_NETFILTER, IpsetNetlink
-from fsguard_firewall.kernel import FirewallError, KernelFirewall
-from tests.netns_helpers import netns, requires_netns, run_in, socket_in
+from fsguard_firewall.kernel import KernelFirewall
+from tests.kernel_helpers import check_refused_element_is_reported, kernel_firewall
+from tests.netns_helpers import requires_netns, run_in, socket_in
 
 pytestmark = [pytest.mark.netns, requires_netns]
 
 SET = "fsg-nl"
 
 
-@pytest.fixture
-def ns() -> Iterator[str]:
-    with netns("fwnl") as name:
-        yield name
-
-
 def make_fw(ns: str, **kw: Any) -> KernelFirewall:
-    return KernelFirewall(
-        SET, "INPUT", default_timeout=3600, command_prefix=["ip", "netns", "exec", ns],
-        netlink=lambda: IpsetNetlink(socket_in(ns, socket.AF_NETLINK, socket.SOCK_RAW,
-                                               NETLINK_NETFILTER)),
+    return kernel_firewall(
+        ns, SET, netlink=lambda: IpsetNetlink(socket_in(ns, socket.AF_NETLINK, socket.SOCK_RAW,
+                                                        NETLINK_NETFILTER)),
         **kw,
-    )
+    )  # fmt: skip
 
 
 def saved(ns: str, name: str) -> str:
@@ -85,20 +78,8 @@ def test_thousand_bans_in_one_call(ns: str, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_refused_element_is_retried_by_restore_and_reported(ns: str) -> None:
-    fw = make_fw(ns)
-    run_in(ns, ["ipset", "create", SET, "hash:ip", "timeout", "100"], check=True)
     # no v6 set: the kernel refuses that element; restore retries it and reports it
-    bans = [
-        (ipaddress.ip_address("192.0.2.1"), 60),
-        (ipaddress.ip_address("2001:db8::1"), 60),
-        (ipaddress.ip_address("192.0.2.2"), 60),
-    ]
-    with pytest.raises(FirewallError) as info:
-        fw.apply(bans)
-    assert [elem for elem, _ in info.value.failed] == ["2001:db8::1"]
-    assert info.value.applied == 2
-    assert fw.contains(ipaddress.ip_address("192.0.2.1"))
-    assert fw.contains(ipaddress.ip_address("192.0.2.2"))
+    check_refused_element_is_reported(make_fw(ns), ns, SET)
 
 
 def test_no_namespace_socket_means_ipset_restore(ns: str) -> None:

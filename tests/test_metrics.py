@@ -24,12 +24,17 @@ from prometheus_client.samples import Sample
 
 from fsguard_cli.simulator import Headers, register_failure
 from shared import addresses
-from shared.control import ControlError, PeerUnavailable, call
+from shared.control import PeerUnavailable
 from shared.iputil import shard_of
 from shared.ops import worker
-from shared.ops.base import Empty
 from tests.netns_helpers import requires_netns, socket_in
-from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard_as, wait_for
+from tests.system_helpers import (
+    RunningSystem,
+    answers,
+    fsguard_config,
+    running_fsguard_as,
+    wait_for,
+)
 
 pytestmark = [requires_netns]
 
@@ -262,7 +267,8 @@ def test_restarted_worker_never_decreases_a_series(system: FsguardSystem) -> Non
            if shard_of(f"203.0.113.{n}", WORKERS) == index]
     for ip in ips[:10]:
         system.fake.send_events(failures(ip, 3))
-    old_pid = next(c["pid"] for c in system.children() if c["name"] == f"worker-{index}")
+    old_pid = next(c.pid for c in system.children() if c.name == f"worker-{index}")
+    assert old_pid is not None
 
     def processed() -> float:
         return total(system.samples(), "fsguard_events_total", worker=str(index))
@@ -274,13 +280,10 @@ def test_restarted_worker_never_decreases_a_series(system: FsguardSystem) -> Non
 
     def restarted() -> bool:
         try:
-            entry = next(c for c in system.children() if c["name"] == f"worker-{index}")
+            entry = next(c for c in system.children() if c.name == f"worker-{index}")
             endpoint = addresses.worker_control(system.runtime_dir, index)
-            if entry["pid"] in (None, old_pid):
-                return False
-            call(endpoint, worker.PING, Empty(), timeout=0.5)
-            return True
-        except (PeerUnavailable, ControlError, AssertionError, StopIteration):
+            return entry.pid not in (None, old_pid) and answers(endpoint, worker.PING)
+        except (PeerUnavailable, AssertionError, StopIteration):
             return False
 
     assert wait_for(restarted, 15), "killed worker was not restarted"
@@ -296,14 +299,14 @@ def test_restarted_worker_never_decreases_a_series(system: FsguardSystem) -> Non
     assert len(old.keys() & new.keys()) > 10  # the comparison is not vacuous
 
     assert total(before, "fsguard_events_total", worker=str(index), pid=str(old_pid)) >= 30
-    new_pid = next(c["pid"] for c in system.children() if c["name"] == f"worker-{index}")
+    new_pid = next(c.pid for c in system.children() if c.name == f"worker-{index}")
     assert total(after, "fsguard_events_total", worker=str(index), pid=str(new_pid)) == 2
     assert total(after, "fsguard_events_total", pid=str(old_pid)) == 0  # old series gone
     assert total(after, "fsguard_process_restarts_total", role="worker") >= 1
 
 
 def _new_pid_seen(system: FsguardSystem, old_pid: int) -> bool:
-    children = {c["name"]: c["pid"] for c in system.children()}
+    children = {c.name: c.pid for c in system.children()}
     return children.get("worker-0") not in (None, old_pid)
 
 

@@ -11,6 +11,9 @@ from fsguard_workers.netlist import NetworkWhitelist
 from shared.config import Config, config_from_dict
 from shared.iputil import parse_ip
 from shared.messages import ListChange
+from shared.ops.base import BadRequest
+from shared.ops.reload import Reloaded
+from shared.ops.worker import RELOAD as WORKER_RELOAD
 from shared.reloadable import (
     RELOADABLE_PREFIXES,
     ReloadOrder,
@@ -19,7 +22,8 @@ from shared.reloadable import (
     is_reloadable,
     plan,
 )
-from tests.test_rules import Harness, failure
+from tests.engine_harness import Harness
+from tests.sofia_events import failure
 
 
 def _leaf_keys() -> list[str]:
@@ -83,19 +87,21 @@ def test_apply_in_place_keeps_the_objects_and_skips_restart_keys() -> None:
     new = config_from_dict({"server": {"port": 9000},
                             "security": {"rate_limit": {"call_rate_limit": 7}}})  # fmt: skip
     order = ReloadOrder(config=new, keys=["security.rate_limit.call_rate_limit", "server.port"])
-    again = ReloadOrder.from_args(order.to_args())  # as it travels over a control socket
+    again = WORKER_RELOAD.decode_request(msgspec.to_builtins(order))  # as it travels
     assert apply_in_place(cur, again) == ["security.rate_limit.call_rate_limit"]
     assert cur.security is sec and cur.security.rate_limit is rl and rl.call_rate_limit == 7
     assert cur.server.port == 8088
-    with pytest.raises(ValueError, match="malformed reload order"):
-        ReloadOrder.from_args({"config": {"server": {"port": "x"}}, "keys": []})
+    with pytest.raises(BadRequest, match=r"reload: .*`\$.config.server.port`"):
+        WORKER_RELOAD.decode_request({"config": {"server": {"port": "x"}}, "keys": []})
 
 
-def _order(cur: Config, **security: object) -> dict[str, object]:
+def _order(cur: Config, **security: object) -> ReloadOrder:
+    """The order as a worker's control socket rebuilds it from the wire."""
     raw = msgspec.to_builtins(cur)
     raw["security"].update(security)
     new = msgspec.convert(raw, Config)
-    return ReloadOrder(config=new, keys=plan(cur, new).apply).to_args()
+    wire = msgspec.to_builtins(ReloadOrder(config=new, keys=plan(cur, new).apply))
+    return WORKER_RELOAD.decode_request(wire)
 
 
 def test_engine_keeps_windows_and_takes_new_threshold() -> None:
@@ -113,7 +119,7 @@ def test_engine_trusted_networks_reload_clears_the_source_memo() -> None:
     h.feed(failure(ip), 1)  # memoised as untrusted
     nets = [*h.config.security.trusted_networks, "203.0.113.0/24"]
     result = reconfigure.apply(h.config, h.engine, _order(h.config, trusted_networks=nets))
-    assert result == {"applied": ["security.trusted_networks"]}
+    assert result == Reloaded(applied=["security.trusted_networks"])
     for _ in range(10):
         assert h.feed(failure(ip), 1) == []
     assert h.engine.stats()["trusted_skipped"] == 10

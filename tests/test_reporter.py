@@ -16,6 +16,8 @@ import pytest
 from fsguard_firewall.reporter import Reporter, make_payload, safe_url
 from fsguard_firewall.store import Store
 from shared.config import ChanDaemonConfig
+from tests.engine_harness import Clock
+from tests.system_helpers import wait_for
 
 TIMEOUT = 0.3
 
@@ -95,14 +97,6 @@ def config(url: str, **kw: Any) -> ChanDaemonConfig:
     )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 BANS = [
     ("203.0.113.50", "Exceeded max failed registrations (5)", 3600.0, "2017301000"),
     ("203.0.113.51", "call rate limit exceeded (21 in 1m0s)", 900.0, ""),
@@ -135,7 +129,7 @@ EXPECTED = {
 
 
 def test_500_then_hang_then_200_reports_each_ban_once(server: ChanDaemon, store: Store) -> None:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     rep = Reporter(store, config(server.url), clock=clock)
     for ip, reason, ttl, user in BANS:
         assert rep.report_ban(ip, ip, reason, ttl, user)
@@ -213,9 +207,7 @@ def test_background_thread_delivers_and_survives_restart(
         rep = Reporter(s, config(server.url), interval=0.05)
         rep.start()
         rep.report_ban("192.0.2.8", "192.0.2.8", "r", 0, "")
-        deadline = time.monotonic() + 10
-        while rep.sent < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: rep.sent >= 2, 10, 0.02)
         rep.stop()
         assert rep.sent == 2 and s.pending_count() == 0
     assert sorted(b["ip"] for b in server.accepted()) == ["192.0.2.7", "192.0.2.8"]
@@ -277,9 +269,7 @@ def test_failure_logs_never_carry_secrets(
     rep = Reporter(store, config(url))
     rep.start()
     rep.report_ban("192.0.2.1", "192.0.2.1", "r", 60, "sip-user-1")
-    deadline = time.monotonic() + 5
-    while rep.failed < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: rep.failed >= 1, 5, 0.02)
     rep.stop()
     assert rep.failed >= 1
     text = caplog.text + "".join(i.last_error for i in store.due(1e12, 10))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.config import ConfigError, config_from_dict
-from tests.test_rules import ATTACKER, Harness, channel_create, failure, pre_register
+from tests.engine_harness import ATTACKER, Harness
+from tests.sofia_events import channel_create, failure, pre_register
 
 
 def harness(**modes: str) -> Harness:

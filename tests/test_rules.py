@@ -1,229 +1,27 @@
-"""Unit tests of each detection rule on a fake clock; the builders here are reused by
-test_engine_properties.py."""
+"""Unit tests of each detection rule on a fake clock (the event builders are in
+tests/sofia_events.py, the engine harness in tests/engine_harness.py)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
-from fsguard_workers.engine import TICK_BUDGET, DetectionEngine
+import pytest
+
+from fsguard_workers.engine import TICK_BUDGET
 from shared.config import Config
-from shared.messages import BanDecision, KillCall
-
-SCANNER_UAS = [
-    "friendly-scanner",
-    "sipvicious",
-    "sipcli/v1.8",
-    "VaxSIPUserAgent/3.1",
-    "pplsip",
-    "iWar",
-    "sundayddr",
-    "SIPBomber",
-    "smap",
-    "sip-scan",
-]
-PHONE_UAS = [
-    "3CXPhoneSystem",
-    "Yealink SIP-T46S",
-    "Grandstream GXP2170",
-    "PolycomVVX",
-    "Zoiper",
-    "Linphone",
-    "MicroSIP",
-    "Bria",
-    "Cisco/SPA504G",
-    "sipp-lab",
-]
-
-_STANDARD: dict[str, str] = {
-    "Core-UUID": "7b2d4c1a-5e3f-4a8b-9c0d-1e2f3a4b5c6d",
-    "FreeSWITCH-Hostname": "pbx01",
-    "FreeSWITCH-IPv4": "192.0.2.10",
-    "Event-Date-Timestamp": "1741944413163402",
-    "Event-Calling-File": "sofia_reg.c",
-    "Event-Calling-Function": "sofia_reg_handle_register_token",
-    "Event-Calling-Line-Number": "1792",
-    "Event-Sequence": "4714",
-}
-
-
-def sofia(subclass: str, ip: str, **headers: Any) -> bytes:
-    """A sofia::<subclass> CUSTOM event from `ip` (keyword names: _ becomes -)."""
-    body: dict[str, Any] = {"Event-Subclass": f"sofia::{subclass}", "Event-Name": "CUSTOM"}
-    body.update(_STANDARD)
-    body["profile-name"] = "internal"
-    if subclass == "wrong_call_state":
-        body["network_ip"] = ip
-        body["network_port"] = "5060"
-    else:
-        body["network-ip"] = ip
-        body["network-port"] = "5060"
-    for key, value in headers.items():
-        body[key.replace("_", "-")] = value
-    return json.dumps(body).encode()
-
-
-def failure(ip: str, user: str = "1000", ua: str = "Yealink SIP-T46S", **kw: Any) -> bytes:
-    return sofia(
-        "register_failure",
-        ip,
-        to_user=user,
-        to_host=kw.pop("to_host", "pbx.example.net"),
-        user_agent=ua,
-        registration_type=kw.pop("registration_type", "REGISTER"),
-        **kw,
-    )
-
-
-def attempt(ip: str, user: str = "1000", result: str = "FORBIDDEN", ua: str = "Zoiper") -> bytes:
-    return sofia(
-        "register_attempt",
-        ip,
-        from_user=user,
-        from_host="pbx.example.net",
-        to_user=user,
-        to_host="pbx.example.net",
-        username=user,
-        user_agent=ua,
-        auth_result=result,
-    )
-
-
-def pre_register(ip: str, user: str = "1000", ua: str = "Zoiper") -> bytes:
-    return sofia(
-        "pre_register",
-        ip,
-        from_user=user,
-        from_host="pbx.example.net",
-        to_user=user,
-        to_host="pbx.example.net",
-        user_agent=ua,
-    )
-
-
-def register(ip: str, user: str = "1000", ua: str = "Yealink SIP-T46S") -> bytes:
-    return sofia(
-        "register",
-        ip,
-        from_user=user,
-        from_host="pbx.example.net",
-        to_user=user,
-        to_host="pbx.example.net",
-        username=user,
-        user_agent=ua,
-    )
-
-
-def wrong_call_state(ip: str, user: str = "1001") -> bytes:
-    return json.dumps(
-        {
-            "Event-Subclass": "sofia::wrong_call_state",
-            "Event-Name": "CUSTOM",
-            **_STANDARD,
-            "Event-Calling-File": "mod_sofia.c",
-            "Event-Calling-Function": "sofia_on_hangup",
-            "from_user": user,
-            "network_ip": ip,
-            "network_port": "5060",
-        }
-    ).encode()
-
-
-def channel_create(
-    ip: str,
-    uuid: str = "91f12999-0000-0000-0000-000000000001",
-    *,
-    destination: str = "9999",
-    context: str = "default",
-    profile: str = "internal",
-    authorized: str | None = "true",
-    ua: str = "Yealink SIP-T46S",
-    from_host: str = "pbx.example.net",
-    user: str = "1001",
-) -> bytes:
-    body: dict[str, Any] = {
-        "Event-Name": "CHANNEL_CREATE",
-        **_STANDARD,
-        "Event-Calling-File": "switch_core_state_machine.c",
-        "Event-Calling-Function": "switch_core_session_run",
-        "Unique-ID": uuid,
-        "Caller-Username": user,
-        "Caller-Network-Addr": ip,
-        "Caller-Destination-Number": destination,
-        "Caller-Context": context,
-        "variable_sofia_profile_name": profile,
-        "variable_sip_network_ip": ip,
-        "variable_sip_user_agent": ua,
-        "variable_sip_from_host": from_host,
-        "variable_sip_from_user": user,
-    }
-    if authorized is not None:
-        body["variable_sip_authorized"] = authorized
-    return json.dumps(body).encode()
-
-
-class Clock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class Harness:
-    """An engine on a fake clock that collects its outputs."""
-
-    def __init__(self, config: Config | None = None, **engine_kw: Any) -> None:
-        self.config = config or Config()
-        self.clock = Clock()
-        self.wall = Clock(1_750_000_000.0)
-        self.engine = DetectionEngine(
-            self.config, clock=self.clock, wallclock=self.wall, **engine_kw
-        )
-        self.bans: list[BanDecision] = []
-        self.kills: list[KillCall] = []
-
-    def feed(self, body: bytes, advance: float = 0.0) -> list[BanDecision]:
-        """Handle one body (after moving the clocks); return the new decisions."""
-        self.clock.advance(advance)
-        self.wall.advance(advance)
-        self.engine.handle(body, self.wall.now)
-        new = []
-        for out in self.engine.drain():
-            if isinstance(out, BanDecision):
-                new.append(out)
-                self.bans.append(out)
-            else:
-                self.kills.append(out)
-        return new
-
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        self.wall.advance(seconds)
-
-
-# ====================================================================================
-# tests
-# ====================================================================================
-
-import pytest  # noqa: E402
-
-from shared.messages import ListChange  # noqa: E402
-
-ATTACKER = "198.51.100.7"
-OTHER = "198.51.100.8"
-
-
-def cfg(**security: Any) -> Config:
-    config = Config()
-    for name, value in security.items():
-        setattr(config.security, name, value)
-    return config
-
+from shared.messages import BanDecision, ListChange
+from tests.engine_harness import ATTACKER, OTHER, Harness, cfg
+from tests.sofia_events import (
+    PHONE_UAS,
+    SCANNER_UAS,
+    attempt,
+    channel_create,
+    failure,
+    pre_register,
+    register,
+    wrong_call_state,
+)
 
 # --- rule 1: failed authentication ------------------------------------------------------------
 

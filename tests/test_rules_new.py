@@ -7,14 +7,15 @@ import json
 from typing import Any
 
 from shared.config import Config
-from tests.test_rules import _STANDARD, ATTACKER, OTHER, Harness, channel_create, failure, sofia
+from tests.engine_harness import ATTACKER, OTHER, Harness
+from tests.sofia_events import STANDARD, channel_create, failure, sofia
 
 
 def hangup(ip: str, n: int, cause: str = "NO_ROUTE_DESTINATION", *, sip_ip: bool = True,
            authorized: str | None = None) -> bytes:  # fmt: skip
     body: dict[str, Any] = {
         "Event-Name": "CHANNEL_HANGUP_COMPLETE",
-        **_STANDARD,
+        **STANDARD,
         "Event-Calling-File": "switch_core_state_machine.c",
         "Event-Calling-Function": "switch_core_session_reporting_state",
         "Unique-ID": f"91f12999-0000-0000-0000-{n:012d}",

@@ -13,17 +13,8 @@ import pytest
 
 from fsguard_workers.rules.protection import REGISTRATION_HOLD
 from shared.messages import ListChange
-from tests.test_rules import (
-    ATTACKER,
-    OTHER,
-    Harness,
-    attempt,
-    channel_create,
-    failure,
-    pre_register,
-    register,
-    sofia,
-)
+from tests.engine_harness import ATTACKER, OTHER, Harness
+from tests.sofia_events import attempt, channel_create, failure, pre_register, register, sofia
 
 GATEWAY = "203.0.113.5"
 
@@ -102,10 +93,17 @@ def test_protection_lasts_while_the_registration_is_held() -> None:
     assert ban.rule == "scanner_user_agent"
 
 
-def test_expired_registration_ends_protection() -> None:
+ENDINGS = {
+    "expired": sofia("expire", ATTACKER, username="1000", user="1000", expires="3600"),
+    "unregistered": sofia("unregister", ATTACKER, username="1000", to_user="1000", expires="0"),
+}
+
+
+@pytest.mark.parametrize("ending", ENDINGS.values(), ids=ENDINGS.keys())
+def test_the_registration_ending_ends_protection(ending: bytes) -> None:
     h = Harness()
     registered(h)
-    h.feed(sofia("expire", ATTACKER, username="1000", user="1000", expires="3600"))
+    h.feed(ending)
     (ban,) = h.feed(pre_register(ATTACKER, ua="sipvicious"))
     assert ban.rule == "scanner_user_agent"
 
@@ -116,14 +114,6 @@ def test_one_phone_unregistering_leaves_the_other_protected() -> None:
     h.feed(sofia("register", ATTACKER, username="1001", to_user="1001", user_agent="Zoiper"))
     h.feed(sofia("unregister", ATTACKER, username="1000", to_user="1000", expires="0"))
     assert h.feed(pre_register(ATTACKER, ua="sipvicious")) == []
-
-
-def test_unregister_ends_protection() -> None:
-    h = Harness()
-    registered(h)
-    h.feed(sofia("unregister", ATTACKER, username="1000", to_user="1000", expires="0"))
-    (ban,) = h.feed(pre_register(ATTACKER, ua="sipvicious"))
-    assert ban.rule == "scanner_user_agent"
 
 
 def test_scanner_registration_does_not_protect() -> None:

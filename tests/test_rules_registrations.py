@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from shared.config import Config
 from shared.messages import BanDecision
-from tests.test_rules import ATTACKER, Harness, attempt, failure, pre_register, register
+from tests.engine_harness import ATTACKER, Harness
+from tests.sofia_events import attempt, failure, pre_register, register
 
 
 def reg_count(h: Harness) -> int:

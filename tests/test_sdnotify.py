@@ -48,27 +48,17 @@ CALLS: list[tuple[Callable[[], bool], bytes]] = [
 ]
 
 
+@pytest.mark.parametrize("socket_fixture", ["path_socket", "abstract_socket"])
 @pytest.mark.parametrize(("call", "expected"), CALLS)
-def test_path_socket_receives_exact_datagram(
+def test_socket_receives_exact_datagram(
     monkeypatch: pytest.MonkeyPatch,
-    path_socket: tuple[str, socket.socket],
+    request: pytest.FixtureRequest,
+    socket_fixture: str,
     call: Callable[[], bool],
     expected: bytes,
 ) -> None:
-    name, sock = path_socket
-    monkeypatch.setenv("NOTIFY_SOCKET", name)
-    assert call() is True
-    assert sock.recv(4096) == expected
-
-
-@pytest.mark.parametrize(("call", "expected"), CALLS)
-def test_abstract_socket_receives_exact_datagram(
-    monkeypatch: pytest.MonkeyPatch,
-    abstract_socket: tuple[str, socket.socket],
-    call: Callable[[], bool],
-    expected: bytes,
-) -> None:
-    name, sock = abstract_socket
+    """On a path socket and on an abstract one alike."""
+    name, sock = request.getfixturevalue(socket_fixture)
     monkeypatch.setenv("NOTIFY_SOCKET", name)
     assert call() is True
     assert sock.recv(4096) == expected

@@ -9,10 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import zmq
 
 from shared import addresses
@@ -20,7 +18,7 @@ from shared.messages import encode
 from shared.ops import firewall as fwo
 from shared.ops.base import Empty
 from shared.ops.firewall_bans import BanRequest
-from tests.netns_helpers import netns, requires_netns, run_in
+from tests.netns_helpers import requires_netns, run_in
 from tests.test_firewall_process import REPO, SET, Proc, decision, stop, wait_for, write_config
 
 pytestmark = requires_netns
@@ -56,12 +54,6 @@ def in_mounts(proc: Proc, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run a command in the firewall's mount namespace."""
     return subprocess.run(["nsenter", "-t", str(proc.popen.pid), "-m", "--", *argv],
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    with netns("fsgdisk") as name:
-        yield name
 
 
 def fill_kernel(ns: str, count: int) -> None:

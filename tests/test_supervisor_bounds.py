@@ -19,7 +19,7 @@ from shared.audit import AuditLog
 from shared.config import config_from_dict
 from shared.logs import LogRateLimiter
 from shared.messages import KillCall, unpack_event_batch
-from tests.test_esl_client import InterleavingSwitch, run, running, until
+from tests.esl_helpers import InterleavingSwitch, run, running, until
 
 
 def _body(i: int, size: int) -> bytes:

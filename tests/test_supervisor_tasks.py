@@ -22,11 +22,17 @@ import pytest
 
 from fsguard_supervisor.tasks import TaskSupervisor
 from shared import addresses
-from shared.control import ControlError, PeerUnavailable, call
+from shared.control import PeerUnavailable
 from shared.ops import worker
-from shared.ops.base import Empty
+from shared.ops.supervisor import SupervisorStats
 from tests.netns_helpers import requires_netns
-from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard, wait_for
+from tests.system_helpers import (
+    RunningSystem,
+    answers,
+    fsguard_config,
+    running_fsguard,
+    wait_for,
+)
 
 
 def _movable_python(tmp: Path) -> Path:
@@ -49,22 +55,16 @@ def _pid(system: RunningSystem, name: str) -> int | None:
         children = system.children()
     except (AssertionError, PeerUnavailable):
         return None
-    pid = next(c["pid"] for c in children if c["name"] == name)
+    pid = next(c.pid for c in children if c.name == name)
     return int(pid) if pid is not None else None
 
 
-def _stats(system: RunningSystem) -> dict[str, Any]:
-    data = system.control(addresses.supervisor_control(system.runtime_dir), "stats")
-    assert isinstance(data, dict)
-    return data
+def _stats(system: RunningSystem) -> SupervisorStats:
+    return system.supervisor_stats()
 
 
 def _worker_answers(system: RunningSystem, index: int) -> bool:
-    try:
-        call(addresses.worker_control(system.runtime_dir, index), worker.PING, Empty(), timeout=1)
-    except (PeerUnavailable, ControlError):
-        return False
-    return True
+    return answers(addresses.worker_control(system.runtime_dir, index), worker.PING, 1)
 
 
 def _restarted(system: RunningSystem, name: str, old_pid: int) -> bool:
@@ -119,7 +119,7 @@ def test_a_child_that_cannot_be_started_is_retried_until_it_can(tmp_path: Path) 
         python.rename(away)  # every Popen of a child now fails with FileNotFoundError
         try:
             os.kill(old, signal.SIGKILL)
-            assert wait_for(lambda: _stats(system)["child_start_failures"] >= 2, 15)
+            assert wait_for(lambda: _stats(system).child_start_failures >= 2, 15)
             assert "cannot start worker-0" in system.log_path.read_text()
         finally:
             away.rename(python)
@@ -153,7 +153,6 @@ def test_emfile_in_the_supervisor_is_logged_and_every_loop_recovers(tmp_path: Pa
         assert wait_for(lambda: _restarted(system, "worker-1", old), 20)
         assert wait_for(lambda: _worker_answers(system, 1), 20)
         stats = _stats(system)
-        assert stats["tasks"]["failures"]["worker-stats"] >= 1
-        assert {"reaper", "worker-stats", "control", "actions", "esl"} <= set(
-            stats["tasks"]["running"])
+        assert stats.tasks.failures["worker-stats"] >= 1
+        assert {"reaper", "worker-stats", "control", "actions", "esl"} <= set(stats.tasks.running)
         assert system.proc.poll() is None

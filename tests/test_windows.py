@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from fsguard_workers.engine import LRU_SLACK, DetectionEngine
 from fsguard_workers.windows import SlidingWindow, hit, trim
 from shared.config import Config
-from tests.test_rules import Harness, failure, pre_register, wrong_call_state
+from tests.engine_harness import Harness, cfg
+from tests.sofia_events import failure, pre_register, wrong_call_state
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -146,10 +147,7 @@ def test_registration_rate_bans_like_a_reference_with_lru_eviction(
 def test_wrong_call_state_bans_like_a_reference(
     limit: int, window: float, gaps_: list[float]
 ) -> None:
-    config = Config()
-    config.security.max_wrong_call_states = limit
-    config.security.wrong_call_state_window = window
-    h = Harness(config)
+    h = Harness(cfg(max_wrong_call_states=limit, wrong_call_state_window=window))
     ref: list[float] = []
     first = None
     for i, gap in enumerate(gaps_):

@@ -32,7 +32,7 @@ from shared.ops import worker
 from shared.ops.base import Empty
 from shared.ops.common import LogLevelRequest, Ping, WhitelistEntry
 from shared.ops.worker import WORKER, WorkerStats
-from tests.test_rules import failure, wrong_call_state
+from tests.sofia_events import failure, wrong_call_state
 
 ATTACKER = "203.0.113.50"
 CALLER = "203.0.113.51"

@@ -14,7 +14,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
-Role = Literal["supervisor", "worker", "firewall"]
+Role = Literal["supervisor", "worker", "firewall", "api"]
 
 ReqT = TypeVar("ReqT", bound=msgspec.Struct)
 RepT = TypeVar("RepT")

@@ -16,12 +16,13 @@ from typing import Any
 
 import msgspec
 
+from shared.ops.api import API
 from shared.ops.base import Op, Registry
 from shared.ops.firewall import FIREWALL
 from shared.ops.supervisor import SUPERVISOR
 from shared.ops.worker import WORKER
 
-ROLES = (SUPERVISOR, WORKER, FIREWALL)  # every role's registry, in the order docs list them
+ROLES = (SUPERVISOR, WORKER, FIREWALL, API)  # every role's registry, in the order docs list them
 
 
 def type_name(tp: Any) -> str:

@@ -100,3 +100,9 @@ CROWDSEC_OUTBOX_SETTLE = FIREWALL.op(
 )
 CROWDSEC_APPLY = FIREWALL.op("crowdsec_apply", ApplyRequest, CrowdsecApply, "a LAPI stream")
 CROWDSEC_STATS = FIREWALL.op("crowdsec_stats", Empty, CrowdsecStats, "the fleet's counters")
+
+# reload (sup17)
+from shared.ops.reload import DOC as _RELOAD_DOC  # noqa: E402  (kept with the op it serves)
+from shared.ops.reload import FirewallReloaded, ReloadOrder  # noqa: E402
+
+RELOAD = FIREWALL.op("reload", ReloadOrder, FirewallReloaded, _RELOAD_DOC)

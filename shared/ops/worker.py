@@ -161,3 +161,10 @@ SIMULATED = WORKER.op(
 GATEWAYS = WORKER.op(
     "gateways", GatewaysRequest, GatewaysSet, "the gateways' addresses (protected sources)"
 )
+
+
+# reload (sup17)
+from shared.ops.reload import DOC as _RELOAD_DOC  # noqa: E402  (kept with the op it serves)
+from shared.ops.reload import Reloaded, ReloadOrder  # noqa: E402
+
+RELOAD = WORKER.op("reload", ReloadOrder, Reloaded, _RELOAD_DOC)
