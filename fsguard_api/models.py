@@ -7,12 +7,14 @@ peer that sends extra fields cannot leak them: msgspec drops unknown keys on con
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from starlette.responses import Response
 
-from shared.control import PeerReplyInvalid
+# Peer replies that are also REST shapes live with their ops in shared/ops (same class
+# names, so the OpenAPI document does not change); the routes import them from here.
+from shared.ops.common import WhitelistEntry
 from shared.ops.firewall_bans import (
     BlacklistEntry,
     BlacklistLookup,
@@ -21,22 +23,14 @@ from shared.ops.firewall_bans import (
     StatusMessage,
 )
 from shared.ops.firewall_lists import UntrustedTest, WhitelistLookup
+from shared.ops.supervisor import CommandResult
+from shared.ops.worker import FailedEntry, RateEntry, SimulatedDecision, WrongCallStateEntry
 
-__all__ = [  # the firewall's replies that are REST responses too (shared/ops)
-    "BlacklistEntry", "BlacklistLookup", "FirewallStatus", "IptablesInfo", "StatusMessage",
-    "UntrustedTest", "WhitelistLookup",
+__all__ = [
+    "BlacklistEntry", "BlacklistLookup", "CommandResult", "FailedEntry", "FirewallStatus",
+    "IptablesInfo", "RateEntry", "SimulatedDecision", "StatusMessage", "UntrustedTest",
+    "WhitelistEntry", "WhitelistLookup", "WrongCallStateEntry",
 ]  # fmt: skip
-
-# Peer replies that are also REST shapes live with their ops (same class names, so the
-# OpenAPI document does not change), re-exported for the routes.
-from shared.ops.common import WhitelistEntry as WhitelistEntry
-from shared.ops.supervisor import CommandResult as CommandResult
-from shared.ops.worker import FailedEntry as FailedEntry
-from shared.ops.worker import RateEntry as RateEntry
-from shared.ops.worker import SimulatedDecision as SimulatedDecision
-from shared.ops.worker import WrongCallStateEntry as WrongCallStateEntry
-
-T = TypeVar("T")
 
 
 # --- responses ----------------------------------------------------------------------
@@ -192,20 +186,6 @@ class SystemStats(msgspec.Struct, kw_only=True):
     threads: int
     memory: SystemMemory
     processes: list[ProcessStats]
-
-
-# --- peer replies (the control contract) -----------------------------------------------
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def convert(data: Any, into: type[T], peer: str) -> T:
-    """Validate peer data against a contract type."""
-    try:
-        return msgspec.convert(data, type=into)
-    except msgspec.ValidationError as exc:
-        raise PeerReplyInvalid(f"bad reply from {peer}: {exc}") from exc
 
 
 class MsgspecResponse(Response):

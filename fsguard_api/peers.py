@@ -13,7 +13,7 @@ from typing import Any
 import zmq.asyncio
 
 from shared import addresses
-from shared.control import ControlError, PeerUnavailable, acall, arequest
+from shared.control import ControlError, PeerUnavailable, acall
 from shared.ops.base import Op, RepT, ReqT
 
 DEFAULT_TIMEOUT = 2.0
@@ -64,38 +64,6 @@ class Peers:
     async def ask_workers(self, op: Op[ReqT, RepT], req: ReqT) -> list[RepT]:
         """Scatter one op to every worker concurrently; any failure fails the whole call."""
         return list(await asyncio.gather(*(self.ask(op, req, i) for i in range(self.workers))))
-
-    # TRANSITION (issue 17): untyped calls, until every route uses ask / ask_workers
-    async def call(self, peer: str, endpoint: str, op: str, args: dict[str, Any] | None) -> Any:
-        """One request; returns reply.data or raises PeerError."""
-        try:
-            reply = await asyncio.wait_for(
-                arequest(endpoint, op, args, timeout=self.timeout, ctx=self._ctx),
-                timeout=self.timeout + _GRACE,
-            )
-        except (PeerUnavailable, TimeoutError) as exc:
-            raise PeerError(f"{peer} unavailable: no answer to {op!r}", 503) from exc
-        if not reply.ok:
-            status = reply.status if 400 <= reply.status <= 599 else 500
-            raise PeerError(reply.error or f"{peer} refused {op!r}", status)
-        return reply.data
-
-    async def supervisor(self, op: str, args: dict[str, Any] | None = None) -> Any:
-        endpoint = addresses.supervisor_control(self.runtime_dir)
-        return await self.call("supervisor", endpoint, op, args)
-
-    async def firewall(self, op: str, args: dict[str, Any] | None = None) -> Any:
-        endpoint = addresses.firewall_control(self.runtime_dir)
-        return await self.call("firewall", endpoint, op, args)
-
-    async def worker(self, index: int, op: str, args: dict[str, Any] | None = None) -> Any:
-        endpoint = addresses.worker_control(self.runtime_dir, index)
-        return await self.call(f"worker {index}", endpoint, op, args)
-
-    async def all_workers(self, op: str, args: dict[str, Any] | None = None) -> list[Any]:
-        """Scatter one op to every worker concurrently; any failure fails the whole call."""
-        calls = [self.worker(i, op, args) for i in range(self.workers)]
-        return list(await asyncio.gather(*calls))
 
     def close(self) -> None:
         self._ctx.destroy(linger=0)

@@ -27,14 +27,10 @@ import msgspec
 import zmq
 
 from shared import addresses
-from shared.messages import (
-    ControlReply,
-    ControlRequest,
-    DecisionAck,
-    ListChange,
-    decode,
-    encode,
-)
+from shared.control import ControlError, PeerReplyInvalid, decode_answer, encode_call
+from shared.messages import DecisionAck, ListChange, decode
+from shared.ops.firewall import LISTS_SNAPSHOT
+from shared.ops.firewall_state import ListsSnapshot, SnapshotRequest
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +142,8 @@ class FirewallLink:
         req = self.ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.connect(addresses.firewall_control(self.runtime_dir))
-        args = {"shard": self.index, "shards": self.shards} if self.shards else {}
-        req.send(encode(ControlRequest(op="lists_snapshot", args=args)))
+        ask = SnapshotRequest(shard=self.index, shards=self.shards) if self.shards else None
+        req.send(encode_call(LISTS_SNAPSHOT, ask or SnapshotRequest()))
         self.poller.register(req, zmq.POLLIN)
         self._req = req
         self._req_deadline = now + SNAPSHOT_TIMEOUT
@@ -161,40 +157,24 @@ class FirewallLink:
             return
         self._close_req()
         try:
-            reply = decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            reply = None
-        if not isinstance(reply, ControlReply) or not reply.ok or not isinstance(reply.data, dict):
+            snapshot = decode_answer(LISTS_SNAPSHOT, "firewall", raw)
+        except (ControlError, PeerReplyInvalid):
             self._snapshot_due = self.clock() + SNAPSHOT_RETRY
             return
-        self.apply_snapshot(reply.data)
+        self.apply_snapshot(snapshot)
         self._snapshot_due = self.clock() + SNAPSHOT_PERIOD
 
-    @staticmethod
-    def _pairs(items: Any) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for item in items if isinstance(items, list) else []:
-            if (
-                isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
-                and isinstance(item[1], int | float)
-            ):  # fmt: skip
-                out[item[0]] = float(item[1])
-        return out
-
-    def apply_snapshot(self, data: dict[str, Any]) -> None:
-        whitelist = self._pairs(data.get("whitelist", []))
+    def apply_snapshot(self, snapshot: ListsSnapshot) -> None:
+        whitelist = dict(snapshot.whitelist)
         # Bans: an unban missed on PUB/SUB must not keep killing the customer's calls.
         # Only bans this worker learned from the firewall are released (its own fresh
         # decisions, not yet applied, are not in `known`).
-        blacklist = self._pairs(data.get("blacklist", []))
-        if "blacklist" in data:
-            for ip in self.known["blacklist"] - set(blacklist):
-                self.on_list_change(ListChange(list="blacklist", op="remove", ip=ip))
-            for ip, expires in blacklist.items():
-                self.on_list_change(
-                    ListChange(list="blacklist", op="add", ip=ip, expires=expires)
-                )
-        untrusted = {p for p in data.get("untrusted", []) if isinstance(p, str)}
+        blacklist = dict(snapshot.blacklist)
+        for ip in self.known["blacklist"] - set(blacklist):
+            self.on_list_change(ListChange(list="blacklist", op="remove", ip=ip))
+        for ip, expires in blacklist.items():
+            self.on_list_change(ListChange(list="blacklist", op="add", ip=ip, expires=expires))
+        untrusted = set(snapshot.untrusted)
         for ip in self.known["whitelist"] - set(whitelist):
             self.on_list_change(ListChange(list="whitelist", op="remove", ip=ip))
         for ip, expires in whitelist.items():

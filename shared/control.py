@@ -13,23 +13,18 @@ with the peer's status; a reply that does not fit the op's type raises `PeerRepl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import zmq
 
-if TYPE_CHECKING:  # imported lazily by arequest: sync processes (workers) never load asyncio
+if TYPE_CHECKING:  # imported lazily by acall: sync processes (workers) never load asyncio
     import zmq.asyncio
 
 from shared.messages import PROTOCOL_VERSION, ControlReply, ControlRequest, decode, encode
 from shared.ops.base import BadRequest, Op, OpTable, RepT, ReqT
 
 log = logging.getLogger(__name__)
-
-# TRANSITION (issue 17): untyped dict handlers, until every role binds an OpTable
-Handler = Callable[[dict[str, Any]], Any]
-
 
 class PeerUnavailable(Exception):
     """The control peer did not answer in time (dead, hung or not started)."""
@@ -81,17 +76,12 @@ def _ok(data: Any) -> bytes:
     return encode(ControlReply(ok=True, data=data))
 
 
-def dispatch(table: OpTable | dict[str, Handler], raw: bytes) -> bytes:
+def dispatch(table: OpTable, raw: bytes) -> bytes:
     """Decode one request, run its handler, encode the reply. Never raises."""
     req = _parse(raw)
     if isinstance(req, bytes):
         return req
     try:
-        if isinstance(table, dict):  # TRANSITION
-            legacy = table.get(req.op)
-            if legacy is None:
-                return _fail(f"unknown op {req.op!r}", 404)
-            return _ok(legacy(req.args))
         op = table.registry.get(req.op)
         handler = table.handlers.get(req.op)
         if op is None or handler is None:
@@ -123,13 +113,15 @@ def _make_req(ctx: zmq.Context[Any] | zmq.asyncio.Context, endpoint: str) -> Any
     return sock
 
 
-def _request_of(op: Op[ReqT, RepT], req: ReqT) -> bytes:
+def encode_call(op: Op[ReqT, RepT], req: ReqT) -> bytes:
+    """The request bytes of one call (for a caller that polls its own REQ socket)."""
     if not isinstance(req, op.request):
         raise TypeError(f"{op.name} takes {op.request.__name__}, not {type(req).__name__}")
     return encode(ControlRequest(op=op.name, args=msgspec.to_builtins(req)))
 
 
-def _result(op: Op[ReqT, RepT], endpoint: str, raw: bytes) -> RepT:
+def decode_answer(op: Op[ReqT, RepT], endpoint: str, raw: bytes) -> RepT:
+    """The reply of one call, or ControlError / PeerReplyInvalid (see `call`)."""
     try:
         reply = decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -156,13 +148,13 @@ def call(
     ctx = ctx or zmq.Context.instance()
     sock = _make_req(ctx, endpoint)
     try:
-        sock.send(_request_of(op, req))
+        sock.send(encode_call(op, req))
         if not sock.poll(int(timeout * 1000), zmq.POLLIN):
             raise PeerUnavailable(f"{endpoint} did not answer {op.name!r} within {timeout}s")
         raw = sock.recv()
     finally:
         sock.close()
-    return _result(op, endpoint, raw)
+    return decode_answer(op, endpoint, raw)
 
 
 async def acall(
@@ -180,59 +172,10 @@ async def acall(
         ctx = AsyncContext.instance()
     sock = _make_req(ctx, endpoint)
     try:
-        await sock.send(_request_of(op, req))
+        await sock.send(encode_call(op, req))
         if not await sock.poll(int(timeout * 1000), zmq.POLLIN):
             raise PeerUnavailable(f"{endpoint} did not answer {op.name!r} within {timeout}s")
         raw = await sock.recv()
     finally:
         sock.close()
-    return _result(op, endpoint, raw)
-
-
-# TRANSITION (issue 17): untyped clients, removed once every caller uses call/acall
-def request(
-    endpoint: str,
-    op: str,
-    args: dict[str, Any] | None = None,
-    timeout: float = 2.0,
-    ctx: zmq.Context[Any] | None = None,
-) -> ControlReply:
-    """Blocking control call. Raises PeerUnavailable on timeout."""
-    ctx = ctx or zmq.Context.instance()
-    sock = _make_req(ctx, endpoint)
-    try:
-        sock.send(encode(ControlRequest(op=op, args=args or {})))
-        if not sock.poll(int(timeout * 1000), zmq.POLLIN):
-            raise PeerUnavailable(f"{endpoint} did not answer {op!r} within {timeout}s")
-        reply = decode(sock.recv())
-    finally:
-        sock.close()
-    if not isinstance(reply, ControlReply):
-        raise PeerUnavailable(f"{endpoint} answered {op!r} with a non-reply")
-    return reply
-
-
-async def arequest(
-    endpoint: str,
-    op: str,
-    args: dict[str, Any] | None = None,
-    timeout: float = 2.0,
-    ctx: zmq.asyncio.Context | None = None,
-) -> ControlReply:
-    """Async control call for asyncio processes (the API). Raises PeerUnavailable."""
-    if ctx is None:
-        # lazy (and not `import zmq.asyncio`, which would make `zmq` a local name here)
-        from zmq.asyncio import Context as AsyncContext
-
-        ctx = AsyncContext.instance()
-    sock = _make_req(ctx, endpoint)
-    try:
-        await sock.send(encode(ControlRequest(op=op, args=args or {})))
-        if not await sock.poll(int(timeout * 1000), zmq.POLLIN):
-            raise PeerUnavailable(f"{endpoint} did not answer {op!r} within {timeout}s")
-        reply = decode(await sock.recv())
-    finally:
-        sock.close()
-    if not isinstance(reply, ControlReply):
-        raise PeerUnavailable(f"{endpoint} answered {op!r} with a non-reply")
-    return reply
+    return decode_answer(op, endpoint, raw)

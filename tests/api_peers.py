@@ -26,7 +26,7 @@ from fsguard_api.app import create_app
 from fsguard_api.process import Server, serve
 from shared import addresses
 from shared.config import Config, worker_count
-from shared.control import Handler, dispatch
+from shared.control import dispatch
 from shared.messages import ControlRequest, decode
 from shared.ops import firewall as fw_ops
 from shared.ops import supervisor as sup_ops
@@ -153,7 +153,7 @@ class StandIn:
     """A REP server thread on `endpoint`. `delay` seconds before each answer (slow peer)."""
 
     def __init__(
-        self, endpoint: str, handlers: OpTable | dict[str, Handler], delay: float = 0.0
+        self, endpoint: str, handlers: OpTable, delay: float = 0.0
     ) -> None:
         self.endpoint = endpoint
         self.handlers = handlers

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from fsguard_cli.simulator import FakeFreeSwitch, ThreadedFakeFreeSwitch
 from shared import addresses
-from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call, request
+from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call
 from shared.ops import supervisor as sup_ops
 from shared.ops.base import Empty, Op, RepT, ReqT
 from shared.ops.common import Ping
@@ -115,12 +115,6 @@ class RunningSystem:
         assert self.ns is not None, "no namespace: nothing in the kernel"
         name = self.set_name + ("-v6" if ":" in ip else "")
         return run_in(self.ns, ["ipset", "test", name, ip], check=False).returncode == 0
-
-    def control(self, endpoint: str, op: str, args: dict[str, Any] | None = None) -> Any:
-        """One control request that must succeed; its data."""
-        reply = request(endpoint, op, args, timeout=2)
-        assert reply.ok, reply.error
-        return reply.data
 
     def firewall(self, op: Op[ReqT, RepT], req: ReqT) -> RepT:
         """One typed op on the firewall's control socket that must succeed."""

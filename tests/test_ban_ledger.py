@@ -14,7 +14,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -208,9 +207,9 @@ def test_c_manual_ban_never_shortens_and_kernel_failure_changes_nothing(rig: Rig
     assert "203.0.113.9" not in rig.members()
 
 
-def _wire(snap: ListsSnapshot) -> Any:
-    """The snapshot as a worker receives it (msgpack: tuples arrive as lists)."""
-    return msgspec.msgpack.decode(msgspec.msgpack.encode(snap))
+def _wire(snap: ListsSnapshot) -> ListsSnapshot:
+    """The snapshot as a worker receives it: over msgpack, decoded into its type."""
+    return msgspec.msgpack.decode(msgspec.msgpack.encode(snap), type=ListsSnapshot)
 
 
 def test_d_snapshot_carries_the_blacklist_and_a_missed_unban_is_released(rig: Rig) -> None:

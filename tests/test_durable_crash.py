@@ -20,7 +20,7 @@ import pytest
 
 from fsguard_cli.simulator import ThreadedFakeFreeSwitch, register_failure
 from shared import addresses
-from shared.control import ControlError, PeerUnavailable, call, request
+from shared.control import ControlError, PeerUnavailable, call
 from shared.ops import firewall as fwo
 from shared.ops import supervisor as sup_ops
 from shared.ops import worker
@@ -45,14 +45,6 @@ def _config(tmp: Path, esl_port: int) -> dict[str, Any]:
 def tree(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with running_fsguard(tmp_path, lambda port: _config(tmp_path, port), prefix="fsgcrash") as s:
         yield {"ns": s.ns, "fake": s.fake, "proc": s.proc, "rd": s.runtime_dir}
-
-
-def _ctl(endpoint: str, op: str) -> Any:
-    try:
-        reply = request(endpoint, op, timeout=1.0)
-    except PeerUnavailable:
-        return None
-    return reply.data if reply.ok else None
 
 
 def _banned(rd: str) -> set[str] | None:
