@@ -16,6 +16,7 @@ from collections.abc import Generator, Iterator  # noqa: E402
 import pytest  # noqa: E402
 
 from fsguard_cli.netns import netns  # noqa: E402
+from tests.firewall_helpers import Proc, running_firewall, write_config  # noqa: E402
 
 
 @pytest.fixture
@@ -41,3 +42,12 @@ def pytest_runtest_makereport(
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, where every test must run: {reason}"
+
+
+@pytest.fixture
+def fw_proc(ns: str, tmp_path: Path) -> Iterator[Proc]:
+    """The firewall process (tests/firewall_helpers.py) in a fresh namespace, answering
+    `ping`, with the default test config in tmp_path; killed afterwards."""
+    config, runtime = write_config(tmp_path)
+    with running_firewall(ns, config, runtime) as proc:
+        yield proc

@@ -21,10 +21,10 @@ from shared.config import load_config
 from shared.messages import encode
 from shared.ops import firewall as fwo
 from shared.ops.base import Empty
+from tests.firewall_helpers import Proc, decision, launch, stop, wait_for, write_config
 from tests.lapi_stubs import BadServer, FakeLapi, http_reply
 from tests.netns_helpers import netns, requires_netns
-from tests.test_crowdsec_firewall import CROWDSEC, launch, outbox
-from tests.test_firewall_process import Proc, decision, stop, wait_for, write_config
+from tests.test_crowdsec_firewall import CROWDSEC, outbox
 
 pytestmark = [pytest.mark.netns, requires_netns]
 

@@ -5,7 +5,6 @@ them (crowdsec_outbox_due / _settle, crowdsec_apply)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -27,8 +26,8 @@ from shared.ops.firewall_state import (
     OutboxSettleRequest,
     ReconcileRequest,
 )
+from tests.firewall_helpers import SET, Proc, decision, launch, stop, wait_for, write_config
 from tests.netns_helpers import netns, requires_netns, run_in
-from tests.test_firewall_process import SET, Proc, decision, start, stop, wait_for, write_config
 
 pytestmark = [pytest.mark.netns, requires_netns]
 
@@ -39,14 +38,6 @@ CROWDSEC = {
     "password": "node-a-password",
     "bouncer_api_key": "bouncer-key",
 }
-
-
-def launch(ns: str, config: Path, runtime: str) -> Proc:
-    popen = start(ns, config)
-    proc = Proc(ns, runtime, popen)
-    wait_for(lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime))))
-    assert proc.call(fwo.PING, Empty()).role == "firewall"
-    return proc
 
 
 @pytest.fixture

@@ -4,12 +4,9 @@ SQLite store in a tmp state dir, the kernel sets inspected with ipset."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +20,23 @@ from shared.ops import firewall as fwo
 from shared.ops.base import Empty
 from shared.ops.firewall_bans import BanRequest, BlacklistEntry, UnbanRequest
 from shared.ops.firewall_lists import PatternAddRequest, WhitelistAddRequest, WhitelistEntry
-from tests.netns_helpers import netns, requires_netns, run_in
-from tests.test_firewall_process import SET, Proc, decision, start, stop, wait_for, write_config
+from tests.firewall_helpers import (
+    SET,
+    Proc,
+    decision,
+    exit_and_output,
+    launch,
+    start,
+    stop,
+    terminate,
+    timeouts,
+    wait_for,
+    write_config,
+)
+from tests.netns_helpers import requires_netns, run_in
 
 pytestmark = [pytest.mark.netns, requires_netns]
 FSGUARD = str(Path(sys.executable).parent / "fsguard")
-
-
-def timeouts(ns: str) -> dict[str, int]:
-    out = run_in(ns, ["ipset", "save"], check=True).stdout
-    rows = [line.split() for line in out.splitlines() if line.startswith("add ")]
-    return {r[2]: int(r[4]) if len(r) > 4 else -1 for r in rows}
-
-
-def launch(ns: str, config: Path, runtime: str) -> Proc:
-    popen = start(ns, config)
-    proc = Proc(ns, runtime, popen)
-    endpoint = addresses.ipc_path(addresses.firewall_control(runtime))
-    wait_for(lambda: os.path.exists(endpoint) or popen.poll() is not None)
-    assert popen.poll() is None, popen.stdout.read().decode() if popen.stdout else ""
-    # answered once the start-up reconcile is done
-    assert proc.call(fwo.PING, Empty()).role == "firewall"
-    return proc
 
 
 def lists(proc: Proc) -> tuple[dict[str, BlacklistEntry], dict[str, WhitelistEntry], list[str]]:
@@ -53,23 +45,11 @@ def lists(proc: Proc) -> tuple[dict[str, BlacklistEntry], dict[str, WhitelistEnt
             proc.call(fwo.UNTRUSTED, Empty()))  # fmt: skip
 
 
-def terminate(proc: Proc) -> str:
-    proc.popen.send_signal(signal.SIGTERM)
-    assert proc.popen.wait(5) == 0
-    return proc.popen.stdout.read().decode() if proc.popen.stdout else ""
-
-
 def reboot(ns: str) -> None:
     """What a reboot does to the kernel: no rules, no sets."""
     for binary in ("iptables", "ip6tables"):
         run_in(ns, [binary, "-F"], check=True)
     run_in(ns, ["ipset", "destroy"], check=True)
-
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    with netns("fsgdur") as name:
-        yield name
 
 
 def test_restart_and_reboot_keep_bans_and_lists(ns: str, tmp_path: Path) -> None:
@@ -232,26 +212,17 @@ def test_corrupted_or_unwritable_store_exits_78(ns: str, tmp_path: Path) -> None
     (state / "fsguard.db").write_bytes(b"this is not a database" * 100)
     popen = start(ns, config)
     try:
-        assert popen.wait(10) == 78
-        out = popen.stdout.read().decode() if popen.stdout else ""
+        code, out = exit_and_output(popen, 10)
+        assert code == 78
         assert "state store unusable" in out and "corrupted" in out
     finally:
         stop(popen)
     (state / "fsguard.db").unlink()
     # Read-only state dir (root ignores permission bits: a read-only bind mount).
-    script = (
-        f"mount --bind {state} {state} && mount -o remount,bind,ro {state} && "
-        f"exec {sys.executable} -m fsguard_firewall --config {config}"
-    )
-    popen = subprocess.Popen(
-        ["ip", "netns", "exec", ns, "unshare", "-m", "sh", "-c", script],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    popen = start(ns, config, f"mount --bind {state} {state} && mount -o remount,bind,ro {state}")
     try:
-        assert popen.wait(10) == 78
-        out = popen.stdout.read().decode() if popen.stdout else ""
+        code, out = exit_and_output(popen, 10)
+        assert code == 78
         assert "not writable" in out
     finally:
         stop(popen)
@@ -301,11 +272,19 @@ def test_export_import(ns: str, tmp_path: Path) -> None:
     bad = dict(dump, blacklist={"10.0.0.1": {"ip": "10.0.0.1", "permanent": True}})
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     (tmp_path / "bans.json").write_text(json.dumps(dump))
-    res = subprocess.run([FSGUARD, "bans", "import", str(tmp_path / "bad.json"),
-                          "--config", str(config)], capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [FSGUARD, "bans", "import", str(tmp_path / "bad.json"), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 2 and "trusted network" in res.stderr  # validated, nothing written
-    res = subprocess.run([FSGUARD, "bans", "import", str(tmp_path / "bans.json"),
-                          "--config", str(config)], capture_output=True, text=True, timeout=30)
+    res = subprocess.run(
+        [FSGUARD, "bans", "import", str(tmp_path / "bans.json"), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert res.returncode == 0, res.stderr
     reboot(ns)
     proc = launch(ns, config, runtime)
@@ -314,8 +293,11 @@ def test_export_import(ns: str, tmp_path: Path) -> None:
         assert "198.51.100.81" in proc.call(fwo.WHITELIST, Empty())
         assert 0 < timeouts(ns)["203.0.113.80"] <= 900
         # Through the running firewall: the import reaches the kernel at once.
-        extra = {"format": "fsguard-state", "version": 1,
-                 "blacklist": {"203.0.113.82": {"ip": "203.0.113.82", "permanent": True}}}
+        extra = {
+            "format": "fsguard-state",
+            "version": 1,
+            "blacklist": {"203.0.113.82": {"ip": "203.0.113.82", "permanent": True}},
+        }
         (tmp_path / "extra.json").write_text(json.dumps(extra))
         res = subprocess.run([FSGUARD, "bans", "import", str(tmp_path / "extra.json"),
                               "--config", str(config)], capture_output=True, text=True,

@@ -16,10 +16,9 @@ from shared.messages import DecisionAck, decode, encode
 from shared.ops import firewall as fwo
 from shared.ops.base import Empty
 from shared.ops.firewall_bans import BanRequest, IpRequest, UnbanRequest
+from tests.firewall_helpers import SET, decision, launch, stop, terminate, wait_for, write_config
 from tests.netns_helpers import REAL_NFT, requires_netns, requires_nft, run_in
 from tests.system_helpers import FSGUARD
-from tests.test_durable_firewall import launch, terminate
-from tests.test_firewall_process import SET, decision, stop, wait_for, write_config
 
 pytestmark = [pytest.mark.netns, requires_netns, requires_nft]
 

@@ -25,8 +25,8 @@ from shared.ops.base import Empty, OpTable
 from shared.ops.firewall import FIREWALL
 from shared.ops.firewall_bans import BanRequest, FirewallStats, IpRequest, UnbanRequest
 from shared.ops.firewall_lists import PatternAddRequest, WhitelistAddRequest
+from tests.firewall_helpers import Proc
 from tests.netns_helpers import requires_netns
-from tests.test_firewall_process import Proc, fw_proc  # noqa: F401
 
 
 @dataclass
@@ -115,7 +115,7 @@ def test_typed_handlers_refuse_values_the_struct_cannot(rig: Rig) -> None:
 
 @pytest.mark.netns
 @requires_netns
-def test_real_process_refuses_bad_fields_naming_them(fw_proc: Proc) -> None:  # noqa: F811
+def test_real_process_refuses_bad_fields_naming_them(fw_proc: Proc) -> None:
     for op, args, named in (
         ("ban", {"reason": "no address"}, "missing required field `ip`"),
         ("ban", {"ip": "203.0.113.9", "duration": "soon"}, "`$.duration`"),

@@ -7,157 +7,37 @@ ipset/iptables inside the namespace.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zmq
 
 from shared import addresses
-from shared.control import ControlError, call
 from shared.messages import (
-    BanDecision,
-    ControlReply,
-    ControlRequest,
     ListChange,
     decode,
     encode,
 )
 from shared.ops import firewall as fwo
-from shared.ops.base import Empty, Op, RepT, ReqT
+from shared.ops.base import Empty
 from shared.ops.firewall_bans import BanRequest, IpRequest, UnbanRequest
-from shared.ops.firewall_state import ReconcileResult
-from tests.netns_helpers import netns, requires_netns, run_in
+from tests.firewall_helpers import (
+    SET,
+    Proc,
+    decision,
+    exit_and_output,
+    running_firewall,
+    start,
+    stop,
+    wait_for,
+    write_config,
+)
+from tests.netns_helpers import requires_netns, run_in
 
 pytestmark = [pytest.mark.netns, requires_netns]
-
-REPO = Path(__file__).resolve().parents[1]
-SET = "fsg-proc"
-
-
-@dataclass
-class Proc:
-    ns: str
-    runtime: str
-    popen: subprocess.Popen[bytes]
-
-    def call(self, op: Op[ReqT, RepT], req: ReqT) -> RepT:
-        """One typed op on this firewall's control socket (raises ControlError if refused)."""
-        return call(addresses.firewall_control(self.runtime), op, req, timeout=5)
-
-    def refusal(self, op: Op[ReqT, RepT], req: ReqT) -> ControlError:
-        """The firewall's refusal of op (a test failure if it answers)."""
-        try:
-            self.call(op, req)
-        except ControlError as exc:
-            return exc
-        raise AssertionError(f"the firewall did not refuse {op.name}")
-
-    def raw(self, op: str, args: dict[str, Any]) -> ControlReply:
-        """One request as any client puts it on the wire (to send what no typed client
-        can: a missing or wrongly typed field)."""
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        sock = ctx.socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(addresses.firewall_control(self.runtime))
-        try:
-            sock.send(encode(ControlRequest(op=op, args=args)))
-            assert sock.poll(5000, zmq.POLLIN), f"the firewall did not answer {op}"
-            reply = decode(sock.recv())
-        finally:
-            sock.close()
-        assert isinstance(reply, ControlReply)
-        return reply
-
-    def last_reconcile(self) -> ReconcileResult:
-        rec = self.call(fwo.STATS, Empty()).last_reconcile
-        assert rec is not None, "no reconcile ran"
-        return rec
-
-    def members(self) -> dict[str, str]:
-        out = run_in(self.ns, ["ipset", "save"], check=True).stdout
-        parts = [line.split() for line in out.splitlines() if line.startswith("add ")]
-        return {p[2]: p[1] for p in parts}
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
-def write_config(tmp: Path, **security: Any) -> tuple[Path, str]:
-    runtime = str(tmp / "run")
-    cfg = {
-        "security": {
-            "ipset_name": SET,
-            "iptables_chain": "INPUT",
-            "block_duration": 3600,
-            "trusted_networks": ["127.0.0.0/8", "10.0.0.0/8", "2001:db8:ffff::/48"],
-            **security,
-        },
-        "paths": {"runtime_dir": runtime, "state_dir": str(tmp / "state")},
-        "logging": {"level": "info", "format": "human"},
-    }
-    path = tmp / "config.json"
-    path.write_text(json.dumps(cfg))
-    return path, runtime
-
-
-def start(ns: str, config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            sys.executable,
-            "-m",
-            "fsguard_firewall",
-            "--config",
-            str(config),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def stop(popen: subprocess.Popen[bytes]) -> None:
-    if popen.poll() is None:
-        popen.kill()
-        popen.wait(5)
-
-
-@pytest.fixture
-def fw_proc(tmp_path: Path) -> Iterator[Proc]:
-    with netns("fwp") as ns:
-        config, runtime = write_config(tmp_path)
-        popen = start(ns, config)
-        try:
-            proc = Proc(ns, runtime, popen)
-            wait_for(
-                lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
-            )
-            assert proc.call(fwo.PING, Empty()).role == "firewall"
-            yield proc
-        finally:
-            stop(popen)
-
-
-def decision(id: str, ip: str, duration: float = 600, **kw: Any) -> BanDecision:
-    kw.setdefault("reason", "Exceeded max failed registrations (5)")
-    return BanDecision(id=id, ip=ip, rule="failed_auth", duration=duration, evidence_count=5, **kw)
 
 
 def test_decisions_control_ops_and_clean_exit(fw_proc: Proc) -> None:
@@ -265,9 +145,9 @@ def test_decisions_control_ops_and_clean_exit(fw_proc: Proc) -> None:
     # SIGTERM: exit 0 quickly and remove the ipc socket files.
     fw_proc.popen.send_signal(signal.SIGTERM)
     t0 = time.monotonic()
-    assert fw_proc.popen.wait(5) == 0
+    code, output = exit_and_output(fw_proc.popen, 5)
+    assert code == 0
     print(f"exit after SIGTERM: {time.monotonic() - t0:.3f}s")
-    output = fw_proc.popen.stdout.read().decode() if fw_proc.popen.stdout else ""
     assert "banned ip=198.51.100.4" in output
     assert not any(line.startswith("injected") for line in output.splitlines())
     assert sorted(os.listdir(fw_proc.runtime)) == []
@@ -280,71 +160,54 @@ def _timeouts(ns: str) -> list[tuple[str, int]]:
     return [(r[2], int(r[4])) for r in rows]
 
 
-def test_restart_keeps_kernel_bans_and_dedupes(tmp_path: Path) -> None:
+def test_restart_keeps_kernel_bans_and_dedupes(ns: str, tmp_path: Path) -> None:
     """Foreign kernel entries are kept with keep_foreign_entries (never flushed); a
     decision re-sent after a restart is a duplicate (its id is in the durable store)."""
-    with netns("fwr") as ns:
-        config, runtime = write_config(tmp_path, keep_foreign_entries=True)
-        run_in(ns, ["ipset", "create", SET, "hash:ip", "timeout", "3600"], check=True)
-        run_in(ns, ["ipset", "add", SET, "203.0.113.50", "timeout", "0"], check=True)
-        for attempt in range(2):
-            popen = start(ns, config)
-            try:
-                proc = Proc(ns, runtime, popen)
-                wait_for(
-                    lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
-                )
-                push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
-                push.connect(addresses.firewall_decisions(runtime))
-                push.send(encode(decision("x-1", "203.0.113.51")))
+    config, runtime = write_config(tmp_path, keep_foreign_entries=True)
+    run_in(ns, ["ipset", "create", SET, "hash:ip", "timeout", "3600"], check=True)
+    run_in(ns, ["ipset", "add", SET, "203.0.113.50", "timeout", "0"], check=True)
+    for attempt in range(2):
+        with running_firewall(ns, config, runtime) as proc:
+            push: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
+            push.connect(addresses.firewall_decisions(runtime))
+            push.send(encode(decision("x-1", "203.0.113.51")))
 
-                def received(p: Proc = proc) -> bool:
-                    return bool(p.call(fwo.STATS, Empty()).decisions_received == 1)
+            def received(p: Proc = proc) -> bool:
+                return bool(p.call(fwo.STATS, Empty()).decisions_received == 1)
 
-                wait_for(received)
-                push.close(0)
-                assert proc.call(fwo.STATS, Empty()).duplicates == attempt
-                lookup = proc.call(fwo.BLACKLIST_GET, IpRequest(ip="203.0.113.51"))
-                assert lookup.blacklisted is True
-                assert ("203.0.113.50", 0) in _timeouts(ns)  # never flushed, still permanent
-                popen.send_signal(signal.SIGINT)
-                assert popen.wait(5) == 0
-            finally:
-                stop(popen)
+            wait_for(received)
+            push.close(0)
+            assert proc.call(fwo.STATS, Empty()).duplicates == attempt
+            lookup = proc.call(fwo.BLACKLIST_GET, IpRequest(ip="203.0.113.51"))
+            assert lookup.blacklisted is True
+            assert ("203.0.113.50", 0) in _timeouts(ns)  # never flushed, still permanent
+            proc.popen.send_signal(signal.SIGINT)
+            assert proc.popen.wait(5) == 0
 
 
-def test_dry_run_process_touches_no_kernel(tmp_path: Path) -> None:
-    with netns("fwd") as ns:
-        config, runtime = write_config(tmp_path, dry_run=True)
-        popen = start(ns, config)
-        try:
-            proc = Proc(ns, runtime, popen)
-            wait_for(
-                lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
-            )
-            proc.call(fwo.BAN, BanRequest(ip="203.0.113.9"))
-            ipt = proc.call(fwo.IPTABLES, Empty())
-            assert ipt.blockedIps == ["203.0.113.9"]
-            assert run_in(ns, ["ipset", "list", "-name"], check=True).stdout.strip() == ""
-            assert "match-set" not in run_in(ns, ["iptables", "-S"], check=True).stdout
-            popen.send_signal(signal.SIGTERM)
-            assert popen.wait(5) == 0
-            output = popen.stdout.read().decode() if popen.stdout else ""
-            assert "DRY RUN: would" in output
-        finally:
-            stop(popen)
+def test_dry_run_process_touches_no_kernel(ns: str, tmp_path: Path) -> None:
+    config, runtime = write_config(tmp_path, dry_run=True)
+    with running_firewall(ns, config, runtime) as proc:
+        proc.call(fwo.BAN, BanRequest(ip="203.0.113.9"))
+        ipt = proc.call(fwo.IPTABLES, Empty())
+        assert ipt.blockedIps == ["203.0.113.9"]
+        assert run_in(ns, ["ipset", "list", "-name"], check=True).stdout.strip() == ""
+        assert "match-set" not in run_in(ns, ["iptables", "-S"], check=True).stdout
+        proc.popen.send_signal(signal.SIGTERM)
+        code, output = exit_and_output(proc.popen, 5)
+        assert code == 0
+        assert "DRY RUN: would" in output
 
 
-def test_setup_failure_exits_nonzero(tmp_path: Path) -> None:
-    with netns("fwf") as ns:
-        config, _ = write_config(tmp_path, iptables_chain="NOSUCHCHAIN")
-        popen = start(ns, config)
-        try:
-            assert popen.wait(10) == 1
-            output = popen.stdout.read().decode() if popen.stdout else ""
-            assert "firewall setup failed" in output and "NOSUCHCHAIN" in output
-        finally:
-            stop(popen)
+def test_setup_failure_exits_nonzero(ns: str, tmp_path: Path) -> None:
+    config, _ = write_config(tmp_path, iptables_chain="NOSUCHCHAIN")
+    popen = start(ns, config)
+    try:
+        code, output = exit_and_output(popen, 10)
+        assert code == 1
+        assert "firewall setup failed" in output and "NOSUCHCHAIN" in output
+    finally:
+        stop(popen)
 
 
 def test_aggregation_never_covers_a_trusted_address() -> None:

@@ -8,7 +8,6 @@ patterns that would ban everyone are refused.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +23,8 @@ from shared.ops.base import Empty
 from shared.ops.firewall_bans import BanRequest
 from shared.ops.firewall_lists import PatternAddRequest
 from shared.protected import never_ban_reason, pattern_problem
-from tests.netns_helpers import netns, requires_netns, run_in
-from tests.test_firewall_process import Proc, decision, start, stop, wait_for, write_config
+from tests.firewall_helpers import Proc, decision, running_firewall, wait_for, write_config
+from tests.netns_helpers import requires_netns, run_in
 
 SPECIAL = [
     "::1", "fe80::1", "ff02::1", "224.0.0.1", "255.255.255.255", "0.0.0.0", "::",
@@ -82,20 +81,11 @@ OWN = "198.51.100.77"
 
 
 @pytest.fixture
-def guarded(tmp_path: Path) -> Iterator[Proc]:
-    with netns("fwself") as ns:
-        run_in(ns, ["ip", "addr", "add", f"{OWN}/32", "dev", "lo"], check=True)
-        config, runtime = write_config(tmp_path, esl_host=ESL_PEER, trusted_networks=[])
-        popen = start(ns, config)
-        try:
-            proc = Proc(ns, runtime, popen)
-            wait_for(
-                lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
-            )
-            assert proc.call(fwo.PING, Empty()).role == "firewall"
-            yield proc
-        finally:
-            stop(popen)
+def guarded(ns: str, tmp_path: Path) -> Iterator[Proc]:
+    run_in(ns, ["ip", "addr", "add", f"{OWN}/32", "dev", "lo"], check=True)
+    config, runtime = write_config(tmp_path, esl_host=ESL_PEER, trusted_networks=[])
+    with running_firewall(ns, config, runtime) as proc:
+        yield proc
 
 
 @requires_netns
@@ -137,30 +127,21 @@ def test_untrusted_patterns_refused_at_the_firewall(guarded: Proc) -> None:
 
 
 @requires_netns
-def test_stored_protected_ban_is_dropped_at_start(tmp_path: Path) -> None:
+def test_stored_protected_ban_is_dropped_at_start(ns: str, tmp_path: Path) -> None:
     """An old row for a now-protected address (e.g. ::1 banned by an older version)
     is dropped by the start-up reconcile, never re-added to the kernel."""
     from fsguard_firewall.store import BanRecord, Store
 
-    with netns("fwself2") as ns:
-        config, runtime = write_config(tmp_path, trusted_networks=[])
-        (tmp_path / "state").mkdir()
-        with Store(str(tmp_path / "state" / "fsguard.db")) as store:
-            now = time.time()
-            store.add_bans([
-                BanRecord(key="::1", rule="manual", reason="old", created=now, expires=None,
-                          source="manual"),
-                BanRecord(key="203.0.113.70", rule="manual", reason="x", created=now,
-                          expires=None, source="manual"),
-            ])  # fmt: skip
-        popen = start(ns, config)
-        try:
-            proc = Proc(ns, runtime, popen)
-            wait_for(
-                lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime)))
-            )
-            assert proc.call(fwo.PING, Empty()).role == "firewall"  # answered after the reconcile
-            assert set(proc.members()) == {"203.0.113.70"}
-            assert set(proc.call(fwo.BLACKLIST, Empty()).keys()) == {"203.0.113.70"}
-        finally:
-            stop(popen)
+    config, runtime = write_config(tmp_path, trusted_networks=[])
+    (tmp_path / "state").mkdir()
+    with Store(str(tmp_path / "state" / "fsguard.db")) as store:
+        now = time.time()
+        store.add_bans([
+            BanRecord(key="::1", rule="manual", reason="old", created=now, expires=None,
+                      source="manual"),
+            BanRecord(key="203.0.113.70", rule="manual", reason="x", created=now,
+                      expires=None, source="manual"),
+        ])  # fmt: skip
+    with running_firewall(ns, config, runtime) as proc:  # answers ping after the reconcile
+        assert set(proc.members()) == {"203.0.113.70"}
+        assert set(proc.call(fwo.BLACKLIST, Empty()).keys()) == {"203.0.113.70"}

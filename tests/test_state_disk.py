@@ -18,31 +18,12 @@ from shared.messages import encode
 from shared.ops import firewall as fwo
 from shared.ops.base import Empty
 from shared.ops.firewall_bans import BanRequest
+from tests.firewall_helpers import SET, Proc, decision, launch, stop, wait_for, write_config
 from tests.netns_helpers import requires_netns, run_in
-from tests.test_firewall_process import REPO, SET, Proc, decision, stop, wait_for, write_config
 
 pytestmark = requires_netns
 
 FSGUARD = str(Path(sys.executable).with_name("fsguard"))
-
-
-def launch(ns: str, config: Path, runtime: str, mount: str = "") -> Proc:
-    """The firewall in `ns`; `mount`: shell commands run first in a new mount namespace."""
-    inner = [sys.executable, "-m", "fsguard_firewall", "--config", str(config)]
-    if mount:
-        argv = ["ip", "netns", "exec", ns, "unshare", "-m", "--propagation", "private",
-                "sh", "-c", f'{mount} && exec "$@"', "sh", *inner]  # fmt: skip
-    else:
-        argv = ["ip", "netns", "exec", ns, *inner]
-    popen = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    proc = Proc(ns, runtime, popen)
-    try:
-        wait_for(lambda: os.path.exists(addresses.ipc_path(addresses.firewall_control(runtime))))
-        assert proc.call(fwo.PING, Empty()).role == "firewall"  # answered after the reconcile
-    except BaseException:
-        stop(popen)
-        raise
-    return proc
 
 
 def output_of(proc: Proc) -> str:

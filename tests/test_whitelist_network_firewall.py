@@ -16,14 +16,21 @@ from shared.ops.base import Empty
 from shared.ops.firewall_bans import BanRequest, IpRequest
 from shared.ops.firewall_lists import WhitelistAddRequest, WhitelistRemoveRequest
 from shared.ops.firewall_state import SnapshotRequest
+from tests.firewall_helpers import (
+    decision,
+    launch,
+    stop,
+    terminate,
+    timeouts,
+    wait_for,
+    write_config,
+)
 from tests.netns_helpers import requires_netns
-from tests.test_durable_firewall import launch, ns, terminate, timeouts  # noqa: F401
-from tests.test_firewall_process import decision, stop, wait_for, write_config
 
 pytestmark = [pytest.mark.netns, requires_netns]
 
 
-def test_network_survives_restart_and_refuses_bans_inside(ns: str, tmp_path: Path) -> None:  # noqa: F811
+def test_network_survives_restart_and_refuses_bans_inside(ns: str, tmp_path: Path) -> None:
     config, runtime = write_config(tmp_path)
     proc = launch(ns, config, runtime)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
