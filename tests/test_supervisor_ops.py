@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 from fastapi import FastAPI
 
 from fsguard_api.reload import op_table as api_table
@@ -25,7 +24,6 @@ from fsguard_supervisor.supervisor_control import op_table as supervisor_table
 from shared import addresses
 from shared.config import Config
 from shared.control import ControlError, call
-from shared.messages import ControlReply, ControlRequest, decode, encode
 from shared.ops import api as api_ops
 from shared.ops import firewall as fw_ops
 from shared.ops import supervisor as sup_ops
@@ -34,6 +32,7 @@ from shared.ops.api import API
 from shared.ops.base import Empty, OpTable
 from shared.ops.common import LogLevel, LogLevelRequest, Ping
 from shared.ops.supervisor import SUPERVISOR, CommandResult, EslCommandRequest
+from tests.control_helpers import raw_request
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard, wait_for
 
@@ -91,22 +90,6 @@ def _answers(endpoint: str) -> bool:
     return True
 
 
-def _raw(endpoint: str, op: str, args: dict[str, Any]) -> ControlReply:
-    """One request with arbitrary args (what a typed client cannot send)."""
-    ctx: zmq.Context[Any] = zmq.Context.instance()
-    sock = ctx.socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    try:
-        sock.send(encode(ControlRequest(op=op, args=args)))
-        assert sock.poll(3000, zmq.POLLIN), f"{endpoint} did not answer {op!r}"
-        reply = decode(sock.recv())
-    finally:
-        sock.close()
-    assert isinstance(reply, ControlReply)
-    return reply
-
-
 @requires_netns
 def test_supervisor_answers_every_op_typed(tree: RunningSystem) -> None:
     endpoint = addresses.supervisor_control(tree.runtime_dir)
@@ -157,7 +140,7 @@ def test_bad_args_refused_400_naming_the_field(
         "worker": addresses.worker_control(rd, 1),
         "firewall": addresses.firewall_control(rd),
     }[peer]
-    reply = _raw(endpoint, op, args)
+    reply = raw_request(endpoint, op, args, timeout_ms=3000)
     assert (reply.ok, reply.status) == (False, 400), reply
     assert re.search(rf"`(\$\.)?{field}`", reply.error or ""), reply.error
     ping = {"supervisor": sup_ops.PING, "api": api_ops.PING, "worker": worker_ops.PING,

@@ -27,11 +27,12 @@ from fsguard_workers.process import Worker
 from shared import addresses
 from shared.config import Config
 from shared.control import ControlError, call
-from shared.messages import ControlRequest, encode, pack_event_batch
+from shared.messages import ControlReply, pack_event_batch
 from shared.ops import worker
 from shared.ops.base import Empty
 from shared.ops.common import LogLevelRequest, Ping, WhitelistEntry
 from shared.ops.worker import WORKER, WorkerStats
+from tests.control_helpers import raw_request
 from tests.sofia_events import failure, wrong_call_state
 
 ATTACKER = "203.0.113.50"
@@ -116,18 +117,9 @@ class RealWorker:
     def stats(self) -> WorkerStats:
         return call(self.control, worker.STATS, Empty(), ctx=self.ctx)
 
-    def raw(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    def raw(self, op: str, args: dict[str, Any]) -> ControlReply:
         """One request as an untyped client sends it; the decoded reply."""
-        sock = self.ctx.socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.control)
-        try:
-            sock.send(encode(ControlRequest(op=op, args=args)))
-            assert sock.poll(5000), f"no answer to {op}"
-            reply: dict[str, Any] = msgspec.msgpack.decode(sock.recv())
-            return reply
-        finally:
-            sock.close()
+        return raw_request(self.control, op, args, ctx=self.ctx)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -194,10 +186,10 @@ def test_a_real_worker_refuses_bad_requests_naming_the_field(real_worker: RealWo
     ]
     for op, args, field in bad:
         reply = w.raw(op, args)
-        assert reply["ok"] is False and reply["status"] == 400, (op, args, reply)
-        assert op in reply["error"] and field in reply["error"], (op, args, reply)
+        assert reply.ok is False and reply.status == 400, (op, args, reply)
+        assert op in reply.error and field in reply.error, (op, args, reply)
     unknown = w.raw("no_such_op", {})
-    assert unknown["ok"] is False and unknown["status"] == 404
+    assert unknown.ok is False and unknown.status == 404
     # a value check the Struct cannot make stays in the handler: still a 400
     with pytest.raises(ControlError) as refused:
         call(w.control, worker.LOG_LEVEL, LogLevelRequest(level="loud"), ctx=w.ctx)
