@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from shared.messages import BanDecision, ControlReply
 from shared.ops import firewall as fwo
 from shared.ops.base import Empty, Op, RepT, ReqT
 from shared.ops.firewall_state import ReconcileResult
+from tests import system_helpers
 from tests.control_helpers import raw_request
 from tests.netns_helpers import run_in
 
@@ -67,11 +67,9 @@ class Proc:
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+    """Poll until cond() (a bounded wait); a test failure if it never holds."""
+    if not system_helpers.wait_for(cond, timeout, interval=0.02):
+        raise AssertionError("condition not met in time")
 
 
 def write_config(tmp: Path, **security: Any) -> tuple[Path, str]:
@@ -113,6 +111,16 @@ def exit_and_output(popen: subprocess.Popen[bytes], timeout: float) -> tuple[int
     """The process's exit code (waiting up to `timeout`) and all it wrote."""
     code = popen.wait(timeout)
     return code, popen.stdout.read().decode() if popen.stdout else ""
+
+
+def run_to_exit(ns: str, config: Path, timeout: float, mount: str = "") -> tuple[int, str]:
+    """`start` a firewall expected to exit by itself: its exit code (a test failure if it
+    still runs after `timeout`) and all it wrote."""
+    popen = start(ns, config, mount)
+    try:
+        return exit_and_output(popen, timeout)
+    finally:
+        stop(popen)
 
 
 def launch(ns: str, config: Path, runtime: str, mount: str = "") -> Proc:

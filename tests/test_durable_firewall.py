@@ -24,9 +24,8 @@ from tests.firewall_helpers import (
     SET,
     Proc,
     decision,
-    exit_and_output,
     launch,
-    start,
+    run_to_exit,
     stop,
     terminate,
     timeouts,
@@ -210,22 +209,15 @@ def test_corrupted_or_unwritable_store_exits_78(ns: str, tmp_path: Path) -> None
     state = tmp_path / "state"
     state.mkdir()
     (state / "fsguard.db").write_bytes(b"this is not a database" * 100)
-    popen = start(ns, config)
-    try:
-        code, out = exit_and_output(popen, 10)
-        assert code == 78
-        assert "state store unusable" in out and "corrupted" in out
-    finally:
-        stop(popen)
+    code, out = run_to_exit(ns, config, 10)
+    assert code == 78
+    assert "state store unusable" in out and "corrupted" in out
     (state / "fsguard.db").unlink()
     # Read-only state dir (root ignores permission bits: a read-only bind mount).
-    popen = start(ns, config, f"mount --bind {state} {state} && mount -o remount,bind,ro {state}")
-    try:
-        code, out = exit_and_output(popen, 10)
-        assert code == 78
-        assert "not writable" in out
-    finally:
-        stop(popen)
+    read_only = f"mount --bind {state} {state} && mount -o remount,bind,ro {state}"
+    code, out = run_to_exit(ns, config, 10, read_only)
+    assert code == 78
+    assert "not writable" in out
 
 
 def test_fsguard_run_exits_nonzero_on_corrupted_store(ns: str, tmp_path: Path) -> None:

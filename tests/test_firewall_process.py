@@ -29,9 +29,8 @@ from tests.firewall_helpers import (
     Proc,
     decision,
     exit_and_output,
+    run_to_exit,
     running_firewall,
-    start,
-    stop,
     wait_for,
     write_config,
 )
@@ -201,13 +200,9 @@ def test_dry_run_process_touches_no_kernel(ns: str, tmp_path: Path) -> None:
 
 def test_setup_failure_exits_nonzero(ns: str, tmp_path: Path) -> None:
     config, _ = write_config(tmp_path, iptables_chain="NOSUCHCHAIN")
-    popen = start(ns, config)
-    try:
-        code, output = exit_and_output(popen, 10)
-        assert code == 1
-        assert "firewall setup failed" in output and "NOSUCHCHAIN" in output
-    finally:
-        stop(popen)
+    code, output = run_to_exit(ns, config, 10)
+    assert code == 1
+    assert "firewall setup failed" in output and "NOSUCHCHAIN" in output
 
 
 def test_aggregation_never_covers_a_trusted_address() -> None:
@@ -237,9 +232,6 @@ def test_aggregation_never_covers_a_trusted_address() -> None:
 
 def test_second_instance_refuses_to_start(fw_proc: Proc, tmp_path: Path) -> None:
     config = tmp_path / "config.json"  # the fixture's config, same runtime dir
-    second = start(fw_proc.ns, config)
-    try:
-        assert second.wait(10) == 1
-    finally:
-        stop(second)
+    code, _ = run_to_exit(fw_proc.ns, config, 10)
+    assert code == 1
     assert fw_proc.call(fwo.PING, Empty()).pid == fw_proc.popen.pid
