@@ -19,13 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
+from fsguard_cli.demo_setup import wait_until
 from fsguard_cli.simulator import FakeFreeSwitch, ThreadedFakeFreeSwitch
 from shared import addresses
 from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call
@@ -40,13 +40,9 @@ PHONE_UA = "Yealink SIP-T46S 66.86.0.15"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    """Poll until predicate() (a bounded wait, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+    """Poll until predicate() (a bounded wait, not a timing assertion): the demo's
+    `wait_until`, for a predicate of any truth value."""
+    return wait_until(lambda: bool(predicate()), timeout, interval)
 
 
 def fsguard_config(
@@ -161,24 +157,25 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
         proc.wait()
 
 
-@contextmanager
-def running_fsguard(
-    tmp: Path,
-    config: Callable[[int], dict[str, Any]],
-    *,
-    prefix: str | None = None,
-    ns: str | None = None,
-    stop_timeout: float = 15.0,
-    command: list[str] | None = None,
-) -> Iterator[RunningSystem]:
-    """Fake FreeSWITCH + `fsguard run` on config(esl_port), subscribed; all stopped after.
+class RunOptions(TypedDict, total=False):
+    """How `running_fsguard` runs the tree.
 
-    `command` replaces `fsguard run` (e.g. another interpreter's `-m fsguard_supervisor.roles
-    run`); `--config PATH` is appended to it.
+    prefix: make a fresh namespace; ns: use the caller's; stop_timeout: SIGTERM grace;
+    command: replaces `fsguard run` (e.g. another interpreter's `-m
+    fsguard_supervisor.roles run`), `--config PATH` is appended to it.
     """
-    with running_fsguard_as(RunningSystem, tmp, config, prefix=prefix, ns=ns,
-                            stop_timeout=stop_timeout, command=command) as system:  # fmt: skip
-        yield system
+
+    prefix: str | None
+    ns: str | None
+    stop_timeout: float
+    command: list[str] | None
+
+
+def running_fsguard(
+    tmp: Path, config: Callable[[int], dict[str, Any]], **options: Unpack[RunOptions]
+) -> AbstractContextManager[RunningSystem]:
+    """Fake FreeSWITCH + `fsguard run` on config(esl_port), subscribed; all stopped after."""
+    return running_fsguard_as(RunningSystem, tmp, config, **options)
 
 
 @contextmanager
@@ -186,13 +183,13 @@ def running_fsguard_as(
     cls: type[S],
     tmp: Path,
     config: Callable[[int], dict[str, Any]],
-    *,
-    prefix: str | None = None,
-    ns: str | None = None,
-    stop_timeout: float = 15.0,
-    command: list[str] | None = None,
+    **options: Unpack[RunOptions],
 ) -> Iterator[S]:
     """`running_fsguard`, yielding a `cls` (a RunningSystem subclass with more helpers)."""
+    ns = options.get("ns")
+    prefix = options.get("prefix")
+    command = options.get("command")
+    stop_timeout = options.get("stop_timeout", 15.0)
     with ExitStack() as stack:
         if prefix is not None:
             ns = stack.enter_context(netns(prefix))
