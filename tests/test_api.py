@@ -39,32 +39,12 @@ from tests.api_peers import (
     runtime_dir,
     supervisor_handlers,
 )
-
-GO_ESL_KEYS = {
-    "connected",
-    "host",
-    "port",
-    "connectionAttempts",
-    "connectionErrors",
-    "eventsProcessed",
-    "eventsQueued",
-    "eventsDropped",
-    "logLevel",
-    "workerCount",
-    "queueLength",
-    "queueCapacity",
-}
-GO_STATUS_KEYS = {
-    "enabled",
-    "autoBlock",
-    "whitelistCount",
-    "blacklistCount",
-    "eslConnected",
-    "eslHost",
-    "eslPort",
-}
-GO_BLACKLIST_ENTRY_KEYS = {"ip", "addedAt", "expiresAt", "reason", "failCount", "permanent"}
-GO_IPTABLES_KEYS = {"chain", "ipset", "blockedIps", "count"}
+from tests.go_shapes import (
+    GO_BLACKLIST_ENTRY_KEYS,
+    GO_ESL_KEYS,
+    GO_IPTABLES_KEYS,
+    GO_STATUS_KEYS,
+)
 
 
 class Env:

@@ -14,7 +14,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from fsguard_cli.simulator import (
@@ -24,9 +23,10 @@ from fsguard_cli.simulator import (
     register_failure,
     wrong_call_state,
 )
+from tests.api_http import api_client
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import PHONE_UA, fsguard_config, running_fsguard, wait_for
-from tests.test_api_system import AUTH, TOKEN, Forwarder, System
+from tests.test_api_system import AUTH, TOKEN, System
 
 pytestmark = [requires_netns]
 
@@ -133,18 +133,8 @@ def sysd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     tmp = tmp_path_factory.mktemp("dropin")
     with running_fsguard(tmp, lambda port: dropin_config(tmp, port), prefix="fsgdrop") as rs:
         assert rs.ns is not None
-        fwd = Forwarder(rs.ns, API_PORT)
-        client = httpx.Client(base_url=fwd.url, timeout=10)
-
-        def up() -> bool:
-            try:
-                return client.get("/health").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            assert wait_for(up, 15), "API never answered"
-            s = System(rs.ns, rs.fake, rs.proc, fwd.url, fwd.url, client, rs.log_path, rs)
+        with api_client(rs.ns, API_PORT) as (url, client):
+            s = System(rs.ns, rs.fake, rs.proc, url, url, client, rs.log_path, rs)
             rs.fake.send_events([register(LEARNED, user="1001"), channel_create("203.0.113.35"),
                                  register_attempt("203.0.113.36", user_agent=PHONE_UA)])
             rs.fake.send_events([register_failure(ATTACKER, user="1000") for _ in range(6)])
@@ -158,9 +148,6 @@ def sysd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             r = client.post("/security/whitelist", json={"ip": LEARNED}, headers=AUTH)
             assert r.status_code == 200, r.text  # manual too: still one address
             yield s
-        finally:
-            client.close()
-            fwd.close()
 
 
 def get(s: System, path: str) -> Any:

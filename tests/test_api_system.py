@@ -8,12 +8,10 @@ reachable from the test, from 127.0.0.1 (allow-listed) or 127.0.0.2 (not).
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,9 @@ import pytest
 
 from fsguard_cli.simulator import ThreadedFakeFreeSwitch, register_failure
 from shared.iputil import shard_of
-from tests.netns_helpers import requires_netns, socket_in
+from tests.api_http import Forwarder, api_client
+from tests.go_shapes import GO_IPTABLES_KEYS, GO_STATUS_KEYS
+from tests.netns_helpers import requires_netns
 from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard, wait_for
 
 pytestmark = [requires_netns]
@@ -37,54 +37,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 # --- harness ---------------------------------------------------------------------------------
-
-
-class Forwarder:
-    """Host loopback port -> namespace 127.0.0.1:API_PORT, connecting from `source`."""
-
-    def __init__(self, ns: str, port: int, source: str = "127.0.0.1") -> None:
-        self.ns, self.port, self.source = ns, port, source
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self._stop = False
-        self._thread = threading.Thread(target=self._accept, daemon=True, name="forwarder")
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                up = socket_in(self.ns, socket.AF_INET, socket.SOCK_STREAM)
-                up.bind((self.source, 0))
-                up.connect(("127.0.0.1", self.port))
-            except OSError:
-                client.close()
-                continue
-            for a, b in ((client, up), (up, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-
-    def close(self) -> None:
-        self._stop = True
-        self.listener.close()
 
 
 @dataclass
@@ -119,22 +71,11 @@ def api_config(tmp: Path, esl_port: int) -> dict[str, Any]:
 def running_system(tmp: Path, prefix: str = "fsgapi") -> Iterator[System]:
     with running_fsguard(tmp, lambda port: api_config(tmp, port), prefix=prefix) as rs:
         assert rs.ns is not None
-        fwd = Forwarder(rs.ns, API_PORT)
         denied = Forwarder(rs.ns, API_PORT, source="127.0.0.2")
-        client = httpx.Client(base_url=fwd.url, timeout=10)
         try:
-
-            def api_up() -> bool:
-                try:
-                    return client.get("/health").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            assert wait_for(api_up, 15), "API never answered"
-            yield System(rs.ns, rs.fake, rs.proc, fwd.url, denied.url, client, rs.log_path, rs)
+            with api_client(rs.ns, API_PORT) as (url, client):
+                yield System(rs.ns, rs.fake, rs.proc, url, denied.url, client, rs.log_path, rs)
         finally:
-            client.close()
-            fwd.close()
             denied.close()
 
 
@@ -158,15 +99,7 @@ def delete(s: System, path: str) -> httpx.Response:
 FSGUARD_KEYS: dict[str, set[str]] = {"/security/status": {"eslWarnings"}}
 GO_KEYS: dict[str, set[str]] = {
     "/health": {"status", "version"},
-    "/security/status": {
-        "enabled",
-        "autoBlock",
-        "whitelistCount",
-        "blacklistCount",
-        "eslConnected",
-        "eslHost",
-        "eslPort",
-    },
+    "/security/status": GO_STATUS_KEYS,
     "/security/stats": {
         "totalRegistrations",
         "failedRegistrations",
@@ -192,7 +125,7 @@ GO_KEYS: dict[str, set[str]] = {
         "cleanupInterval",
     },
     # Go's four keys plus issue 15's backend and ruleset (docs/api.md)
-    "/security/iptables": {"chain", "ipset", "blockedIps", "count", "backend", "ruleset"},
+    "/security/iptables": GO_IPTABLES_KEYS | {"backend", "ruleset"},
     "/cache/stats": {"enabled", "security", "operations"},
 }
 

@@ -26,9 +26,9 @@ from fsguard_cli.simulator import (
     register_attempt,
 )
 from shared.ops.supervisor import SupervisorStats
+from tests.api_http import api_client
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import RunningSystem, fsguard_config, running_fsguard, wait_for
-from tests.test_api_system import Forwarder
 
 pytestmark = [requires_netns]
 
@@ -73,21 +73,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     with running_fsguard(tmp, lambda port: _config(tmp, port), prefix="fsgdet") as rs:
         assert rs.ns is not None
         rs.fake.server.gateways = [SimGateway(name="carrier", proxy=f"sip:{GATEWAY}")]
-        fwd = Forwarder(rs.ns, API_PORT)
-        client = httpx.Client(base_url=fwd.url, timeout=10)
-        try:
-
-            def api_up() -> bool:
-                try:
-                    return client.get("/health").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            assert wait_for(api_up, 15), "API never answered"
+        with api_client(rs.ns, API_PORT) as (_, client):
             yield Tree(rs, client)
-        finally:
-            client.close()
-            fwd.close()
 
 
 def test_gateway_is_protected_other_scanner_banned_budget_alerts(tree: Tree) -> None:

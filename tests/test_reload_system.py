@@ -26,6 +26,7 @@ from shared.iputil import shard_of
 from shared.ops import worker
 from shared.ops.base import Empty
 from shared.ops.worker import WorkerStats
+from tests.api_http import api_client
 from tests.netns_helpers import requires_netns
 from tests.system_helpers import (
     FSGUARD,
@@ -35,7 +36,6 @@ from tests.system_helpers import (
     running_fsguard,
     wait_for,
 )
-from tests.test_api_system import Forwarder
 
 pytestmark = [requires_netns]
 
@@ -96,20 +96,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     tmp = tmp_path_factory.mktemp("reload")
     with running_fsguard(tmp, lambda port: _config(tmp, port), prefix="fsgrld") as rs:
         assert rs.ns is not None
-        fwd = Forwarder(rs.ns, API_PORT)
-        client = httpx.Client(base_url=fwd.url, timeout=30)
-        try:
-            def up() -> bool:
-                try:
-                    return client.get("/health").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            assert wait_for(up, 15), "API never answered"
-            yield Tree(rs, client, fwd.url)
-        finally:
-            client.close()
-            fwd.close()
+        with api_client(rs.ns, API_PORT, timeout=30) as (url, client):
+            yield Tree(rs, client, url)
 
 
 # --- reload -------------------------------------------------------------------------------
