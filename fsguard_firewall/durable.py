@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from fsguard_firewall.stats_op import add_counters
 from shared.config import Config, worker_count
 from shared.control import ControlError
 from shared.iputil import shard_of
@@ -241,14 +242,7 @@ class Durable:
 
     def bind(self, table: OpTable) -> None:
         """Bind the durable-state ops; `stats` (bound by ControlOps) gains our counters."""
-        base_stats = table.bound(ops.STATS)
-
-        def stats(req: Empty) -> FirewallStats:
-            out = base_stats(req)
-            self.fill(out)
-            return out
-
-        table.rebind(ops.STATS, stats)
+        add_counters(table, self.fill)
         table.bind(ops.RECONCILE, self.op_reconcile)
         table.bind(ops.DRIFT_CHECK, self.op_drift_check)
         table.bind(ops.LISTS_SNAPSHOT, self.op_lists_snapshot)

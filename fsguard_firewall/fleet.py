@@ -25,16 +25,17 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from fsguard_firewall.stats_op import add_counters
 from shared.config import Config
 from shared.control import ControlError
 from shared.crowdsec import ORIGIN, RemoteDecision, alert_for
 from shared.ops import firewall as ops
 from shared.ops.base import Empty, OpTable
-from shared.ops.firewall_bans import CrowdsecStats, FirewallStats
+from shared.ops.firewall_bans import CrowdsecStats
 from shared.ops.firewall_state import (
     ApplyRequest,
     CrowdsecApply,
@@ -177,14 +178,7 @@ class FleetState:
 
     def bind(self, table: OpTable) -> None:
         """Bind the crowdsec_* ops; `stats` (bound by ControlOps) gains our counters."""
-        base_stats = table.bound(ops.STATS)
-
-        def stats(req: Empty) -> FirewallStats:
-            out = base_stats(req)
-            self.fill(out)
-            return out
-
-        table.rebind(ops.STATS, stats)
+        add_counters(table, self.fill)
         table.bind(ops.CROWDSEC_OUTBOX_DUE, self.op_due)
         table.bind(ops.CROWDSEC_OUTBOX_SETTLE, self.op_settle)
         table.bind(ops.CROWDSEC_APPLY, self.op_apply)
@@ -314,28 +308,16 @@ class FleetState:
             if startup:  # the startup stream lists every active decision
                 known = {r[0] for r in db.execute("SELECT id FROM crowdsec_decisions")}
                 gone_ids |= known - rows.keys() - (present or set())
-            affected: set[str] = set()
-            for chunk in _chunks(sorted(gone_ids)):
-                marks = ",".join("?" * len(chunk))
-                affected.update(
-                    r[0] for r in db.execute(
-                        f"DELETE FROM crowdsec_decisions WHERE id IN ({marks}) RETURNING key",
-                        chunk,
-                    )
-                )  # fmt: skip
+            affected = _column_in(
+                db, "DELETE FROM crowdsec_decisions WHERE id IN ({marks}) RETURNING key", gone_ids
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO crowdsec_decisions VALUES (?,?,?,?,?)",
                 [msgspec.structs.astuple(r) for r in rows.values()],
             )
-            still: set[str] = set()
-            for chunk in _chunks(sorted(affected)):
-                marks = ",".join("?" * len(chunk))
-                still.update(
-                    r[0] for r in db.execute(
-                        f"SELECT DISTINCT key FROM crowdsec_decisions WHERE key IN ({marks})",
-                        chunk,
-                    )
-                )  # fmt: skip
+            still = _column_in(
+                db, "SELECT DISTINCT key FROM crowdsec_decisions WHERE key IN ({marks})", affected
+            )
         added = ban_remote(fw, rows, elems, now)
         lifted = lift_remote(fw, [k for k in affected - still], now)
         self.applied += added
@@ -359,5 +341,15 @@ def origin_of(entry: BanEntry) -> str:
     return ORIGIN if entry.source == REMOTE_SOURCE else "local"
 
 
-def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _column_in(
+    db: sqlite3.Connection, sql: str, values: set[int] | set[str], size: int = 500
+) -> set[str]:
+    """The first column of `sql` run over `values` in chunks (SQLite caps bound
+    parameters); `sql` holds `{marks}` where the placeholders go, never a value."""
+    out: set[str] = set()
+    ordered: list[int | str] = sorted(values)
+    for i in range(0, len(ordered), size):
+        chunk = ordered[i : i + size]
+        marks = ",".join("?" * len(chunk))
+        out.update(row[0] for row in db.execute(sql.format(marks=marks), chunk))
+    return out

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import time
-from types import FrameType
 
 import msgspec
 import zmq
@@ -24,6 +22,7 @@ from shared.control import ControlError, PeerReplyInvalid, PeerUnavailable, call
 from shared.messages import BanDecision, decode, encode
 from shared.ops.base import Empty, OpTable
 from shared.ops.firewall import FIREWALL, PING, RELOAD
+from shared.stop import StopFlag
 
 from .backend import FirewallError, KernelBackend
 from .backends import make_backend
@@ -198,14 +197,7 @@ def main(config: Config) -> int:
     if durable.acks is not None:
         durable.acks.hello()
 
-    stopping = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopFlag()
 
     table = control_table(fw, durable, fleet)
     if table.missing():
@@ -223,7 +215,7 @@ def main(config: Config) -> int:
     next_retry = time.monotonic() + RETRY_TICK_SECONDS
     status = 0
     try:
-        while not stopping:
+        while not stop.requested:
             try:
                 events = dict(poller.poll(POLL_MS))
                 if rep in events:

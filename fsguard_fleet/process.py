@@ -15,9 +15,7 @@ writer: this process asks it over its control socket, like the API does.
 from __future__ import annotations
 
 import logging
-import signal
 import time
-from types import FrameType
 
 import msgspec
 
@@ -28,6 +26,7 @@ from shared.logs import escape
 from shared.ops import firewall as fw_ops
 from shared.ops.base import Op, RepT, ReqT
 from shared.ops.firewall_state import ApplyRequest, OutboxDueRequest, OutboxSettleRequest
+from shared.stop import StopFlag
 
 from .lapi import LapiClient, LapiError
 
@@ -214,23 +213,16 @@ def main(config: Config) -> int:
         log.info("security.crowdsec.enabled is false: nothing to do")
         sdnotify.ready()
         return 0
-    stopping = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopFlag()
     connector = Connector(config)
     log.info(
         "fleet connector ready: lapi=%s push=%s pull=%s poll_interval=%gs",
         escape(cs.lapi_url), cs.push, cs.pull, cs.poll_interval,
     )  # fmt: skip
     sdnotify.ready()
-    while not stopping:
+    while not stop.requested:
         due = connector.step(time.monotonic())
-        while not stopping and time.monotonic() < due:
+        while not stop.requested and time.monotonic() < due:
             time.sleep(min(0.05, max(0.0, due - time.monotonic())))
     log.info("fleet connector stopped")
     return 0

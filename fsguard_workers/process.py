@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import re
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +38,7 @@ from shared.ops import worker
 from shared.ops.base import OpTable
 from shared.ops.common import LogLevel, LogLevelRequest, Ping
 from shared.ops.worker import WORKER
+from shared.stop import StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Worker:
         self.log_limiter = LogRateLimiter(LOG_SUMMARY_SECONDS)
         self.audit = AuditLog.null("worker")  # opened by run()
         self.link: FirewallLink | None = None  # acks, re-sends, list snapshots (outbox.py)
-        self.running = True
+        self.stop = StopFlag.unarmed()  # main() arms SIGTERM/SIGINT
 
     def table(self) -> OpTable:
         """The worker's control ops (shared/ops/worker.py), one typed handler each."""
@@ -173,7 +173,7 @@ class Worker:
         next_trim = 0.0
         log.info("worker %d ready", self.index)
         try:
-            while self.running:
+            while not self.stop.requested:
                 ready = dict(poller.poll(int(TICK_INTERVAL * 1000)))
                 if events in ready:
                     for _ in range(MAX_BATCHES_PER_TURN):
@@ -323,10 +323,5 @@ def malloc_trim() -> Callable[[], object] | None:
 
 def main(config: Config, index: int) -> int:
     worker = Worker(config, index)
-
-    def stop(signum: int, frame: object) -> None:
-        worker.running = False
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    worker.stop = StopFlag()
     return worker.run()
