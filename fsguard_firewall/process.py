@@ -125,6 +125,116 @@ def _remove_kernel_objects(config: Config, backend: str) -> None:
     )
 
 
+def _open_store(config: Config) -> Durable | int:
+    """The durable state, a scratch one if the state directory cannot be written, or the
+    exit status: never a silent fresh start."""
+    try:
+        return Durable.open(config)
+    except StoreError as exc:
+        if not unwritable(exc, config.paths.state_dir):
+            log.error("state store unusable: %s", exc)
+            return 1 if "in use by another process" in str(exc) else EX_CONFIG
+        try:
+            return Durable.open_degraded(config, str(exc))  # detection goes on
+        except (OSError, StoreError) as scratch_exc:
+            log.error("state store unusable (%s), no scratch store either: %s", exc,
+                      scratch_exc)  # fmt: skip
+            return EX_CONFIG
+
+
+class Sockets:
+    """The firewall's sockets: decisions (PULL), list changes (PUB), control (REP)."""
+
+    def __init__(self, runtime: str) -> None:
+        self.endpoints = [
+            addresses.firewall_decisions(runtime),
+            addresses.firewall_lists(runtime),
+            addresses.firewall_control(runtime),
+        ]
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.rep = self.ctx.socket(zmq.REP)
+        for sock in (self.pull, self.pub, self.rep):
+            sock.setsockopt(zmq.LINGER, 0)
+        self.pull.setsockopt(zmq.RCVHWM, 100_000)
+        old_umask = os.umask(0o007)  # group (the API's) may connect; others may not
+        try:
+            for sock, endpoint in zip((self.pull, self.pub, self.rep), self.endpoints, strict=True):
+                sock.bind(endpoint)
+        finally:
+            os.umask(old_umask)
+
+    def close(self) -> None:
+        for sock in (self.pull, self.pub, self.rep):
+            sock.close(0)
+        self.ctx.term()
+        for endpoint in self.endpoints:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(addresses.ipc_path(endpoint))
+
+
+def _start(config: Config, kernel: KernelBackend, migrated: list[str], durable: Durable,
+           socks: Sockets, audit: AuditLog) -> tuple[Firewall, FleetState]:  # fmt: skip
+    """Wire the policy, the durable state and the fleet; bring the kernel back in line
+    with the store (never a flush); tell the workers the firewall (re)started."""
+    fw = Firewall(
+        config,
+        kernel,
+        store=durable.bans,
+        publish=lambda change: socks.pub.send(encode(change)),
+        audit=audit,
+    )
+    durable.attach(fw, socks.ctx)
+    fleet = FleetState(config, lambda: durable.store)  # CrowdSec outbox, remote decisions
+    fleet.attach(fw)
+    if config.security.auto_block_enabled:
+        try:
+            # store -> kernel and back. The sets were ensured (and migrated) before: one
+            # structure check, which costs seconds with 100k nft elements.
+            result = durable.reconcile(migrate=False)
+            result.migrated = sorted({*migrated, *result.migrated})
+        except FirewallError as exc:
+            log.error("firewall reconcile failed: %s", exc)
+    if durable.acks is not None:
+        durable.acks.hello()
+    return fw, fleet
+
+
+def _serve(stop: StopFlag, socks: Sockets, table: OpTable, fw: Firewall, durable: Durable,
+           fleet: FleetState) -> None:  # fmt: skip
+    """The main loop: control requests, decision batches, retries, sweeps, summaries."""
+    poller = zmq.Poller()
+    poller.register(socks.pull, zmq.POLLIN)
+    poller.register(socks.rep, zmq.POLLIN)
+    next_sweep = time.monotonic() + SWEEP_SECONDS
+    next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
+    next_retry = time.monotonic() + RETRY_TICK_SECONDS
+    while not stop.requested:
+        try:
+            events = dict(poller.poll(POLL_MS))
+            if socks.rep in events:
+                socks.rep.send(dispatch(table, socks.rep.recv()))
+            if socks.pull in events:
+                batch = _receive_batch(socks.pull, fw)
+                if batch:
+                    fw.handle_batch(batch)  # acks go out from the ledger
+            now = time.monotonic()
+            if now >= next_retry:
+                fw.retry_pending()
+                next_retry = time.monotonic() + RETRY_TICK_SECONDS
+            if now >= next_sweep:
+                next_sweep = now + SWEEP_SECONDS
+                fw.sweep()
+                durable.tick()
+                fleet.tick()
+            if now >= next_summary:
+                next_summary = now + LOG_SUMMARY_SECONDS
+                fw.log_summaries()
+        except StoreError as exc:  # writes go to the backlog; this was a read
+            fw.ledger.loud("store-loop", "state store error, running on: %s", exc)
+
+
 def main(config: Config) -> int:
     """Run the firewall process until SIGTERM/SIGINT. Returns the exit status."""
     runtime = config.paths.runtime_dir
@@ -139,116 +249,32 @@ def main(config: Config) -> int:
             return 1
     else:
         log.warning("auto_block_enabled is false: bans are recorded, the kernel is not touched")
-
-    endpoints = {
-        "decisions": addresses.firewall_decisions(runtime),
-        "lists": addresses.firewall_lists(runtime),
-        "control": addresses.firewall_control(runtime),
-    }
-    if _already_running(endpoints["control"]):
+    if _already_running(addresses.firewall_control(runtime)):
         log.error("another firewall answers on %s: not starting a second writer", runtime)
         return 1
-    try:
-        durable = Durable.open(config)
-    except StoreError as exc:  # never a silent fresh start
-        if not unwritable(exc, config.paths.state_dir):
-            log.error("state store unusable: %s", exc)
-            return 1 if "in use by another process" in str(exc) else EX_CONFIG
-        try:
-            durable = Durable.open_degraded(config, str(exc))  # detection goes on
-        except (OSError, StoreError) as scratch_exc:
-            log.error("state store unusable (%s), no scratch store either: %s", exc,
-                      scratch_exc)  # fmt: skip
-            return EX_CONFIG
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    pull = ctx.socket(zmq.PULL)
-    pub = ctx.socket(zmq.PUB)
-    rep = ctx.socket(zmq.REP)
-    for sock in (pull, pub, rep):
-        sock.setsockopt(zmq.LINGER, 0)
-    pull.setsockopt(zmq.RCVHWM, 100_000)
-    old_umask = os.umask(0o007)  # group (the API's) may connect; others may not
-    try:
-        pull.bind(endpoints["decisions"])
-        pub.bind(endpoints["lists"])
-        rep.bind(endpoints["control"])
-    finally:
-        os.umask(old_umask)
-
+    durable = _open_store(config)
+    if isinstance(durable, int):
+        return durable
+    socks = Sockets(runtime)
     audit = AuditLog(config, "firewall")
-    fw = Firewall(
-        config,
-        kernel,
-        store=durable.bans,
-        publish=lambda change: pub.send(encode(change)),
-        audit=audit,
-    )
-    durable.attach(fw, ctx)
-    fleet = FleetState(config, lambda: durable.store)  # CrowdSec outbox, remote decisions
-    fleet.attach(fw)
-    if config.security.auto_block_enabled:
-        try:
-            # store -> kernel and back; never flushes. The sets were ensured (and migrated)
-            # above: one structure check, which costs seconds with 100k nft elements.
-            result = durable.reconcile(migrate=False)
-            result.migrated = sorted({*migrated, *result.migrated})
-        except FirewallError as exc:
-            log.error("firewall reconcile failed: %s", exc)
-    if durable.acks is not None:
-        durable.acks.hello()
-
+    fw, fleet = _start(config, kernel, migrated, durable, socks, audit)
     stop = StopFlag()
-
     table = control_table(fw, durable, fleet)
     if table.missing():
         log.error("firewall ops without a handler: %s", ", ".join(table.missing()))
         return 1
-    poller = zmq.Poller()
-    poller.register(pull, zmq.POLLIN)
-    poller.register(rep, zmq.POLLIN)
     log.info(
         "firewall ready (pid %d, %s backend, dry_run=%s)", os.getpid(), kernel.kind, kernel.dry_run
     )
     sdnotify.ready()
-    next_sweep = time.monotonic() + SWEEP_SECONDS
-    next_summary = time.monotonic() + LOG_SUMMARY_SECONDS
-    next_retry = time.monotonic() + RETRY_TICK_SECONDS
-    status = 0
     try:
-        while not stop.requested:
-            try:
-                events = dict(poller.poll(POLL_MS))
-                if rep in events:
-                    rep.send(dispatch(table, rep.recv()))
-                if pull in events:
-                    batch = _receive_batch(pull, fw)
-                    if batch:
-                        fw.handle_batch(batch)  # acks go out from the ledger
-                now = time.monotonic()
-                if now >= next_retry:
-                    fw.retry_pending()
-                    next_retry = time.monotonic() + RETRY_TICK_SECONDS
-                if now >= next_sweep:
-                    next_sweep = now + SWEEP_SECONDS
-                    fw.sweep()
-                    durable.tick()
-                    fleet.tick()
-                if now >= next_summary:
-                    next_summary = now + LOG_SUMMARY_SECONDS
-                    fw.log_summaries()
-            except StoreError as exc:  # writes go to the backlog; this was a read
-                fw.ledger.loud("store-loop", "state store error, running on: %s", exc)
+        _serve(stop, socks, table, fw, durable, fleet)
     finally:
         fw.log_summaries()
         if config.security.remove_rules_on_stop and not kernel.dry_run:
             _remove_kernel_objects(config, kernel.kind)
         audit.close()
         durable.close()
-        for sock in (pull, pub, rep):
-            sock.close(0)
-        ctx.term()
-        for endpoint in endpoints.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(addresses.ipc_path(endpoint))
+        socks.close()
         log.info("firewall stopped")
-    return status
+    return 0
