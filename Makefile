@@ -42,6 +42,7 @@ wheelhouse: $(BIN)/fsguard
 		[ -e "$$sdist" ] || continue; \
 		$(BIN)/pip wheel --quiet --no-deps -w $(WHEELHOUSE) "$$sdist" || exit 1; \
 	done
+	rm -rf build  # setuptools reuses build/lib: a module deleted since would ship again
 	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w $(WHEELHOUSE) .
 	rm -rf $(WHEELHOUSE)/.src
 	$(BIN)/python deploy/runtime_lock.py wheelhouse $(WHEELHOUSE)
