@@ -80,8 +80,6 @@ class BareIp(RuleBase):
     def _bare_ip(
         self, kind: Kind, ev: Event, ua: str, key: int, now: float, read_ts: float
     ) -> bool:
-        if not self._bare_on:
-            return False
         host = request_host(kind, ev)
         literal = self._bare.match(host) if host else ""
         return bool(literal) and self._decide(Evidence(

@@ -20,10 +20,14 @@ class InstantRules(UntrustedNetwork, ScannerUa, BareIp):
     ) -> str:
         """Returns the kill reason when one acted ("" otherwise), whether or not a
         decision was emitted (auto-block off, already banned, protected source)."""
-        if self._untrusted_network(kind, ev, ua, addr, key, now, read_ts):
+        # each guard is the rule's cheapest "cannot apply": on the hot path, by default
+        # (no untrusted networks, bare_ip off) a phone's event calls no rule at all
+        if self._untrusted.has_networks and self._untrusted_network(
+            kind, ev, ua, addr, key, now, read_ts
+        ):
             return "untrusted-network"
-        if self._scanner_ua(kind, ev, ua, key, now, read_ts):
+        if ua and self._scanner_ua(kind, ev, ua, key, now, read_ts):
             return "scanner"
-        if self._bare_ip(kind, ev, ua, key, now, read_ts):
+        if self._bare_on and self._bare_ip(kind, ev, ua, key, now, read_ts):
             return "bare-ip"
         return ""

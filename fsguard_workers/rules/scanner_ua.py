@@ -16,7 +16,7 @@ class ScannerUa(RuleBase):
     def _scanner_ua(
         self, kind: Kind, ev: Event, ua: str, key: int, now: float, read_ts: float
     ) -> bool:
-        pattern = self._scanner.match(ua) if ua else ""
+        pattern = self._scanner.match(ua)
         return bool(pattern) and self._decide(Evidence(
             rule=SCANNER_UA, reason=reason_scanner(ua),
             duration=self._sec.block_duration, key=key, now=now, read_ts=read_ts,

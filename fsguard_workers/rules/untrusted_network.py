@@ -17,10 +17,7 @@ class UntrustedNetwork(RuleBase):
     def _untrusted_network(
         self, kind: Kind, ev: Event, ua: str, addr: IPAddress, key: int, now: float, read_ts: float
     ) -> bool:
-        untrusted = self._untrusted
-        if not untrusted.has_networks:
-            return False
-        net = untrusted.network(addr)
+        net = self._untrusted.network(addr)
         return bool(net) and self._decide(Evidence(
             rule=UNTRUSTED_NETWORK, reason=reason_untrusted_network(net),
             duration=self._sec.block_duration, key=key, now=now, read_ts=read_ts,
