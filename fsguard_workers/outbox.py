@@ -142,8 +142,12 @@ class FirewallLink:
         req = self.ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.connect(addresses.firewall_control(self.runtime_dir))
-        ask = SnapshotRequest(shard=self.index, shards=self.shards) if self.shards else None
-        req.send(encode_call(LISTS_SNAPSHOT, ask or SnapshotRequest()))
+        ask = (
+            SnapshotRequest(shard=self.index, shards=self.shards)
+            if self.shards
+            else SnapshotRequest()  # every ban (a tree without shards: tests)
+        )
+        req.send(encode_call(LISTS_SNAPSHOT, ask))
         self.poller.register(req, zmq.POLLIN)
         self._req = req
         self._req_deadline = now + SNAPSHOT_TIMEOUT
